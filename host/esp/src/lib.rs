@@ -1,0 +1,1 @@
+//! wisp-esp (work in progress)

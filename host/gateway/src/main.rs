@@ -1,0 +1,1 @@
+fn main() { eprintln!("wisp: work in progress"); std::process::exit(2); }

@@ -1,0 +1,1 @@
+//! wisp-ike (work in progress)

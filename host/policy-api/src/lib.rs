@@ -1,0 +1,384 @@
+//! The policy contract as seen from Rust.
+//!
+//! `wisp-ike` calls a [`Policy`] while negotiating; `wisp-policy` implements it by
+//! calling a sandboxed WebAssembly component (the WIT world in `wit/policy.wit`),
+//! and tests use native implementations. Both sides depend on this crate, so
+//! neither depends on the other.
+//!
+//! The types mirror the WIT records one to one and are written from this
+//! gateway's perspective ("local" = us, "remote" = the peer). No secret ever
+//! appears in them.
+
+use std::net::IpAddr;
+
+/// Which kind of SA a proposal list is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaKind {
+    /// IKE SA (IKE_SA_INIT or IKE SA rekey).
+    Ike,
+    /// Child SA (IKE_AUTH or CREATE_CHILD_SA).
+    Child,
+}
+
+/// IKEv2 security protocol id (RFC 7296 3.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Ike,
+    Ah,
+    Esp,
+    Unknown(u8),
+}
+
+impl Protocol {
+    pub fn from_raw(v: u8) -> Self {
+        match v {
+            1 => Protocol::Ike,
+            2 => Protocol::Ah,
+            3 => Protocol::Esp,
+            o => Protocol::Unknown(o),
+        }
+    }
+    pub fn raw(self) -> u8 {
+        match self {
+            Protocol::Ike => 1,
+            Protocol::Ah => 2,
+            Protocol::Esp => 3,
+            Protocol::Unknown(o) => o,
+        }
+    }
+}
+
+/// IKEv2 transform type (RFC 7296 3.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransformType {
+    Encryption,
+    Prf,
+    Integrity,
+    KeyExchange,
+    Esn,
+    Unknown(u8),
+}
+
+impl TransformType {
+    pub fn from_raw(v: u8) -> Self {
+        match v {
+            1 => TransformType::Encryption,
+            2 => TransformType::Prf,
+            3 => TransformType::Integrity,
+            4 => TransformType::KeyExchange,
+            5 => TransformType::Esn,
+            o => TransformType::Unknown(o),
+        }
+    }
+    pub fn raw(self) -> u8 {
+        match self {
+            TransformType::Encryption => 1,
+            TransformType::Prf => 2,
+            TransformType::Integrity => 3,
+            TransformType::KeyExchange => 4,
+            TransformType::Esn => 5,
+            TransformType::Unknown(o) => o,
+        }
+    }
+}
+
+/// One transform as offered on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Transform {
+    pub kind: TransformType,
+    /// IANA id within the type.
+    pub id: u16,
+    /// Key Length attribute in bits, when present.
+    pub key_length: Option<u16>,
+}
+
+/// One proposal (RFC 7296 3.3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Proposal {
+    /// Proposal number from the wire (1-based).
+    pub number: u8,
+    pub protocol: Protocol,
+    pub transforms: Vec<Transform>,
+}
+
+/// IKEv2 ID type (RFC 7296 3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IdType {
+    Ipv4Addr,
+    Fqdn,
+    Rfc822Addr,
+    Ipv6Addr,
+    DerAsn1Dn,
+    DerAsn1Gn,
+    KeyId,
+    Unknown(u8),
+}
+
+impl IdType {
+    pub fn from_raw(v: u8) -> Self {
+        match v {
+            1 => IdType::Ipv4Addr,
+            2 => IdType::Fqdn,
+            3 => IdType::Rfc822Addr,
+            5 => IdType::Ipv6Addr,
+            9 => IdType::DerAsn1Dn,
+            10 => IdType::DerAsn1Gn,
+            11 => IdType::KeyId,
+            o => IdType::Unknown(o),
+        }
+    }
+    pub fn raw(self) -> u8 {
+        match self {
+            IdType::Ipv4Addr => 1,
+            IdType::Fqdn => 2,
+            IdType::Rfc822Addr => 3,
+            IdType::Ipv6Addr => 5,
+            IdType::DerAsn1Dn => 9,
+            IdType::DerAsn1Gn => 10,
+            IdType::KeyId => 11,
+            IdType::Unknown(o) => o,
+        }
+    }
+}
+
+/// A peer identity in printable form (see the WIT `identity` record).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub kind: IdType,
+    pub value: String,
+}
+
+impl PartialOrd for IdType {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for IdType {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw().cmp(&other.raw())
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+/// How the peer authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    Psk,
+    RsaSignature,
+    EcdsaSignature,
+    DigitalSignature,
+    Unknown(u8),
+}
+
+/// A traffic selector (RFC 7296 3.13.1). Both addresses are of one family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TrafficSelector {
+    /// 0 = any protocol.
+    pub ip_protocol: u8,
+    pub start_port: u16,
+    pub end_port: u16,
+    pub start_address: IpAddr,
+    pub end_address: IpAddr,
+}
+
+impl TrafficSelector {
+    /// True when `self` lies entirely inside `outer` (same family, protocol equal or
+    /// outer is "any", port and address ranges contained).
+    pub fn is_subset_of(&self, outer: &TrafficSelector) -> bool {
+        let same_family = self.start_address.is_ipv4() == outer.start_address.is_ipv4()
+            && self.end_address.is_ipv4() == outer.end_address.is_ipv4()
+            && self.start_address.is_ipv4() == self.end_address.is_ipv4();
+        same_family
+            && (outer.ip_protocol == 0 || outer.ip_protocol == self.ip_protocol)
+            && self.start_port <= self.end_port
+            && outer.start_port <= self.start_port
+            && self.end_port <= outer.end_port
+            && self.start_address <= self.end_address
+            && outer.start_address <= self.start_address
+            && self.end_address <= outer.end_address
+    }
+}
+
+/// What the host knows about a negotiation when it asks for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerContext {
+    pub connection: String,
+    pub remote_address: IpAddr,
+    pub remote_port: u16,
+    pub local_address: IpAddr,
+    pub local_port: u16,
+    pub nat_detected: bool,
+    pub local_is_initiator: bool,
+    /// None before IKE_AUTH has authenticated the peer.
+    pub peer_identity: Option<Identity>,
+}
+
+/// Facts for authorization, after the AUTH payload was verified by the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthInfo {
+    pub peer_identity: Identity,
+    pub method: AuthMethod,
+    pub certificate_subject: Option<String>,
+    pub key_fingerprint: Option<String>,
+}
+
+/// Selectors to narrow, from this gateway's perspective.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorRequest {
+    pub remote_proposed: Vec<TrafficSelector>,
+    pub local_proposed: Vec<TrafficSelector>,
+    pub remote_configured: Vec<TrafficSelector>,
+    pub local_configured: Vec<TrafficSelector>,
+}
+
+/// Narrowed selectors, from this gateway's perspective.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorPair {
+    pub remote: Vec<TrafficSelector>,
+    pub local: Vec<TrafficSelector>,
+}
+
+/// Live SAs held by one identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SaCounts {
+    pub ike_sas: u32,
+    pub child_sas: u32,
+}
+
+/// A read-only view of live SAs, provided by the gateway to policies.
+pub trait SaView: Send + Sync {
+    fn sa_counts(&self, peer: &Identity) -> SaCounts;
+}
+
+/// An `SaView` that always reports zero SAs (tests, offline evaluation).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSas;
+
+impl SaView for NoSas {
+    fn sa_counts(&self, _peer: &Identity) -> SaCounts {
+        SaCounts::default()
+    }
+}
+
+/// Why a decision did not come out as "yes".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy decided no, with its reason.
+    #[error("refused by policy {decider}: {reason}")]
+    Refused { decider: String, reason: String },
+    /// The policy could not decide (plugin trap, deadline, memory cap, malformed
+    /// answer). The negotiation fails closed.
+    #[error("policy {decider} failed: {detail}")]
+    Failed { decider: String, detail: String },
+}
+
+impl PolicyError {
+    /// The human reason, without the decider prefix.
+    pub fn reason(&self) -> &str {
+        match self {
+            PolicyError::Refused { reason, .. } => reason,
+            PolicyError::Failed { detail, .. } => detail,
+        }
+    }
+}
+
+/// The three decisions (plus initiator-side proposal ordering) the IKE engine
+/// asks for. Implementations must be cheap to call from any thread; a slow
+/// implementation only delays the negotiation that asked.
+///
+/// Every method's answer is validated by the caller of the plugin (the
+/// `wisp-policy` host) before it gets here: an index is in range, selectors are
+/// inside what was proposed.
+pub trait Policy: Send + Sync {
+    /// "name version" of whoever decides, for logs and diagnostics.
+    fn describe(&self) -> String;
+
+    /// Responder: index into `offered` of the chosen proposal.
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+    ) -> Result<usize, PolicyError>;
+
+    /// Initiator: which of `configured` to offer, in order (indices).
+    fn order_proposals(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        configured: &[Proposal],
+    ) -> Result<Vec<usize>, PolicyError>;
+
+    /// After AUTH verification: allow (Ok) or deny.
+    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError>;
+
+    /// Narrow the proposed selectors.
+    fn narrow_selectors(
+        &self,
+        ctx: &PeerContext,
+        request: &SelectorRequest,
+    ) -> Result<SelectorPair, PolicyError>;
+}
+
+impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+    ) -> Result<usize, PolicyError> {
+        (**self).select_proposal(ctx, kind, offered)
+    }
+    fn order_proposals(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        configured: &[Proposal],
+    ) -> Result<Vec<usize>, PolicyError> {
+        (**self).order_proposals(ctx, kind, configured)
+    }
+    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
+        (**self).authorize(ctx, auth)
+    }
+    fn narrow_selectors(
+        &self,
+        ctx: &PeerContext,
+        request: &SelectorRequest,
+    ) -> Result<SelectorPair, PolicyError> {
+        (**self).narrow_selectors(ctx, request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(a: &str, b: &str, p: u8, sp: u16, ep: u16) -> TrafficSelector {
+        TrafficSelector {
+            ip_protocol: p,
+            start_port: sp,
+            end_port: ep,
+            start_address: a.parse().unwrap(),
+            end_address: b.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn subset_rules() {
+        let outer = ts("10.0.0.0", "10.0.0.255", 0, 0, 65535);
+        assert!(ts("10.0.0.1", "10.0.0.1", 6, 80, 80).is_subset_of(&outer));
+        assert!(!ts("10.0.0.1", "10.0.1.0", 0, 0, 65535).is_subset_of(&outer));
+        assert!(!ts("::1", "::1", 0, 0, 65535).is_subset_of(&outer));
+        let tcp = ts("10.0.0.0", "10.0.0.255", 6, 0, 65535);
+        assert!(!ts("10.0.0.1", "10.0.0.1", 0, 0, 65535).is_subset_of(&tcp));
+        assert!(!ts("10.0.0.9", "10.0.0.1", 0, 0, 65535).is_subset_of(&outer), "inverted range");
+    }
+}

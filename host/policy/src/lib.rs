@@ -1,0 +1,1 @@
+//! wisp-policy (work in progress)
