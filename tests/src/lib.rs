@@ -1,0 +1,1 @@
+//! Test bed for wisp: network namespaces, strongSwan charon, end-to-end and interop suites.
