@@ -16,6 +16,7 @@
 
 pub mod charon;
 pub mod charon_log;
+pub mod harness;
 pub mod netns;
 pub mod proc;
 pub mod sas;

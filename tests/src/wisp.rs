@@ -188,3 +188,187 @@ impl WispDaemon {
         self.proc.is_running()
     }
 }
+
+/// One `[connections.NAME.children.CHILD]` of a wisp config.
+#[derive(Debug, Clone, Default)]
+pub struct WispChild {
+    pub name: String,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+    pub esp_proposals: Vec<String>,
+    pub rekey_time: Option<String>,
+    pub life_time: Option<String>,
+    pub start_action: Option<String>,
+}
+
+impl WispChild {
+    pub fn new(name: &str, local_ts: &str, remote_ts: &str, esp: &str) -> WispChild {
+        WispChild {
+            name: name.into(),
+            local_ts: vec![local_ts.into()],
+            remote_ts: vec![remote_ts.into()],
+            esp_proposals: vec![esp.into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// One `[connections.NAME]` (PSK inline).
+#[derive(Debug, Clone, Default)]
+pub struct WispConn {
+    pub name: String,
+    pub local_addrs: Vec<String>,
+    pub remote_addrs: Vec<String>,
+    pub local_id: String,
+    pub remote_id: String,
+    pub psk: String,
+    pub proposals: Vec<String>,
+    pub rekey_time: Option<String>,
+    pub over_time: Option<String>,
+    pub dpd_delay: Option<String>,
+    pub dpd_timeout: Option<String>,
+    pub start_action: Option<String>,
+    pub children: Vec<WispChild>,
+}
+
+/// A whole wisp gateway config (see `host/gateway/src/config.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct WispConf {
+    pub log_level: Option<String>,
+    pub tun_name: Option<String>,
+    pub tun_addrs: Vec<String>,
+    /// Absolute path of the policy plugin; `None` = the gateway's default.
+    pub plugin: Option<PathBuf>,
+    /// `[plugin.settings]` as raw TOML lines (`key = value`).
+    pub plugin_settings: Vec<String>,
+    pub conns: Vec<WispConn>,
+}
+
+/// TOML string literal.
+pub fn toml_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn toml_list(v: &[String]) -> String {
+    format!("[{}]", v.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", "))
+}
+
+impl WispConf {
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::new();
+        if let Some(l) = &self.log_level {
+            let _ = writeln!(o, "log_level = {}", toml_str(l));
+        }
+        o.push_str("\n[tun]\n");
+        if let Some(n) = &self.tun_name {
+            let _ = writeln!(o, "name = {}", toml_str(n));
+        }
+        let _ = writeln!(o, "addrs = {}", toml_list(&self.tun_addrs));
+        if self.plugin.is_some() || !self.plugin_settings.is_empty() {
+            o.push_str("\n[plugin]\n");
+            if let Some(p) = &self.plugin {
+                let _ = writeln!(o, "path = {}", toml_str(&p.display().to_string()));
+            }
+            if !self.plugin_settings.is_empty() {
+                o.push_str("[plugin.settings]\n");
+                for l in &self.plugin_settings {
+                    let _ = writeln!(o, "{l}");
+                }
+            }
+        }
+        for c in &self.conns {
+            let _ = writeln!(o, "\n[connections.{}]", c.name);
+            let _ = writeln!(o, "local_addrs = {}", toml_list(&c.local_addrs));
+            let _ = writeln!(o, "remote_addrs = {}", toml_list(&c.remote_addrs));
+            let _ = writeln!(o, "proposals = {}", toml_list(&c.proposals));
+            let opt = |o: &mut String, k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    let _ = writeln!(o, "{k} = {}", toml_str(v));
+                }
+            };
+            opt(&mut o, "rekey_time", &c.rekey_time);
+            opt(&mut o, "over_time", &c.over_time);
+            opt(&mut o, "dpd_delay", &c.dpd_delay);
+            opt(&mut o, "dpd_timeout", &c.dpd_timeout);
+            opt(&mut o, "start_action", &c.start_action);
+            let _ = writeln!(o, "local.id = {}", toml_str(&c.local_id));
+            let _ = writeln!(o, "remote.id = {}", toml_str(&c.remote_id));
+            let _ = writeln!(o, "auth.psk = {}", toml_str(&c.psk));
+            for ch in &c.children {
+                let _ = writeln!(o, "\n[connections.{}.children.{}]", c.name, ch.name);
+                let _ = writeln!(o, "local_ts = {}", toml_list(&ch.local_ts));
+                let _ = writeln!(o, "remote_ts = {}", toml_list(&ch.remote_ts));
+                let _ = writeln!(o, "esp_proposals = {}", toml_list(&ch.esp_proposals));
+                opt(&mut o, "rekey_time", &ch.rekey_time);
+                opt(&mut o, "life_time", &ch.life_time);
+                opt(&mut o, "start_action", &ch.start_action);
+            }
+        }
+        o
+    }
+}
+
+/// `<repo>/build/plugins/<name>.wasm`, or an error telling how to build it.
+pub fn plugin_path(name: &str) -> Result<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/plugins").join(format!("{name}.wasm"));
+    if p.is_file() {
+        Ok(p.canonicalize().unwrap_or(p))
+    } else {
+        Err(err!("{} missing: run scripts/build-plugins.sh", p.display()))
+    }
+}
+
+/// Parse a hex SPI as printed by `wisp status --json` (`"0x1a2b"` or `"1a2b"`).
+pub fn parse_hex_spi(s: &str) -> Option<u64> {
+    let t = s.trim().trim_start_matches("0x").trim_start_matches("0X");
+    u64::from_str_radix(t, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_gateway_toml() {
+        let conf = WispConf {
+            tun_addrs: vec!["10.1.0.1/32".into()],
+            conns: vec![WispConn {
+                name: "gw".into(),
+                local_addrs: vec!["10.99.0.1".into()],
+                remote_addrs: vec!["10.99.0.2".into()],
+                local_id: "left".into(),
+                remote_id: "right".into(),
+                psk: "p\"w".into(),
+                proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
+                dpd_delay: Some("1s".into()),
+                children: vec![WispChild::new("net", "10.1.0.0/24", "10.2.0.0/24", "aes128gcm16")],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let s = conf.render();
+        assert!(s.contains("[connections.gw.children.net]\nlocal_ts = [\"10.1.0.0/24\"]"), "{s}");
+        assert!(s.contains("auth.psk = \"p\\\"w\""), "{s}");
+        assert!(s.contains("dpd_delay = \"1s\""), "{s}");
+        assert!(s.contains("addrs = [\"10.1.0.1/32\"]"), "{s}");
+    }
+
+    #[test]
+    fn hex_spis() {
+        assert_eq!(parse_hex_spi("0xdeadbeef"), Some(0xdeadbeef));
+        assert_eq!(parse_hex_spi("7f0d3d472ea71680"), Some(0x7f0d3d472ea71680));
+        assert_eq!(parse_hex_spi("zz"), None);
+    }
+}
