@@ -349,7 +349,7 @@ pub struct ConnectionConfig {
     pub dpd_interval: Option<Duration>,
     pub retransmit: Retransmit,
     /// Pretend a NAT (like strongSwan `encap = yes`) so both sides move to 4500
-    /// and ESP is UDP-encapsulated.
+    /// and ESP is UDP-encapsulated. Default: true (wisp's ESP is UDP-encapsulated).
     pub force_encap: bool,
     /// Announce IKEV2_FRAGMENTATION_SUPPORTED.
     pub fragmentation: bool,
@@ -384,7 +384,8 @@ impl ConnectionConfig {
             ike_lifetimes: Lifetimes::ike_default(),
             dpd_interval: None,
             retransmit: Retransmit::default(),
-            force_encap: false,
+            // wisp's data plane is UDP-encapsulated ESP only (like kernel-libipsec).
+            force_encap: true,
             fragmentation: true,
             initial_contact: true,
         })

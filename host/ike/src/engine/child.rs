@@ -379,7 +379,9 @@ impl Engine {
         let Some(keys) = sa.keys.as_ref() else {
             return fail(self, Side::Local, None, "no keys".into());
         };
-        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), &nego.ni, nr, cipher.keymat_len());
+        // IKE_AUTH: KEYMAT uses the IKE SA's nonces; CREATE_CHILD_SA the exchange's.
+        let ni: &[u8] = if in_auth { &sa.ni } else { &nego.ni };
+        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len());
         let conn = &self.config.connections[sa.conn];
         let lifetimes = conn.child(&nego.child).map(|c| c.lifetimes.clone()).unwrap_or_else(crate::config::Lifetimes::child_default);
         let algs = ChildAlgorithms { cipher, esn: convert::pick(chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1), pfs_group: (group != 0).then_some(group) };
@@ -525,7 +527,7 @@ impl Engine {
                     Some(i) => {
                         let old = &mut sa.children[i];
                         if old.state == ChildState::Rekeying {
-                            old.rekey_theirs = Some(RekeyRecord { min_nonce: min_nonce(&ni, &nr), new_spi_in: info.spi_in });
+                            old.rekey_theirs = Some(RekeyRecord { min_nonce: min_nonce(&ni, &nr) });
                         } else {
                             old.state = ChildState::Rekeyed;
                         }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use wisp_policy_api as api;
 
 use crate::codec::{self, IdPayload, IdType, ProtocolId, TransformType, TsRange};
-use crate::config::{is_aead, proposal_summary};
+use crate::config::proposal_summary;
 
 use super::suite::{aead_supported, dh_supported, prf_supported};
 
@@ -144,10 +144,6 @@ pub fn esp_cipher(p: &codec::Proposal) -> Option<crate::event::EspCipher> {
         crate::config::ENCR_CHACHA20_POLY1305 => Some(crate::event::EspCipher::ChaCha20Poly1305),
         _ => None,
     }
-}
-
-pub fn is_aead_id(id: u16) -> bool {
-    is_aead(id)
 }
 
 pub fn identity_to_wire(id: &api::Identity) -> IdPayload {

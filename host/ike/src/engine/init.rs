@@ -223,7 +223,7 @@ impl Engine {
             payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
         }
         if let Some(nego) = &sa.first_child {
-            payloads.extend(child_request_payloads(nego, false));
+            payloads.extend(super::child::child_request_payloads(nego, false));
         }
         sa.state = IkeState::AuthSent;
         self.send_request(now, sa, ExchangeType::IKE_AUTH, payloads, Pending::Auth);

@@ -412,7 +412,7 @@ impl Engine {
         }
         let our_spi = if h.flags.initiator() { h.spi_r } else { h.spi_i };
         let Some(&id) = self.by_spi.get(&our_spi) else { return };
-        let Ok(mut sa) = self.take(id) else { return };
+        let Ok(sa) = self.take(id) else { return };
         // The I flag names the original initiator: it must be the peer's role.
         let peer_is_orig_initiator = h.flags.initiator();
         let consistent = peer_is_orig_initiator != sa.initiator
@@ -809,7 +809,6 @@ impl Engine {
             soft_at: None,
             hard_at: None,
             last_recv: Duration::ZERO,
-            dpd_at: None,
             first_child: None,
             up_reported: false,
             rekey_theirs: None,

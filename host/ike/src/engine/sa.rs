@@ -123,7 +123,6 @@ pub(crate) enum ChildState {
 #[derive(Clone)]
 pub(crate) struct RekeyRecord {
     pub min_nonce: Vec<u8>,
-    pub new_spi_in: u32,
 }
 
 pub(crate) struct Child {
@@ -193,7 +192,6 @@ pub(crate) struct IkeSa {
     pub soft_at: Option<Duration>,
     pub hard_at: Option<Duration>,
     pub last_recv: Duration,
-    pub dpd_at: Option<Duration>,
     /// The Child SA negotiated inside IKE_AUTH (initiator).
     pub first_child: Option<ChildNego>,
     pub up_reported: bool,
