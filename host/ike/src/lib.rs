@@ -1,1 +1,3 @@
 //! wisp-ike (work in progress)
+pub mod codec;
+pub mod crypto;

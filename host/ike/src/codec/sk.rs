@@ -1,0 +1,1 @@
+//! Encrypted (SK) and fragmented (SKF) messages: build and open.
