@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
-use wisp_esp::{Aead, InboundSa, Keymat, Limits, OutboundSa, NEXT_HEADER_IPV4, PAYLOAD_OFFSET};
+use wisp_esp::{Aead, InboundSa, Keymat, Limits, OutboundSa, NEXT_HEADER_IPV4};
 
 const SIZES: [usize; 3] = [64, 512, 1400];
 const BATCH: usize = 512;
