@@ -556,8 +556,9 @@ impl Engine {
     fn send_request(&mut self, now: Duration, sa: &mut IkeSa, exchange: ExchangeType, payloads: Vec<Payload>, pending: Pending) {
         let msg_id = sa.next_msg_id;
         let h = self.header(sa, exchange, false, msg_id);
-        let Some(keys) = sa.keys.as_ref() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, sa.initiator, &mut self.rng) else { return };
+        let initiator = sa.initiator;
+        let Some(keys) = sa.keys.as_mut() else { return };
+        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
         sa.next_msg_id = sa.next_msg_id.wrapping_add(1);
         let timeout = self.config.connections[sa.conn].retransmit.timeout;
         sa.outstanding = Some(Outstanding { msg_id, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending });
@@ -568,8 +569,9 @@ impl Engine {
     /// Encrypt and send a response to request `msg_id`, caching it for retransmits.
     fn send_response(&mut self, sa: &mut IkeSa, exchange: ExchangeType, msg_id: u32, payloads: Vec<Payload>) {
         let h = self.header(sa, exchange, true, msg_id);
-        let Some(keys) = sa.keys.as_ref() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, sa.initiator, &mut self.rng) else { return };
+        let initiator = sa.initiator;
+        let Some(keys) = sa.keys.as_mut() else { return };
+        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
         sa.last_resp = Some((msg_id, bytes.clone()));
         let t = self.transmit_for(sa, bytes);
         self.transmits.push_back(t);
