@@ -340,6 +340,12 @@ impl Engine {
         }
     }
 
+    /// True when no request of ours is outstanding or queued on any IKE SA
+    /// (e.g. to know that DELETEs went out before shutting down).
+    pub fn is_idle(&self) -> bool {
+        self.sas.values().all(|s| s.outstanding.is_none() && (s.tasks.is_empty() || s.state != IkeState::Established))
+    }
+
     /// Number of half-open (responder, IKE_AUTH pending) IKE SAs.
     pub fn half_open_count(&self) -> usize {
         self.sas.values().filter(|s| s.state == IkeState::InitResponded).count()
