@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The README's test command. Builds the plugins (Rust, Python, JavaScript), then
-# runs every test of the workspace. Tests that need root skip with a message when
-# not run as root; CI runs as root.
+# The README's test command. Builds the plugins (Rust, Python, JavaScript) and the
+# gateway binary, then runs every test of the workspace. Tests that need root skip
+# with a message when not run as root; CI runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x scripts/build-plugins.sh ]; then bash scripts/build-plugins.sh; fi
-cargo test --locked
+if [ -x scripts/build-plugins.sh ] || [ -f scripts/build-plugins.sh ]; then
+    bash scripts/build-plugins.sh
+fi
+cargo build --locked -p wisp --bins
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+export WISP_BIN="$target_dir/debug/wisp"
+cargo test --locked "$@"
