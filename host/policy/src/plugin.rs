@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::component::{Component, ComponentItem};
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
     self as api, AuthInfo, NoSas, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
@@ -16,7 +17,7 @@ use wisp_policy_api::{
 use crate::bindings::{self, wit, PolicyPlugin, PolicyPluginPre};
 use crate::convert::{self, Setting};
 use crate::error::{chain, DecisionError, DecisionKind, LoadError, PluginLabel};
-use crate::runtime::{self, deadline_ticks, MemoryCapExceeded, StoreState};
+use crate::runtime::{self, DeadlineExceeded, MemoryCapExceeded, StoreState};
 use crate::validate::{self, Problem};
 
 /// The export every plugin must provide.
@@ -42,9 +43,13 @@ pub enum InstanceMode {
 /// Sandbox limits of one plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// CPU deadline of one decision call (epoch interruption).
+    /// CPU-time deadline of one decision call (checked at every epoch tick
+    /// against the calling thread's CPU clock).
     pub deadline: Duration,
-    /// Deadline for instantiation + `info` + `configure`.
+    /// Wall-clock cap of one decision call, for a thread that is starved of
+    /// CPU or a plugin blocked in a host call (checked when it returns).
+    pub wall_deadline: Duration,
+    /// CPU deadline for instantiation + `info` + `configure` (wall cap: 5x).
     pub setup_deadline: Duration,
     /// Cap on the sum of the instance's linear memories, in bytes.
     pub memory: usize,
@@ -57,6 +62,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             deadline: Duration::from_millis(20),
+            wall_deadline: Duration::from_secs(1),
             setup_deadline: Duration::from_secs(2),
             memory: 16 << 20,
             mode: InstanceMode::Reuse,
@@ -292,7 +298,7 @@ impl LoadedPlugin {
 
     fn new_instance(&self) -> Result<Instance, String> {
         let mut store = new_store(self.label_str.clone(), &self.config);
-        store.set_epoch_deadline(deadline_ticks(self.config.limits.setup_deadline));
+        runtime::arm(&mut store, self.config.limits.setup_deadline, setup_wall(&self.config.limits));
         let bindings =
             self.pre.instantiate(&mut store).map_err(|e| describe_setup_error(&e, &self.config))?;
         let mut inst = Instance { store, bindings };
@@ -333,7 +339,7 @@ impl LoadedPlugin {
         f: impl FnOnce(&mut Store<StoreState>, &bindings::guest::Guest) -> wasmtime::Result<R>,
     ) -> Result<R, DecisionError> {
         let mut inst = self.checkout(decision)?;
-        inst.store.set_epoch_deadline(deadline_ticks(self.config.limits.deadline));
+        runtime::arm(&mut inst.store, self.config.limits.deadline, self.config.limits.wall_deadline);
         match f(&mut inst.store, inst.bindings.wisp_policy_decisions()) {
             Ok(r) => {
                 self.checkin(inst);
@@ -347,6 +353,9 @@ impl LoadedPlugin {
         let plugin = self.meta.label.clone();
         if let Some(m) = find::<MemoryCapExceeded>(e) {
             return DecisionError::MemoryLimit { plugin, decision, limit: m.limit };
+        }
+        if let Some(d) = find::<DeadlineExceeded>(e) {
+            return DecisionError::Timeout { plugin, decision, deadline: d.limit };
         }
         if let Some(wasmtime::Trap::Interrupt) = find::<wasmtime::Trap>(e) {
             return DecisionError::Timeout { plugin, decision, deadline: self.config.limits.deadline };
@@ -501,7 +510,7 @@ pub(crate) fn first_instance(
     config: &PluginConfig,
 ) -> Result<(Instance, String, String), LoadError> {
     let mut store = new_store(fallback_label, config);
-    store.set_epoch_deadline(deadline_ticks(config.limits.setup_deadline));
+    runtime::arm(&mut store, config.limits.setup_deadline, setup_wall(&config.limits));
     let bindings = pre
         .instantiate(&mut store)
         .map_err(|e| LoadError::Instantiate { detail: describe_setup_error(&e, config) })?;
@@ -515,7 +524,7 @@ pub(crate) fn first_instance(
 
 /// Calls `configure(settings)` under the setup deadline.
 pub(crate) fn configure(inst: &mut Instance, settings: &[wit::Setting], config: &PluginConfig) -> Result<(), String> {
-    inst.store.set_epoch_deadline(deadline_ticks(config.limits.setup_deadline));
+    runtime::arm(&mut inst.store, config.limits.setup_deadline, setup_wall(&config.limits));
     match inst.bindings.wisp_policy_decisions().call_configure(&mut inst.store, settings) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(msg)) => Err(format!("configure refused: {}", validate::sanitize(&msg))),
@@ -529,8 +538,13 @@ fn new_store(label: Arc<str>, config: &PluginConfig) -> Store<StoreState> {
         StoreState::new(label, config.limits.memory, config.sa_view.clone()),
     );
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_trap();
+    runtime::install_deadline_callback(&mut store);
     store
+}
+
+/// Wall-clock cap for instantiation + `configure`.
+fn setup_wall(l: &Limits) -> Duration {
+    l.setup_deadline.saturating_mul(5)
 }
 
 fn find<E: std::error::Error + Send + Sync + 'static>(e: &wasmtime::Error) -> Option<&E> {
@@ -543,6 +557,9 @@ fn find<E: std::error::Error + Send + Sync + 'static>(e: &wasmtime::Error) -> Op
 fn describe_setup_error(e: &wasmtime::Error, config: &PluginConfig) -> String {
     if let Some(m) = find::<MemoryCapExceeded>(e) {
         return format!("{m} (raise the plugin's memory limit)");
+    }
+    if let Some(d) = find::<DeadlineExceeded>(e) {
+        return format!("instantiation/configure: {d}");
     }
     if let Some(wasmtime::Trap::Interrupt) = find::<wasmtime::Trap>(e) {
         return format!("setup deadline of {:?} exceeded", config.limits.setup_deadline);

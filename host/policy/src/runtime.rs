@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wisp_policy_api::SaView;
 
@@ -47,11 +47,70 @@ pub(crate) fn engine() -> &'static Engine {
     })
 }
 
-/// Number of epoch ticks that guarantees at least `d` of CPU time before the
-/// interrupt (the ticker's phase is unknown, hence the extra tick).
+/// Number of epoch ticks until `d` has passed (at least one).
 pub(crate) fn deadline_ticks(d: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos().max(1);
-    (d.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    (d.as_nanos().div_ceil(tick) as u64).max(1)
+}
+
+/// CPU time consumed by the calling thread.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
+    // supported on every Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The time budget of the call in progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    cpu_start: Duration,
+    wall_start: Instant,
+    cpu: Duration,
+    wall: Duration,
+}
+
+/// Raised from the epoch callback when a call used up its budget.
+#[derive(Debug, thiserror::Error)]
+#[error("{} deadline of {limit:?} exceeded", if *.cpu { "CPU" } else { "wall-clock" })]
+pub(crate) struct DeadlineExceeded {
+    pub cpu: bool,
+    pub limit: Duration,
+}
+
+/// Epoch callback: the epoch only measures wall time, so when it fires we
+/// look at the CPU time this thread really spent in the call. A call that was
+/// merely descheduled (a busy machine) gets the rest of its CPU budget; a call
+/// that used its CPU budget, or exceeded the wall-clock cap, traps.
+fn on_epoch(state: &mut StoreState) -> wasmtime::Result<UpdateDeadline> {
+    let b = state.budget;
+    let used = thread_cpu_time().saturating_sub(b.cpu_start);
+    if used >= b.cpu {
+        return Err(wasmtime::Error::new(DeadlineExceeded { cpu: true, limit: b.cpu }));
+    }
+    let wall_used = b.wall_start.elapsed();
+    if wall_used >= b.wall {
+        return Err(wasmtime::Error::new(DeadlineExceeded { cpu: false, limit: b.wall }));
+    }
+    // CPU time never runs faster than wall time: look again when either
+    // budget could be used up.
+    Ok(UpdateDeadline::Continue(deadline_ticks((b.cpu - used).min(b.wall - wall_used))))
+}
+
+/// Arms the deadline for the next call on `store`.
+pub(crate) fn arm(store: &mut Store<StoreState>, cpu: Duration, wall: Duration) {
+    store.data_mut().budget =
+        Budget { cpu_start: thread_cpu_time(), wall_start: Instant::now(), cpu, wall };
+    store.set_epoch_deadline(deadline_ticks(cpu.min(wall)));
+}
+
+/// Sets the store up for deadlines (once per store).
+pub(crate) fn install_deadline_callback(store: &mut Store<StoreState>) {
+    store.epoch_deadline_callback(|mut cx| on_epoch(cx.data_mut()));
 }
 
 /// Marker error returned by the limiter when a memory would grow past the cap;
@@ -118,6 +177,7 @@ pub(crate) struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limiter: Limiter,
+    budget: Budget,
     /// "name version" for log lines written by the plugin.
     pub label: Arc<str>,
     pub sa_view: Arc<dyn SaView>,
@@ -138,6 +198,12 @@ impl StoreState {
             wasi: b.build(),
             table: ResourceTable::new(),
             limiter: Limiter { memory_limit, memory_used: 0, table_elements: 0 },
+            budget: Budget {
+                cpu_start: Duration::ZERO,
+                wall_start: Instant::now(),
+                cpu: Duration::from_secs(1),
+                wall: Duration::from_secs(1),
+            },
             label,
             sa_view,
         }
@@ -180,9 +246,9 @@ impl bindings::wisp::policy::host::Host for StoreState {
         wit::Datetime { seconds: d.as_secs(), nanoseconds: d.subsec_nanos() }
     }
 
-    fn sa_counts(&mut self, peer: wit::Identity) -> wit::SaCounts {
+    fn sa_counts(&mut self, peer: wit::Identity) -> wit::LiveSas {
         let c = self.sa_view.sa_counts(&identity_from_wit(&peer));
-        wit::SaCounts { ike_sas: c.ike_sas, child_sas: c.child_sas }
+        wit::LiveSas { ike_sas: c.ike_sas, child_sas: c.child_sas }
     }
 }
 
