@@ -1,0 +1,1012 @@
+//! Gateway configuration: TOML in the spirit of strongSwan's `swanctl.conf`.
+//!
+//! ```toml
+//! log_level = "info"
+//! control_socket = "/run/wisp/a.sock"
+//!
+//! [tun]
+//! name = "wisp0"
+//! addrs = ["10.98.1.1/24"]
+//! mtu = 1400
+//!
+//! [plugin]
+//! path = "../build/plugins/default.wasm"     # relative to this file
+//! [plugin.settings]
+//! allowed_identities = ["b.wisp.test"]
+//!
+//! [connections.site-b]
+//! local_addrs = ["10.99.0.1"]
+//! remote_addrs = ["10.99.0.2"]
+//! proposals = ["aes128gcm16-prfsha256-x25519"]
+//! dpd_delay = "2s"
+//! dpd_timeout = "6s"
+//! start_action = "start"
+//! local.id = "a.wisp.test"
+//! remote.id = "b.wisp.test"
+//! auth.psk_file = "psk.txt"            # or auth.psk = "inline secret"
+//!
+//! [connections.site-b.children.net]
+//! local_ts = ["10.98.1.0/24"]
+//! remote_ts = ["10.98.2.0/24"]
+//! esp_proposals = ["aes128gcm16", "chacha20poly1305"]
+//! mode = "tunnel"
+//! rekey_time = "50m"
+//! life_time = "60m"
+//! ```
+//!
+//! Every error names the file, the line and column, and the dotted field path.
+//! Pre-shared keys are held in [`Psk`], whose `Debug` never prints the secret and
+//! whose memory is zeroized on drop.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use wisp_policy_api::{Protocol, Proposal, TrafficSelector, Transform, TransformType};
+use zeroize::Zeroizing;
+
+/// Default control socket path.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/wisp/wisp.sock";
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the location is unknown.
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub column: usize,
+    /// Dotted field path, e.g. `connections.site-b.children.net.local_ts[0]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A pre-shared key. `Debug`/`Display` print `<redacted>`; zeroized on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk(Zeroizing<Vec<u8>>);
+
+impl Psk {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Psk(Zeroizing::new(bytes))
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Psk {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Zeroizing::new(String::deserialize(d)?);
+        if s.is_empty() {
+            return Err(serde::de::Error::custom("pre-shared key must not be empty"));
+        }
+        Ok(Psk::new(s.as_bytes().to_vec()))
+    }
+}
+
+/// A duration in config: an integer (seconds) or a string like `"500ms"`, `"30s"`,
+/// `"5m"`, `"4h"`, `"1d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration `{s}` (expected e.g. 30s, 5m, 4h)"))?;
+        let ms = match unit.trim() {
+            "ms" => Some(n),
+            "" | "s" => n.checked_mul(1000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            "d" => n.checked_mul(86_400_000),
+            u => return Err(format!("invalid duration unit `{u}` in `{s}` (ms, s, m, h, d)")),
+        }
+        .ok_or_else(|| format!("duration `{s}` too large"))?;
+        Ok(Dur(Duration::from_millis(ms)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(i) if i >= 0 => Ok(Dur(Duration::from_secs(i as u64))),
+            Raw::Int(i) => Err(serde::de::Error::custom(format!("negative duration {i}"))),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A count (bytes or packets): an integer or a string with K/M/G suffix (powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Count(pub u64);
+
+impl FromStr for Count {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().trim_end_matches(['B', 'b']);
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid count `{s}`"))?;
+        let mul: u64 = match unit.trim() {
+            "" => 1,
+            "K" | "k" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            u => return Err(format!("invalid count unit `{u}` in `{s}` (K, M, G)")),
+        };
+        n.checked_mul(mul).map(Count).ok_or_else(|| format!("count `{s}` too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(i) if i >= 0 => Ok(Count(i as u64)),
+            Raw::Int(i) => Err(serde::de::Error::custom(format!("negative count {i}"))),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// IANA transform ids used by the proposal keywords.
+pub mod iana {
+    pub const ENCR_AES_GCM_16: u16 = 20;
+    pub const ENCR_CHACHA20_POLY1305: u16 = 28;
+    pub const PRF_HMAC_SHA1: u16 = 2;
+    pub const PRF_HMAC_SHA2_256: u16 = 5;
+    pub const PRF_HMAC_SHA2_384: u16 = 6;
+    pub const PRF_HMAC_SHA2_512: u16 = 7;
+    pub const DH_ECP_256: u16 = 19;
+    pub const DH_ECP_384: u16 = 20;
+    pub const DH_CURVE25519: u16 = 31;
+    pub const ESN_NO: u16 = 0;
+    pub const ESN_YES: u16 = 1;
+}
+
+/// A proposal in swanctl notation, e.g. `aes128gcm16-prfsha256-x25519` (IKE) or
+/// `chacha20poly1305-x25519-esn` (ESP, with PFS group and ESN).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalSpec {
+    pub text: String,
+    pub transforms: Vec<Transform>,
+}
+
+impl ProposalSpec {
+    fn parse(s: &str, kind: ProposalKind) -> Result<Self, String> {
+        use iana::*;
+        let mut transforms = Vec::new();
+        let t = |kind, id, key_length| Transform { kind, id, key_length };
+        for word in s.split('-') {
+            let tr = match word.to_ascii_lowercase().as_str() {
+                "aes128gcm16" | "aes128gcm" => t(TransformType::Encryption, ENCR_AES_GCM_16, Some(128)),
+                "aes192gcm16" | "aes192gcm" => t(TransformType::Encryption, ENCR_AES_GCM_16, Some(192)),
+                "aes256gcm16" | "aes256gcm" => t(TransformType::Encryption, ENCR_AES_GCM_16, Some(256)),
+                "chacha20poly1305" => t(TransformType::Encryption, ENCR_CHACHA20_POLY1305, None),
+                "prfsha1" if kind == ProposalKind::Ike => t(TransformType::Prf, PRF_HMAC_SHA1, None),
+                "prfsha256" if kind == ProposalKind::Ike => t(TransformType::Prf, PRF_HMAC_SHA2_256, None),
+                "prfsha384" if kind == ProposalKind::Ike => t(TransformType::Prf, PRF_HMAC_SHA2_384, None),
+                "prfsha512" if kind == ProposalKind::Ike => t(TransformType::Prf, PRF_HMAC_SHA2_512, None),
+                "x25519" | "curve25519" => t(TransformType::KeyExchange, DH_CURVE25519, None),
+                "ecp256" => t(TransformType::KeyExchange, DH_ECP_256, None),
+                "ecp384" => t(TransformType::KeyExchange, DH_ECP_384, None),
+                "esn" if kind == ProposalKind::Esp => t(TransformType::Esn, ESN_YES, None),
+                "noesn" if kind == ProposalKind::Esp => t(TransformType::Esn, ESN_NO, None),
+                other => {
+                    return Err(format!(
+                        "unknown {} proposal keyword `{other}` in `{s}` (known: aes128gcm16, aes256gcm16, chacha20poly1305, {}x25519, ecp256, ecp384{})",
+                        kind.name(),
+                        if kind == ProposalKind::Ike { "prfsha256, prfsha384, prfsha512, " } else { "" },
+                        if kind == ProposalKind::Esp { ", esn, noesn" } else { "" },
+                    ))
+                }
+            };
+            transforms.push(tr);
+        }
+        let has = |k| transforms.iter().any(|t: &Transform| t.kind == k);
+        if !has(TransformType::Encryption) {
+            return Err(format!("{} proposal `{s}` has no encryption algorithm", kind.name()));
+        }
+        if kind == ProposalKind::Ike {
+            if !has(TransformType::Prf) {
+                return Err(format!("IKE proposal `{s}` has no PRF (e.g. prfsha256)"));
+            }
+            if !has(TransformType::KeyExchange) {
+                return Err(format!("IKE proposal `{s}` has no key exchange (e.g. x25519)"));
+            }
+        } else if !has(TransformType::Esn) {
+            transforms.push(t(TransformType::Esn, ESN_NO, None));
+        }
+        Ok(ProposalSpec { text: s.to_string(), transforms })
+    }
+
+    /// The proposal as passed to the engine and the policy (numbered `number`).
+    pub fn to_proposal(&self, number: u8, protocol: Protocol) -> Proposal {
+        Proposal { number, protocol, transforms: self.transforms.clone() }
+    }
+
+    /// First transform of a kind.
+    pub fn first(&self, kind: TransformType) -> Option<&Transform> {
+        self.transforms.iter().find(|t| t.kind == kind)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProposalKind {
+    Ike,
+    Esp,
+}
+impl ProposalKind {
+    fn name(self) -> &'static str {
+        match self {
+            ProposalKind::Ike => "IKE",
+            ProposalKind::Esp => "ESP",
+        }
+    }
+}
+
+fn de_ike_proposals<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ProposalSpec>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| ProposalSpec::parse(s, ProposalKind::Ike).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_esp_proposals<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ProposalSpec>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| ProposalSpec::parse(s, ProposalKind::Esp).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn default_ike_proposals() -> Vec<ProposalSpec> {
+    vec![ProposalSpec::parse("aes128gcm16-prfsha256-x25519", ProposalKind::Ike).expect("static")]
+}
+
+fn default_esp_proposals() -> Vec<ProposalSpec> {
+    vec![ProposalSpec::parse("aes128gcm16", ProposalKind::Esp).expect("static")]
+}
+
+/// Parse a traffic selector: `10.1.0.0/24`, `10.1.0.7`, `10.1.0.1-10.1.0.9`,
+/// `fd99::/64`, `0.0.0.0/0`, optionally followed by `[proto]` or `[proto/port]`
+/// or `[proto/lo-hi]`, with proto `tcp`, `udp`, `icmp`, `ipv6-icmp`, `any` or a number.
+pub fn parse_ts(s: &str) -> Result<TrafficSelector, String> {
+    let s = s.trim();
+    let (net, extra) = match s.find('[') {
+        Some(i) => {
+            let rest = &s[i + 1..];
+            let close = rest.strip_suffix(']').ok_or_else(|| format!("missing `]` in selector `{s}`"))?;
+            (&s[..i], Some(close))
+        }
+        None => (s, None),
+    };
+    let (start, end) = if let Some((a, b)) = net.split_once('-') {
+        let a: IpAddr = a.trim().parse().map_err(|_| format!("invalid address `{a}` in selector `{s}`"))?;
+        let b: IpAddr = b.trim().parse().map_err(|_| format!("invalid address `{b}` in selector `{s}`"))?;
+        if a.is_ipv4() != b.is_ipv4() || a > b {
+            return Err(format!("invalid address range `{net}`"));
+        }
+        (a, b)
+    } else if let Some((a, p)) = net.split_once('/') {
+        let a: IpAddr = a.trim().parse().map_err(|_| format!("invalid address `{a}` in selector `{s}`"))?;
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        let p: u32 = p
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p <= bits)
+            .ok_or_else(|| format!("invalid prefix length `{p}` in selector `{s}`"))?;
+        match a {
+            IpAddr::V4(v) => {
+                let x = u32::from(v);
+                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+                (IpAddr::V4((x & mask).into()), IpAddr::V4((x | !mask).into()))
+            }
+            IpAddr::V6(v) => {
+                let x = u128::from(v);
+                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+                (IpAddr::V6((x & mask).into()), IpAddr::V6((x | !mask).into()))
+            }
+        }
+    } else {
+        let a: IpAddr = net.trim().parse().map_err(|_| format!("invalid selector `{s}` (expected CIDR, address or range)"))?;
+        (a, a)
+    };
+    let (mut proto, mut sp, mut ep) = (0u8, 0u16, u16::MAX);
+    if let Some(extra) = extra {
+        let (p, port) = match extra.split_once('/') {
+            Some((p, port)) => (p, Some(port)),
+            None => (extra, None),
+        };
+        proto = match p.trim().to_ascii_lowercase().as_str() {
+            "" | "any" | "%any" => 0,
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "ipv6-icmp" | "icmp6" => 58,
+            "sctp" => 132,
+            n => n.parse().map_err(|_| format!("invalid protocol `{n}` in selector `{s}`"))?,
+        };
+        if let Some(port) = port {
+            let port = port.trim();
+            if !(port.is_empty() || port == "%any" || port == "any") {
+                let (a, b) = port.split_once('-').unwrap_or((port, port));
+                sp = a.trim().parse().map_err(|_| format!("invalid port `{a}` in selector `{s}`"))?;
+                ep = b.trim().parse().map_err(|_| format!("invalid port `{b}` in selector `{s}`"))?;
+                if sp > ep {
+                    return Err(format!("invalid port range `{port}` in selector `{s}`"));
+                }
+            }
+        }
+    }
+    Ok(TrafficSelector { ip_protocol: proto, start_port: sp, end_port: ep, start_address: start, end_address: end })
+}
+
+/// Print a selector the way [`parse_ts`] reads it (CIDR when it is one).
+pub fn format_ts(ts: &TrafficSelector) -> String {
+    let net = match (ts.start_address, ts.end_address) {
+        (a, b) if a == b => a.to_string(),
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let (x, y) = (u32::from(a), u32::from(b));
+            let span = x ^ y;
+            if span.wrapping_add(1) & span == 0 && x & span == 0 && (y & span) == span {
+                format!("{a}/{}", span.leading_zeros())
+            } else {
+                format!("{a}-{b}")
+            }
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let (x, y) = (u128::from(a), u128::from(b));
+            let span = x ^ y;
+            if span.wrapping_add(1) & span == 0 && x & span == 0 && (y & span) == span {
+                format!("{a}/{}", span.leading_zeros())
+            } else {
+                format!("{a}-{b}")
+            }
+        }
+        (a, b) => format!("{a}-{b}"),
+    };
+    if ts.ip_protocol == 0 && ts.start_port == 0 && ts.end_port == u16::MAX {
+        return net;
+    }
+    let proto = match ts.ip_protocol {
+        0 => "any".to_string(),
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "ipv6-icmp".into(),
+        n => n.to_string(),
+    };
+    if ts.start_port == 0 && ts.end_port == u16::MAX {
+        format!("{net}[{proto}]")
+    } else if ts.start_port == ts.end_port {
+        format!("{net}[{proto}/{}]", ts.start_port)
+    } else {
+        format!("{net}[{proto}/{}-{}]", ts.start_port, ts.end_port)
+    }
+}
+
+fn de_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TrafficSelector>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom("at least one traffic selector is required"));
+    }
+    v.iter().map(|s| parse_ts(s).map_err(serde::de::Error::custom)).collect()
+}
+
+/// An interface address with prefix, e.g. `10.98.1.1/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for IfAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').ok_or_else(|| format!("expected address/prefix, got `{s}`"))?;
+        let addr: IpAddr = a.parse().map_err(|_| format!("invalid address `{a}`"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= max).ok_or_else(|| format!("invalid prefix `{p}`"))?;
+        Ok(IfAddr { addr, prefix })
+    }
+}
+
+impl fmt::Display for IfAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<'de> Deserialize<'de> for IfAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// What to do with a connection (or child) when the daemon starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartAction {
+    /// Wait for the peer or for `wisp up`.
+    #[default]
+    None,
+    /// Initiate at start-up.
+    Start,
+    /// Initiate when traffic for the remote selectors appears (on-demand). The
+    /// userspace dataplane has no kernel trap policies, so this initiates at
+    /// start-up like `start` when the dataplane cannot trap.
+    TrapIfFeasible,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Tunnel,
+    Transport,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_log_level")]
+    pub log_level: LogLevel,
+    /// Unix control socket; `--control` overrides it.
+    pub control_socket: Option<PathBuf>,
+    /// UDP port for IKE (default 500); NAT-T/ESP uses `natt_port` (default 4500).
+    #[serde(default = "default_ike_port")]
+    pub ike_port: u16,
+    #[serde(default = "default_natt_port")]
+    pub natt_port: u16,
+    #[serde(default)]
+    pub tun: TunConfig,
+    #[serde(default)]
+    pub plugin: PluginConfig,
+    #[serde(default)]
+    pub connections: BTreeMap<String, Connection>,
+    /// Set by [`Config::load`]: the file this was read from.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+fn default_log_level() -> LogLevel {
+    LogLevel::Info
+}
+fn default_ike_port() -> u16 {
+    500
+}
+fn default_natt_port() -> u16 {
+    4500
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunConfig {
+    #[serde(default = "default_tun_name")]
+    pub name: String,
+    /// Addresses put on the TUN device (usually one inside the local selectors).
+    #[serde(default)]
+    pub addrs: Vec<IfAddr>,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+impl Default for TunConfig {
+    fn default() -> Self {
+        TunConfig { name: default_tun_name(), addrs: Vec::new(), mtu: default_mtu() }
+    }
+}
+
+fn default_tun_name() -> String {
+    "wisp0".into()
+}
+fn default_mtu() -> u16 {
+    1400
+}
+
+/// `[plugin]`: the policy component and its settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Path to the `.wasm` component, relative to the config file. Default: the
+    /// shipped `build/plugins/default.wasm` (see [`default_plugin_path`]).
+    pub path: Option<PathBuf>,
+    /// Per-call CPU deadline, default 20ms.
+    pub deadline: Option<Dur>,
+    /// Memory cap in bytes (K/M suffixes), default 16M.
+    pub memory: Option<Count>,
+    /// Passed to the plugin's `configure`.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+/// One `[connections.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    #[serde(default)]
+    pub local_addrs: Vec<IpAddr>,
+    pub remote_addrs: Vec<IpAddr>,
+    #[serde(default)]
+    pub local: Endpoint,
+    #[serde(default)]
+    pub remote: Endpoint,
+    pub auth: Auth,
+    #[serde(default = "default_ike_proposals", deserialize_with = "de_ike_proposals")]
+    pub proposals: Vec<ProposalSpec>,
+    /// IKE SA rekey (soft) time; default 4h.
+    pub rekey_time: Option<Dur>,
+    /// IKE SA hard lifetime; default rekey_time * 1.1.
+    pub over_time: Option<Dur>,
+    #[serde(default)]
+    pub start_action: StartAction,
+    /// DPD: liveness check after this much inbound silence; 0/absent disables.
+    pub dpd_delay: Option<Dur>,
+    /// DPD: declare the peer dead when no answer for this long (default 5 × delay).
+    pub dpd_timeout: Option<Dur>,
+    #[serde(default)]
+    pub children: BTreeMap<String, Child>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Identity: an IP address, `fqdn`, `user@fqdn`; default: the address.
+    pub id: Option<String>,
+}
+
+/// `auth`: a PSK inline or from a file (exactly one).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub psk: Option<Psk>,
+    pub psk_file: Option<PathBuf>,
+    /// Resolved secret (set by [`Config::load`]).
+    #[serde(skip)]
+    pub resolved: Option<Psk>,
+}
+
+impl Auth {
+    pub fn secret(&self) -> Option<&Psk> {
+        self.resolved.as_ref().or(self.psk.as_ref())
+    }
+}
+
+/// One `[connections.NAME.children.CHILD]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Child {
+    #[serde(deserialize_with = "de_ts")]
+    pub local_ts: Vec<TrafficSelector>,
+    #[serde(deserialize_with = "de_ts")]
+    pub remote_ts: Vec<TrafficSelector>,
+    #[serde(default = "default_esp_proposals", deserialize_with = "de_esp_proposals")]
+    pub esp_proposals: Vec<ProposalSpec>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Soft lifetime (rekey) by time; default 1h.
+    pub rekey_time: Option<Dur>,
+    /// Hard lifetime by time; default rekey_time * 1.1.
+    pub life_time: Option<Dur>,
+    pub rekey_bytes: Option<Count>,
+    pub life_bytes: Option<Count>,
+    pub rekey_packets: Option<Count>,
+    pub life_packets: Option<Count>,
+    pub start_action: Option<StartAction>,
+}
+
+/// Effective Child SA lifetimes (defaults applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub rekey_time: Duration,
+    pub life_time: Duration,
+    pub rekey_bytes: Option<u64>,
+    pub life_bytes: Option<u64>,
+    pub rekey_packets: Option<u64>,
+    pub life_packets: Option<u64>,
+}
+
+impl Child {
+    pub fn lifetimes(&self) -> Lifetimes {
+        let rekey = self.rekey_time.map(|d| d.0).unwrap_or(Duration::from_secs(3600));
+        let life = self.life_time.map(|d| d.0).unwrap_or(rekey + rekey / 10);
+        Lifetimes {
+            rekey_time: rekey,
+            life_time: life,
+            rekey_bytes: self.rekey_bytes.map(|c| c.0),
+            life_bytes: self.life_bytes.map(|c| c.0),
+            rekey_packets: self.rekey_packets.map(|c| c.0),
+            life_packets: self.life_packets.map(|c| c.0),
+        }
+    }
+}
+
+impl Connection {
+    pub fn ike_rekey_time(&self) -> Duration {
+        self.rekey_time.map(|d| d.0).unwrap_or(Duration::from_secs(4 * 3600))
+    }
+    pub fn ike_over_time(&self) -> Duration {
+        let r = self.ike_rekey_time();
+        self.over_time.map(|d| d.0).unwrap_or(r + r / 10)
+    }
+    pub fn dpd(&self) -> Option<(Duration, Duration)> {
+        let d = self.dpd_delay.map(|d| d.0).filter(|d| !d.is_zero())?;
+        Some((d, self.dpd_timeout.map(|d| d.0).unwrap_or(d * 5)))
+    }
+    /// The local identity string (configured or the first local address).
+    pub fn local_id(&self) -> Option<String> {
+        self.local.id.clone().or_else(|| self.local_addrs.first().map(|a| a.to_string()))
+    }
+    pub fn remote_id(&self) -> Option<String> {
+        self.remote.id.clone().or_else(|| self.remote_addrs.first().map(|a| a.to_string()))
+    }
+}
+
+/// Default plugin: `$WISP_DEFAULT_PLUGIN`, else `build/plugins/default.wasm` next to
+/// the binary's repository (walks up from the executable), else
+/// `/usr/lib/wisp/plugins/default.wasm`.
+pub fn default_plugin_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("WISP_DEFAULT_PLUGIN") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            let cand = dir.join("build/plugins/default.wasm");
+            if cand.exists() {
+                return cand;
+            }
+        }
+    }
+    let cwd = PathBuf::from("build/plugins/default.wasm");
+    if cwd.exists() {
+        return cwd;
+    }
+    PathBuf::from("/usr/lib/wisp/plugins/default.wasm")
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse `text` as if read from `path` (relative paths resolve against its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            let field = if field == "." { String::new() } else { field };
+            let (line, column) =
+                if line == 0 { locate(text, &field).unwrap_or((0, 0)) } else { (line, column) };
+            ConfigError { file: path.to_path_buf(), line, column, field, message: inner.message().to_string() }
+        })?;
+        cfg.source = path.to_path_buf();
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let err = |field: String, message: String| {
+            let (line, column) = locate(text, &field).unwrap_or((0, 0));
+            ConfigError { file: path.to_path_buf(), line, column, field, message }
+        };
+        if let Some(p) = &cfg.plugin.path {
+            if p.is_relative() {
+                cfg.plugin.path = Some(base.join(p));
+            }
+        }
+        if let Some(p) = &cfg.control_socket {
+            if p.is_relative() {
+                cfg.control_socket = Some(base.join(p));
+            }
+        }
+        for (name, conn) in cfg.connections.iter_mut() {
+            let f = |s: &str| format!("connections.{name}.{s}");
+            if conn.remote_addrs.is_empty() {
+                return Err(err(f("remote_addrs"), "at least one remote address is required".into()));
+            }
+            if conn.proposals.is_empty() {
+                return Err(err(f("proposals"), "at least one IKE proposal is required".into()));
+            }
+            if let (Some(l), Some(r)) = (conn.local_addrs.first(), conn.remote_addrs.first()) {
+                if l.is_ipv4() != r.is_ipv4() {
+                    return Err(err(f("local_addrs"), "local and remote addresses are of different families".into()));
+                }
+            }
+            match (&conn.auth.psk, &conn.auth.psk_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(f("auth.psk_file"), "give either `psk` or `psk_file`, not both".into()))
+                }
+                (None, None) => return Err(err(f("auth"), "missing `psk` or `psk_file`".into())),
+                (None, Some(file)) => {
+                    let file = if file.is_relative() { base.join(file) } else { file.clone() };
+                    let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| {
+                        err(f("auth.psk_file"), format!("cannot read {}: {e}", file.display()))
+                    })?);
+                    let mut v: &[u8] = &bytes;
+                    while let [rest @ .., b'\n' | b'\r'] = v {
+                        v = rest;
+                    }
+                    if v.is_empty() {
+                        return Err(err(f("auth.psk_file"), format!("{} is empty", file.display())));
+                    }
+                    conn.auth.resolved = Some(Psk::new(v.to_vec()));
+                }
+                (Some(_), None) => {}
+            }
+            if let Some((delay, timeout)) = conn.dpd() {
+                if timeout < delay {
+                    return Err(err(f("dpd_timeout"), "must not be shorter than dpd_delay".into()));
+                }
+            }
+            if conn.ike_over_time() < conn.ike_rekey_time() {
+                return Err(err(f("over_time"), "must not be shorter than rekey_time".into()));
+            }
+            if conn.children.is_empty() {
+                return Err(err(f("children"), "at least one child is required".into()));
+            }
+            for (cname, child) in &conn.children {
+                let cf = |s: &str| format!("connections.{name}.children.{cname}.{s}");
+                if child.esp_proposals.is_empty() {
+                    return Err(err(cf("esp_proposals"), "at least one ESP proposal is required".into()));
+                }
+                let lt = child.lifetimes();
+                if lt.life_time < lt.rekey_time {
+                    return Err(err(cf("life_time"), "must not be shorter than rekey_time".into()));
+                }
+                if let (Some(s), Some(h)) = (lt.rekey_bytes, lt.life_bytes) {
+                    if h < s {
+                        return Err(err(cf("life_bytes"), "must not be smaller than rekey_bytes".into()));
+                    }
+                }
+                if let (Some(s), Some(h)) = (lt.rekey_packets, lt.life_packets) {
+                    if h < s {
+                        return Err(err(cf("life_packets"), "must not be smaller than rekey_packets".into()));
+                    }
+                }
+                if child.mode == Mode::Transport {
+                    return Err(err(cf("mode"), "transport mode is not supported yet (use tunnel)".into()));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Plugin path with the default applied.
+    pub fn plugin_path(&self) -> PathBuf {
+        self.plugin.path.clone().unwrap_or_else(default_plugin_path)
+    }
+
+    /// Control socket path with the default applied.
+    pub fn control_path(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// Find the line/column of a dotted field path (e.g. `connections.a.children.b.mode`)
+/// in the TOML text, falling back to the closest enclosing key that exists.
+pub fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
+    let doc = toml_edit::ImDocument::parse(text.to_string()).ok()?;
+    let mut keys: Vec<String> = Vec::new();
+    for part in field.split('.') {
+        let base = part.split('[').next().unwrap_or(part);
+        if !base.is_empty() {
+            keys.push(base.to_string());
+        }
+    }
+    while !keys.is_empty() {
+        if let Some(span) = span_of(doc.as_table(), &keys) {
+            return Some(line_col(text, span));
+        }
+        keys.pop();
+    }
+    None
+}
+
+fn span_of(table: &toml_edit::Table, keys: &[String]) -> Option<usize> {
+    let (first, rest) = keys.split_first()?;
+    let (key, item) = table.get_key_value(first)?;
+    if rest.is_empty() {
+        return key.span().map(|s| s.start).or_else(|| item.span().map(|s| s.start));
+    }
+    match item {
+        toml_edit::Item::Table(t) => span_of(t, rest),
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
+            let (k, v) = t.get_key_value(&rest[0])?;
+            if rest.len() == 1 {
+                k.span().map(|s| s.start).or_else(|| v.span().map(|s| s.start))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+log_level = "debug"
+[plugin]
+path = "p.wasm"
+[plugin.settings]
+allowed_identities = ["b.wisp.test"]
+[connections.b]
+local_addrs = ["10.99.0.1"]
+remote_addrs = ["10.99.0.2"]
+proposals = ["aes256gcm16-prfsha384-ecp384", "chacha20poly1305-prfsha256-x25519"]
+dpd_delay = "2s"
+local.id = "a.wisp.test"
+remote.id = "b.wisp.test"
+auth.psk = "s3cret-value"
+[connections.b.children.net]
+local_ts = ["10.98.1.0/24"]
+remote_ts = ["10.98.2.0/24[tcp/80]"]
+esp_proposals = ["chacha20poly1305-x25519-esn"]
+rekey_time = "5s"
+rekey_bytes = "10M"
+"#;
+
+    #[test]
+    fn parses_good_config() {
+        let c = Config::parse(GOOD, Path::new("/etc/wisp/a.toml")).unwrap();
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.plugin.path.as_deref(), Some(Path::new("/etc/wisp/p.wasm")));
+        let b = &c.connections["b"];
+        assert_eq!(b.proposals.len(), 2);
+        assert_eq!(b.proposals[0].first(TransformType::Encryption).unwrap().key_length, Some(256));
+        assert_eq!(b.proposals[0].first(TransformType::KeyExchange).unwrap().id, iana::DH_ECP_384);
+        assert_eq!(b.dpd(), Some((Duration::from_secs(2), Duration::from_secs(10))));
+        let ch = &b.children["net"];
+        assert_eq!(ch.remote_ts[0].ip_protocol, 6);
+        assert_eq!(ch.remote_ts[0].start_port, 80);
+        assert_eq!(format_ts(&ch.local_ts[0]), "10.98.1.0/24");
+        assert_eq!(format_ts(&ch.remote_ts[0]), "10.98.2.0/24[tcp/80]");
+        assert_eq!(ch.esp_proposals[0].first(TransformType::Esn).unwrap().id, iana::ESN_YES);
+        let lt = ch.lifetimes();
+        assert_eq!(lt.rekey_time, Duration::from_secs(5));
+        assert_eq!(lt.life_time, Duration::from_millis(5500));
+        assert_eq!(lt.rekey_bytes, Some(10 << 20));
+        assert_eq!(b.auth.secret().unwrap().expose(), b"s3cret-value");
+    }
+
+    #[test]
+    fn psk_is_redacted_in_debug() {
+        let c = Config::parse(GOOD, Path::new("a.toml")).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cret-value"), "{dbg}");
+        assert!(dbg.contains("redacted"));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let bad = GOOD.replace("chacha20poly1305-x25519-esn", "chacha20poly1305-modp768");
+        let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.children.net.esp_proposals");
+        assert_eq!(e.line, 18, "{e}");
+        assert!(e.message.contains("modp768"), "{e}");
+
+        let bad = GOOD.replace("10.98.1.0/24", "10.98.1.0/33");
+        let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.children.net.local_ts");
+        assert_eq!(e.line, 16, "{e}");
+
+        let bad = GOOD.replace("dpd_delay", "dpd_dealy");
+        let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.line, 11, "{e}");
+        assert!(e.message.contains("dpd_dealy"), "{e}");
+
+        let bad = GOOD.replace("auth.psk = \"s3cret-value\"", "auth.psk_file = \"/nonexistent/psk\"");
+        let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.auth.psk_file");
+        assert_eq!(e.line, 14, "{e}");
+        assert!(e.to_string().starts_with("a.toml:14:"), "{e}");
+
+        let bad = GOOD.replace("rekey_time = \"5s\"", "rekey_time = \"5s\"\nlife_time = \"2s\"");
+        let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.children.net.life_time");
+        assert_eq!(e.line, 20, "{e}");
+    }
+
+    #[test]
+    fn ts_forms() {
+        let t = parse_ts("10.0.0.1-10.0.0.9").unwrap();
+        assert_eq!(format_ts(&t), "10.0.0.1-10.0.0.9");
+        let t = parse_ts("fd99::/64[udp/500-4500]").unwrap();
+        assert_eq!(format_ts(&t), "fd99::/64[udp/500-4500]");
+        assert_eq!(format_ts(&parse_ts("0.0.0.0/0").unwrap()), "0.0.0.0/0");
+        assert!(parse_ts("10.0.0.9-10.0.0.1").is_err());
+        assert!(parse_ts("10.0.0.0/24[tcp/90-80]").is_err());
+        assert!(parse_ts("nonsense").is_err());
+    }
+
+    #[test]
+    fn durations_and_counts() {
+        assert_eq!("500ms".parse::<Dur>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("4h".parse::<Dur>().unwrap().0, Duration::from_secs(14400));
+        assert!("4y".parse::<Dur>().is_err());
+        assert_eq!("2M".parse::<Count>().unwrap().0, 2 << 20);
+        assert_eq!("1GB".parse::<Count>().unwrap().0, 1 << 30);
+        assert!("x".parse::<Count>().is_err());
+    }
+}

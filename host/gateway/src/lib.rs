@@ -1,0 +1,12 @@
+//! wisp gateway library: config, control protocol, status model, daemon, demo.
+//! The binary (`src/main.rs`) is a thin CLI over this; tests use it directly.
+//!
+//! `dataplane/` (TUN, UDP 4500, SPD/SAD, packet loops) is owned by the ESP side.
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod demo;
+pub mod gateway;
+pub mod plugin_tools;
+pub mod status;

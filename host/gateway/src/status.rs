@@ -1,0 +1,178 @@
+//! The status model shown by `wisp status` (text) and `wisp status --json`.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub config: String,
+    pub plugin: PluginStatus,
+    pub connections: Vec<ConnectionStatus>,
+    /// Dataplane-wide counters (drops by reason, etc.), name → value.
+    #[serde(default)]
+    pub dataplane: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PluginStatus {
+    pub path: String,
+    pub name: String,
+    pub version: String,
+    /// 1 for the first successful load, +1 for every successful reload.
+    pub load_number: u64,
+    pub sha256: String,
+    /// Why the last load attempt failed (the previous version stays in charge).
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionStatus {
+    pub name: String,
+    pub local_addrs: Vec<String>,
+    pub remote_addrs: Vec<String>,
+    pub local_id: String,
+    pub remote_id: String,
+    /// `idle`, `connecting`, `established`, `failed`.
+    pub state: String,
+    /// Last failure (e.g. `AUTHENTICATION_FAILED: ...`).
+    pub last_error: Option<String>,
+    pub ike_sas: Vec<IkeSaStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IkeSaStatus {
+    /// Our SPI, hex.
+    pub local_spi: String,
+    pub remote_spi: String,
+    pub local: String,
+    pub remote: String,
+    pub local_id: String,
+    pub remote_id: String,
+    pub initiator: bool,
+    pub state: String,
+    /// e.g. `AES_GCM_16_128/PRF_HMAC_SHA2_256/CURVE25519`.
+    pub algorithms: String,
+    pub nat_detected: bool,
+    pub established_secs: u64,
+    pub rekey_in_secs: Option<u64>,
+    pub children: Vec<ChildSaStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChildSaStatus {
+    pub name: String,
+    pub state: String,
+    pub mode: String,
+    /// Inbound (our) SPI, hex.
+    pub spi_in: String,
+    pub spi_out: String,
+    /// e.g. `AES_GCM_16_128/NO_ESN` (`/CURVE25519` with PFS).
+    pub algorithms: String,
+    pub local_ts: Vec<String>,
+    pub remote_ts: Vec<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub established_secs: u64,
+    pub rekey_in_secs: Option<u64>,
+    pub expire_in_secs: Option<u64>,
+    /// How many times this child has been rekeyed.
+    #[serde(default)]
+    pub rekeys: u64,
+}
+
+impl Status {
+    /// Human-readable rendering.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "wisp daemon pid {} up {}s, config {}", self.pid, self.uptime_secs, self.config);
+        let p = &self.plugin;
+        let _ = writeln!(
+            o,
+            "plugin: {} {} (load #{}, sha256 {}) from {}",
+            if p.name.is_empty() { "-" } else { &p.name },
+            p.version,
+            p.load_number,
+            short(&p.sha256),
+            p.path
+        );
+        if let Some(e) = &p.last_error {
+            let _ = writeln!(o, "  last load error: {e}");
+        }
+        for c in &self.connections {
+            let _ = writeln!(
+                o,
+                "{}: {} {} [{}] ... {} [{}]",
+                c.name,
+                c.state,
+                c.local_addrs.join(","),
+                c.local_id,
+                c.remote_addrs.join(","),
+                c.remote_id
+            );
+            if let Some(e) = &c.last_error {
+                let _ = writeln!(o, "  last error: {e}");
+            }
+            for s in &c.ike_sas {
+                let _ = writeln!(
+                    o,
+                    "  IKE SA {}_i{} {}_r{} {} {} -> {} {}, established {}s ago{}{}",
+                    if s.initiator { &s.local_spi } else { &s.remote_spi },
+                    if s.initiator { "*" } else { "" },
+                    if s.initiator { &s.remote_spi } else { &s.local_spi },
+                    if s.initiator { "" } else { "*" },
+                    s.state,
+                    s.local,
+                    s.remote,
+                    s.algorithms,
+                    s.established_secs,
+                    s.rekey_in_secs.map(|r| format!(", rekey in {r}s")).unwrap_or_default(),
+                    if s.nat_detected { ", NAT" } else { "" },
+                );
+                for ch in &s.children {
+                    let _ = writeln!(
+                        o,
+                        "    {}: {} {} SPIs {}_i {}_o {}, {} bytes_i ({} pkts), {} bytes_o ({} pkts), {}s ago{}{}, rekeyed {}x",
+                        ch.name,
+                        ch.state,
+                        ch.mode,
+                        ch.spi_in,
+                        ch.spi_out,
+                        ch.algorithms,
+                        ch.bytes_in,
+                        ch.packets_in,
+                        ch.bytes_out,
+                        ch.packets_out,
+                        ch.established_secs,
+                        ch.rekey_in_secs.map(|r| format!(", rekey in {r}s")).unwrap_or_default(),
+                        ch.expire_in_secs.map(|r| format!(", expires in {r}s")).unwrap_or_default(),
+                        ch.rekeys,
+                    );
+                    let _ = writeln!(o, "      {} === {}", ch.local_ts.join(" "), ch.remote_ts.join(" "));
+                }
+            }
+        }
+        if !self.dataplane.is_empty() {
+            let _ = writeln!(
+                o,
+                "dataplane: {}",
+                self.dataplane.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            );
+        }
+        o
+    }
+}
+
+fn short(s: &str) -> &str {
+    if s.len() > 16 {
+        &s[..16]
+    } else if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
