@@ -10,7 +10,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, NoSas, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
+    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
     SelectorPair, SelectorRequest,
 };
 
@@ -79,9 +79,8 @@ pub struct PluginConfig {
     pub settings: Vec<Setting>,
     /// What the `sa-counts` import reports.
     pub sa_view: Arc<dyn SaView>,
-    /// What the `now` import reports (the system clock unless pinned, e.g. by
-    /// a fixture).
-    pub clock: Arc<dyn wisp_policy_api::Clock>,
+    /// What the `now` import reports.
+    pub clock: Arc<dyn Clock>,
     /// Where compiled components are cached (keyed by sha256); none = no cache.
     pub cache_dir: Option<PathBuf>,
 }
@@ -92,7 +91,7 @@ impl Default for PluginConfig {
             limits: Limits::default(),
             settings: Vec::new(),
             sa_view: Arc::new(NoSas),
-            clock: Arc::new(wisp_policy_api::SystemClock),
+            clock: Arc::new(SystemClock),
             cache_dir: None,
         }
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wisp_policy_api::SaView;
+use wisp_policy_api::{Clock, SaView};
 
 use crate::bindings::{self, wit};
 use crate::convert::identity_from_wit;
@@ -181,17 +181,11 @@ pub(crate) struct StoreState {
     /// "name version" for log lines written by the plugin.
     pub label: Arc<str>,
     pub sa_view: Arc<dyn SaView>,
-    /// What the `now` import reports.
-    pub clock: Arc<dyn wisp_policy_api::Clock>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreState {
-    pub fn new(
-        label: Arc<str>,
-        memory_limit: usize,
-        sa_view: Arc<dyn SaView>,
-        clock: Arc<dyn wisp_policy_api::Clock>,
-    ) -> Self {
+    pub fn new(label: Arc<str>, memory_limit: usize, sa_view: Arc<dyn SaView>, clock: Arc<dyn Clock>) -> Self {
         // A WASI context that grants nothing: no preopened directories, no
         // environment, no arguments, stdin empty, stdout/stderr discarded, no
         // sockets and no name lookups. Clocks and randomness stay (Rust's std
