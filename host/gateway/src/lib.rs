@@ -6,6 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
 pub mod demo;
 pub mod gateway;
 pub mod plugin_tools;
