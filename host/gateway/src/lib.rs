@@ -11,6 +11,7 @@ pub mod dp;
 pub mod driver;
 pub mod demo;
 pub mod gateway;
+pub mod netns;
 pub mod plugin_tools;
 pub mod policy;
 pub mod status;
