@@ -12,10 +12,10 @@ use anyhow::Context as _;
 use wisp_ike::event::ChildSaInfo;
 
 use crate::config::Config;
-use crate::dp::{ChildCounters, Dataplane, IkeSink};
+use crate::dp::{ChildCounters, Dataplane, IkeSink, LimitSink};
 
 /// Start the dataplane for `cfg`; IKE received on the NAT-T port goes to `sink`.
-pub async fn start(cfg: &Config, sink: IkeSink) -> anyhow::Result<Arc<dyn Dataplane>> {
+pub async fn start(cfg: &Config, sink: IkeSink, _limits: LimitSink) -> anyhow::Result<Arc<dyn Dataplane>> {
     Ok(Arc::new(IkeOnly::start(cfg, sink)?))
 }
 

@@ -19,6 +19,10 @@ pub struct ChildCounters {
 /// (non-ESP marker already stripped): `(local, remote, ike_bytes)`.
 pub type IkeSink = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
 
+/// Callback for dataplane lifetime events: `(spi_in, spi_out, outbound, event)`.
+/// Soft limits / sequence exhaustion → rekey; hard limits → delete.
+pub type LimitSink = Box<dyn Fn(u32, u32, bool, wisp_esp::LimitEvent) + Send + Sync>;
+
 pub trait Dataplane: Send + Sync {
     /// Install inbound + outbound SAs, the SPD entries for its selectors and
     /// routes to the remote selectors.

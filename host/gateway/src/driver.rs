@@ -40,6 +40,8 @@ pub enum Cmd {
     Rekey { ike: bool, child: Option<String>, reply: Reply },
     /// New connection config (applied when the connection holds no SA).
     Reconfigure { conn: Box<ikecfg::ConnectionConfig>, status: ConnectionStatus },
+    /// The dataplane hit a lifetime limit on the Child SA with inbound SPI `spi_in`.
+    Limit { spi_in: u32, event: wisp_esp::LimitEvent },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -339,6 +341,33 @@ impl Driver {
                 }
                 self.pending_conn = Some(*conn);
                 self.apply_pending();
+            }
+            Cmd::Limit { spi_in, event } => {
+                if !self.children.contains_key(&spi_in) {
+                    return;
+                }
+                let Some(ike) = self
+                    .engine
+                    .status(now)
+                    .iter()
+                    .find(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+                    .map(|s| s.ike)
+                else {
+                    return;
+                };
+                let r = match event {
+                    wisp_esp::LimitEvent::Soft(k) => {
+                        tracing::info!(conn = %self.name, "Child SA {spi_in:08x}: soft {k:?} limit, rekeying");
+                        self.engine.rekey_child(now, ike, spi_in)
+                    }
+                    wisp_esp::LimitEvent::Hard(k) => {
+                        tracing::info!(conn = %self.name, "Child SA {spi_in:08x}: hard {k:?} limit, deleting");
+                        self.engine.delete_child(now, ike, spi_in)
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!(conn = %self.name, "limit on {spi_in:08x}: {e}");
+                }
             }
             Cmd::Shutdown { .. } => {}
         }

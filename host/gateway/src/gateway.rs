@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::dp::Dataplane;
 use crate::driver::{self, Cmd, DriverHandle, Env};
 use crate::policy::{SaRegistry, SwitchPolicy};
 use crate::status::{ConnectionStatus, Status};
@@ -108,7 +107,15 @@ impl Gateway {
         let dispatch = Arc::new(Dispatch::default());
         let d2 = dispatch.clone();
         let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
-        let dataplane = crate::dataplane_glue::start(&cfg, sink).await?;
+        let d3 = dispatch.clone();
+        let limits: crate::dp::LimitSink = Box::new(move |spi_in, _spi_out, _outbound, event| {
+            // Rare: tell every driver; the one holding the SA acts.
+            let drivers = d3.drivers.read().unwrap_or_else(|p| p.into_inner());
+            for tx in drivers.values() {
+                let _ = tx.send(Cmd::Limit { spi_in, event });
+            }
+        });
+        let dataplane = crate::dataplane_glue::start(&cfg, sink, limits).await?;
         let sockets = bind_ike_sockets(&cfg)?;
         for s in &sockets {
             let s = s.try_clone()?;
