@@ -62,6 +62,39 @@ pub struct Env {
     pub dataplane: Arc<dyn Dataplane>,
     /// IKE sockets on port 500, by local address (unspecified = wildcard).
     pub ike_sockets: Arc<Vec<UdpSocket>>,
+    /// IKE SPI → connection, so datagrams reach the right driver even when
+    /// several connections share a peer address (or the peer's NAT-T source
+    /// address differs from the one it used on port 500).
+    pub spis: Arc<SpiTable>,
+}
+
+/// IKE SPIs (ours and the peer's) of every live IKE SA, by connection.
+#[derive(Default)]
+pub struct SpiTable {
+    map: std::sync::RwLock<HashMap<u64, String>>,
+}
+
+impl SpiTable {
+    /// The connection owning a datagram, by the SPIs in its IKE header.
+    pub fn lookup(&self, ike: &[u8]) -> Option<String> {
+        if ike.len() < 16 {
+            return None;
+        }
+        let spi_i = u64::from_be_bytes(ike[0..8].try_into().ok()?);
+        let spi_r = u64::from_be_bytes(ike[8..16].try_into().ok()?);
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        // The responder SPI is ours when we are the original initiator's peer and
+        // vice versa; either identifies the SA (zero = not yet assigned).
+        [spi_r, spi_i].iter().filter(|s| **s != 0).find_map(|s| m.get(s).cloned())
+    }
+
+    fn replace(&self, conn: &str, spis: &[u64]) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, c| c != conn);
+        for s in spis.iter().filter(|s| **s != 0) {
+            m.insert(*s, conn.to_string());
+        }
+    }
 }
 
 impl Env {
@@ -458,9 +491,14 @@ impl Driver {
     }
 
     fn install(&mut self, info: &ChildSaInfo, rekey_of: Option<(u32, u32)>) {
+        // Make-before-break. The initiator of the rekey got the response, so the
+        // peer already has the new inbound SA: switch outbound now. The
+        // responder's peer may not have the response yet: add the new SA behind
+        // the old one (inbound accepted at once, outbound keeps using the old SA
+        // until the initiator deletes it).
         let r = match rekey_of {
-            Some((oi, oo)) => self.env.dataplane.rekey_child(oi, oo, info),
-            None => self.env.dataplane.install_child(info),
+            Some((oi, oo)) if info.initiator => self.env.dataplane.rekey_child(oi, oo, info),
+            _ => self.env.dataplane.install_child(info),
         };
         match r {
             Ok(()) => {
@@ -639,6 +677,8 @@ impl Driver {
             })
             .collect();
         self.env.registry.publish(&self.name, counts);
+        let spis: Vec<u64> = st.iter().flat_map(|s| [s.spi_i, s.spi_r]).collect();
+        self.env.spis.replace(&self.name, &spis);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if ikes.iter().any(|i| i.state == "ESTABLISHED") {
             s.state = "established".into();
@@ -677,6 +717,7 @@ impl Driver {
             let _ = r.send(Ok(format!("connection {} down (daemon shutting down)", self.name)));
         }
         self.env.registry.publish(&self.name, Vec::new());
+        self.env.spis.replace(&self.name, &[]);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = "idle".into();
         s.ike_sas.clear();

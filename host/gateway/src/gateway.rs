@@ -23,14 +23,16 @@ pub struct Gateway {
 /// Routing of received IKE datagrams to drivers.
 #[derive(Default)]
 pub struct Dispatch {
+    spis: Arc<driver::SpiTable>,
     routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
     drivers: RwLock<BTreeMap<String, std::sync::mpsc::Sender<Cmd>>>,
 }
 
 impl Dispatch {
     pub fn deliver(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        let by_spi = self.spis.lookup(bytes);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(name) = driver::route(&routes, remote.ip()) else {
+        let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
             tracing::debug!("IKE datagram from {remote}: no connection for this peer address");
             return;
         };
@@ -143,6 +145,7 @@ impl Gateway {
             registry: registry.clone(),
             dataplane,
             ike_sockets: Arc::new(sockets),
+            spis: dispatch.spis.clone(),
         };
         let gw = Gateway {
             inner: Arc::new(Inner {
