@@ -17,6 +17,7 @@
 pub mod charon;
 pub mod charon_log;
 pub mod harness;
+pub mod ike_driver;
 pub mod netns;
 pub mod proc;
 pub mod sas;

@@ -57,11 +57,27 @@ pub struct BgPing {
 }
 
 impl BgPing {
-    /// `ping -i interval -I src dst` with no count, until finished.
+    /// `ping -i interval -I src dst` with no count, until [`BgPing::finish`].
     pub fn start(ns: &Netns, src: &str, dst: &str, interval: f64) -> Result<BgPing> {
+        Self::spawn(ns, src, dst, interval, None)
+    }
+
+    /// `ping -c count -i interval -I src dst`; collect with [`BgPing::wait`].
+    pub fn start_count(ns: &Netns, src: &str, dst: &str, interval: f64, count: u32) -> Result<BgPing> {
+        Self::spawn(ns, src, dst, interval, Some(count))
+    }
+
+    fn spawn(ns: &Netns, src: &str, dst: &str, interval: f64, count: Option<u32>) -> Result<BgPing> {
+        let mut args: Vec<String> =
+            ["-n", "-q", "-i", &format!("{interval}"), "-W", "1", "-I", src].iter().map(|s| s.to_string()).collect();
+        if let Some(c) = count {
+            args.push("-c".into());
+            args.push(c.to_string());
+        }
+        args.push(dst.into());
         let child = ns
             .command("ping")
-            .args(["-n", "-q", "-i", &format!("{interval}"), "-W", "1", "-I", src, dst])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -81,13 +97,22 @@ impl BgPing {
         }
         let o = child.wait_with_output().map_err(|e| err!("wait ping: {e}"))?;
         let text = String::from_utf8_lossy(&o.stdout);
-        let mut st = parse_ping(&text).ok_or_else(|| err!("background ping: no statistics: {text}"))?;
-        // A request sent just before SIGINT may be unanswered only because we
-        // stopped: ping counts it as sent. Allow for that one.
-        if st.sent == st.received + 1 {
-            st.sent -= 1;
-        }
-        Ok(st)
+        // Note: a request sent just before SIGINT counts as lost; use
+        // `start_count` + `wait` where every packet matters.
+        parse_ping(&text).ok_or_else(|| err!("background ping: no statistics: {text}"))
+    }
+
+    /// True while the ping is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().map(|c| matches!(c.try_wait(), Ok(None))).unwrap_or(false)
+    }
+
+    /// Wait for a counted ping to finish and parse its statistics.
+    pub fn wait(mut self) -> Result<PingStats> {
+        let child = self.child.take().ok_or_else(|| err!("ping already finished"))?;
+        let o = child.wait_with_output().map_err(|e| err!("wait ping: {e}"))?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        parse_ping(&text).ok_or_else(|| err!("background ping: no statistics: {text}"))
     }
 }
 

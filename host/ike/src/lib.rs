@@ -1,1 +1,7 @@
-//! wisp-ike (work in progress)
+//! wisp-ike: IKEv2 (RFC 7296), sans-IO.
+pub mod codec;
+pub mod crypto;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod native_policy;

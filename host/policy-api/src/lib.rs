@@ -265,6 +265,32 @@ impl SaView for NoSas {
     }
 }
 
+/// The wall clock a policy sees (the WIT `now` import). The gateway uses
+/// [`SystemClock`]; tests and `wisp plugin eval` pin the time with [`FixedClock`].
+pub trait Clock: Send + Sync {
+    fn now(&self) -> std::time::SystemTime;
+}
+
+/// The real wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
+}
+
+/// A clock stopped at one instant (fixtures, tests).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub std::time::SystemTime);
+
+impl Clock for FixedClock {
+    fn now(&self) -> std::time::SystemTime {
+        self.0
+    }
+}
+
 /// Why a decision did not come out as "yes".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {

@@ -1,0 +1,253 @@
+// Example wisp policy plugin: identity allow-list with source CIDRs, in JavaScript.
+//
+// Behaves exactly like examples/plugins/rust/allowlist (reasons included); the
+// shared fixtures examples/fixtures/allowlist-*.json check that.
+//
+// Settings: `peers` (text list), one entry per identity:
+//   "alice@example.com from 10.99.0.0/16, 192.0.2.0/24"   only from these
+//   "gw.example.net"                                      from anywhere
+//
+// Build: node build.mjs OUT.wasm (scripts/build-plugins.sh does it).
+
+const NAME = "allowlist-js";
+const VERSION = "1.0.0";
+const KNOWN = ["peers"];
+
+// --- addresses -----------------------------------------------------------------
+
+// WIT ip-address -> { v4: bool, n: BigInt }
+function key(a) {
+  let n = 0n;
+  if (a.tag === "ipv4") {
+    for (const o of a.val) n = (n << 8n) | BigInt(o);
+    return { v4: true, n };
+  }
+  for (const s of a.val) n = (n << 16n) | BigInt(s);
+  return { v4: false, n };
+}
+
+function formatIp(a) {
+  if (a.tag === "ipv4") return a.val.join(".");
+  const segs = Array.from(a.val);
+  // IPv4-mapped / compatible forms, as Rust's std prints them.
+  if (segs.slice(0, 5).every((s) => s === 0) && segs[5] === 0xffff) {
+    return `::ffff:${segs[6] >> 8}.${segs[6] & 255}.${segs[7] >> 8}.${segs[7] & 255}`;
+  }
+  // RFC 5952: compress the longest run (>= 2) of zero groups, leftmost first.
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (segs[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && segs[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = (xs) => xs.map((s) => s.toString(16)).join(":");
+  if (best < 0) return hex(segs);
+  return `${hex(segs.slice(0, best))}::${hex(segs.slice(best + bestLen))}`;
+}
+
+function parseIpv4(s) {
+  const parts = s.split(".");
+  if (parts.length !== 4) return null;
+  let n = 0n;
+  for (const p of parts) {
+    if (!/^[0-9]{1,3}$/.test(p) || (p.length > 1 && p[0] === "0") || Number(p) > 255) return null;
+    n = (n << 8n) | BigInt(Number(p));
+  }
+  return n;
+}
+
+function parseIpv6(s) {
+  let tail4 = null;
+  const lastColon = s.lastIndexOf(":");
+  if (s.includes(".")) {
+    tail4 = parseIpv4(s.slice(lastColon + 1));
+    if (tail4 === null) return null;
+    s = s.slice(0, lastColon + 1) + "0:0";
+  }
+  const halves = s.split("::");
+  if (halves.length > 2) return null;
+  const grp = (h) => (h === "" ? [] : h.split(":"));
+  const head = grp(halves[0]);
+  const tail = halves.length === 2 ? grp(halves[1]) : [];
+  const total = head.length + tail.length;
+  if (halves.length === 1 ? total !== 8 : total > 7) return null;
+  const groups = [...head, ...Array(8 - total).fill("0"), ...tail];
+  let n = 0n;
+  for (const g of groups) {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return null;
+    n = (n << 16n) | BigInt(parseInt(g, 16));
+  }
+  if (tail4 !== null) n = (n & ~0xffffffffn) | tail4;
+  return n;
+}
+
+function parseCidr(text) {
+  const s = text.trim();
+  let a = s, p = null;
+  const slash = s.indexOf("/");
+  if (slash >= 0) { a = s.slice(0, slash).trim(); p = s.slice(slash + 1).trim(); }
+  let v4 = true;
+  let n = parseIpv4(a);
+  if (n === null) { v4 = false; n = parseIpv6(a); }
+  if (n === null) return null;
+  const bits = v4 ? 32 : 128;
+  let prefix = bits;
+  if (p !== null) {
+    if (!/^[0-9]+$/.test(p) || Number(p) > bits) return null;
+    prefix = Number(p);
+  }
+  const all = (1n << BigInt(bits)) - 1n;
+  const mask = all ^ ((1n << BigInt(bits - prefix)) - 1n);
+  return { v4, mask, first: n & mask };
+}
+
+function cidrContains(c, addr) {
+  const k = key(addr);
+  return k.v4 === c.v4 && (k.n & c.mask) === c.first;
+}
+
+// --- settings --------------------------------------------------------------------
+
+function typeName(v) {
+  return { text: "text", integer: "integer", boolean: "boolean", "text-list": "text list" }[v.tag];
+}
+
+function parseEntry(raw) {
+  const i = raw.lastIndexOf(" from ");
+  let ident = raw, cidrs = null;
+  if (i >= 0) { ident = raw.slice(0, i); cidrs = raw.slice(i + 6); }
+  ident = ident.trim();
+  if (ident === "") throw `peers entry '${raw}': empty identity`;
+  const sources = [];
+  if (cidrs !== null) {
+    for (let c of cidrs.split(",")) {
+      c = c.trim();
+      if (c === "") continue;
+      const parsed = parseCidr(c);
+      if (parsed === null) throw `peers entry '${raw}': bad CIDR '${c}'`;
+      sources.push({ text: c, cidr: parsed });
+    }
+    if (sources.length === 0) throw `peers entry '${raw}': no CIDR after 'from'`;
+  }
+  return { ident, sources };
+}
+
+function configureFrom(settings) {
+  for (const s of settings) {
+    if (!KNOWN.includes(s.key)) throw `unknown setting '${s.key}' (known: ${KNOWN.join(", ")})`;
+  }
+  let value = null;
+  for (const s of settings) if (s.key === "peers") value = s.value; // the last one wins
+  let peers;
+  if (value === null) peers = [];
+  else if (value.tag === "text-list") peers = value.val;
+  else if (value.tag === "text") peers = [value.val];
+  else throw `setting 'peers' must be a text list, not a ${typeName(value)}`;
+  return peers.map(parseEntry);
+}
+
+let entries = null;
+
+function state() {
+  if (entries === null) {
+    try {
+      entries = configureFrom([]);
+    } catch (e) {
+      throw { reason: `${NAME} is not configured: ${e}` };
+    }
+  }
+  return entries;
+}
+
+// --- selectors -------------------------------------------------------------------
+
+function intersect(a, b) {
+  const as = key(a.startAddress), ae = key(a.endAddress);
+  const bs = key(b.startAddress), be = key(b.endAddress);
+  if (as.v4 !== ae.v4 || bs.v4 !== be.v4 || as.v4 !== bs.v4) return null;
+  let proto;
+  if (a.ipProtocol === 0) proto = b.ipProtocol;
+  else if (b.ipProtocol === 0 || a.ipProtocol === b.ipProtocol) proto = a.ipProtocol;
+  else return null;
+  const sp = Math.max(a.startPort, b.startPort), ep = Math.min(a.endPort, b.endPort);
+  if (sp > ep) return null;
+  const [start, startK] = as.n >= bs.n ? [a.startAddress, as.n] : [b.startAddress, bs.n];
+  const [end, endK] = ae.n <= be.n ? [a.endAddress, ae.n] : [b.endAddress, be.n];
+  if (startK > endK) return null;
+  return { ipProtocol: proto, startPort: sp, endPort: ep, startAddress: start, endAddress: end };
+}
+
+function same(x, y) {
+  return x.ipProtocol === y.ipProtocol && x.startPort === y.startPort && x.endPort === y.endPort &&
+    key(x.startAddress).n === key(y.startAddress).n && key(x.startAddress).v4 === key(y.startAddress).v4 &&
+    key(x.endAddress).n === key(y.endAddress).n && key(x.endAddress).v4 === key(y.endAddress).v4;
+}
+
+function intersectLists(proposed, allowed) {
+  const out = [];
+  for (const p of proposed) {
+    for (const a of allowed) {
+      const i = intersect(p, a);
+      if (i !== null && !out.some((o) => same(o, i))) out.push(i);
+    }
+  }
+  return out;
+}
+
+function lowerAscii(s) {
+  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
+}
+
+function idMatches(entry, ident) {
+  if (ident.kind === "fqdn" || ident.kind === "rfc822-addr") return lowerAscii(entry) === lowerAscii(ident.value);
+  return entry === ident.value;
+}
+
+// --- the exported interface -------------------------------------------------------
+
+export const decisions = {
+  info() {
+    return { name: NAME, version: VERSION };
+  },
+
+  configure(settings) {
+    entries = configureFrom(settings);
+  },
+
+  selectProposal(ctx, kind, offered) {
+    state();
+    if (offered.length === 0) throw { reason: "no proposal offered" };
+    return 0;
+  },
+
+  orderProposals(ctx, kind, configured) {
+    try {
+      state();
+    } catch (e) {
+      return [];
+    }
+    return configured.map((_, i) => i);
+  },
+
+  authorize(ctx, auth) {
+    const ident = auth.peerIdentity;
+    const mine = state().filter((e) => idMatches(e.ident, ident));
+    if (mine.length === 0) throw { reason: `identity '${ident.value}' is not on the allow-list` };
+    if (mine.some((e) => e.sources.length === 0 || e.sources.some((s) => cidrContains(s.cidr, ctx.remoteAddress)))) {
+      return;
+    }
+    const allowed = mine.flatMap((e) => e.sources.map((s) => s.text)).join(", ");
+    throw { reason: `identity '${ident.value}' is not allowed from ${formatIp(ctx.remoteAddress)} (allowed: ${allowed})` };
+  },
+
+  narrowSelectors(ctx, request) {
+    state();
+    const remote = intersectLists(request.remoteProposed, request.remoteConfigured);
+    if (remote.length === 0) throw { reason: "remote selectors do not overlap the configured ranges" };
+    const local = intersectLists(request.localProposed, request.localConfigured);
+    if (local.length === 0) throw { reason: "local selectors do not overlap the configured ranges" };
+    return { remote, local };
+  },
+};

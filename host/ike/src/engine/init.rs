@@ -1,0 +1,645 @@
+//! IKE_SA_INIT and IKE_AUTH, both roles.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wisp_policy_api::{AuthInfo, AuthMethod, SaKind};
+
+use crate::codec::{self, AuthPayload, ExchangeType, Flags, Header, KePayload, Message, NotifyType, Payload, SaPayload};
+use crate::config::ConnectionConfig;
+use crate::event::*;
+
+use super::convert::{self, identity_from_wire, identity_to_wire};
+use super::sa::*;
+use super::suite::{self, IkeSuite};
+use super::*;
+
+impl Engine {
+    pub(super) fn initiate_ike(&mut self, now: Duration, ci: usize, child: Option<String>) -> Result<IkeSaId, EngineError> {
+        let conn: &ConnectionConfig = &self.config.connections[ci];
+        let remote_ip = conn.remote_addr.ok_or_else(|| EngineError::NoRemoteAddress(conn.name.clone()))?;
+        let local_ip = conn.local_addr.unwrap_or_else(|| convert::unspecified_like(remote_ip));
+        let local = SocketAddr::new(local_ip, 500);
+        let remote = SocketAddr::new(remote_ip, conn.remote_port);
+        let id = self.new_id();
+        let spi_i = self.alloc_ike_spi();
+        let mut sa = self.skeleton(id, spi_i, 0);
+        sa.conn = ci;
+        sa.initiator = true;
+        sa.local = local;
+        sa.remote = remote;
+        sa.state = IkeState::InitSent;
+        sa.created = now;
+        sa.last_recv = now;
+        let ctx = self.ctx(&sa, ci, true);
+        let conn = &self.config.connections[ci];
+        let order = self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals).map_err(EngineError::Policy)?;
+        sa.offered = order
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| convert::to_wire_proposal(&conn.ike_proposals[i], n as u8 + 1, Vec::new(), true))
+            .collect();
+        let group = sa
+            .offered
+            .iter()
+            .flat_map(|p| p.transforms_of(codec::TransformType::DH))
+            .map(|t| t.id)
+            .find(|g| suite::dh_supported(*g))
+            .ok_or_else(|| EngineError::Policy("no supported key exchange group in the IKE proposals".into()))?;
+        if let Some(child) = child {
+            let nego = self.child_nego(&sa, &child, None, false)?;
+            sa.first_child = Some(nego);
+        }
+        let (dh, _) = suite::dh_generate(group, &mut self.rng).ok_or_else(|| EngineError::Policy("DH failed".into()))?;
+        sa.dh = Some(dh);
+        sa.group = group;
+        sa.ni = self.nonce();
+        self.by_spi.insert(spi_i, id);
+        self.send_init_request(now, &mut sa);
+        self.put(sa);
+        Ok(id)
+    }
+
+    fn send_init_request(&mut self, now: Duration, sa: &mut IkeSa) {
+        let Some(dh) = &sa.dh else { return };
+        let ke = suite::dh_public(dh);
+        let conn = &self.config.connections[sa.conn];
+        let mut payloads = Vec::new();
+        if let Some(c) = &sa.cookie {
+            payloads.push(notify(NotifyType::COOKIE, c.clone()));
+        }
+        payloads.push(Payload::Sa(SaPayload { proposals: sa.offered.clone() }));
+        payloads.push(Payload::Ke(KePayload { group: sa.group, data: ke }));
+        payloads.push(Payload::Nonce(sa.ni.clone()));
+        let src = if conn.force_encap { self.rng.vec(20) } else { suite::nat_hash(sa.spi_i, 0, sa.local) };
+        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, src));
+        payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, suite::nat_hash(sa.spi_i, 0, sa.remote)));
+        if conn.fragmentation {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        let msg = Message { header: Header::new(sa.spi_i, 0, ExchangeType::IKE_SA_INIT, Flags::new(true, false), 0), payloads };
+        let Ok(bytes) = msg.encode() else { return };
+        sa.init_req = bytes.clone();
+        sa.next_msg_id = 1;
+        let timeout = conn.retransmit.timeout;
+        sa.outstanding = Some(Outstanding { msg_id: 0, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending: Pending::Init });
+        let t = self.transmit_for(sa, bytes);
+        self.transmits.push_back(t);
+    }
+
+    fn fail_sa(&mut self, sa: IkeSa, side: Side, exchange: Exchange, reason: String, notify: Option<NotifyType>) {
+        let remote = sa.remote;
+        self.failure(Some(&sa), remote, None, side, exchange, reason.clone(), notify);
+        self.teardown(sa, DownReason::Failed(reason));
+    }
+
+    pub(super) fn initiator_init_response(&mut self, now: Duration, mut sa: IkeSa, h: &Header, msg: Message, bytes: &[u8], remote: SocketAddr) {
+        let _ = remote;
+        let ex = Exchange::IkeSaInit;
+        if let Some(c) = msg.notify(NotifyType::COOKIE) {
+            if sa.init_retries < MAX_INIT_RETRIES && !c.data.is_empty() && c.data.len() <= 64 {
+                sa.init_retries += 1;
+                sa.cookie = Some(c.data.clone());
+                self.send_init_request(now, &mut sa);
+                self.put(sa);
+            } else {
+                self.fail_sa(sa, Side::Remote, ex, "peer keeps demanding a COOKIE".into(), Some(NotifyType::COOKIE));
+            }
+            return;
+        }
+        if let Some(n) = msg.notify(NotifyType::INVALID_KE_PAYLOAD) {
+            let want = if n.data.len() == 2 { u16::from_be_bytes([n.data[0], n.data[1]]) } else { 0 };
+            let offered = sa.offered.iter().any(|p| p.transforms_of(codec::TransformType::DH).any(|t| t.id == want));
+            if offered && want != sa.group && sa.init_retries < MAX_INIT_RETRIES {
+                if let Some((dh, _)) = suite::dh_generate(want, &mut self.rng) {
+                    sa.init_retries += 1;
+                    sa.dh = Some(dh);
+                    sa.group = want;
+                    self.send_init_request(now, &mut sa);
+                    self.put(sa);
+                    return;
+                }
+            }
+            let reason = format!("peer wants key exchange group {want}, which we did not offer (offered: {})", convert::summary(&sa.offered));
+            self.fail_sa(sa, Side::Remote, ex, reason, Some(NotifyType::INVALID_KE_PAYLOAD));
+            return;
+        }
+        if let Some(n) = msg.notifies().find(|n| n.notify_type.is_error()) {
+            let nt = n.notify_type;
+            let reason = format!("peer refused IKE_SA_INIT with {} (we offered {})", notify_name(nt.0), convert::summary(&sa.offered));
+            self.fail_sa(sa, Side::Remote, ex, reason, Some(nt));
+            return;
+        }
+        let mut sa_p = None;
+        let mut ke = None;
+        let mut nonce = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa_p = Some(s),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nonce = Some(n),
+                _ => {}
+            }
+        }
+        let (Some(sa_p), Some(ke), Some(nonce)) = (sa_p, ke, nonce) else {
+            self.fail_sa(sa, Side::Remote, ex, "IKE_SA_INIT response lacks SA, KE or Nonce".into(), Some(NotifyType::INVALID_SYNTAX));
+            return;
+        };
+        if sa_p.proposals.len() != 1 || !convert::answer_within(&sa_p.proposals[0], &sa.offered) || nonce.len() < 16 || nonce.len() > 256 || h.spi_r == 0 {
+            self.fail_sa(sa, Side::Local, ex, format!("peer chose a proposal we did not offer: {}", convert::summary(&sa_p.proposals)), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+            return;
+        }
+        let chosen = &sa_p.proposals[0];
+        let suite = match ike_suite(chosen) {
+            Some(s) if s.dh == sa.group && ke.group == sa.group => s,
+            _ => {
+                self.fail_sa(sa, Side::Local, ex, format!("peer's answer {} does not match our key exchange", convert::summary(&sa_p.proposals)), Some(NotifyType::INVALID_SYNTAX));
+                return;
+            }
+        };
+        let Some(g_ir) = sa.dh.as_ref().and_then(|d| suite::dh_compute(d, &ke.data)) else {
+            self.fail_sa(sa, Side::Local, ex, "peer's key exchange value is invalid".into(), Some(NotifyType::INVALID_SYNTAX));
+            return;
+        };
+        sa.spi_r = h.spi_r;
+        sa.nr = nonce.clone();
+        sa.init_resp = bytes.to_vec();
+        sa.dh = None;
+        let skeyseed = suite::skeyseed_initial(suite.prf, &sa.ni, &sa.nr, &g_ir);
+        sa.keys = Some(suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r));
+        sa.suite = Some(suite);
+        self.detect_nat(&mut sa, &msg.payloads, h);
+        sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        if sa.nat.local_behind_nat || sa.nat.remote_behind_nat || self.config.connections[sa.conn].force_encap {
+            sa.natt = true;
+            sa.nat.udp_encap = true;
+            sa.local.set_port(NATT_PORT);
+            sa.remote.set_port(NATT_PORT);
+        }
+        self.send_auth_request(now, &mut sa);
+        self.put(sa);
+    }
+
+    /// NAT-D check (RFC 7296 2.23) with the SPIs of the message carrying the hashes.
+    fn detect_nat(&mut self, sa: &mut IkeSa, payloads: &[Payload], h: &Header) {
+        let mut saw = false;
+        let mut src_match = false;
+        let mut dst_match = true;
+        let my = suite::nat_hash(h.spi_i, h.spi_r, sa.local);
+        let peer = suite::nat_hash(h.spi_i, h.spi_r, sa.remote);
+        for p in payloads {
+            if let Payload::Notify(n) = p {
+                if n.notify_type == NotifyType::NAT_DETECTION_SOURCE_IP {
+                    saw = true;
+                    if n.data == peer {
+                        src_match = true;
+                    }
+                } else if n.notify_type == NotifyType::NAT_DETECTION_DESTINATION_IP {
+                    saw = true;
+                    if n.data != my {
+                        dst_match = false;
+                    }
+                }
+            }
+        }
+        if saw {
+            sa.nat.remote_behind_nat = !src_match;
+            sa.nat.local_behind_nat = !dst_match;
+        }
+    }
+
+    fn send_auth_request(&mut self, now: Duration, sa: &mut IkeSa) {
+        let conn = &self.config.connections[sa.conn];
+        let Some(keys) = &sa.keys else { return };
+        let idi = identity_to_wire(&conn.local_id);
+        let auth = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_req, &sa.nr, &keys.sk_pi, &idi.body_bytes());
+        let mut payloads = vec![Payload::IdI(idi)];
+        if let Some(r) = &conn.remote_id {
+            payloads.push(Payload::IdR(identity_to_wire(r)));
+        }
+        payloads.push(Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth.to_vec() }));
+        let others = self.sas.values().any(|s| s.conn == sa.conn && s.remote.ip() == sa.remote.ip() && s.up_reported);
+        if conn.initial_contact && !others {
+            payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        }
+        if let Some(nego) = &sa.first_child {
+            payloads.extend(super::child::child_request_payloads(nego, false));
+        }
+        sa.state = IkeState::AuthSent;
+        self.send_request(now, sa, ExchangeType::IKE_AUTH, payloads, Pending::Auth);
+    }
+
+    pub(super) fn responder_init(&mut self, now: Duration, local: SocketAddr, remote: SocketAddr, bytes: &[u8], h: &Header) {
+        let ex = Exchange::IkeSaInit;
+        // Retransmitted request → cached response.
+        if let Some(&id) = self.half_open_index.get(&(h.spi_i, remote)) {
+            if let Some(sa) = self.sas.get(&id) {
+                if sa.state == IkeState::InitResponded && sa.init_req == bytes {
+                    let t = Transmit { local, remote, bytes: sa.init_resp.clone(), non_esp_marker: false };
+                    self.transmits.push_back(t);
+                }
+            }
+            return;
+        }
+        let reply_plain = |this: &mut Engine, payloads: Vec<Payload>| {
+            let m = Message { header: Header::new(h.spi_i, 0, ExchangeType::IKE_SA_INIT, Flags::new(false, true), 0), payloads };
+            if let Ok(b) = m.encode() {
+                this.transmits.push_back(Transmit { local, remote, bytes: b, non_esp_marker: local.port() == NATT_PORT });
+            }
+        };
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                if matches!(e, codec::DecodeError::UnsupportedCriticalPayload(_)) {
+                    reply_plain(self, vec![notify(e.notify_type(), e.notify_data())]);
+                }
+                return;
+            }
+        };
+        if h.message_id != 0 {
+            return;
+        }
+        let mut sa_p = None;
+        let mut ke = None;
+        let mut nonce = None;
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa_p = Some(s),
+                Payload::Ke(k) => ke = Some(k),
+                Payload::Nonce(n) => nonce = Some(n),
+                _ => {}
+            }
+        }
+        let (Some(sa_p), Some(ke), Some(ni)) = (sa_p, ke, nonce) else {
+            reply_plain(self, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+            return;
+        };
+        if ni.len() < 16 || ni.len() > 256 {
+            reply_plain(self, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+            return;
+        }
+        // Cookies under half-open pressure: no state for a request without a valid one.
+        if self.half_open_count() >= self.config.cookie_threshold {
+            let expected = suite::cookie(&self.cookie_secret, ni, remote.ip(), h.spi_i);
+            let presented = match msg.payloads.first() {
+                Some(Payload::Notify(n)) if n.notify_type == NotifyType::COOKIE => Some(&n.data),
+                _ => None,
+            };
+            if presented.map(|c| suite::ct_eq(c, &expected)) != Some(true) {
+                reply_plain(self, vec![notify(NotifyType::COOKIE, expected)]);
+                return;
+            }
+        }
+        // Connections that match the addresses.
+        let candidates: Vec<usize> = self
+            .config
+            .connections
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.remote_addr.is_none_or(|a| a == remote.ip()) && c.local_addr.is_none_or(|a| a == local.ip() || local.ip().is_unspecified()))
+            .map(|(i, _)| i)
+            .collect();
+        let id = self.new_id();
+        let mut sa = self.skeleton(id, h.spi_i, 0);
+        sa.local = local;
+        sa.remote = remote;
+        sa.created = now;
+        sa.last_recv = now;
+        let Some(&ci) = candidates.first() else {
+            reply_plain(self, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
+            self.events.push_back(Event::Failure(Failure {
+                ike: None,
+                connection: None,
+                side: Side::Local,
+                exchange: ex,
+                reason: format!("no connection configured for peer {remote}"),
+                notify: Some(NotifyType::NO_PROPOSAL_CHOSEN.0),
+                remote,
+            }));
+            return;
+        };
+        sa.conn = ci;
+        sa.candidates = candidates;
+        // Proposal selection.
+        let usable: Vec<&codec::Proposal> = sa_p.proposals.iter().filter(|p| convert::implementable(p, SaKind::Ike)).collect();
+        let refuse = |this: &mut Engine, reason: String| {
+            reply_plain(this, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
+            this.events.push_back(Event::Failure(Failure {
+                ike: None,
+                connection: Some(this.config.connections[ci].name.clone()),
+                side: Side::Local,
+                exchange: ex,
+                reason,
+                notify: Some(NotifyType::NO_PROPOSAL_CHOSEN.0),
+                remote,
+            }));
+        };
+        if usable.is_empty() {
+            let reason = format!(
+                "peer offered {}; we implement AES_GCM_16 (128/256) or CHACHA20_POLY1305 with PRF_HMAC_SHA1/SHA2 and CURVE25519/ECP_256/ECP_384 (connection accepts {})",
+                convert::summary(&sa_p.proposals),
+                self.config.connections[ci].ike_proposals.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", ")
+            );
+            refuse(self, reason);
+            return;
+        }
+        let api_props: Vec<_> = usable.iter().map(|p| convert::to_api_proposal(p)).collect();
+        let ctx = self.ctx(&sa, ci, false);
+        let idx = match self.policy.select_proposal(&ctx, SaKind::Ike, &api_props) {
+            Ok(i) if i < usable.len() => i,
+            Ok(i) => {
+                refuse(self, format!("policy {} chose proposal index {i} out of range", self.policy.describe()));
+                return;
+            }
+            Err(e) => {
+                refuse(self, policy_reason(&e));
+                return;
+            }
+        };
+        let chosen = convert::reduce(usable[idx], SaKind::Ike, &self.config.connections[ci].ike_proposals, Some(ke.group));
+        let Some(suite) = ike_suite(&chosen) else {
+            refuse(self, "selected proposal lacks a usable algorithm".into());
+            return;
+        };
+        if ke.group != suite.dh {
+            // Stateless: tell the initiator which group to use.
+            reply_plain(self, vec![notify(NotifyType::INVALID_KE_PAYLOAD, suite.dh.to_be_bytes().to_vec())]);
+            return;
+        }
+        let Some((dh, ke_r)) = suite::dh_generate(suite.dh, &mut self.rng) else { return };
+        let Some(g_ir) = suite::dh_compute(&dh, &ke.data) else {
+            reply_plain(self, vec![notify(NotifyType::INVALID_SYNTAX, Vec::new())]);
+            return;
+        };
+        sa.spi_r = self.alloc_ike_spi();
+        sa.ni = ni.clone();
+        sa.nr = self.nonce();
+        sa.group = suite.dh;
+        sa.suite = Some(suite);
+        let skeyseed = suite::skeyseed_initial(suite.prf, &sa.ni, &sa.nr, &g_ir);
+        sa.keys = Some(suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r));
+        self.detect_nat(&mut sa, &msg.payloads, h);
+        sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        let conn = &self.config.connections[ci];
+        if sa.nat.local_behind_nat || sa.nat.remote_behind_nat || conn.force_encap || local.port() == NATT_PORT {
+            sa.nat.udp_encap = true;
+        }
+        let mut answer = chosen.clone();
+        answer.spi = Vec::new();
+        let mut payloads = vec![
+            Payload::Sa(SaPayload { proposals: vec![answer] }),
+            Payload::Ke(KePayload { group: suite.dh, data: ke_r }),
+            Payload::Nonce(sa.nr.clone()),
+        ];
+        let src = if conn.force_encap { self.rng.vec(20) } else { suite::nat_hash(sa.spi_i, sa.spi_r, local) };
+        payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, src));
+        payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, suite::nat_hash(sa.spi_i, sa.spi_r, remote)));
+        if conn.fragmentation {
+            payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        let m = Message { header: Header::new(sa.spi_i, sa.spi_r, ExchangeType::IKE_SA_INIT, Flags::new(false, true), 0), payloads };
+        let Ok(resp) = m.encode() else { return };
+        sa.init_req = bytes.to_vec();
+        sa.init_resp = resp.clone();
+        sa.state = IkeState::InitResponded;
+        sa.peer_next_id = 1;
+        sa.natt = local.port() == NATT_PORT;
+        self.by_spi.insert(sa.spi_r, id);
+        self.half_open_index.insert((sa.spi_i, remote), id);
+        let t = self.transmit_for(&sa, resp);
+        self.transmits.push_back(t);
+        self.put(sa);
+    }
+
+    pub(super) fn responder_auth(&mut self, now: Duration, mut sa: IkeSa, h: &Header, payloads: Vec<Payload>) {
+        let ex = Exchange::IkeAuth;
+        let mut idi = None;
+        let mut idr = None;
+        let mut auth = None;
+        for p in &payloads {
+            match p {
+                Payload::IdI(i) => idi = Some(i),
+                Payload::IdR(i) => idr = Some(i),
+                Payload::Auth(a) => auth = Some(a),
+                _ => {}
+            }
+        }
+        let deny = |this: &mut Engine, mut sa: IkeSa, nt: NotifyType, reason: String| {
+            this.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, vec![notify(nt, Vec::new())]);
+            let remote = sa.remote;
+            this.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(nt));
+            this.linger(now, sa, DownReason::Failed(reason));
+        };
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            if payloads.iter().any(|p| matches!(p, Payload::Eap(_))) || auth.is_none() {
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, "peer sent IKE_AUTH without AUTH (EAP is not supported)".into());
+            } else {
+                deny(self, sa, NotifyType::INVALID_SYNTAX, "IKE_AUTH request lacks IDi".into());
+            }
+            return;
+        };
+        let peer_id = identity_from_wire(idi);
+        let pick = sa.candidates.iter().copied().find(|&ci| {
+            let c = &self.config.connections[ci];
+            c.remote_id.as_ref().is_none_or(|r| identity_to_wire(r) == *idi)
+                && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
+        });
+        let Some(ci) = pick else {
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("no connection accepts peer identity {peer_id} from {}", h.spi_i));
+            return;
+        };
+        sa.conn = ci;
+        let Some(keys) = sa.keys.as_ref() else { return };
+        if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
+            let m = auth.method;
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} authenticates with {m}, connection {} uses PSK", self.config.connections[ci].name));
+            return;
+        }
+        let conn = &self.config.connections[ci];
+        let expected = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_req, &sa.nr, &keys.sk_pi, &idi.body_bytes());
+        if !suite::ct_eq(&expected, &auth.data) {
+            let reason = format!("AUTH of peer {peer_id} does not verify with the PSK of connection {} (wrong PSK?)", conn.name);
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+            return;
+        }
+        sa.remote_id = Some(peer_id.clone());
+        let ctx = self.ctx(&sa, ci, false);
+        let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
+        if let Err(e) = self.policy.authorize(&ctx, &info) {
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
+            return;
+        }
+        // Authenticated.
+        sa.candidates.clear();
+        let keys = sa.keys.as_ref().expect("checked");
+        let conn = &self.config.connections[ci];
+        let idr_p = identity_to_wire(&conn.local_id);
+        let auth_r = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_resp, &sa.ni, &keys.sk_pr, &idr_p.body_bytes());
+        let mut out = vec![Payload::IdR(idr_p), Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth_r.to_vec() })];
+        self.establish(now, &mut sa);
+        if find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some() {
+            self.initial_contact(&sa);
+        }
+        let half_key = (sa.spi_i, sa.remote);
+        if self.half_open_index.get(&half_key) == Some(&sa.id) {
+            self.half_open_index.remove(&half_key);
+        }
+        let mut child_events = Vec::new();
+        if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+            let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
+            match self.respond_child(now, &mut sa, &payloads, &ni, &nr, true, None) {
+                Ok((p, info)) => {
+                    out.extend(p);
+                    child_events.push(Event::ChildSaUp(info));
+                }
+                Err(r) => {
+                    out.push(notify(r.notify, r.data));
+                    let remote = sa.remote;
+                    self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
+                }
+            }
+        }
+        self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, out);
+        self.report_up(&mut sa);
+        self.events.extend(child_events);
+        self.kick(now, &mut sa);
+        self.put(sa);
+    }
+
+    /// Mark established and set IKE lifetimes.
+    fn establish(&mut self, now: Duration, sa: &mut IkeSa) {
+        sa.state = IkeState::Established;
+        sa.established_at = Some(now);
+        sa.last_recv = now;
+        let lt = self.config.connections[sa.conn].ike_lifetimes.clone();
+        let (soft, hard) = self.jittered(now, &lt);
+        sa.soft_at = soft;
+        sa.hard_at = hard;
+    }
+
+    pub(super) fn ike_info(&self, sa: &IkeSa) -> IkeSaInfo {
+        let conn = &self.config.connections[sa.conn];
+        IkeSaInfo {
+            ike: sa.id,
+            connection: conn.name.clone(),
+            spi_i: sa.spi_i,
+            spi_r: sa.spi_r,
+            initiator: sa.initiator,
+            local: sa.local,
+            remote: sa.remote,
+            local_id: conn.local_id.clone(),
+            remote_id: sa.remote_id.clone().unwrap_or_else(|| wisp_policy_api::Identity { kind: wisp_policy_api::IdType::Fqdn, value: String::new() }),
+            algorithms: sa.algorithms(),
+            nat: sa.nat,
+        }
+    }
+
+    fn report_up(&mut self, sa: &mut IkeSa) {
+        if !sa.up_reported {
+            sa.up_reported = true;
+            let info = self.ike_info(sa);
+            self.events.push_back(Event::IkeSaUp(info));
+        }
+    }
+
+    /// INITIAL_CONTACT: other IKE SAs with this peer identity are stale.
+    fn initial_contact(&mut self, sa: &IkeSa) {
+        let stale: Vec<IkeSaId> = self
+            .sas
+            .values()
+            .filter(|s| s.id != sa.id && s.conn == sa.conn && s.remote_id == sa.remote_id && s.state == IkeState::Established)
+            .map(|s| s.id)
+            .collect();
+        for id in stale {
+            if let Some(old) = self.sas.remove(&id) {
+                self.teardown(old, DownReason::Replaced);
+            }
+        }
+    }
+
+    pub(super) fn initiator_auth_response(&mut self, now: Duration, mut sa: IkeSa, payloads: Vec<Payload>, remote: SocketAddr) {
+        let _ = remote;
+        let ex = Exchange::IkeAuth;
+        let mut idr = None;
+        let mut auth = None;
+        for p in &payloads {
+            match p {
+                Payload::IdR(i) => idr = Some(i),
+                Payload::Auth(a) => auth = Some(a),
+                _ => {}
+            }
+        }
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let (nt, reason) = match first_error(&payloads) {
+                Some(n) if n.notify_type == NotifyType::AUTHENTICATION_FAILED => {
+                    (Some(n.notify_type), "peer refused our authentication (AUTHENTICATION_FAILED): wrong PSK or identity?".to_string())
+                }
+                Some(n) => (Some(n.notify_type), format!("peer refused IKE_AUTH with {}", notify_name(n.notify_type.0))),
+                None => (Some(NotifyType::INVALID_SYNTAX), "IKE_AUTH response lacks IDr or AUTH".to_string()),
+            };
+            self.fail_sa(sa, Side::Remote, ex, reason, nt);
+            return;
+        };
+        let peer_id = identity_from_wire(idr);
+        let conn = &self.config.connections[sa.conn];
+        let keys = sa.keys.as_ref().expect("response was decrypted");
+        let mut problem = None;
+        if conn.remote_id.as_ref().is_some_and(|r| identity_to_wire(r) != *idr) {
+            problem = Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id.as_ref().map(|r| r.value.as_str()).unwrap_or("")));
+        } else if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
+            problem = Some(format!("peer {peer_id} authenticates with {}, we use PSK", auth.method));
+        } else {
+            let expected = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_resp, &sa.ni, &keys.sk_pr, &idr.body_bytes());
+            if !suite::ct_eq(&expected, &auth.data) {
+                problem = Some(format!("AUTH of peer {peer_id} does not verify with the PSK of connection {} (wrong PSK?)", conn.name));
+            }
+        }
+        sa.remote_id = Some(peer_id.clone());
+        if problem.is_none() {
+            let ctx = self.ctx(&sa, sa.conn, true);
+            let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
+            if let Err(e) = self.policy.authorize(&ctx, &info) {
+                problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
+            }
+        }
+        if let Some(reason) = problem {
+            // Tell the responder (it already considers the SA up) and give up at once.
+            let remote = sa.remote;
+            self.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(NotifyType::AUTHENTICATION_FAILED));
+            sa.state = IkeState::Deleting;
+            sa.delete_reason = Some(DownReason::Failed(reason));
+            self.send_request(now, &mut sa, ExchangeType::INFORMATIONAL,
+                vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new()), Payload::Delete(codec::DeletePayload { protocol: codec::ProtocolId::IKE, spi_size: 0, spis: Vec::new() })],
+                Pending::DeleteIke);
+            // Do not wait for the answer.
+            sa.outstanding = None;
+            self.teardown(sa, DownReason::Failed("peer authentication failed".into()));
+            return;
+        }
+        self.establish(now, &mut sa);
+        self.report_up(&mut sa);
+        if let Some(nego) = sa.first_child.take() {
+            let nr = sa.nr.clone();
+            match self.complete_child(now, &mut sa, nego, &payloads, &nr, true) {
+                Ok(info) => self.events.push_back(Event::ChildSaUp(info)),
+                Err((side, nt, reason)) => {
+                    let remote = sa.remote;
+                    self.failure(Some(&sa), remote, None, side, ex, reason, nt);
+                }
+            }
+        }
+        self.kick(now, &mut sa);
+        self.put(sa);
+    }
+}
+
+/// The IKE suite of a reduced (single transform per type) proposal.
+pub(super) fn ike_suite(p: &codec::Proposal) -> Option<IkeSuite> {
+    let e = convert::pick(p, codec::TransformType::ENCR)?;
+    let prf = convert::pick(p, codec::TransformType::PRF)?;
+    let dh = convert::pick(p, codec::TransformType::DH)?;
+    if !suite::aead_supported(e.id, e.key_length()) || !suite::prf_supported(prf.id) || !suite::dh_supported(dh.id) {
+        return None;
+    }
+    Some(IkeSuite { encr: e.id, key_bits: e.key_length().unwrap_or(256), prf: prf.id, dh: dh.id })
+}

@@ -1,0 +1,244 @@
+//! IKE SA and Child SA state kept by the engine.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use wisp_policy_api::{Identity, TrafficSelector};
+
+use crate::codec;
+use crate::config::{Lifetimes, Mode};
+use crate::event::{ChildAlgorithms, Exchange, IkeSaId, NatState};
+
+use super::suite::{DhSecret, IkeKeys, IkeSuite};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IkeState {
+    /// Initiator: IKE_SA_INIT request sent.
+    InitSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH (half-open).
+    InitResponded,
+    /// Initiator: IKE_AUTH request sent.
+    AuthSent,
+    Established,
+    /// Replaced by a rekeyed IKE SA; waiting for the DELETE to finish.
+    Rekeyed,
+    /// DELETE for the IKE SA sent.
+    Deleting,
+}
+
+impl IkeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            IkeState::InitSent => "CONNECTING (IKE_SA_INIT sent)",
+            IkeState::InitResponded => "CONNECTING (half-open)",
+            IkeState::AuthSent => "CONNECTING (IKE_AUTH sent)",
+            IkeState::Established => "ESTABLISHED",
+            IkeState::Rekeyed => "REKEYED",
+            IkeState::Deleting => "DELETING",
+        }
+    }
+}
+
+/// A Child SA negotiation we started (IKE_AUTH or CREATE_CHILD_SA).
+pub(crate) struct ChildNego {
+    pub child: String,
+    pub spi_in: u32,
+    pub proposals: Vec<codec::Proposal>,
+    pub ni: Vec<u8>,
+    pub dh: Option<DhSecret>,
+    pub group: u16,
+    pub ts_i: Vec<TrafficSelector>,
+    pub ts_r: Vec<TrafficSelector>,
+    pub mode: Mode,
+    /// Rekey of this Child SA (our inbound SPI), if any.
+    pub rekey_of: Option<u32>,
+    pub ke_retries: u32,
+}
+
+/// An IKE SA rekey we started.
+pub(crate) struct IkeRekeyNego {
+    pub new_spi: u64,
+    pub proposals: Vec<codec::Proposal>,
+    pub ni: Vec<u8>,
+    pub dh: DhSecret,
+    pub group: u16,
+    pub ke_retries: u32,
+}
+
+pub(crate) enum Pending {
+    Init,
+    Auth,
+    CreateChild(ChildNego),
+    RekeyIke(IkeRekeyNego),
+    DeleteChildren(Vec<u32>),
+    DeleteIke,
+    /// Liveness check, or a notify-only informational.
+    Informational,
+}
+
+impl Pending {
+    pub fn exchange(&self) -> Exchange {
+        match self {
+            Pending::Init => Exchange::IkeSaInit,
+            Pending::Auth => Exchange::IkeAuth,
+            Pending::CreateChild(_) | Pending::RekeyIke(_) => Exchange::CreateChildSa,
+            _ => Exchange::Informational,
+        }
+    }
+}
+
+/// Our outstanding request (window size 1).
+pub(crate) struct Outstanding {
+    pub msg_id: u32,
+    pub bytes: Vec<u8>,
+    pub sends: u32,
+    pub next_at: Duration,
+    pub pending: Pending,
+}
+
+/// Work waiting for the request window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Task {
+    CreateChild(String),
+    RekeyChild(u32),
+    RekeyIke,
+    DeleteChild(u32),
+    DeleteIke,
+    Dpd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChildState {
+    Installed,
+    /// Our rekey is outstanding.
+    Rekeying,
+    /// Replaced by a new SA; the old one waits for its DELETE.
+    Rekeyed,
+    /// Our DELETE is outstanding.
+    Deleting,
+}
+
+/// Nonces and new SA of one rekey exchange, for collision resolution (RFC 7296 2.8.1).
+#[derive(Clone)]
+pub(crate) struct RekeyRecord {
+    pub min_nonce: Vec<u8>,
+}
+
+pub(crate) struct Child {
+    pub name: String,
+    pub spi_in: u32,
+    pub spi_out: u32,
+    pub mode: Mode,
+    pub algs: ChildAlgorithms,
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    pub lifetimes: Lifetimes,
+    pub created: Duration,
+    pub soft_at: Option<Duration>,
+    pub hard_at: Option<Duration>,
+    pub bytes: u64,
+    pub packets: u64,
+    pub soft_traffic_fired: bool,
+    pub state: ChildState,
+    pub initiator: bool,
+    /// A rekey of this SA that the peer initiated and we answered.
+    pub rekey_theirs: Option<RekeyRecord>,
+}
+
+/// IKE SA rekey collision bookkeeping: the new SA the peer created by rekeying
+/// this one, with the lowest nonce of that exchange.
+#[derive(Clone)]
+pub(crate) struct IkeRekeyRecord {
+    pub min_nonce: Vec<u8>,
+    pub new_sa: IkeSaId,
+}
+
+pub(crate) struct IkeSa {
+    pub id: IkeSaId,
+    pub conn: usize,
+    /// Responder before IKE_AUTH: connections that match the addresses.
+    pub candidates: Vec<usize>,
+    pub initiator: bool,
+    pub spi_i: u64,
+    pub spi_r: u64,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Moved to port 4500 (non-ESP marker on every IKE message).
+    pub natt: bool,
+    pub state: IkeState,
+    pub created: Duration,
+    pub established_at: Option<Duration>,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    pub dh: Option<DhSecret>,
+    pub group: u16,
+    pub offered: Vec<codec::Proposal>,
+    pub cookie: Option<Vec<u8>>,
+    pub init_retries: u32,
+    pub init_req: Vec<u8>,
+    pub init_resp: Vec<u8>,
+    pub suite: Option<IkeSuite>,
+    pub keys: Option<IkeKeys>,
+    pub nat: NatState,
+    pub peer_frag: bool,
+    pub remote_id: Option<Identity>,
+    pub next_msg_id: u32,
+    pub outstanding: Option<Outstanding>,
+    pub tasks: VecDeque<Task>,
+    pub peer_next_id: u32,
+    pub last_resp: Option<(u32, Vec<u8>)>,
+    pub children: Vec<Child>,
+    pub soft_at: Option<Duration>,
+    pub hard_at: Option<Duration>,
+    pub last_recv: Duration,
+    /// The Child SA negotiated inside IKE_AUTH (initiator).
+    pub first_child: Option<ChildNego>,
+    pub up_reported: bool,
+    pub rekey_theirs: Option<IkeRekeyRecord>,
+    /// Set when this SA was created by a rekey: the SA it replaces.
+    pub replaces: Option<IkeSaId>,
+    /// Why our DELETE of this IKE SA was sent.
+    pub delete_reason: Option<crate::event::DownReason>,
+}
+
+impl IkeSa {
+    pub fn local_spi(&self) -> u64 {
+        if self.initiator {
+            self.spi_i
+        } else {
+            self.spi_r
+        }
+    }
+
+    pub fn child_idx(&self, spi_in: u32) -> Option<usize> {
+        self.children.iter().position(|c| c.spi_in == spi_in)
+    }
+
+    pub fn child_by_out(&self, spi_out: u32) -> Option<usize> {
+        self.children.iter().position(|c| c.spi_out == spi_out)
+    }
+
+    pub fn algorithms(&self) -> String {
+        match &self.suite {
+            Some(s) => {
+                let enc = match s.encr {
+                    crate::config::ENCR_CHACHA20_POLY1305 => "CHACHA20_POLY1305".to_string(),
+                    _ => format!("AES_GCM_16_{}", s.key_bits),
+                };
+                let prf = crate::config::transform_name(&wisp_policy_api::Transform {
+                    kind: wisp_policy_api::TransformType::Prf,
+                    id: s.prf,
+                    key_length: None,
+                });
+                let dh = crate::config::transform_name(&wisp_policy_api::Transform {
+                    kind: wisp_policy_api::TransformType::KeyExchange,
+                    id: s.dh,
+                    key_length: None,
+                });
+                format!("{enc}/{prf}/{dh}")
+            }
+            None => String::new(),
+        }
+    }
+}
