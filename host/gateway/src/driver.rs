@@ -257,7 +257,8 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
     fn run(&mut self, rx: Receiver<Cmd>, autostart: bool) {
-        if autostart {
+        let starts = self.conn.children.iter().any(|c| c.start_action == ikecfg::StartAction::Start);
+        if autostart && starts {
             let now = self.env.now();
             self.engine.start(now);
             self.set_state("connecting", None);
@@ -297,7 +298,16 @@ impl Driver {
     fn handle(&mut self, cmd: Cmd) {
         let now = self.env.now();
         match cmd {
-            Cmd::Datagram { local, remote, bytes } => self.engine.handle_datagram(now, local, remote, &bytes),
+            Cmd::Datagram { mut local, remote, bytes } => {
+                // Wildcard sockets do not tell which address a datagram came to:
+                // use the connection's configured local address.
+                if local.ip().is_unspecified() {
+                    if let Some(a) = self.conn.local_addr {
+                        local = SocketAddr::new(a, local.port());
+                    }
+                }
+                self.engine.handle_datagram(now, local, remote, &bytes)
+            }
             Cmd::Up { child, reply } => {
                 let child = child.or_else(|| self.conn.children.first().map(|c| c.name.clone()));
                 let Some(child) = child else {
