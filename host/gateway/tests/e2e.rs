@@ -125,7 +125,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn ping_and_transfer(tag: &str, esp: &'static str, cipher: &str) {
+fn ping_and_transfer(tag: &str, esp: &'static str, cipher: &str) -> Setup {
     let s = setup(tag, &Opts { esp, ..Default::default() });
     up(&s);
     let p = ping(&s.pair.left, A_IN, B_IN, 5, 0.2).unwrap();
@@ -141,6 +141,7 @@ fn ping_and_transfer(tag: &str, esp: &'static str, cipher: &str) {
     assert!(ch[0]["algorithms"].as_str().unwrap().starts_with(cipher), "{st:#}");
     assert!(ch[0]["bytes_out"].as_u64().unwrap() >= 100 * MB, "{st:#}");
     assert_eq!(ch[0]["local_ts"][0], "10.98.1.0/24");
+    s
 }
 
 #[test]
@@ -156,7 +157,28 @@ fn tunnel_chacha20_ping_and_100mb_tcp() {
     if !require_root("tunnel_chacha20_ping_and_100mb_tcp") {
         return;
     }
-    ping_and_transfer("cha", "chacha20poly1305", "CHACHA20_POLY1305");
+    let s = ping_and_transfer("cha", "chacha20poly1305", "CHACHA20_POLY1305");
+    // Forced rekeys from the CLI: Child SA, then IKE SA (children move along).
+    let before = s.a.status().unwrap();
+    let out = s.a.cli_ok(&["rekey", "site"]).unwrap();
+    assert!(out.contains("rekeying 1 Child SA"), "{out}");
+    let st = s
+        .a
+        .wait_status(Duration::from_secs(10), |st| rekeys(st) >= 1 && child(st, "site").len() == 1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(child(&st, "site")[0]["spi_in"], child(&before, "site")[0]["spi_in"]);
+    let ike_spi = |st: &serde_json::Value| st["connections"][0]["ike_sas"][0]["local_spi"].clone();
+    let out = s.a.cli_ok(&["rekey", "site", "--ike"]).unwrap();
+    assert!(out.contains("rekeying 1 IKE SA"), "{out}");
+    let old = ike_spi(&st);
+    let st = s
+        .a
+        .wait_status(Duration::from_secs(10), |st| {
+            st["connections"][0]["ike_sas"].as_array().is_some_and(|v| v.len() == 1) && ike_spi(st) != old
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(child(&st, "site").len(), 1, "child moved to the new IKE SA: {st:#}");
+    assert_eq!(ping(&s.pair.left, A_IN, B_IN, 3, 0.2).unwrap().received, 3);
 }
 
 fn rekeys(st: &serde_json::Value) -> u64 {
