@@ -276,7 +276,12 @@ impl Driver {
                     let _ = reply.send(());
                     return;
                 }
-                Ok(cmd) => self.handle(cmd),
+                Ok(cmd) => {
+                    self.handle(cmd);
+                    // New SAs (and their SPIs, used for dispatch) must be
+                    // published before the peer's answer can arrive.
+                    self.dirty = true;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown(&rx);
