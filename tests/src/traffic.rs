@@ -97,9 +97,14 @@ impl BgPing {
         }
         let o = child.wait_with_output().map_err(|e| err!("wait ping: {e}"))?;
         let text = String::from_utf8_lossy(&o.stdout);
-        // Note: a request sent just before SIGINT counts as lost; use
-        // `start_count` + `wait` where every packet matters.
-        parse_ping(&text).ok_or_else(|| err!("background ping: no statistics: {text}"))
+        let mut st = parse_ping(&text).ok_or_else(|| err!("background ping: no statistics: {text}"))?;
+        // ping exits on SIGINT without waiting for the reply to its last request,
+        // so exactly one unanswered request is an artifact of stopping, not a
+        // loss. Where every packet must count, use `start_count` + `wait`.
+        if st.sent == st.received + 1 {
+            st.sent -= 1;
+        }
+        Ok(st)
     }
 
     /// True while the ping is still running.
