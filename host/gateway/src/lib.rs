@@ -6,6 +6,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
 pub mod dataplane_glue;
 pub mod dp;
 pub mod driver;

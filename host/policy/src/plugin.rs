@@ -10,7 +10,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, NoSas, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
+    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
     SelectorPair, SelectorRequest,
 };
 
@@ -79,13 +79,21 @@ pub struct PluginConfig {
     pub settings: Vec<Setting>,
     /// What the `sa-counts` import reports.
     pub sa_view: Arc<dyn SaView>,
+    /// What the `now` import reports.
+    pub clock: Arc<dyn Clock>,
     /// Where compiled components are cached (keyed by sha256); none = no cache.
     pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginConfig {
     fn default() -> Self {
-        PluginConfig { limits: Limits::default(), settings: Vec::new(), sa_view: Arc::new(NoSas), cache_dir: None }
+        PluginConfig {
+            limits: Limits::default(),
+            settings: Vec::new(),
+            sa_view: Arc::new(NoSas),
+            clock: Arc::new(SystemClock),
+            cache_dir: None,
+        }
     }
 }
 
@@ -535,7 +543,7 @@ pub(crate) fn configure(inst: &mut Instance, settings: &[wit::Setting], config: 
 fn new_store(label: Arc<str>, config: &PluginConfig) -> Store<StoreState> {
     let mut store = Store::new(
         runtime::engine(),
-        StoreState::new(label, config.limits.memory, config.sa_view.clone()),
+        StoreState::new(label, config.limits.memory, config.sa_view.clone(), config.clock.clone()),
     );
     store.limiter(|s| &mut s.limiter);
     runtime::install_deadline_callback(&mut store);

@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wisp_policy_api::SaView;
+use wisp_policy_api::{Clock, SaView};
 
 use crate::bindings::{self, wit};
 use crate::convert::identity_from_wit;
@@ -181,10 +181,11 @@ pub(crate) struct StoreState {
     /// "name version" for log lines written by the plugin.
     pub label: Arc<str>,
     pub sa_view: Arc<dyn SaView>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl StoreState {
-    pub fn new(label: Arc<str>, memory_limit: usize, sa_view: Arc<dyn SaView>) -> Self {
+    pub fn new(label: Arc<str>, memory_limit: usize, sa_view: Arc<dyn SaView>, clock: Arc<dyn Clock>) -> Self {
         // A WASI context that grants nothing: no preopened directories, no
         // environment, no arguments, stdin empty, stdout/stderr discarded, no
         // sockets and no name lookups. Clocks and randomness stay (Rust's std
@@ -206,6 +207,7 @@ impl StoreState {
             },
             label,
             sa_view,
+            clock,
         }
     }
 }
@@ -242,7 +244,7 @@ impl bindings::wisp::policy::host::Host for StoreState {
     }
 
     fn now(&mut self) -> wit::Datetime {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = self.clock.now().duration_since(UNIX_EPOCH).unwrap_or_default();
         wit::Datetime { seconds: d.as_secs(), nanoseconds: d.subsec_nanos() }
     }
 
