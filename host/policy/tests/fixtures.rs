@@ -34,22 +34,31 @@ fn wasm_path(name: &str) -> PathBuf {
     p
 }
 
-/// Each plugin is compiled once per test binary and re-configured per fixture.
+/// Each plugin is compiled once per test binary (tests that need the same
+/// plugin wait for one compilation) and re-configured per fixture. Compiled
+/// code is cached under `target/plugin-cache` across runs.
 fn plugin(name: &str) -> Arc<LoadedPlugin> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<LoadedPlugin>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(p) = cache.lock().unwrap().get(name) {
-        return p.clone();
-    }
-    let path = wasm_path(name);
-    let p = load(&path, &PluginConfig::default())
-        .unwrap_or_else(|e| panic!("loading {} failed: {e}", path.display()));
-    cache
+    type Slot = Arc<OnceLock<Arc<LoadedPlugin>>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
+    let slot: Slot = CACHE
+        .get_or_init(Default::default)
         .lock()
         .unwrap()
         .entry(name.to_string())
-        .or_insert(p)
-        .clone()
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        let path = wasm_path(name);
+        let config = PluginConfig {
+            cache_dir: Some(repo().join("target/plugin-cache")),
+            ..PluginConfig::default()
+        };
+        if let Some(d) = &config.cache_dir {
+            let _ = std::fs::create_dir_all(d);
+        }
+        load(&path, &config).unwrap_or_else(|e| panic!("loading {} failed: {e}", path.display()))
+    })
+    .clone()
 }
 
 fn fixtures() -> Vec<Fixture> {
