@@ -6,7 +6,13 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dataplane;
+pub mod dataplane_glue;
+pub mod dp;
+pub mod driver;
 pub mod demo;
 pub mod gateway;
+pub mod netns;
 pub mod plugin_tools;
+pub mod policy;
 pub mod status;

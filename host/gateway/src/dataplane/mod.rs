@@ -1,0 +1,712 @@
+//! The ESP data path: TUN device ⇄ SPD/SAD ⇄ ESP-in-UDP on port 4500.
+//!
+//! # API (for the control side)
+//!
+//! ```text
+//! let dp = Dataplane::start(DataplaneConfig { tun_name, mtu, listen, tun_addrs, keepalive, .. },
+//!                           ike_sink,    // Fn(local, remote, &ike_bytes): IKE received on 4500,
+//!                                        //   non-ESP marker already stripped
+//!                           event_sink)? // Fn(DataplaneEvent): soft/hard limits, seq exhaustion
+//! dp.install_child(ChildSaSpec { spi_in, spi_out, aead, esn, key_in, key_out,
+//!                                local_ts, remote_ts, peer, limits })?;  // SAs + SPD + routes
+//! dp.install_inbound(&new_spec)?;                       // optional: accept new SPI first
+//! dp.replace_child(old_spi_in, old_spi_out, new_spec)?; // make-before-break rekey
+//! dp.remove_child(spi_in, spi_out)?;                    // both directions, unused routes
+//! dp.child_counters(spi_in, spi_out) / dp.counters() / dp.counters_list()
+//! dp.send_ike(remote, &ike_bytes)?;  // prepends the non-ESP marker, sends from 4500
+//! dp.shutdown();                      // stops the loops, removes routes (also on Drop)
+//! ```
+//!
+//! * `Dataplane::start` must run in the network namespace the gateway
+//!   serves: the TUN device and the UDP socket are created there, and the
+//!   `ip` commands for routes later run there too (from any thread).
+//! * Both sinks are called from the packet threads: they must not block
+//!   (push into a channel). `ChildSaSpec` keys are [`wisp_esp::Keymat`]
+//!   (`key || salt`, zeroized on drop).
+//! * Outbound: TUN read → SPD (first Child SA whose local selectors hold the
+//!   source and remote selectors the destination) → seal → `sendmmsg`.
+//!   Inbound: `recvmmsg` → [`wisp_esp::classify`] → keepalive (counted) /
+//!   IKE (to `ike_sink`) / ESP → SAD by SPI → open (replay, ICV) → the inner
+//!   packet must match the SA's selectors (else dropped, counted as `policy`)
+//!   → TUN write.
+//! * Tables are an `ArcSwap`: the packet threads read without locks; the
+//!   control side clones, edits and swaps. `replace_child` inserts the new
+//!   inbound SA and swaps the outbound entry in place in one store, so
+//!   outbound switches atomically while the old inbound SA keeps accepting
+//!   until `remove_child(old…)`.
+//! * Routes: each remote selector range becomes CIDR routes `dev <tun>`;
+//!   removed when no SA needs them. A selector range containing the peer's
+//!   own address is not routed (it would swallow the ESP packets).
+//!
+//! Threads, not tokio tasks: two blocking loops (TUN→UDP, UDP→TUN) with
+//! `poll(2)` and batched `recvmmsg`/`sendmmsg` keep per-packet cost to one
+//! TUN syscall; the daemon's tokio runtime only talks to [`Dataplane`].
+
+pub mod selectors;
+mod sys;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use wisp_esp::{
+    Aead, Classified, CounterSnapshot, DropReason, InboundSa, Keymat, LimitEvent, Limits,
+    OpenError, OutboundSa, SealError, ESP_OVERHEAD_MAX, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6,
+    PAYLOAD_OFFSET,
+};
+use wisp_policy_api::TrafficSelector;
+
+/// Dataplane settings.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    /// TUN device name (≤ 15 bytes); `%d` lets the kernel pick a number.
+    pub tun_name: String,
+    /// TUN MTU (inner packets). 1400 leaves room for IP/UDP/ESP on a 1500 path.
+    pub mtu: u16,
+    /// Addresses to put on the TUN device (e.g. the gateway's inner address).
+    pub tun_addrs: Vec<(IpAddr, u8)>,
+    /// UDP address for ESP and IKE-on-4500.
+    pub listen: SocketAddr,
+    /// Send a NAT keepalive (0xFF) to every peer this often.
+    pub keepalive: Option<Duration>,
+    /// Datagrams per recvmmsg/sendmmsg batch.
+    pub batch: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            tun_name: "wisp%d".into(),
+            mtu: 1400,
+            tun_addrs: Vec::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], wisp_esp::NAT_T_PORT)),
+            keepalive: Some(Duration::from_secs(20)),
+            batch: 32,
+        }
+    }
+}
+
+/// One Child SA pair to install.
+#[derive(Debug, Clone)]
+pub struct ChildSaSpec {
+    /// Our SPI: the peer sends ESP with it.
+    pub spi_in: u32,
+    /// The peer's SPI: we send with it.
+    pub spi_out: u32,
+    pub aead: Aead,
+    pub esn: bool,
+    /// `key || salt` for packets we receive / send.
+    pub key_in: Keymat,
+    pub key_out: Keymat,
+    /// Our side's selectors (inner sources we send, destinations we accept).
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Outer address of the peer (normally port 4500).
+    pub peer: SocketAddr,
+    /// Byte/packet lifetimes, per direction; soft → event, hard → refuse.
+    pub limits: Limits,
+}
+
+/// Something the control plane should act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataplaneEvent {
+    /// A limit fired on the Child SA `(spi_in, spi_out)`: `Soft` → rekey,
+    /// `Hard` → the SA refuses traffic (delete it). Sequence-number
+    /// exhaustion is `LimitKind::Sequence`. Each is reported once per SA and
+    /// direction.
+    Limit { spi_in: u32, spi_out: u32, outbound: bool, event: LimitEvent },
+}
+
+/// IKE received on the NAT-T port: `(local, remote, ike_message)`.
+pub type IkeSink = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
+/// Limit events.
+pub type EventSink = Box<dyn Fn(DataplaneEvent) + Send + Sync>;
+
+/// Dataplane errors (control-path calls).
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("key: {0}")]
+    Key(#[from] wisp_esp::KeyLengthError),
+    #[error("inbound SPI {0:08x} already installed")]
+    DuplicateSpi(u32),
+    #[error("no Child SA with outbound SPI {0:08x}")]
+    NoSuchChild(u32),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Counters of one Child SA (both directions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChildCounters {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    /// Packets/bytes accepted and drops by reason (replay, auth, malformed,
+    /// policy = inner packet outside the selectors, expired).
+    pub inbound: CounterSnapshot,
+    pub outbound: CounterSnapshot,
+}
+
+macro_rules! global_counters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        #[derive(Default)]
+        struct Global { $($name: AtomicU64),* }
+        /// Dataplane-wide counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct GlobalCounters { $(#[doc = $doc] pub $name: u64),* }
+        impl Global {
+            fn snapshot(&self) -> GlobalCounters {
+                GlobalCounters { $($name: self.$name.load(Relaxed)),* }
+            }
+        }
+        impl GlobalCounters {
+            /// `(name, value)` pairs.
+            pub fn list(&self) -> Vec<(String, u64)> {
+                vec![$((stringify!($name).to_string(), self.$name)),*]
+            }
+        }
+    };
+}
+
+global_counters! {
+    rx_datagrams: "UDP datagrams received on the NAT-T socket",
+    rx_keepalive: "NAT keepalives received",
+    rx_ike: "IKE messages received on the NAT-T socket (handed to the control side)",
+    rx_malformed: "datagrams that are neither keepalive, IKE nor ESP (or truncated)",
+    rx_unknown_spi: "ESP packets for an SPI we do not have",
+    rx_esp_dropped: "ESP packets dropped by an SA (replay/auth/malformed/policy/expired: see the SA)",
+    rx_dummy: "dummy ESP packets (next header 59)",
+    rx_delivered: "inner packets written to the TUN device",
+    tun_write_errors: "TUN write failures",
+    tx_tun_packets: "packets read from the TUN device",
+    tx_no_sa: "outbound packets matching no Child SA",
+    tx_not_ip: "outbound packets that are not IPv4/IPv6",
+    tx_expired: "outbound packets refused by an SA past a hard limit",
+    tx_sent: "ESP datagrams sent",
+    tx_send_errors: "ESP datagrams the socket refused",
+    tx_keepalive: "NAT keepalives sent",
+    tx_ike: "IKE messages sent on the NAT-T socket",
+}
+
+/// Snapshot of all counters.
+#[derive(Debug, Clone, Default)]
+pub struct DataplaneCounters {
+    pub global: GlobalCounters,
+    pub children: Vec<ChildCounters>,
+}
+
+struct InEntry {
+    sa: InboundSa,
+    spi_out: u32,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+}
+
+struct OutEntry {
+    sa: OutboundSa,
+    spi_in: u32,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    peer: SocketAddr,
+    dst: (libc::sockaddr_storage, libc::socklen_t),
+}
+
+// SAFETY: sockaddr_storage is plain data.
+unsafe impl Send for OutEntry {}
+unsafe impl Sync for OutEntry {}
+
+#[derive(Default, Clone)]
+struct Tables {
+    inbound: HashMap<u32, Arc<InEntry>>,
+    /// SPD order: first match wins.
+    outbound: Vec<Arc<OutEntry>>,
+}
+
+struct Shared {
+    tables: ArcSwap<Tables>,
+    /// Serialises control-side table edits and route changes.
+    control: Mutex<BTreeSet<(IpAddr, u8)>>,
+    stop: AtomicBool,
+    udp: UdpSocket,
+    udp_v6: bool,
+    local: SocketAddr,
+    tun: OwnedFd,
+    tun_name: String,
+    mtu: u16,
+    netns: sys::NetNs,
+    global: Global,
+    ike_sink: IkeSink,
+    event_sink: EventSink,
+}
+
+/// The running data path. Dropping it shuts it down.
+pub struct Dataplane {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Dataplane {
+    /// Create the TUN device and the UDP socket in the current network
+    /// namespace and start the packet loops.
+    pub fn start(cfg: DataplaneConfig, ike_sink: IkeSink, event_sink: EventSink) -> io::Result<Dataplane> {
+        let netns = sys::NetNs::current()?;
+        let (tun, tun_name) = sys::open_tun(&cfg.tun_name)?;
+        netns.ip(&["link", "set", "dev", &tun_name, "mtu", &cfg.mtu.to_string(), "up"])?;
+        for (a, l) in &cfg.tun_addrs {
+            netns.ip(&["addr", "add", &sys::cidr_string(*a, *l), "dev", &tun_name])?;
+        }
+        let udp = UdpSocket::bind(cfg.listen)?;
+        udp.set_nonblocking(true)?;
+        sys::set_bufs(udp.as_raw_fd(), 4 << 20);
+        let local = udp.local_addr()?;
+        let shared = Arc::new(Shared {
+            tables: ArcSwap::from_pointee(Tables::default()),
+            control: Mutex::new(BTreeSet::new()),
+            stop: AtomicBool::new(false),
+            udp_v6: local.is_ipv6(),
+            local,
+            udp,
+            tun,
+            tun_name,
+            mtu: cfg.mtu,
+            netns,
+            global: Global::default(),
+            ike_sink,
+            event_sink,
+        });
+        let batch = cfg.batch.clamp(1, 256);
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(std::thread::Builder::new().name("wisp-dp-tx".into()).spawn(move || tx_loop(&s, batch))?);
+        let s = shared.clone();
+        threads.push(std::thread::Builder::new().name("wisp-dp-rx".into()).spawn(move || rx_loop(&s, batch))?);
+        if let Some(every) = cfg.keepalive {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new().name("wisp-dp-ka".into()).spawn(move || keepalive_loop(&s, every))?,
+            );
+        }
+        Ok(Dataplane { shared, threads: Mutex::new(threads) })
+    }
+
+    /// The TUN device's name.
+    pub fn tun_name(&self) -> &str {
+        &self.shared.tun_name
+    }
+
+    /// The NAT-T socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(IpAddr, u8)>> {
+        self.shared.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entries(&self, spec: &ChildSaSpec) -> Result<(Arc<InEntry>, Arc<OutEntry>), DataplaneError> {
+        let inbound = InboundSa::new(spec.spi_in, spec.aead, &spec.key_in, spec.esn, spec.limits)?;
+        let outbound = OutboundSa::new(spec.spi_out, spec.aead, &spec.key_out, spec.esn, spec.limits)?;
+        Ok((
+            Arc::new(InEntry {
+                sa: inbound,
+                spi_out: spec.spi_out,
+                local_ts: spec.local_ts.clone(),
+                remote_ts: spec.remote_ts.clone(),
+            }),
+            Arc::new(OutEntry {
+                sa: outbound,
+                spi_in: spec.spi_in,
+                local_ts: spec.local_ts.clone(),
+                remote_ts: spec.remote_ts.clone(),
+                peer: spec.peer,
+                dst: sys::to_sockaddr(spec.peer, self.shared.udp_v6),
+            }),
+        ))
+    }
+
+    /// Install a Child SA pair, its SPD entry and routes to its remote selectors.
+    pub fn install_child(&self, spec: ChildSaSpec) -> Result<(), DataplaneError> {
+        let (i, o) = self.entries(&spec)?;
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        if t.inbound.contains_key(&spec.spi_in) {
+            return Err(DataplaneError::DuplicateSpi(spec.spi_in));
+        }
+        t.inbound.insert(spec.spi_in, i);
+        t.outbound.push(o);
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
+    /// Install only the inbound half of `spec` (step 1 of a make-before-break
+    /// rekey where both ends must accept the new SPI before either sends
+    /// with it). [`replace_child`](Self::replace_child) with the same spec
+    /// completes it.
+    pub fn install_inbound(&self, spec: &ChildSaSpec) -> Result<(), DataplaneError> {
+        let (i, _) = self.entries(spec)?;
+        let _routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        if t.inbound.contains_key(&spec.spi_in) {
+            return Err(DataplaneError::DuplicateSpi(spec.spi_in));
+        }
+        t.inbound.insert(spec.spi_in, i);
+        self.shared.tables.store(Arc::new(t));
+        Ok(())
+    }
+
+    /// Make-before-break rekey: install `new`'s inbound SA (unless
+    /// [`install_inbound`](Self::install_inbound) did already), then swap the
+    /// outbound entry of `old_spi_out` for `new`'s in one atomic store. The
+    /// old inbound SA keeps accepting until [`remove_child`](Self::remove_child).
+    pub fn replace_child(&self, old_spi_in: u32, old_spi_out: u32, new: ChildSaSpec) -> Result<(), DataplaneError> {
+        let _ = old_spi_in;
+        let (i, o) = self.entries(&new)?;
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        t.inbound.entry(new.spi_in).or_insert(i);
+        match t.outbound.iter().position(|e| e.sa.spi() == old_spi_out) {
+            Some(pos) => t.outbound[pos] = o,
+            None => t.outbound.push(o),
+        }
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
+    /// Remove the inbound SA `spi_in` and the outbound SA `spi_out` (either
+    /// may already be gone), and routes no remaining SA needs.
+    pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> Result<(), DataplaneError> {
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        t.inbound.remove(&spi_in);
+        t.outbound.retain(|e| e.sa.spi() != spi_out);
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
+    fn sync_routes(&self, installed: &mut BTreeSet<(IpAddr, u8)>) -> Result<(), DataplaneError> {
+        let t = self.shared.tables.load();
+        let mut want = BTreeSet::new();
+        for e in &t.outbound {
+            for ts in &e.remote_ts {
+                for (net, len) in selectors::range_to_cidrs(ts.start_address, ts.end_address) {
+                    if !cidr_contains(net, len, e.peer.ip()) {
+                        want.insert((net, len));
+                    }
+                }
+            }
+        }
+        let mut result = Ok(());
+        for (net, len) in installed.difference(&want).copied().collect::<Vec<_>>() {
+            let fam = if net.is_ipv4() { "-4" } else { "-6" };
+            let c = sys::cidr_string(net, len);
+            if let Err(e) = self.shared.netns.ip(&[fam, "route", "del", &c, "dev", &self.shared.tun_name]) {
+                tracing::warn!("removing route {c}: {e}");
+            }
+            installed.remove(&(net, len));
+        }
+        for (net, len) in want.difference(installed).copied().collect::<Vec<_>>() {
+            let fam = if net.is_ipv4() { "-4" } else { "-6" };
+            let c = sys::cidr_string(net, len);
+            match self.shared.netns.ip(&[fam, "route", "replace", &c, "dev", &self.shared.tun_name]) {
+                Ok(()) => {
+                    installed.insert((net, len));
+                }
+                Err(e) => result = Err(DataplaneError::Io(e)),
+            }
+        }
+        result
+    }
+
+    /// Counters of the Child SA `(spi_in, spi_out)` (whichever halves exist).
+    pub fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters> {
+        let t = self.shared.tables.load();
+        let i = t.inbound.get(&spi_in);
+        let o = t.outbound.iter().find(|e| e.sa.spi() == spi_out);
+        if i.is_none() && o.is_none() {
+            return None;
+        }
+        Some(ChildCounters {
+            spi_in,
+            spi_out,
+            inbound: i.map(|e| e.sa.counters().snapshot()).unwrap_or_default(),
+            outbound: o.map(|e| e.sa.counters().snapshot()).unwrap_or_default(),
+        })
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> DataplaneCounters {
+        let t = self.shared.tables.load();
+        let mut children: Vec<ChildCounters> = t
+            .inbound
+            .values()
+            .map(|i| {
+                let o = t.outbound.iter().find(|e| e.sa.spi() == i.spi_out);
+                ChildCounters {
+                    spi_in: i.sa.spi(),
+                    spi_out: i.spi_out,
+                    inbound: i.sa.counters().snapshot(),
+                    outbound: o.map(|e| e.sa.counters().snapshot()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        children.sort_by_key(|c| c.spi_in);
+        DataplaneCounters { global: self.shared.global.snapshot(), children }
+    }
+
+    /// Global counters plus per-reason drop totals over live SAs, as
+    /// `(name, value)` pairs for `wisp status`.
+    pub fn counters_list(&self) -> Vec<(String, u64)> {
+        let c = self.counters();
+        let mut v = c.global.list();
+        for r in DropReason::ALL {
+            let n: u64 = c.children.iter().map(|ch| ch.inbound.drops(r) + ch.outbound.drops(r)).sum();
+            v.push((format!("sa_drop_{}", r.name()), n));
+        }
+        v
+    }
+
+    /// Send an IKE message on the NAT-T socket to `remote`, with the non-ESP marker.
+    pub fn send_ike(&self, remote: SocketAddr, ike: &[u8]) -> io::Result<()> {
+        let mut buf = vec![0u8; ike.len() + wisp_esp::NON_ESP_MARKER_LEN];
+        wisp_esp::frame_ike(ike, &mut buf);
+        let to = map_dst(remote, self.shared.udp_v6);
+        loop {
+            match self.shared.udp.send_to(&buf, to) {
+                Ok(_) => {
+                    self.shared.global.tx_ike.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    sys::poll_in(-1, 1)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Send one NAT keepalive to `remote` now.
+    pub fn send_keepalive(&self, remote: SocketAddr) -> io::Result<()> {
+        self.shared.udp.send_to(&wisp_esp::NAT_KEEPALIVE, map_dst(remote, self.shared.udp_v6))?;
+        self.shared.global.tx_keepalive.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Stop the packet loops and remove every SA and route. Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Relaxed);
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        let mut routes = self.lock();
+        self.shared.tables.store(Arc::new(Tables::default()));
+        let _ = self.sync_routes(&mut routes);
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn map_dst(a: SocketAddr, v6_socket: bool) -> SocketAddr {
+    match (a, v6_socket) {
+        (SocketAddr::V4(v4), true) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+        _ => a,
+    }
+}
+
+fn cidr_contains(net: IpAddr, len: u8, a: IpAddr) -> bool {
+    match (net, a) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let m = if len == 0 { 0 } else { u32::MAX << (32 - len as u32) };
+            u32::from(n) & m == u32::from(a) & m
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let m = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
+            u128::from(n) & m == u128::from(a) & m
+        }
+        _ => false,
+    }
+}
+
+fn tx_loop(s: &Shared, batch_size: usize) {
+    let tun = s.tun.as_raw_fd();
+    let udp = s.udp.as_raw_fd();
+    let slot = s.mtu as usize + ESP_OVERHEAD_MAX + 64;
+    let mut batch = sys::SendBatch::new(batch_size, slot);
+    let mut need_poll = true;
+    while !s.stop.load(Relaxed) {
+        if need_poll {
+            match sys::poll_in(tun, 100) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        let tables = s.tables.load();
+        need_poll = false;
+        while !batch.is_full() {
+            let idx = batch.count;
+            let buf = &mut batch.bufs[idx];
+            let cap = buf.len() - ESP_OVERHEAD_MAX;
+            let n = match sys::read(tun, &mut buf[PAYLOAD_OFFSET..cap]) {
+                Ok(Some(n)) if n > 0 => n,
+                Ok(_) => {
+                    need_poll = true;
+                    break;
+                }
+                Err(_) => {
+                    need_poll = true;
+                    break;
+                }
+            };
+            s.global.tx_tun_packets.fetch_add(1, Relaxed);
+            let inner = &buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + n];
+            let Some(flow) = selectors::parse(inner) else {
+                s.global.tx_not_ip.fetch_add(1, Relaxed);
+                continue;
+            };
+            let nh = if flow.src.is_ipv4() { NEXT_HEADER_IPV4 } else { NEXT_HEADER_IPV6 };
+            let Some(e) = tables.outbound.iter().find(|e| selectors::matches_outbound(&e.local_ts, &e.remote_ts, &flow))
+            else {
+                s.global.tx_no_sa.fetch_add(1, Relaxed);
+                continue;
+            };
+            match e.sa.seal_in_place(buf, n, nh) {
+                Ok(sealed) => {
+                    if let Some(ev) = sealed.event {
+                        (s.event_sink)(DataplaneEvent::Limit { spi_in: e.spi_in, spi_out: e.sa.spi(), outbound: true, event: ev });
+                    }
+                    batch.push(sealed.len, e.dst);
+                }
+                Err(SealError::Expired { kind, first }) => {
+                    s.global.tx_expired.fetch_add(1, Relaxed);
+                    if first {
+                        (s.event_sink)(DataplaneEvent::Limit {
+                            spi_in: e.spi_in,
+                            spi_out: e.sa.spi(),
+                            outbound: true,
+                            event: LimitEvent::Hard(kind),
+                        });
+                    }
+                }
+                Err(SealError::BufferTooSmall { .. }) => {
+                    s.global.tx_not_ip.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        drop(tables);
+        if batch.count > 0 {
+            let (sent, failed) = batch.flush(udp);
+            s.global.tx_sent.fetch_add(sent as u64, Relaxed);
+            s.global.tx_send_errors.fetch_add(failed as u64, Relaxed);
+        }
+    }
+}
+
+fn rx_loop(s: &Shared, batch_size: usize) {
+    let tun = s.tun.as_raw_fd();
+    let udp = s.udp.as_raw_fd();
+    let mut batch = sys::RecvBatch::new(batch_size, 16 * 1024);
+    while !s.stop.load(Relaxed) {
+        let n = match batch.recv(udp) {
+            Ok(0) => {
+                let _ = sys::poll_in(udp, 100);
+                continue;
+            }
+            Ok(n) => n,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        s.global.rx_datagrams.fetch_add(n as u64, Relaxed);
+        let tables = s.tables.load();
+        for i in 0..n {
+            let len = batch.lens[i];
+            let pkt = &mut batch.bufs[i][..len];
+            match wisp_esp::classify(pkt) {
+                Classified::Keepalive => {
+                    s.global.rx_keepalive.fetch_add(1, Relaxed);
+                }
+                Classified::Ike => {
+                    s.global.rx_ike.fetch_add(1, Relaxed);
+                    if let Some(remote) = sys::from_sockaddr(&batch.addrs[i]) {
+                        (s.ike_sink)(s.local, remote, &pkt[wisp_esp::NON_ESP_MARKER_LEN..]);
+                    }
+                }
+                Classified::Malformed => {
+                    s.global.rx_malformed.fetch_add(1, Relaxed);
+                }
+                Classified::Esp(spi) => {
+                    let Some(e) = tables.inbound.get(&spi) else {
+                        s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    match e.sa.open(pkt) {
+                        Ok(o) => {
+                            if let Some(ev) = o.event {
+                                (s.event_sink)(DataplaneEvent::Limit { spi_in: spi, spi_out: e.spi_out, outbound: false, event: ev });
+                            }
+                            let inner = &pkt[o.range];
+                            let ok = selectors::parse(inner)
+                                .is_some_and(|f| selectors::matches_inbound(&e.local_ts, &e.remote_ts, &f));
+                            if !ok {
+                                e.sa.counters().count_drop(DropReason::Policy);
+                                s.global.rx_esp_dropped.fetch_add(1, Relaxed);
+                                continue;
+                            }
+                            match sys::write(tun, inner) {
+                                Ok(_) => s.global.rx_delivered.fetch_add(1, Relaxed),
+                                Err(_) => s.global.tun_write_errors.fetch_add(1, Relaxed),
+                            };
+                        }
+                        Err(OpenError::Dummy) => {
+                            s.global.rx_dummy.fetch_add(1, Relaxed);
+                        }
+                        Err(err) => {
+                            s.global.rx_esp_dropped.fetch_add(1, Relaxed);
+                            if let OpenError::Expired { kind, first: true } = err {
+                                (s.event_sink)(DataplaneEvent::Limit {
+                                    spi_in: spi,
+                                    spi_out: e.spi_out,
+                                    outbound: false,
+                                    event: LimitEvent::Hard(kind),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn keepalive_loop(s: &Shared, every: Duration) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while !s.stop.load(Relaxed) {
+        std::thread::sleep(step);
+        waited += step;
+        if waited < every {
+            continue;
+        }
+        waited = Duration::ZERO;
+        let peers: BTreeSet<SocketAddr> = s.tables.load().outbound.iter().map(|e| e.peer).collect();
+        for p in peers {
+            if s.udp.send_to(&wisp_esp::NAT_KEEPALIVE, map_dst(p, s.udp_v6)).is_ok() {
+                s.global.tx_keepalive.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}

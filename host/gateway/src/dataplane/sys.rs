@@ -1,0 +1,340 @@
+//! Thin OS layer: TUN device, UDP batching (recvmmsg/sendmmsg), poll,
+//! network-namespace-aware `ip` commands.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Open a TUN device (layer 3, no packet information header), non-blocking.
+/// Returns the fd and the kernel's name for it.
+pub fn open_tun(name: &str) -> io::Result<(OwnedFd, String)> {
+    if name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TUN name longer than 15 bytes"));
+    }
+    // SAFETY: plain libc calls with valid pointers; the fd is owned below.
+    let fd = cvt(unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI, _pad: [0; 22] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReq lays out.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) })?;
+    let actual: Vec<u8> = req.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    Ok((fd, String::from_utf8_lossy(&actual).into_owned()))
+}
+
+/// Wait until `fd` is readable or `timeout_ms` passes. Ok(true) = readable.
+pub fn poll_in(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(r > 0)
+}
+
+/// `read(2)`; `Ok(None)` on EAGAIN.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: buf is valid for buf.len() bytes.
+    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(r as usize))
+}
+
+/// `write(2)` of one packet.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() bytes.
+    let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Set SO_RCVBUF/SO_SNDBUF (best effort, FORCE variants first when root).
+pub fn set_bufs(fd: RawFd, bytes: i32) {
+    for (opt, force) in [(libc::SO_RCVBUF, libc::SO_RCVBUFFORCE), (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE)] {
+        for o in [force, opt] {
+            // SAFETY: an int option.
+            let r = unsafe {
+                libc::setsockopt(fd, libc::SOL_SOCKET, o, (&bytes as *const i32).cast(), 4)
+            };
+            if r == 0 {
+                break;
+            }
+        }
+    }
+}
+
+pub fn to_sockaddr(a: SocketAddr, v6_socket: bool) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let a = match (a, v6_socket) {
+        (SocketAddr::V4(v4), true) => SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0)),
+        _ => a,
+    };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as _,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin) };
+            (ss, std::mem::size_of::<libc::sockaddr_in>() as _)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as _,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut ss as *mut libc::sockaddr_storage).cast(), sin6) };
+            (ss, std::mem::size_of::<libc::sockaddr_in6>() as _)
+        }
+    }
+}
+
+pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: family says sockaddr_in.
+            let sin: libc::sockaddr_in = unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says sockaddr_in6.
+            let sin6: libc::sockaddr_in6 = unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            Some(match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id)),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A batch of receive slots for `recvmmsg`.
+pub struct RecvBatch {
+    pub bufs: Vec<Vec<u8>>,
+    pub lens: Vec<usize>,
+    pub addrs: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside point into the batch's own heap buffers.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    pub fn new(n: usize, size: usize) -> Self {
+        RecvBatch {
+            bufs: (0..n).map(|_| vec![0u8; size]).collect(),
+            lens: vec![0; n],
+            // SAFETY: zeroed sockaddr_storage / iovec / mmsghdr are valid.
+            addrs: vec![unsafe { std::mem::zeroed() }; n],
+            iovs: vec![unsafe { std::mem::zeroed() }; n],
+            hdrs: vec![unsafe { std::mem::zeroed() }; n],
+        }
+    }
+
+    /// Non-blocking `recvmmsg`; returns how many datagrams arrived (0 on EAGAIN).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let n = self.bufs.len();
+        for i in 0..n {
+            self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.bufs[i].len() };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: hdrs/iovs/bufs/addrs are valid for n entries.
+        let r = unsafe {
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as _, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        for i in 0..r as usize {
+            let truncated = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            self.lens[i] = if truncated { 0 } else { self.hdrs[i].msg_len as usize };
+        }
+        Ok(r as usize)
+    }
+}
+
+/// A batch of datagrams to send with `sendmmsg`.
+pub struct SendBatch {
+    pub bufs: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    pub count: usize,
+}
+
+// SAFETY: as RecvBatch.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new(n: usize, size: usize) -> Self {
+        SendBatch {
+            bufs: (0..n).map(|_| vec![0u8; size]).collect(),
+            lens: vec![0; n],
+            // SAFETY: zeroed values are valid.
+            addrs: vec![(unsafe { std::mem::zeroed() }, 0); n],
+            iovs: vec![unsafe { std::mem::zeroed() }; n],
+            hdrs: vec![unsafe { std::mem::zeroed() }; n],
+            count: 0,
+        }
+    }
+    pub fn is_full(&self) -> bool {
+        self.count == self.bufs.len()
+    }
+    /// Commit the next slot with `len` bytes to `to`.
+    pub fn push(&mut self, len: usize, to: (libc::sockaddr_storage, libc::socklen_t)) {
+        self.lens[self.count] = len;
+        self.addrs[self.count] = to;
+        self.count += 1;
+    }
+    /// Send everything queued (blocking socket semantics are not needed:
+    /// on EAGAIN the rest is dropped, like a full queue would). Returns
+    /// (sent, dropped).
+    pub fn flush(&mut self, fd: RawFd) -> (usize, usize) {
+        let n = self.count;
+        let mut off = 0;
+        let mut sent = 0;
+        for i in 0..n {
+            self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i].0 as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = self.addrs[i].1;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        let mut retries = 0;
+        while off < n {
+            // SAFETY: entries off..n are initialised above.
+            let r = unsafe { libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (n - off) as _, 0) };
+            if r > 0 {
+                off += r as usize;
+                sent += r as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock if retries < 64 => {
+                    retries += 1;
+                    let _ = poll_out(fd, 10);
+                }
+                // Unreachable peer, no route, ...: skip this datagram.
+                _ => off += 1,
+            }
+        }
+        self.count = 0;
+        (sent, n - sent)
+    }
+}
+
+fn poll_out(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    Ok(r > 0)
+}
+
+/// The network namespace the dataplane was started in; `ip` commands run
+/// there even when called from a thread in another namespace.
+pub struct NetNs(OwnedFd);
+
+impl NetNs {
+    pub fn current() -> io::Result<NetNs> {
+        let f = std::fs::File::open("/proc/thread-self/ns/net")?;
+        Ok(NetNs(f.into()))
+    }
+
+    /// Run `ip args...` inside this namespace.
+    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
+        let fd = self.0.as_raw_fd();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let a = &args;
+        let out = std::thread::scope(|s| {
+            s.spawn(move || -> io::Result<std::process::Output> {
+                // SAFETY: setns on this short-lived thread only.
+                cvt(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })?;
+                Command::new("ip").args(a).output()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("ip thread panicked")))
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+}
+
+pub fn cidr_string(a: IpAddr, len: u8) -> String {
+    format!("{a}/{len}")
+}

@@ -1,0 +1,210 @@
+//! Checks on what a plugin answered, before the answer reaches the IKE engine.
+//!
+//! Pure functions over the generated WIT types, so that a property test can
+//! throw arbitrary plugin output at them: they never panic, and anything outside
+//! the contract becomes [`Problem::Invalid`] (treated as a refusal).
+
+use wisp_policy_api as api;
+
+use crate::bindings::wit;
+use crate::convert::ts_from_wit;
+
+/// Longest refusal reason kept (the rest is cut); reasons end up in logs.
+pub const MAX_REASON_LEN: usize = 512;
+/// A traffic selector payload counts its selectors in one octet.
+pub const MAX_SELECTORS: usize = 255;
+
+/// Why an answer is not a "yes".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The plugin said no (reason sanitized).
+    Refused(String),
+    /// The plugin's answer breaks the contract.
+    Invalid(String),
+}
+
+/// Makes a plugin-provided text safe to log: control characters replaced, length
+/// capped at [`MAX_REASON_LEN`] bytes (on a char boundary).
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_REASON_LEN));
+    for ch in text.chars() {
+        let ch = if ch.is_control() { ' ' } else { ch };
+        if out.len() + ch.len_utf8() > MAX_REASON_LEN {
+            out.push('…');
+            break;
+        }
+        out.push(ch);
+    }
+    if out.trim().is_empty() {
+        out = "(no reason given)".to_string();
+    }
+    out
+}
+
+/// `select-proposal`: the index must point into `offered`.
+pub fn proposal_index(answer: Result<u32, wit::Refusal>, offered: usize) -> Result<usize, Problem> {
+    match answer {
+        Err(r) => Err(Problem::Refused(sanitize(&r.reason))),
+        Ok(i) => match usize::try_from(i) {
+            Ok(i) if i < offered => Ok(i),
+            _ => Err(Problem::Invalid(format!(
+                "proposal index {i} out of range ({offered} offered)"
+            ))),
+        },
+    }
+}
+
+/// `order-proposals`: indices into `configured`, no duplicates, not empty.
+pub fn proposal_order(answer: Vec<u32>, configured: usize) -> Result<Vec<usize>, Problem> {
+    if answer.is_empty() {
+        return Err(Problem::Refused("plugin offers none of the configured proposals".into()));
+    }
+    if answer.len() > configured {
+        return Err(Problem::Invalid(format!(
+            "{} indices for {configured} configured proposals",
+            answer.len()
+        )));
+    }
+    let mut seen = vec![false; configured];
+    let mut out = Vec::with_capacity(answer.len());
+    for i in answer {
+        let idx = match usize::try_from(i) {
+            Ok(idx) if idx < configured => idx,
+            _ => {
+                return Err(Problem::Invalid(format!(
+                    "proposal index {i} out of range ({configured} configured)"
+                )))
+            }
+        };
+        if seen[idx] {
+            return Err(Problem::Invalid(format!("proposal index {i} listed twice")));
+        }
+        seen[idx] = true;
+        out.push(idx);
+    }
+    Ok(out)
+}
+
+/// `authorize`.
+pub fn authorization(answer: Result<(), wit::Refusal>) -> Result<(), Problem> {
+    answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))
+}
+
+fn side(
+    name: &str,
+    returned: &[wit::TrafficSelector],
+    proposed: &[api::TrafficSelector],
+) -> Result<Vec<api::TrafficSelector>, Problem> {
+    if returned.is_empty() {
+        return Err(Problem::Refused(format!("no {name} traffic selector left after narrowing")));
+    }
+    if returned.len() > MAX_SELECTORS {
+        return Err(Problem::Invalid(format!(
+            "{} {name} selectors returned (at most {MAX_SELECTORS})",
+            returned.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(returned.len());
+    for (n, t) in returned.iter().enumerate() {
+        let t = ts_from_wit(t);
+        if !proposed.iter().any(|p| t.is_subset_of(p)) {
+            return Err(Problem::Invalid(format!(
+                "{name} selector #{n} ({}-{} proto {} ports {}-{}) is not inside any proposed {name} selector",
+                t.start_address, t.end_address, t.ip_protocol, t.start_port, t.end_port
+            )));
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// `narrow-selectors`: every returned selector lies inside one proposed for the
+/// same side; neither side is empty.
+pub fn selectors(
+    answer: Result<wit::SelectorPair, wit::Refusal>,
+    request: &api::SelectorRequest,
+) -> Result<api::SelectorPair, Problem> {
+    let pair = answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))?;
+    let remote = side("remote", &pair.remote, &request.remote_proposed)?;
+    let local = side("local", &pair.local, &request.local_proposed)?;
+    Ok(api::SelectorPair { remote, local })
+}
+
+/// `info()`: a name and version that are short printable text.
+pub fn info(i: &wit::PluginInfo) -> Result<(String, String), String> {
+    let ok = |s: &str| {
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic())
+    };
+    if !ok(&i.name) {
+        return Err(format!("name {:?} must be 1-64 printable ASCII characters without spaces", sanitize(&i.name)));
+    }
+    if !ok(&i.version) {
+        return Err(format!("version {:?} must be 1-64 printable ASCII characters without spaces", sanitize(&i.version)));
+    }
+    Ok((i.name.clone(), i.version.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::ts_to_wit;
+
+    fn ts(a: &str, b: &str) -> api::TrafficSelector {
+        api::TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start_address: a.parse().unwrap(),
+            end_address: b.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn index_checks() {
+        assert_eq!(proposal_index(Ok(1), 2), Ok(1));
+        assert!(matches!(proposal_index(Ok(2), 2), Err(Problem::Invalid(_))));
+        assert!(matches!(proposal_index(Ok(u32::MAX), 0), Err(Problem::Invalid(_))));
+        assert_eq!(
+            proposal_index(Err(wit::Refusal { reason: "no\nway".into() }), 2),
+            Err(Problem::Refused("no way".into()))
+        );
+    }
+
+    #[test]
+    fn order_checks() {
+        assert_eq!(proposal_order(vec![2, 0], 3), Ok(vec![2, 0]));
+        assert!(matches!(proposal_order(vec![0, 0], 3), Err(Problem::Invalid(_))));
+        assert!(matches!(proposal_order(vec![3], 3), Err(Problem::Invalid(_))));
+        assert!(matches!(proposal_order(vec![], 3), Err(Problem::Refused(_))));
+    }
+
+    #[test]
+    fn selector_checks() {
+        let req = api::SelectorRequest {
+            remote_proposed: vec![ts("10.0.0.0", "10.0.0.255")],
+            local_proposed: vec![ts("10.1.0.0", "10.1.255.255")],
+            remote_configured: vec![],
+            local_configured: vec![],
+        };
+        let inside = wit::SelectorPair {
+            remote: vec![ts_to_wit(&ts("10.0.0.1", "10.0.0.9"))],
+            local: vec![ts_to_wit(&ts("10.1.0.0", "10.1.0.255"))],
+        };
+        assert!(selectors(Ok(inside.clone()), &req).is_ok());
+        let wide = wit::SelectorPair {
+            remote: vec![ts_to_wit(&ts("10.0.0.0", "10.0.1.0"))],
+            local: inside.local.clone(),
+        };
+        assert!(matches!(selectors(Ok(wide), &req), Err(Problem::Invalid(_))));
+        let empty = wit::SelectorPair { remote: vec![], local: inside.local };
+        assert!(matches!(selectors(Ok(empty), &req), Err(Problem::Refused(_))));
+    }
+
+    #[test]
+    fn sanitize_caps_length() {
+        let long = "é".repeat(1000);
+        let s = sanitize(&long);
+        assert!(s.len() <= MAX_REASON_LEN + '…'.len_utf8());
+        assert_eq!(sanitize(""), "(no reason given)");
+    }
+}

@@ -1,0 +1,119 @@
+//! The daemon-side checks never panic on any plugin output, and whatever they
+//! accept satisfies the contract.
+
+use proptest::prelude::*;
+use wisp_policy::api;
+use wisp_policy::bindings::wit;
+use wisp_policy::convert::{ts_from_wit, ts_to_wit};
+use wisp_policy::validate::{self, Problem};
+
+fn ip() -> impl Strategy<Value = wit::IpAddress> {
+    prop_oneof![
+        // Mostly a narrow v4 range so that subsets actually happen.
+        (any::<u8>()).prop_map(|d| wit::IpAddress::Ipv4((10, 99, 1, d))),
+        any::<(u8, u8, u8, u8)>().prop_map(wit::IpAddress::Ipv4),
+        any::<(u16, u16, u16, u16, u16, u16, u16, u16)>().prop_map(wit::IpAddress::Ipv6),
+    ]
+}
+
+fn selector() -> impl Strategy<Value = wit::TrafficSelector> {
+    (prop_oneof![Just(0u8), Just(6u8), any::<u8>()], any::<u16>(), any::<u16>(), ip(), ip()).prop_map(
+        |(ip_protocol, start_port, end_port, start_address, end_address)| wit::TrafficSelector {
+            ip_protocol,
+            start_port,
+            end_port,
+            start_address,
+            end_address,
+        },
+    )
+}
+
+fn refusal() -> impl Strategy<Value = wit::Refusal> {
+    prop_oneof![any::<String>(), "\\PC{0,2000}", Just(String::new())].prop_map(|reason| wit::Refusal { reason })
+}
+
+fn request() -> impl Strategy<Value = api::SelectorRequest> {
+    let side = || prop::collection::vec(selector().prop_map(|t| ts_from_wit(&t)), 0..4);
+    (side(), side()).prop_map(|(remote_proposed, local_proposed)| api::SelectorRequest {
+        remote_configured: remote_proposed.clone(),
+        local_configured: local_proposed.clone(),
+        remote_proposed,
+        local_proposed,
+    })
+}
+
+/// Plugin answers: either arbitrary selectors, or ones cut from the proposal.
+fn pair(req: &api::SelectorRequest) -> impl Strategy<Value = wit::SelectorPair> {
+    let from = |v: &Vec<api::TrafficSelector>| v.iter().map(ts_to_wit).collect::<Vec<_>>();
+    let (r, l) = (from(&req.remote_proposed), from(&req.local_proposed));
+    prop_oneof![
+        (prop::collection::vec(selector(), 0..6), prop::collection::vec(selector(), 0..6))
+            .prop_map(|(remote, local)| wit::SelectorPair { remote, local }),
+        Just(wit::SelectorPair { remote: r, local: l }),
+        prop::collection::vec(selector(), 250..300)
+            .prop_map(|v| wit::SelectorPair { remote: v.clone(), local: v }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn proposal_index_never_panics(answer in prop_oneof![any::<u32>().prop_map(Ok), refusal().prop_map(Err)],
+                                   offered in 0usize..300) {
+        match validate::proposal_index(answer.clone(), offered) {
+            Ok(i) => { prop_assert!(i < offered); prop_assert_eq!(Ok(i as u32), answer.map_err(|_| ())); }
+            Err(Problem::Refused(r)) => {
+                prop_assert!(answer.is_err());
+                prop_assert!(r.len() <= validate::MAX_REASON_LEN + 3);
+                prop_assert!(!r.chars().any(char::is_control));
+            }
+            Err(Problem::Invalid(_)) => prop_assert!(matches!(answer, Ok(i) if i as usize >= offered)),
+        }
+    }
+
+    #[test]
+    fn proposal_order_never_panics(answer in prop::collection::vec(prop_oneof![0u32..8, any::<u32>()], 0..12),
+                                   configured in 0usize..8) {
+        if let Ok(order) = validate::proposal_order(answer.clone(), configured) {
+            prop_assert!(!order.is_empty());
+            let mut seen = std::collections::HashSet::new();
+            for i in &order {
+                prop_assert!(*i < configured);
+                prop_assert!(seen.insert(*i), "duplicate accepted");
+            }
+            prop_assert_eq!(order.iter().map(|i| *i as u32).collect::<Vec<_>>(), answer);
+        }
+    }
+
+    #[test]
+    fn authorization_never_panics(answer in prop_oneof![Just(Ok(())), refusal().prop_map(Err)]) {
+        prop_assert_eq!(validate::authorization(answer.clone()).is_ok(), answer.is_ok());
+    }
+
+    #[test]
+    fn selectors_never_panic_and_accepted_ones_are_inside(
+        (req, answer) in request().prop_flat_map(|req| {
+            let p = pair(&req);
+            (Just(req), prop_oneof![p.prop_map(Ok), refusal().prop_map(Err)])
+        })
+    ) {
+        if let Ok(pair) = validate::selectors(answer, &req) {
+            prop_assert!(!pair.remote.is_empty() && !pair.local.is_empty());
+            prop_assert!(pair.remote.len() <= validate::MAX_SELECTORS);
+            for t in &pair.remote {
+                prop_assert!(req.remote_proposed.iter().any(|p| t.is_subset_of(p)));
+            }
+            for t in &pair.local {
+                prop_assert!(req.local_proposed.iter().any(|p| t.is_subset_of(p)));
+            }
+        }
+    }
+
+    #[test]
+    fn info_never_panics(name in any::<String>(), version in "\\PC{0,80}") {
+        if let Ok((n, v)) = validate::info(&wit::PluginInfo { name: name.clone(), version: version.clone() }) {
+            prop_assert!(!n.is_empty() && n.len() <= 64 && !v.is_empty() && v.len() <= 64);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Hostile plugins, one per test: each misbehaviour fails that one decision
+//! closed with a typed error naming the plugin, and the host keeps working.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use wisp_policy::api::{Policy, PolicyError, SaKind};
+use wisp_policy::{load, DecisionError, DecisionKind, Limits, LoadError, PluginConfig};
+
+fn config_with(limits: Limits) -> PluginConfig {
+    PluginConfig { limits, ..PluginConfig::default() }
+}
+
+#[test]
+fn unreachable_trap_fails_closed_and_host_goes_on() {
+    let p = load(plugin("hostile-trap"), &PluginConfig::default()).unwrap();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    match &err {
+        DecisionError::Trap { plugin, decision, detail } => {
+            assert_eq!(plugin.name, "hostile-trap");
+            assert_eq!(plugin.version, "1.0.0");
+            assert_eq!(*decision, DecisionKind::SelectProposal);
+            assert!(detail.contains("unreachable"), "trap detail: {detail}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // Through the engine-facing trait: Failed, carrying name and version.
+    match p.select_proposal(&ctx(), SaKind::Child, &proposals()) {
+        Err(PolicyError::Failed { decider, .. }) => assert!(decider.contains("hostile-trap 1.0.0"), "{decider}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // The same plugin still answers its other decisions.
+    p.try_authorize(&ctx(), &auth("alice.example.com")).unwrap();
+    assert!(p.try_authorize(&ctx(), &auth("deny-mallory")).unwrap_err().is_refusal());
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The deadline is CPU time of the deciding thread (a descheduled thread is
+/// not punished); the loop must be stopped before it burns 2x the deadline.
+#[test]
+fn infinite_loop_is_stopped_within_twice_the_deadline() {
+    let deadline = Duration::from_millis(50);
+    let p = load(plugin("hostile-spin"), &config_with(Limits { deadline, ..Limits::default() })).unwrap();
+    for _ in 0..3 {
+        let (cpu0, wall0) = (thread_cpu(), Instant::now());
+        let err = p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()).unwrap_err();
+        let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed());
+        eprintln!("spin stopped after {cpu:?} CPU, {wall:?} wall");
+        match &err {
+            DecisionError::Timeout { plugin, deadline: d, .. } => {
+                assert_eq!(plugin.name, "hostile-spin");
+                assert_eq!(*d, deadline);
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(cpu >= deadline, "stopped after {cpu:?} of CPU, before the deadline");
+        assert!(cpu < 2 * deadline, "burnt {cpu:?} of CPU, more than 2x the {deadline:?} deadline");
+        assert!(wall < Limits::default().wall_deadline, "wall-clock cap not honoured: {wall:?}");
+    }
+    // Host and plugin keep working for the decisions that do not loop.
+    let pair = p.try_narrow_selectors(&ctx(), &selector_request()).unwrap();
+    assert_eq!(pair.remote, selector_request().remote_proposed);
+}
+
+/// The wall-clock cap stops a call even when its CPU budget is larger.
+#[test]
+fn wall_clock_cap_stops_a_loop_too() {
+    let limits = Limits {
+        deadline: Duration::from_secs(10),
+        wall_deadline: Duration::from_millis(60),
+        ..Limits::default()
+    };
+    let p = load(plugin("hostile-spin"), &config_with(limits)).unwrap();
+    let started = Instant::now();
+    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()) {
+        Err(DecisionError::Timeout { deadline, .. }) => assert_eq!(deadline, Duration::from_millis(60)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn memory_bomb_is_denied_at_the_cap() {
+    let cap = 16 << 20;
+    let p = load(plugin("hostile-bomb"), &config_with(Limits { memory: cap, ..Limits::default() })).unwrap();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    match &err {
+        DecisionError::MemoryLimit { plugin, limit, .. } => {
+            assert_eq!(plugin.name, "hostile-bomb");
+            assert_eq!(*limit, cap);
+        }
+        other => panic!("expected the memory cap, got {other:?}"),
+    }
+    let created = p.instances_created();
+    // The poisoned instance was dropped; the next decision gets a fresh one and works.
+    p.try_authorize(&ctx(), &auth("alice.example.com")).unwrap();
+    assert_eq!(p.instances_created(), created + 1);
+    // A smaller cap is honoured too.
+    let small = 4 << 20;
+    let p = load(plugin("hostile-bomb"), &config_with(Limits { memory: small, ..Limits::default() })).unwrap();
+    match p.try_select_proposal(&ctx(), SaKind::Child, &proposals()) {
+        Err(DecisionError::MemoryLimit { limit, .. }) => assert_eq!(limit, small),
+        other => panic!("expected the memory cap, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_world_is_refused_naming_the_missing_export() {
+    let err = load(plugin("hostile-wrong-world"), &PluginConfig::default()).unwrap_err();
+    assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("wisp:policy/decisions@0.1.0"), "{msg}");
+    assert!(msg.contains("hostile:other/calculator@1.0.0"), "message lists what it exports: {msg}");
+}
+
+#[test]
+fn missing_decision_functions_are_named() {
+    let err = load(plugin("hostile-missing-export"), &PluginConfig::default()).unwrap_err();
+    assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
+    let msg = err.to_string();
+    for f in ["select-proposal", "order-proposals", "authorize", "narrow-selectors"] {
+        assert!(msg.contains(f), "{f} not named in: {msg}");
+    }
+    assert!(!msg.contains("`wisp:policy/decisions@0.1.0#info`"), "info is present: {msg}");
+}
+
+#[test]
+fn random_bytes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, len) in [(1u64, 0usize), (2, 7), (3, 4096), (4, 100_000)] {
+        let path = dir.path().join(format!("random-{seed}.wasm"));
+        std::fs::write(&path, random_bytes(seed, len)).unwrap();
+        let err = load(&path, &PluginConfig::default()).unwrap_err();
+        assert!(matches!(err, LoadError::NotAComponent { .. }), "{len} random bytes: {err:?}");
+    }
+    // Random bytes behind a valid component header are refused by the parser.
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.extend(random_bytes(5, 5000));
+    let path = dir.path().join("header.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    let err = load(&path, &PluginConfig::default()).unwrap_err();
+    assert!(matches!(err, LoadError::NotAComponent { .. }), "{err:?}");
+    // A core module is not a component, and the message says so.
+    let path = dir.path().join("core.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let err = load(&path, &PluginConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("core WebAssembly module"), "{err}");
+}
+
+#[test]
+fn index_out_of_range_is_a_refusal() {
+    let p = load(plugin("hostile-bad-index"), &PluginConfig::default()).unwrap();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    match &err {
+        DecisionError::InvalidAnswer { plugin, detail, .. } => {
+            assert_eq!(plugin.name, "hostile-bad-index");
+            assert!(detail.contains("index 8 out of range (3 offered)"), "{detail}");
+        }
+        other => panic!("expected an invalid answer, got {other:?}"),
+    }
+    assert!(err.is_refusal());
+    assert!(matches!(
+        p.select_proposal(&ctx(), SaKind::Child, &proposals()),
+        Err(PolicyError::Refused { .. })
+    ));
+    // order-proposals repeating an index is refused as well.
+    let err = p.try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap_err();
+    assert!(matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("twice")), "{err:?}");
+}
+
+/// Captures tracing output of the current thread.
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn selector_wider_than_offered_is_a_refusal_and_logged() {
+    let buf = Buf::default();
+    let w = buf.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).finish();
+    let p = load(plugin("hostile-wide-selector"), &PluginConfig::default()).unwrap();
+    let err = tracing::subscriber::with_default(subscriber, || {
+        p.try_narrow_selectors(&ctx(), &selector_request()).unwrap_err()
+    });
+    match &err {
+        DecisionError::InvalidAnswer { plugin, decision, detail } => {
+            assert_eq!(plugin.name, "hostile-wide-selector");
+            assert_eq!(*decision, DecisionKind::NarrowSelectors);
+            assert!(detail.contains("not inside any proposed remote selector"), "{detail}");
+        }
+        other => panic!("expected an invalid answer, got {other:?}"),
+    }
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("WARN") && log.contains("hostile-wide-selector 1.0.0"), "log: {log}");
+    // The other decisions of that plugin are fine.
+    assert_eq!(p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), 0);
+}
+
+#[test]
+fn settings_refused_by_configure_fail_the_load() {
+    let cfg = PluginConfig {
+        settings: vec![wisp_policy::Setting::new("refuse-settings", wisp_policy::SettingValue::Boolean(true))],
+        ..PluginConfig::default()
+    };
+    let err = load(plugin("hostile-v1"), &cfg).unwrap_err();
+    assert!(matches!(err, LoadError::Configure { .. }), "{err:?}");
+    assert!(err.to_string().contains("told to refuse my settings"), "{err}");
+}
+
+#[test]
+fn memory_cap_below_the_initial_memory_fails_the_load_clearly() {
+    let err = load(plugin("hostile-v1"), &config_with(Limits { memory: 64 << 10, ..Limits::default() })).unwrap_err();
+    assert!(matches!(err, LoadError::Instantiate { .. }), "{err:?}");
+    assert!(err.to_string().contains("memory cap"), "{err}");
+}

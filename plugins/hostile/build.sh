@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds the hostile test plugins for wasm32-wasip2 and copies them to
+# build/plugins/hostile-*.wasm (repository root). Self-contained: its own
+# workspace, its own target dir (plugins/hostile/target unless
+# HOSTILE_TARGET_DIR is set). Needs `rustup target add wasm32-wasip2`.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$root/build/plugins"
+target="${HOSTILE_TARGET_DIR:-$here/target}"
+mkdir -p "$out"
+cd "$here"
+
+build() { # build <package> <output name> [features]
+    local pkg="$1" name="$2" features="${3:-}"
+    local args=(build --locked --release --target wasm32-wasip2 -p "$pkg" --target-dir "$target")
+    if [ -n "$features" ]; then args+=(--features "$features"); fi
+    cargo "${args[@]}" >&2
+    local lib="${pkg//-/_}"
+    cp "$target/wasm32-wasip2/release/$lib.wasm" "$out/$name.wasm.tmp"
+    mv "$out/$name.wasm.tmp" "$out/$name.wasm"
+    echo "built $out/$name.wasm"
+}
+
+build hostile-policy hostile-v1
+build hostile-policy hostile-v2 v2
+build hostile-policy hostile-trap trap
+build hostile-policy hostile-spin spin
+build hostile-policy hostile-bomb bomb
+build hostile-policy hostile-bad-index bad-index
+build hostile-policy hostile-wide-selector wide-selector
+build hostile-wrong-world hostile-wrong-world
+build hostile-missing-export hostile-missing-export

@@ -1,0 +1,124 @@
+//! Test plugin for wisp-policy. Built once per behaviour (cargo feature):
+//!
+//! | feature          | misbehaviour                                            |
+//! |------------------|---------------------------------------------------------|
+//! | (none) = v1      | none: picks proposal 0, allows everyone, keeps selectors |
+//! | `v2`             | none: picks the last proposal, version 2.0.0            |
+//! | `trap`           | `select-proposal` executes `unreachable`                |
+//! | `spin`           | `select-proposal` never returns                         |
+//! | `bomb`           | `select-proposal` allocates memory without end          |
+//! | `bad-index`      | `select-proposal` answers an index past the end,        |
+//! |                  | `order-proposals` lists an index twice                  |
+//! | `wide-selector`  | `narrow-selectors` widens the remote selector           |
+//!
+//! Only the decision named misbehaves; the others answer normally, so a test can
+//! check that the host still works after the misbehaviour.
+
+wit_bindgen::generate!({
+    path: "../../../wit",
+    world: "policy-plugin",
+});
+
+use exports::wisp::policy::decisions::Guest;
+use wisp::policy::types::{
+    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, Refusal, SaKind, SelectorPair,
+    SelectorRequest, Setting,
+};
+
+struct Hostile;
+
+const NAME: &str = if cfg!(feature = "trap") {
+    "hostile-trap"
+} else if cfg!(feature = "spin") {
+    "hostile-spin"
+} else if cfg!(feature = "bomb") {
+    "hostile-bomb"
+} else if cfg!(feature = "bad-index") {
+    "hostile-bad-index"
+} else if cfg!(feature = "wide-selector") {
+    "hostile-wide-selector"
+} else {
+    "hostile-reload"
+};
+
+const VERSION: &str = if cfg!(feature = "v2") { "2.0.0" } else { "1.0.0" };
+
+impl Guest for Hostile {
+    fn info() -> PluginInfo {
+        PluginInfo { name: NAME.to_string(), version: VERSION.to_string() }
+    }
+
+    fn configure(settings: Vec<Setting>) -> Result<(), String> {
+        if settings.iter().any(|s| s.key == "refuse-settings") {
+            return Err("told to refuse my settings".to_string());
+        }
+        Ok(())
+    }
+
+    fn select_proposal(_ctx: PeerContext, _kind: SaKind, offered: Vec<Proposal>) -> Result<u32, Refusal> {
+        if cfg!(feature = "trap") {
+            core::arch::wasm32::unreachable();
+        }
+        if cfg!(feature = "spin") {
+            let mut n: u64 = 0;
+            loop {
+                n = core::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        if cfg!(feature = "bomb") {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the memory is really used.
+                hoard.push(vec![0xA5; 1 << 20]);
+                core::hint::black_box(&hoard);
+            }
+        }
+        if offered.is_empty() {
+            return Err(Refusal { reason: "nothing offered".to_string() });
+        }
+        if cfg!(feature = "bad-index") {
+            return Ok(offered.len() as u32 + 5);
+        }
+        if cfg!(feature = "v2") {
+            return Ok(offered.len() as u32 - 1);
+        }
+        Ok(0)
+    }
+
+    fn order_proposals(_ctx: PeerContext, _kind: SaKind, configured: Vec<Proposal>) -> Vec<u32> {
+        if cfg!(feature = "bad-index") {
+            return vec![0, 0];
+        }
+        let mut order: Vec<u32> = (0..configured.len() as u32).collect();
+        if cfg!(feature = "v2") {
+            order.reverse();
+        }
+        order
+    }
+
+    fn authorize(_ctx: PeerContext, auth: AuthInfo) -> Result<(), Refusal> {
+        if auth.peer_identity.value.starts_with("deny") {
+            return Err(Refusal { reason: format!("{} is not welcome ({VERSION})", auth.peer_identity.value) });
+        }
+        Ok(())
+    }
+
+    fn narrow_selectors(_ctx: PeerContext, request: SelectorRequest) -> Result<SelectorPair, Refusal> {
+        let mut remote = request.remote_proposed.clone();
+        if cfg!(feature = "wide-selector") {
+            for ts in &mut remote {
+                ts.start_address = match ts.start_address {
+                    IpAddress::Ipv4(_) => IpAddress::Ipv4((0, 0, 0, 0)),
+                    IpAddress::Ipv6(_) => IpAddress::Ipv6((0, 0, 0, 0, 0, 0, 0, 0)),
+                };
+                ts.end_address = match ts.end_address {
+                    IpAddress::Ipv4(_) => IpAddress::Ipv4((255, 255, 255, 255)),
+                    IpAddress::Ipv6(_) => IpAddress::Ipv6((0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff)),
+                };
+            }
+        }
+        Ok(SelectorPair { remote, local: request.local_proposed })
+    }
+}
+
+export!(Hostile);
