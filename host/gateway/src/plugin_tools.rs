@@ -4,7 +4,8 @@ use std::path::Path;
 
 /// Load and validate a component; returns a printable summary.
 pub fn check(file: &Path) -> anyhow::Result<String> {
-    anyhow::bail!("{}: wisp-policy is not linked into this build yet", file.display())
+    let report = wisp_policy::check(file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(report.to_string().trim_end().to_string())
 }
 
 /// Evaluate a component against a fixture; returns the printable report and
