@@ -314,3 +314,43 @@ fn sigterm_sends_delete_and_exits_cleanly() {
     let log = std::fs::read_to_string(s.dir_a.join("wisp.log")).unwrap();
     assert!(log.contains("wisp daemon stopped"), "{log}");
 }
+
+#[test]
+fn stuck_plugin_does_not_stall_esp_or_the_control_socket() {
+    if !require_root("stuck_plugin_does_not_stall_esp_or_the_control_socket") {
+        return;
+    }
+    let s = setup("spn", &Opts::default());
+    up(&s);
+    // B swaps in a plugin whose select-proposal never returns (it runs into a
+    // 2 s CPU deadline per decision).
+    let mut c = conf(&Opts::default(), false);
+    c.plugin = Some(plugin_path("hostile-spin").expect("hostile-spin plugin"));
+    c.plugin_settings.clear();
+    let text = c.render().replace("[plugin]\n", "[plugin]\ndeadline = \"2s\"\n");
+    std::fs::write(s.b.dir().join("wisp.toml"), text).unwrap();
+    let out = s.b.cli_ok(&["reload"]).unwrap();
+    assert!(out.contains("loaded"), "{out}");
+    let flood = BgPing::start_count(&s.pair.left, A_IN, B_IN, 0.01, 300).unwrap();
+    let t0 = Instant::now();
+    let (left, a) = (&s.pair.left, &s.a);
+    let (up2, status_ms) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| a.cli(&["up", "site2", "--timeout", "20"]).unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+        // While B's site2 driver is stuck in the plugin, B's control socket and
+        // the other connection's ESP traffic go on.
+        let t = Instant::now();
+        let st = s.b.status().unwrap();
+        let ms = t.elapsed().as_millis();
+        assert_eq!(child(&st, "site").len(), 1);
+        assert_eq!(ping(left, A_IN, B_IN, 3, 0.1).unwrap().received, 3);
+        (h.join().unwrap(), ms)
+    });
+    let p = flood.wait().unwrap();
+    let err = String::from_utf8_lossy(&up2.stderr);
+    println!("stuck plugin: site2 refused after {:?}, B status answered in {status_ms} ms, ping {p:?}", t0.elapsed());
+    assert!(!up2.status.success());
+    assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
+    assert!(status_ms < 1000, "status took {status_ms} ms");
+    assert_eq!(p.lost(), 0, "ESP stalled while the plugin was stuck: {p:?}");
+}
