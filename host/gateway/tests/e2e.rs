@@ -296,6 +296,22 @@ fn wrong_psk_reports_authentication_failed() {
     assert!(err.contains("AUTHENTICATION_FAILED"), "{err}");
     let log = s.a.log() + &s.b.log();
     assert!(!log.contains(PSK) && !log.contains("a-different-psk"), "a PSK leaked into the logs");
+    let st = s.a.status().unwrap();
+    let site = st["connections"].as_array().unwrap().iter().find(|c| c["name"] == "site").unwrap();
+    assert!(site["last_error"].as_str().unwrap_or("").contains("AUTHENTICATION_FAILED"), "{st:#}");
+
+    // Fix B's PSK by reloading its config: the connection holds no SA, so the
+    // new settings apply at once and the next `up` succeeds.
+    std::fs::write(s.b.dir().join("wisp.toml"), conf(&Opts::default(), false).render()).unwrap();
+    s.b.cli_ok(&["reload"]).unwrap();
+    up(&s);
+    assert_eq!(ping(&s.pair.left, A_IN, B_IN, 2, 0.2).unwrap().received, 2);
+    // `wisp down` deletes the SAs on both ends and the route with them.
+    let out = s.a.cli_ok(&["down", "site"]).unwrap();
+    assert!(out.contains("down"), "{out}");
+    assert!(child(&s.a.status().unwrap(), "site").is_empty());
+    s.b.wait_status(Duration::from_secs(3), |st| child(st, "site").is_empty()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.pair.left.ip(&["route"]).unwrap().contains("10.98.2.0/24"), "route left behind");
 }
 
 #[test]
