@@ -745,3 +745,82 @@ impl Driver {
 pub fn route(conns: &[(String, Vec<IpAddr>)], remote: IpAddr) -> Option<&str> {
     conns.iter().find(|(_, addrs)| addrs.contains(&remote)).map(|(n, _)| n.as_str())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[connections.b]
+local_addrs = ["10.99.0.1"]
+remote_addrs = ["10.99.0.2"]
+dpd_delay = "2s"
+dpd_timeout = "9500ms"
+start_action = "trap-if-feasible"
+local.id = "a.wisp.test"
+auth.psk = "0123456789abcdef"
+[connections.b.children.net]
+local_ts = ["10.98.1.0/24"]
+remote_ts = ["10.98.2.0/24"]
+esp_proposals = ["aes256gcm16-x25519", "chacha20poly1305"]
+rekey_time = "3s"
+rekey_bytes = "1M"
+life_packets = 1000
+"#;
+
+    #[test]
+    fn engine_connection_from_config() {
+        let cfg = Config::parse(CFG, Path::new("t.toml")).unwrap();
+        let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+        assert!(ec.force_encap, "ESP is always UDP-encapsulated");
+        assert_eq!(ec.remote_id, None, "no remote.id = any identity proving the PSK");
+        assert_eq!(ec.local_id.value, "a.wisp.test");
+        assert_eq!(ec.remote_addr, Some("10.99.0.2".parse().unwrap()));
+        assert_eq!(ec.dpd_interval, Some(Duration::from_secs(2)));
+        // Retransmissions give up after ~dpd_timeout.
+        let r = &ec.retransmit;
+        let total: f64 = (0..r.tries).map(|i| r.timeout.as_secs_f64() * r.backoff.powi(i as i32)).sum();
+        assert!((total - 9.5).abs() < 0.01, "{total}");
+        let ch = &ec.children[0];
+        assert_eq!(ch.start_action, ikecfg::StartAction::Start);
+        assert_eq!(ch.esp_proposals.len(), 2);
+        assert_eq!(ch.esp_proposals[1].number, 2);
+        assert_eq!(ch.lifetimes.soft_time, Some(Duration::from_secs(3)));
+        assert_eq!(ch.lifetimes.hard_time, Some(Duration::from_millis(3300)));
+        assert_eq!(ch.lifetimes.jitter, Duration::ZERO);
+        assert_eq!(ch.lifetimes.soft_bytes, Some(1 << 20));
+        assert_eq!(ch.lifetimes.hard_packets, Some(1000));
+        assert!(!format!("{:?}", ec.psk).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn spi_table_routes_by_either_spi() {
+        let t = SpiTable::default();
+        t.replace("a", &[0x1111, 0x2222]);
+        t.replace("b", &[0x3333, 0]);
+        let hdr = |i: u64, r: u64| {
+            let mut v = i.to_be_bytes().to_vec();
+            v.extend_from_slice(&r.to_be_bytes());
+            v.extend_from_slice(&[0u8; 12]);
+            v
+        };
+        assert_eq!(t.lookup(&hdr(0x1111, 0)).as_deref(), Some("a"));
+        assert_eq!(t.lookup(&hdr(0x9999, 0x2222)).as_deref(), Some("a"));
+        assert_eq!(t.lookup(&hdr(0x3333, 0x7777)).as_deref(), Some("b"));
+        assert_eq!(t.lookup(&hdr(0x9999, 0)), None, "a new IKE_SA_INIT: route by address");
+        assert_eq!(t.lookup(&[1, 2, 3]), None);
+        t.replace("a", &[]);
+        assert_eq!(t.lookup(&hdr(0x1111, 0)), None);
+    }
+
+    #[test]
+    fn route_by_remote_address() {
+        let routes = vec![
+            ("a".to_string(), vec!["10.0.0.1".parse().unwrap()]),
+            ("b".to_string(), vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]),
+        ];
+        assert_eq!(route(&routes, "10.0.0.3".parse().unwrap()), Some("b"));
+        assert_eq!(route(&routes, "10.0.0.9".parse().unwrap()), None);
+    }
+}

@@ -119,3 +119,29 @@ fn control_commands_without_daemon_fail_clearly() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cannot connect"), "{}", stderr(&o));
 }
+
+#[test]
+fn plugin_eval_runs_a_fixture_and_checks_its_expectation() {
+    let p = plugin("default");
+    let fx = repo().join("examples/fixtures/default-authorize-unlisted.json");
+    let o = wisp(&["plugin", "eval", p.to_str().unwrap(), fx.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("refuse") && out.contains("expectation: met"), "{out}");
+
+    // The same decision with the opposite expectation must fail.
+    let text = std::fs::read_to_string(&fx).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["expect"] = serde_json::json!({ "allow": true });
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, v.to_string()).unwrap();
+    let o = wisp(&["plugin", "eval", p.to_str().unwrap(), wrong.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("NOT met"), "{out}");
+
+    let o = wisp(&["plugin", "eval", p.to_str().unwrap(), "/nonexistent/fixture.json"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("fixture"), "{}", stderr(&o));
+}

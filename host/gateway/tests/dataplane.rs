@@ -260,7 +260,10 @@ fn tunnel_with(aead: Aead, tag: &str) {
     assert!(cb.inbound.bytes >= total as u64, "{cb:?}");
     assert_eq!(cb.inbound.total_drops(), 0, "{cb:?}");
     let ca = p.dp_a.child_counters(0x2000_0001, 0x1000_0001).unwrap();
-    assert_eq!(ca.outbound.packets, cb.inbound.packets);
+    // A may still send (e.g. a late TCP ACK) between the two counter reads:
+    // what B accepted never exceeds what A sent, and nothing was lost.
+    assert!(ca.outbound.packets >= cb.inbound.packets, "{ca:?} {cb:?}");
+    assert!(ca.outbound.packets - cb.inbound.packets <= 2, "{ca:?} {cb:?}");
 
     // Make-before-break rekey under a ping stream: both ends accept the new
     // SPIs first, then switch outbound, then drop the old SAs.

@@ -296,6 +296,22 @@ fn wrong_psk_reports_authentication_failed() {
     assert!(err.contains("AUTHENTICATION_FAILED"), "{err}");
     let log = s.a.log() + &s.b.log();
     assert!(!log.contains(PSK) && !log.contains("a-different-psk"), "a PSK leaked into the logs");
+    let st = s.a.status().unwrap();
+    let site = st["connections"].as_array().unwrap().iter().find(|c| c["name"] == "site").unwrap();
+    assert!(site["last_error"].as_str().unwrap_or("").contains("AUTHENTICATION_FAILED"), "{st:#}");
+
+    // Fix B's PSK by reloading its config: the connection holds no SA, so the
+    // new settings apply at once and the next `up` succeeds.
+    std::fs::write(s.b.dir().join("wisp.toml"), conf(&Opts::default(), false).render()).unwrap();
+    s.b.cli_ok(&["reload"]).unwrap();
+    up(&s);
+    assert_eq!(ping(&s.pair.left, A_IN, B_IN, 2, 0.2).unwrap().received, 2);
+    // `wisp down` deletes the SAs on both ends and the route with them.
+    let out = s.a.cli_ok(&["down", "site"]).unwrap();
+    assert!(out.contains("down"), "{out}");
+    assert!(child(&s.a.status().unwrap(), "site").is_empty());
+    s.b.wait_status(Duration::from_secs(3), |st| child(st, "site").is_empty()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!s.pair.left.ip(&["route"]).unwrap().contains("10.98.2.0/24"), "route left behind");
 }
 
 #[test]
@@ -313,4 +329,44 @@ fn sigterm_sends_delete_and_exits_cleanly() {
     assert!(!s.pair.left.ip(&["route"]).unwrap().contains("10.98.2.0/24"), "route left behind");
     let log = std::fs::read_to_string(s.dir_a.join("wisp.log")).unwrap();
     assert!(log.contains("wisp daemon stopped"), "{log}");
+}
+
+#[test]
+fn stuck_plugin_does_not_stall_esp_or_the_control_socket() {
+    if !require_root("stuck_plugin_does_not_stall_esp_or_the_control_socket") {
+        return;
+    }
+    let s = setup("spn", &Opts::default());
+    up(&s);
+    // B swaps in a plugin whose select-proposal never returns (it runs into a
+    // 2 s CPU deadline per decision).
+    let mut c = conf(&Opts::default(), false);
+    c.plugin = Some(plugin_path("hostile-spin").expect("hostile-spin plugin"));
+    c.plugin_settings.clear();
+    let text = c.render().replace("[plugin]\n", "[plugin]\ndeadline = \"2s\"\n");
+    std::fs::write(s.b.dir().join("wisp.toml"), text).unwrap();
+    let out = s.b.cli_ok(&["reload"]).unwrap();
+    assert!(out.contains("loaded"), "{out}");
+    let flood = BgPing::start_count(&s.pair.left, A_IN, B_IN, 0.01, 300).unwrap();
+    let t0 = Instant::now();
+    let (left, a) = (&s.pair.left, &s.a);
+    let (up2, status_ms) = std::thread::scope(|sc| {
+        let h = sc.spawn(|| a.cli(&["up", "site2", "--timeout", "20"]).unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+        // While B's site2 driver is stuck in the plugin, B's control socket and
+        // the other connection's ESP traffic go on.
+        let t = Instant::now();
+        let st = s.b.status().unwrap();
+        let ms = t.elapsed().as_millis();
+        assert_eq!(child(&st, "site").len(), 1);
+        assert_eq!(ping(left, A_IN, B_IN, 3, 0.1).unwrap().received, 3);
+        (h.join().unwrap(), ms)
+    });
+    let p = flood.wait().unwrap();
+    let err = String::from_utf8_lossy(&up2.stderr);
+    println!("stuck plugin: site2 refused after {:?}, B status answered in {status_ms} ms, ping {p:?}", t0.elapsed());
+    assert!(!up2.status.success());
+    assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
+    assert!(status_ms < 1000, "status took {status_ms} ms");
+    assert_eq!(p.lost(), 0, "ESP stalled while the plugin was stuck: {p:?}");
 }

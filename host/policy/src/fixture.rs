@@ -837,7 +837,8 @@ pub fn eval_loaded(plugin: &LoadedPlugin, fixture: &Fixture) -> Result<Answer, F
     Ok(decide(&p, &fixture.request))
 }
 
-fn decide(p: &LoadedPlugin, req: &DecisionRequest) -> Answer {
+/// Run one decision on a loaded plugin and express the outcome as an [`Answer`].
+pub fn decide(p: &LoadedPlugin, req: &DecisionRequest) -> Answer {
     match p.decide(req) {
         Ok(DecisionAnswer::Proposal(i)) => Answer::Index(i),
         Ok(DecisionAnswer::Order(o)) => Answer::Order(o),

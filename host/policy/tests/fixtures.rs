@@ -231,3 +231,179 @@ fn eval_from_files() {
         .check(&wisp_policy::fixture::eval(wasm_path("time-window"), &f).unwrap())
         .is_ok());
 }
+
+/// Beyond the fixtures: a few hundred generated authorize and narrow-selectors
+/// requests (seeded, reproducible), mixing families, case, CIDR edges, protocols
+/// and ports; Python and JavaScript must answer exactly like Rust every time.
+#[test]
+fn generated_requests_agree_across_languages() {
+    use std::net::IpAddr;
+    use wisp_policy::api::{
+        AuthInfo, AuthMethod, IdType, Identity, PeerContext, SelectorRequest, TrafficSelector,
+    };
+    use wisp_policy::fixture::decide;
+    use wisp_policy::{DecisionRequest, Setting, SettingValue};
+
+    // xorshift64*: deterministic, no dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| -> usize {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+    };
+    let peers = vec![
+        "alice@example.com from 10.99.0.0/16, 192.0.2.0/24".to_string(),
+        "gw.example.net".to_string(),
+        "CN=carol, O=Example from fd99::/64, 10.99.128.0/17".to_string(),
+        "alice@example.com from 203.0.113.0/28".to_string(),
+        "192.0.2.1 from 192.0.2.1".to_string(),
+    ];
+    let config = PluginConfig {
+        settings: vec![Setting::new("peers", SettingValue::TextList(peers))],
+        ..PluginConfig::default()
+    };
+    let names = ["allowlist", "allowlist-py", "allowlist-js"];
+    let loaded: Vec<_> = names
+        .iter()
+        .map(|n| plugin(n).reconfigure(&config, 1).unwrap())
+        .collect();
+
+    let ids = [
+        (IdType::Rfc822Addr, "alice@example.com"),
+        (IdType::Rfc822Addr, "ALICE@example.COM"),
+        (IdType::Fqdn, "gw.example.net"),
+        (IdType::Fqdn, "Gw.Example.Net"),
+        (IdType::DerAsn1Dn, "CN=carol, O=Example"),
+        (IdType::DerAsn1Dn, "cn=carol, o=example"),
+        (IdType::Ipv4Addr, "192.0.2.1"),
+        (IdType::KeyId, "00ff"),
+        (IdType::Rfc822Addr, "mallory@example.com"),
+    ];
+    let addrs = [
+        "10.99.0.0",
+        "10.99.255.255",
+        "10.100.0.0",
+        "10.98.255.255",
+        "192.0.2.1",
+        "192.0.3.0",
+        "203.0.113.15",
+        "203.0.113.16",
+        "fd99::",
+        "fd99::ffff:ffff:ffff:ffff",
+        "fd99:0:0:1::",
+        "fd98::1:0:0:7",
+        "::ffff:10.99.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::",
+    ];
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let v4 = [
+        "10.0.0.0",
+        "10.99.0.0",
+        "10.99.1.0",
+        "10.99.1.255",
+        "10.99.2.0",
+        "10.255.255.255",
+        "192.0.2.0",
+    ];
+    let v6 = [
+        "fd00::",
+        "fd99::",
+        "fd99::ff",
+        "fd99:0:0:1::",
+        "fdff:ffff::",
+    ];
+    let protos = [0u8, 0, 6, 17];
+    let ports = [0u16, 53, 443, 1000, 2000, 65535];
+
+    let sel = |next: &mut dyn FnMut(usize) -> usize| -> TrafficSelector {
+        let pool: &[&str] = if next(3) == 0 { &v6 } else { &v4 };
+        let (a, b) = (ip(pool[next(pool.len())]), ip(pool[next(pool.len())]));
+        let (p1, p2) = (ports[next(ports.len())], ports[next(ports.len())]);
+        TrafficSelector {
+            ip_protocol: protos[next(protos.len())],
+            start_port: p1.min(p2),
+            end_port: if next(2) == 0 { 65535 } else { p1.max(p2) },
+            start_address: a.min(b),
+            end_address: a.max(b),
+        }
+    };
+    let mut cases = 0;
+    let mut diffs = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for round in 0..300 {
+        let remote = ip(addrs[next(addrs.len())]);
+        let (kind, value) = ids[next(ids.len())];
+        let identity = Identity {
+            kind,
+            value: value.to_string(),
+        };
+        let ctx = PeerContext {
+            connection: "gen".into(),
+            remote_address: remote,
+            remote_port: 4500,
+            local_address: if remote.is_ipv4() {
+                ip("198.51.100.1")
+            } else {
+                ip("fd99::1")
+            },
+            local_port: 4500,
+            nat_detected: next(2) == 0,
+            local_is_initiator: false,
+            peer_identity: Some(identity.clone()),
+        };
+        let req = if round % 2 == 0 {
+            DecisionRequest::Authorize {
+                ctx,
+                auth: AuthInfo {
+                    peer_identity: identity,
+                    method: AuthMethod::Psk,
+                    certificate_subject: None,
+                    key_fingerprint: None,
+                },
+            }
+        } else {
+            let list = |next: &mut dyn FnMut(usize) -> usize| -> Vec<TrafficSelector> {
+                let n = 1 + next(3);
+                (0..n).map(|_| sel(next)).collect()
+            };
+            let request = SelectorRequest {
+                remote_proposed: list(&mut next),
+                local_proposed: list(&mut next),
+                remote_configured: list(&mut next),
+                local_configured: list(&mut next),
+            };
+            DecisionRequest::NarrowSelectors { ctx, request }
+        };
+        let answers: Vec<Answer> = loaded.iter().map(|p| decide(p, &req)).collect();
+        let kind = match &answers[0] {
+            Answer::Allow => "allow",
+            Answer::Selectors(_) => "selectors",
+            Answer::Refused(_) => "refused",
+            _ => "other",
+        };
+        *seen.entry(kind).or_default() += 1;
+        for (i, a) in answers.iter().enumerate().skip(1) {
+            if *a != answers[0] {
+                diffs.push(format!(
+                    "case {round}: rust {} vs {} {}\n  request: {req:?}",
+                    answers[0], names[i], a
+                ));
+            }
+        }
+        cases += 1;
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} disagreements in {cases} cases:\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+    // The generator must exercise every outcome, or the comparison proves little.
+    for k in ["allow", "selectors", "refused"] {
+        assert!(seen.get(k).copied().unwrap_or(0) >= 20, "only {seen:?} outcomes in {cases} cases");
+    }
+    eprintln!("{cases} generated cases, outcomes {seen:?}: Python and JS agree with Rust");
+}
