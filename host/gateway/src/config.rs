@@ -770,6 +770,19 @@ impl Config {
                 cfg.control_socket = Some(base.join(p));
             }
         }
+        for (k, v) in &cfg.plugin.settings {
+            let ok = match v {
+                toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) => true,
+                toml::Value::Array(a) => a.iter().all(|x| x.is_str()),
+                _ => false,
+            };
+            if !ok {
+                return Err(err(
+                    format!("plugin.settings.{k}"),
+                    "a plugin setting must be a string, an integer, a boolean or a list of strings".into(),
+                ));
+            }
+        }
         for (name, conn) in cfg.connections.iter_mut() {
             let f = |s: &str| format!("connections.{name}.{s}");
             if conn.remote_addrs.is_empty() {

@@ -1,95 +1,307 @@
-//! The gateway proper: connections, their engine drivers, the policy slot and
-//! the dataplane, behind the operations the control socket offers.
+//! The gateway proper: connections and their engine drivers, the policy slot,
+//! the IKE sockets and the dataplane, behind the operations the control socket
+//! offers.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::status::{ConnectionStatus, PluginStatus, Status};
+use crate::driver::{self, Cmd, DriverHandle, Env};
+use crate::policy::{SaRegistry, SwitchPolicy};
+use crate::status::{ConnectionStatus, Status};
 
-/// Cloneable handle to the running gateway.
+/// The running gateway.
 pub struct Gateway {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: Mutex<Config>,
-    conns: Mutex<BTreeMap<String, ConnectionStatus>>,
-    plugin: Mutex<PluginStatus>,
+/// Routing of received IKE datagrams to drivers.
+#[derive(Default)]
+pub struct Dispatch {
+    spis: Arc<driver::SpiTable>,
+    routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
+    drivers: RwLock<BTreeMap<String, std::sync::mpsc::Sender<Cmd>>>,
 }
 
-fn conn_status(name: &str, c: &crate::config::Connection) -> ConnectionStatus {
+impl Dispatch {
+    pub fn deliver(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        let by_spi = self.spis.lookup(bytes);
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
+            tracing::debug!("IKE datagram from {remote}: no connection for this peer address");
+            return;
+        };
+        let drivers = self.drivers.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = drivers.get(name) {
+            let _ = tx.send(Cmd::Datagram { local, remote, bytes: bytes.to_vec() });
+        }
+    }
+}
+
+struct Inner {
+    config: Mutex<Config>,
+    drivers: Mutex<BTreeMap<String, DriverHandle>>,
+    dispatch: Arc<Dispatch>,
+    policy: Arc<SwitchPolicy>,
+    registry: Arc<SaRegistry>,
+    env: Env,
+}
+
+pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> ConnectionStatus {
     ConnectionStatus {
         name: name.to_string(),
         local_addrs: c.local_addrs.iter().map(|a| a.to_string()).collect(),
         remote_addrs: c.remote_addrs.iter().map(|a| a.to_string()).collect(),
         local_id: c.local_id().unwrap_or_default(),
-        remote_id: c.remote_id().unwrap_or_default(),
+        remote_id: c.remote.id.clone().unwrap_or_else(|| "%any".into()),
         state: "idle".into(),
         last_error: None,
         ike_sas: Vec::new(),
     }
 }
 
+fn bind_ike_sockets(cfg: &Config) -> anyhow::Result<Vec<UdpSocket>> {
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    for c in cfg.connections.values() {
+        if c.local_addrs.is_empty() {
+            let any = if c.remote_addrs.first().is_some_and(|a| a.is_ipv6()) {
+                IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::from(Ipv4Addr::UNSPECIFIED)
+            };
+            addrs.push(any);
+        }
+        addrs.extend(c.local_addrs.iter().copied());
+    }
+    if addrs.is_empty() {
+        addrs.push(IpAddr::from(Ipv4Addr::UNSPECIFIED));
+    }
+    addrs.sort();
+    addrs.dedup();
+    // A wildcard of one family covers every specific address of it.
+    let has_any4 = addrs.iter().any(|a| a.is_ipv4() && a.is_unspecified());
+    let has_any6 = addrs.iter().any(|a| a.is_ipv6() && a.is_unspecified());
+    addrs.retain(|a| a.is_unspecified() || !(if a.is_ipv4() { has_any4 } else { has_any6 }));
+    addrs
+        .into_iter()
+        .map(|a| {
+            UdpSocket::bind(SocketAddr::new(a, cfg.ike_port))
+                .with_context(|| format!("binding IKE socket {a} port {}", cfg.ike_port))
+        })
+        .collect()
+}
+
 impl Gateway {
     pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
-        let conns = cfg.connections.iter().map(|(n, c)| (n.clone(), conn_status(n, c))).collect();
-        let plugin = PluginStatus { path: cfg.plugin_path().display().to_string(), ..Default::default() };
-        Ok(Gateway {
-            inner: Arc::new(Inner { config: Mutex::new(cfg), conns: Mutex::new(conns), plugin: Mutex::new(plugin) }),
-        })
+        let registry = Arc::new(SaRegistry::default());
+        let cfg2 = cfg.clone();
+        let reg2 = registry.clone();
+        // Compiling the plugin takes a while: off the reactor.
+        let policy = tokio::task::spawn_blocking(move || SwitchPolicy::open(&cfg2, reg2))
+            .await
+            .context("plugin load task")??;
+        let policy = Arc::new(policy);
+        let dispatch = Arc::new(Dispatch::default());
+        let d2 = dispatch.clone();
+        let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
+        let d3 = dispatch.clone();
+        let limits: crate::dp::LimitSink = Box::new(move |spi_in, _spi_out, _outbound, event| {
+            // Rare: tell every driver; the one holding the SA acts.
+            let drivers = d3.drivers.read().unwrap_or_else(|p| p.into_inner());
+            for tx in drivers.values() {
+                let _ = tx.send(Cmd::Limit { spi_in, event });
+            }
+        });
+        let dataplane = crate::dataplane_glue::start(&cfg, sink, limits).await?;
+        let sockets = bind_ike_sockets(&cfg)?;
+        for s in &sockets {
+            let s = s.try_clone()?;
+            let d = dispatch.clone();
+            std::thread::Builder::new().name("ike-rx".into()).spawn(move || {
+                let local_bound = s.local_addr().ok();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match s.recv_from(&mut buf) {
+                        Ok((n, remote)) => {
+                            let local = local_bound.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 500)));
+                            d.deliver(local, remote, &buf[..n]);
+                        }
+                        Err(e) => {
+                            tracing::debug!("IKE socket: {e}");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+            })?;
+        }
+        let env = Env {
+            epoch: Instant::now(),
+            policy: policy.clone(),
+            registry: registry.clone(),
+            dataplane,
+            ike_sockets: Arc::new(sockets),
+            spis: dispatch.spis.clone(),
+        };
+        let gw = Gateway {
+            inner: Arc::new(Inner {
+                config: Mutex::new(cfg.clone()),
+                drivers: Mutex::new(BTreeMap::new()),
+                dispatch,
+                policy,
+                registry,
+                env,
+            }),
+        };
+        gw.apply_connections(&cfg, true).map_err(|e| anyhow::anyhow!(e))?;
+        let p = gw.inner.policy.status();
+        tracing::info!(plugin = %p.name, version = %p.version, sha256 = %p.sha256, "policy plugin loaded");
+        Ok(gw)
     }
 
-    fn known(&self, name: &str) -> Result<(), String> {
-        let cfg = self.inner.config.lock().unwrap_or_else(|p| p.into_inner());
-        if cfg.connections.contains_key(name) {
-            Ok(())
-        } else {
-            Err(format!("no connection named `{name}` (known: {})", cfg.connections.keys().cloned().collect::<Vec<_>>().join(", ")))
+    /// Create drivers for new connections, reconfigure changed ones, stop removed ones.
+    fn apply_connections(&self, cfg: &Config, initial: bool) -> Result<String, String> {
+        let mut engine_confs = BTreeMap::new();
+        for (n, c) in &cfg.connections {
+            engine_confs.insert(n.clone(), driver::engine_conn(cfg, n, c)?);
+        }
+        let mut drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        let removed: Vec<String> = drivers.keys().filter(|k| !cfg.connections.contains_key(*k)).cloned().collect();
+        let mut msgs = Vec::new();
+        for n in removed {
+            if let Some(mut h) = drivers.remove(&n) {
+                let (tx, _rx) = oneshot::channel();
+                let _ = h.tx.send(Cmd::Shutdown { reply: tx });
+                if let Some(t) = h.thread.take() {
+                    let _ = t.join();
+                }
+                msgs.push(format!("removed {n}"));
+            }
+        }
+        for (n, ec) in engine_confs {
+            let c = &cfg.connections[&n];
+            let st = conn_status(&n, c);
+            match drivers.get(&n) {
+                Some(h) => {
+                    let _ = h.tx.send(Cmd::Reconfigure { conn: Box::new(ec), status: st });
+                }
+                None => {
+                    let h = driver::spawn(self.inner.env.clone(), ec, st, true).map_err(|e| format!("{e:#}"))?;
+                    if !initial {
+                        msgs.push(format!("added {n}"));
+                    }
+                    drivers.insert(n, h);
+                }
+            }
+        }
+        let mut routes: Vec<(String, Vec<IpAddr>)> =
+            cfg.connections.iter().map(|(n, c)| (n.clone(), c.remote_addrs.clone())).collect();
+        routes.sort();
+        *self.inner.dispatch.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        *self.inner.dispatch.drivers.write().unwrap_or_else(|p| p.into_inner()) =
+            drivers.iter().map(|(n, h)| (n.clone(), h.tx.clone())).collect();
+        Ok(msgs.join(", "))
+    }
+
+    fn send(&self, name: &str, cmd: Cmd) -> Result<(), String> {
+        let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        match drivers.get(name) {
+            Some(h) => h.tx.send(cmd).map_err(|_| format!("connection {name}: driver stopped")),
+            None => Err(format!(
+                "no connection named `{name}` (known: {})",
+                drivers.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
         }
     }
 
-    pub async fn up(&self, name: &str, _timeout: Duration) -> Result<String, String> {
-        self.known(name)?;
-        Err(format!("connection `{name}`: the IKE engine is not linked into this build yet"))
+    async fn ask(&self, name: &str, timeout: Duration, mk: impl FnOnce(driver::Reply) -> Cmd) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(name, mk(tx))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(format!("connection {name}: driver dropped the request")),
+            Err(_) => Err(format!("connection {name}: no result within {}s", timeout.as_secs())),
+        }
+    }
+
+    pub async fn up(&self, name: &str, timeout: Duration) -> Result<String, String> {
+        let (conn, child) = match name.split_once('/') {
+            Some((c, ch)) => (c, Some(ch.to_string())),
+            None => (name, None),
+        };
+        self.ask(conn, timeout, |reply| Cmd::Up { child, reply }).await
     }
 
     pub async fn down(&self, name: &str) -> Result<String, String> {
-        self.known(name)?;
-        Err(format!("connection `{name}`: the IKE engine is not linked into this build yet"))
+        self.ask(name, Duration::from_secs(15), |reply| Cmd::Down { reply }).await
     }
 
-    pub async fn rekey(&self, name: &str, _ike: bool, _child: Option<&str>) -> Result<String, String> {
-        self.known(name)?;
-        Err(format!("connection `{name}`: the IKE engine is not linked into this build yet"))
+    pub async fn rekey(&self, name: &str, ike: bool, child: Option<&str>) -> Result<String, String> {
+        let child = child.map(str::to_string);
+        self.ask(name, Duration::from_secs(10), |reply| Cmd::Rekey { ike, child, reply }).await
     }
 
     pub fn status(&self) -> Status {
+        let dp = &self.inner.env.dataplane;
+        let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut connections: Vec<ConnectionStatus> =
+            drivers.values().map(|h| h.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+        for c in &mut connections {
+            for ike in &mut c.ike_sas {
+                for ch in &mut ike.children {
+                    let (Ok(i), Ok(o)) = (u32::from_str_radix(&ch.spi_in, 16), u32::from_str_radix(&ch.spi_out, 16))
+                    else {
+                        continue;
+                    };
+                    if let Some(k) = dp.child_counters(i, o) {
+                        ch.bytes_in = k.bytes_in;
+                        ch.packets_in = k.packets_in;
+                        ch.bytes_out = k.bytes_out;
+                        ch.packets_out = k.packets_out;
+                    }
+                }
+            }
+        }
         Status {
-            plugin: self.inner.plugin.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            connections: self.inner.conns.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+            plugin: self.inner.policy.status(),
+            connections,
+            dataplane: dp.counters(),
             ..Default::default()
         }
     }
 
-    /// Apply a new config (already parsed). Runs on a blocking thread.
+    /// Apply a new config (already parsed): plugin (path, file, settings) and
+    /// connections. Live SAs are kept. Runs on a blocking thread.
     pub fn reload(&self, cfg: Config) -> Result<String, String> {
-        let mut conns = self.inner.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let old = std::mem::take(&mut *conns);
-        for (n, c) in &cfg.connections {
-            let mut st = conn_status(n, c);
-            if let Some(o) = old.get(n) {
-                st.state = o.state.clone();
-                st.ike_sas = o.ike_sas.clone();
-                st.last_error = o.last_error.clone();
-            }
-            conns.insert(n.clone(), st);
-        }
-        let n = cfg.connections.len();
+        let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
+        let conns = self.apply_connections(&cfg, false)?;
         *self.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
-        Ok(format!("reloaded: {n} connection(s)"))
+        Ok(if conns.is_empty() { format!("reloaded: {plugin}") } else { format!("reloaded: {plugin}; {conns}") })
     }
 
-    pub async fn shutdown(&self) {}
+    /// DELETE to every peer, remove SAs and routes.
+    pub async fn shutdown(&self) {
+        let handles: Vec<(String, DriverHandle)> = {
+            let mut d = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *d).into_iter().collect()
+        };
+        let mut waits = Vec::new();
+        for (n, h) in &handles {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(Cmd::Shutdown { reply: tx }).is_ok() {
+                waits.push((n.clone(), rx));
+            }
+        }
+        for (n, rx) in waits {
+            if tokio::time::timeout(Duration::from_secs(5), rx).await.is_err() {
+                tracing::warn!(conn = %n, "driver did not stop in time");
+            }
+        }
+        let dp = self.inner.env.dataplane.clone();
+        let _ = tokio::task::spawn_blocking(move || dp.shutdown()).await;
+    }
 }

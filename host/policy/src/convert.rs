@@ -64,7 +64,9 @@ fn transform_type_to_wit(t: api::TransformType) -> wit::TransformType {
 pub fn transform_name(kind: api::TransformType, id: u16) -> String {
     use api::TransformType as T;
     let known = match (kind, id) {
+        (T::Encryption, 2) => Some("DES"),
         (T::Encryption, 3) => Some("3DES"),
+        (T::Encryption, 11) => Some("NULL"),
         (T::Encryption, 12) => Some("AES_CBC"),
         (T::Encryption, 13) => Some("AES_CTR"),
         (T::Encryption, 14) => Some("AES_CCM_8"),
@@ -74,6 +76,7 @@ pub fn transform_name(kind: api::TransformType, id: u16) -> String {
         (T::Encryption, 19) => Some("AES_GCM_12"),
         (T::Encryption, 20) => Some("AES_GCM_16"),
         (T::Encryption, 28) => Some("CHACHA20_POLY1305"),
+        (T::Prf, 1) => Some("PRF_HMAC_MD5"),
         (T::Prf, 2) => Some("PRF_HMAC_SHA1"),
         (T::Prf, 4) => Some("PRF_AES128_XCBC"),
         (T::Prf, 5) => Some("PRF_HMAC_SHA2_256"),
@@ -81,11 +84,15 @@ pub fn transform_name(kind: api::TransformType, id: u16) -> String {
         (T::Prf, 7) => Some("PRF_HMAC_SHA2_512"),
         (T::Prf, 8) => Some("PRF_AES128_CMAC"),
         (T::Integrity, 0) => Some("NONE"),
+        (T::Integrity, 1) => Some("AUTH_HMAC_MD5_96"),
         (T::Integrity, 2) => Some("AUTH_HMAC_SHA1_96"),
         (T::Integrity, 12) => Some("AUTH_HMAC_SHA2_256_128"),
         (T::Integrity, 13) => Some("AUTH_HMAC_SHA2_384_192"),
         (T::Integrity, 14) => Some("AUTH_HMAC_SHA2_512_256"),
         (T::KeyExchange, 0) => Some("NONE"),
+        (T::KeyExchange, 1) => Some("MODP_768"),
+        (T::KeyExchange, 2) => Some("MODP_1024"),
+        (T::KeyExchange, 5) => Some("MODP_1536"),
         (T::KeyExchange, 14) => Some("MODP_2048"),
         (T::KeyExchange, 15) => Some("MODP_3072"),
         (T::KeyExchange, 16) => Some("MODP_4096"),

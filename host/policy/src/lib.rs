@@ -26,6 +26,7 @@
 pub mod bindings;
 mod check;
 pub mod convert;
+pub mod fixture;
 mod error;
 mod plugin;
 mod runtime;

@@ -9,6 +9,7 @@
 //!                           event_sink)? // Fn(DataplaneEvent): soft/hard limits, seq exhaustion
 //! dp.install_child(ChildSaSpec { spi_in, spi_out, aead, esn, key_in, key_out,
 //!                                local_ts, remote_ts, peer, limits })?;  // SAs + SPD + routes
+//! dp.install_inbound(&new_spec)?;                       // optional: accept new SPI first
 //! dp.replace_child(old_spi_in, old_spi_out, new_spec)?; // make-before-break rekey
 //! dp.remove_child(spi_in, spi_out)?;                    // both directions, unused routes
 //! dp.child_counters(spi_in, spi_out) / dp.counters() / dp.counters_list()
@@ -342,7 +343,24 @@ impl Dataplane {
         self.sync_routes(&mut routes)
     }
 
-    /// Make-before-break rekey: install `new`'s inbound SA, then swap the
+    /// Install only the inbound half of `spec` (step 1 of a make-before-break
+    /// rekey where both ends must accept the new SPI before either sends
+    /// with it). [`replace_child`](Self::replace_child) with the same spec
+    /// completes it.
+    pub fn install_inbound(&self, spec: &ChildSaSpec) -> Result<(), DataplaneError> {
+        let (i, _) = self.entries(spec)?;
+        let _routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        if t.inbound.contains_key(&spec.spi_in) {
+            return Err(DataplaneError::DuplicateSpi(spec.spi_in));
+        }
+        t.inbound.insert(spec.spi_in, i);
+        self.shared.tables.store(Arc::new(t));
+        Ok(())
+    }
+
+    /// Make-before-break rekey: install `new`'s inbound SA (unless
+    /// [`install_inbound`](Self::install_inbound) did already), then swap the
     /// outbound entry of `old_spi_out` for `new`'s in one atomic store. The
     /// old inbound SA keeps accepting until [`remove_child`](Self::remove_child).
     pub fn replace_child(&self, old_spi_in: u32, old_spi_out: u32, new: ChildSaSpec) -> Result<(), DataplaneError> {
@@ -350,10 +368,7 @@ impl Dataplane {
         let (i, o) = self.entries(&new)?;
         let mut routes = self.lock();
         let mut t = Tables::clone(&self.shared.tables.load());
-        if t.inbound.contains_key(&new.spi_in) {
-            return Err(DataplaneError::DuplicateSpi(new.spi_in));
-        }
-        t.inbound.insert(new.spi_in, i);
+        t.inbound.entry(new.spi_in).or_insert(i);
         match t.outbound.iter().position(|e| e.sa.spi() == old_spi_out) {
             Some(pos) => t.outbound[pos] = o,
             None => t.outbound.push(o),

@@ -25,6 +25,7 @@
 
 pub mod registry;
 pub mod sk;
+pub mod fuzz;
 mod types;
 mod wire;
 

@@ -1,6 +1,6 @@
 //! IKEv2 cryptography (sans-IO, deterministic given the caller's RNG).
 //!
-//! * [`prf`]: PRF HMAC-SHA1/SHA2-256/384/512 and prf+ (RFC 7296 2.13).
+//! * [`mod@prf`]: PRF HMAC-SHA1/SHA2-256/384/512 and prf+ (RFC 7296 2.13).
 //! * [`kdf`]: SKEYSEED, SK_d/ai/ar/ei/er/pi/pr (2.14), IKE rekey SKEYSEED
 //!   (2.18), Child SA KEYMAT with and without PFS (2.17).
 //! * [`dh`]: key exchange groups 31 (x25519), 19 and 20 (ECP-256/384).

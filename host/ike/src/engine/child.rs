@@ -238,7 +238,8 @@ impl Engine {
             (None, None)
         };
         let keys = sa.keys.as_ref().ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "no keys".into()))?;
-        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len());
+        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
+            .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "key derivation failed".into()))?;
         let spi_in = self.alloc_esp_spi();
         let mut answer = chosen.clone();
         answer.spi = spi_in.to_be_bytes().to_vec();
@@ -381,7 +382,9 @@ impl Engine {
         };
         // IKE_AUTH: KEYMAT uses the IKE SA's nonces; CREATE_CHILD_SA the exchange's.
         let ni: &[u8] = if in_auth { &sa.ni } else { &nego.ni };
-        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len());
+        let Some((i2r, r2i)) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len()) else {
+            return fail(self, Side::Local, None, "key derivation failed".into());
+        };
         let conn = &self.config.connections[sa.conn];
         let lifetimes = conn.child(&nego.child).map(|c| c.lifetimes.clone()).unwrap_or_else(crate::config::Lifetimes::child_default);
         let algs = ChildAlgorithms { cipher, esn: convert::pick(chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1), pfs_group: (group != 0).then_some(group) };
@@ -615,7 +618,10 @@ impl Engine {
         let our_spi = self.alloc_ike_spi();
         let Some(old_keys) = sa.keys.as_ref() else { return };
         let skeyseed = suite::skeyseed_rekey(old_keys.suite.prf, &old_keys.sk_d, &g_ir, &ni, &nr);
-        let keys = suite::derive_ike_keys(new_suite, &skeyseed, &ni, &nr, peer_spi, our_spi);
+        let Some(keys) = suite::derive_ike_keys(new_suite, &skeyseed, &ni, &nr, peer_spi, our_spi) else {
+            self.put(sa);
+            return;
+        };
         let new_id = self.new_id();
         let mut new = self.rekeyed_sa(&sa, new_id, false, peer_spi, our_spi, new_suite, keys);
         self.establish_rekeyed(now, &mut new);
@@ -828,7 +834,10 @@ impl Engine {
         };
         let Some(old_keys) = sa.keys.as_ref() else { return };
         let skeyseed = suite::skeyseed_rekey(old_keys.suite.prf, &old_keys.sk_d, &g_ir, &nego.ni, &nr);
-        let keys = suite::derive_ike_keys(new_suite, &skeyseed, &nego.ni, &nr, nego.new_spi, peer_spi);
+        let Some(keys) = suite::derive_ike_keys(new_suite, &skeyseed, &nego.ni, &nr, nego.new_spi, peer_spi) else {
+            self.put(sa);
+            return;
+        };
         let new_id = self.new_id();
         let mut new = self.rekeyed_sa(&sa, new_id, true, nego.new_spi, peer_spi, new_suite, keys);
         self.establish_rekeyed(now, &mut new);

@@ -166,7 +166,11 @@ impl Engine {
         sa.init_resp = bytes.to_vec();
         sa.dh = None;
         let skeyseed = suite::skeyseed_initial(suite.prf, &sa.ni, &sa.nr, &g_ir);
-        sa.keys = Some(suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r));
+        sa.keys = suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r);
+        if sa.keys.is_none() {
+            self.fail_sa(sa, Side::Local, ex, "key derivation failed".into(), None);
+            return;
+        }
         sa.suite = Some(suite);
         self.detect_nat(&mut sa, &msg.payloads, h);
         sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
@@ -377,7 +381,10 @@ impl Engine {
         sa.group = suite.dh;
         sa.suite = Some(suite);
         let skeyseed = suite::skeyseed_initial(suite.prf, &sa.ni, &sa.nr, &g_ir);
-        sa.keys = Some(suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r));
+        sa.keys = suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r);
+        if sa.keys.is_none() {
+            return;
+        }
         self.detect_nat(&mut sa, &msg.payloads, h);
         sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let conn = &self.config.connections[ci];

@@ -340,6 +340,12 @@ impl Engine {
         }
     }
 
+    /// True when no request of ours is outstanding or queued on any IKE SA
+    /// (e.g. to know that DELETEs went out before shutting down).
+    pub fn is_idle(&self) -> bool {
+        self.sas.values().all(|s| s.outstanding.is_none() && (s.tasks.is_empty() || s.state != IkeState::Established))
+    }
+
     /// Number of half-open (responder, IKE_AUTH pending) IKE SAs.
     pub fn half_open_count(&self) -> usize {
         self.sas.values().filter(|s| s.state == IkeState::InitResponded).count()
@@ -556,8 +562,9 @@ impl Engine {
     fn send_request(&mut self, now: Duration, sa: &mut IkeSa, exchange: ExchangeType, payloads: Vec<Payload>, pending: Pending) {
         let msg_id = sa.next_msg_id;
         let h = self.header(sa, exchange, false, msg_id);
-        let Some(keys) = sa.keys.as_ref() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, sa.initiator, &mut self.rng) else { return };
+        let initiator = sa.initiator;
+        let Some(keys) = sa.keys.as_mut() else { return };
+        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
         sa.next_msg_id = sa.next_msg_id.wrapping_add(1);
         let timeout = self.config.connections[sa.conn].retransmit.timeout;
         sa.outstanding = Some(Outstanding { msg_id, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending });
@@ -568,8 +575,9 @@ impl Engine {
     /// Encrypt and send a response to request `msg_id`, caching it for retransmits.
     fn send_response(&mut self, sa: &mut IkeSa, exchange: ExchangeType, msg_id: u32, payloads: Vec<Payload>) {
         let h = self.header(sa, exchange, true, msg_id);
-        let Some(keys) = sa.keys.as_ref() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, sa.initiator, &mut self.rng) else { return };
+        let initiator = sa.initiator;
+        let Some(keys) = sa.keys.as_mut() else { return };
+        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
         sa.last_resp = Some((msg_id, bytes.clone()));
         let t = self.transmit_for(sa, bytes);
         self.transmits.push_back(t);

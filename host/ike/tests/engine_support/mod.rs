@@ -200,7 +200,7 @@ impl Pair {
         loop {
             self.collect();
             let timer = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
-            if self.flight.is_empty() && timer.is_none_or(|t| t > self.now + Duration::from_secs(60)) {
+            if self.flight.is_empty() && self.a.is_idle() && self.b.is_idle() {
                 return;
             }
             if self.now > limit {

@@ -60,7 +60,7 @@ impl Policy for SaCap {
     fn authorize(&self, _ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
         let id = &auth.peer_identity;
         if let Some(ids) = &self.allowed_ids {
-            if !ids.iter().any(|i| *i == id.value) {
+            if !ids.contains(&id.value) {
                 return Err(refuse(format!("identity '{}' is not in allowed_ids", id.value)));
             }
         }

@@ -104,7 +104,7 @@ impl Policy for TimeWindow {
 
     fn authorize(&self, _ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
         if let Some(ids) = &self.allowed_ids {
-            if !ids.iter().any(|i| *i == auth.peer_identity.value) {
+            if !ids.contains(&auth.peer_identity.value) {
                 return Err(refuse(format!("identity '{}' is not in allowed_ids", auth.peer_identity.value)));
             }
         }

@@ -1,0 +1,826 @@
+//! Engine drivers: one `wisp_ike::Engine` per configured connection, each on its
+//! own OS thread.
+//!
+//! Why one engine per connection and thread: policy plugins run synchronously
+//! inside the engine (a Python plugin may take milliseconds, a broken one up to
+//! its CPU deadline). With one engine per connection, a slow decision only
+//! delays that connection's negotiations; other peers' IKE traffic is handled by
+//! their own threads, and the ESP packet loops (dataplane tasks) never wait for
+//! any of them: a driver only touches the dataplane to install/replace/remove
+//! SAs and to read counters.
+//!
+//! A driver thread waits on its command channel with a timeout equal to the
+//! engine's next deadline (at most one second, which is also the period at
+//! which Child SA counters are fed back for byte/packet lifetimes), then flushes
+//! the engine's transmits and events.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use wisp_ike::config as ikecfg;
+use wisp_ike::engine::{notify_name, Engine};
+use wisp_ike::event::{ChildSaInfo, DownReason, Event, IkeSaId};
+use wisp_policy_api::{Policy, Protocol, SaCounts};
+
+use crate::config::{self, Config, Connection, StartAction};
+use crate::dp::{ChildCounters, Dataplane};
+use crate::policy::SaRegistry;
+use crate::status::{ChildSaStatus, ConnectionStatus, IkeSaStatus};
+
+pub type Reply = oneshot::Sender<Result<String, String>>;
+
+pub enum Cmd {
+    Datagram { local: SocketAddr, remote: SocketAddr, bytes: Vec<u8> },
+    Up { child: Option<String>, reply: Reply },
+    Down { reply: Reply },
+    Rekey { ike: bool, child: Option<String>, reply: Reply },
+    /// New connection config (applied when the connection holds no SA).
+    Reconfigure { conn: Box<ikecfg::ConnectionConfig>, status: ConnectionStatus },
+    /// The dataplane hit a lifetime limit on the Child SA with inbound SPI `spi_in`.
+    Limit { spi_in: u32, event: wisp_esp::LimitEvent },
+    /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+/// Handle to one driver thread.
+pub struct DriverHandle {
+    pub tx: Sender<Cmd>,
+    pub status: Arc<Mutex<ConnectionStatus>>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Everything a driver shares with the rest of the gateway.
+#[derive(Clone)]
+pub struct Env {
+    pub epoch: Instant,
+    pub policy: Arc<dyn Policy>,
+    pub registry: Arc<SaRegistry>,
+    pub dataplane: Arc<dyn Dataplane>,
+    /// IKE sockets on port 500, by local address (unspecified = wildcard).
+    pub ike_sockets: Arc<Vec<UdpSocket>>,
+    /// IKE SPI → connection, so datagrams reach the right driver even when
+    /// several connections share a peer address (or the peer's NAT-T source
+    /// address differs from the one it used on port 500).
+    pub spis: Arc<SpiTable>,
+}
+
+/// IKE SPIs (ours and the peer's) of every live IKE SA, by connection.
+#[derive(Default)]
+pub struct SpiTable {
+    map: std::sync::RwLock<HashMap<u64, String>>,
+}
+
+impl SpiTable {
+    /// The connection owning a datagram, by the SPIs in its IKE header.
+    pub fn lookup(&self, ike: &[u8]) -> Option<String> {
+        if ike.len() < 16 {
+            return None;
+        }
+        let spi_i = u64::from_be_bytes(ike[0..8].try_into().ok()?);
+        let spi_r = u64::from_be_bytes(ike[8..16].try_into().ok()?);
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        // The responder SPI is ours when we are the original initiator's peer and
+        // vice versa; either identifies the SA (zero = not yet assigned).
+        [spi_r, spi_i].iter().filter(|s| **s != 0).find_map(|s| m.get(s).cloned())
+    }
+
+    fn replace(&self, conn: &str, spis: &[u64]) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, c| c != conn);
+        for s in spis.iter().filter(|s| **s != 0) {
+            m.insert(*s, conn.to_string());
+        }
+    }
+}
+
+impl Env {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+}
+
+fn identity(s: &str) -> wisp_policy_api::Identity {
+    ikecfg::identity(s)
+}
+
+/// Translate one gateway connection into the engine's connection config.
+pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::ConnectionConfig, String> {
+    let psk = c.auth.secret().ok_or_else(|| format!("connection {name}: no PSK"))?;
+    let local_id = identity(&c.local_id().unwrap_or_else(|| "0.0.0.0".into()));
+    let remote_id = c.remote.id.as_deref().map(identity);
+    let ike_props: Vec<&str> = c.proposals.iter().map(|p| p.text.as_str()).collect();
+    let mut ec = ikecfg::ConnectionConfig::new(name, local_id, remote_id, psk.expose(), &ike_props)
+        .map_err(|e| format!("connection {name}: {e}"))?;
+    // Keep the numbering of our own parse (same transforms).
+    ec.ike_proposals = c
+        .proposals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike))
+        .collect();
+    ec.local_addr = c.local_addrs.first().copied();
+    ec.remote_addr = c.remote_addrs.first().copied();
+    ec.remote_port = cfg.ike_port;
+    // The userspace dataplane only does UDP-encapsulated ESP: always move to 4500.
+    ec.force_encap = true;
+    let rekey = c.ike_rekey_time();
+    ec.ike_lifetimes = ikecfg::Lifetimes {
+        soft_time: Some(rekey),
+        hard_time: Some(c.ike_over_time()),
+        jitter: if rekey >= Duration::from_secs(600) { rekey / 10 } else { Duration::ZERO },
+        ..ikecfg::Lifetimes::unlimited()
+    };
+    if let Some((delay, timeout)) = c.dpd() {
+        ec.dpd_interval = Some(delay);
+        // Retransmissions of the liveness check (and every request) give up
+        // after ~dpd_timeout: timeout * (1 + 1.5 + 2.25) = 4.75 * timeout.
+        let first = timeout.mul_f64(1.0 / 4.75).max(Duration::from_millis(200));
+        ec.retransmit = ikecfg::Retransmit { timeout: first, backoff: 1.5, tries: 3 };
+    }
+    for (cname, ch) in &c.children {
+        let lt = ch.lifetimes();
+        let esp: Vec<&str> = ch.esp_proposals.iter().map(|p| p.text.as_str()).collect();
+        let mut cc = ikecfg::ChildConfig::new(cname, ch.local_ts.clone(), ch.remote_ts.clone(), &esp)
+            .map_err(|e| format!("connection {name} child {cname}: {e}"))?;
+        cc.esp_proposals = ch
+            .esp_proposals
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Esp))
+            .collect();
+        cc.mode = match ch.mode {
+            config::Mode::Tunnel => ikecfg::Mode::Tunnel,
+            config::Mode::Transport => ikecfg::Mode::Transport,
+        };
+        // trap-if-feasible: the userspace dataplane has no trap policies, so it
+        // starts like `start`.
+        cc.start_action = match ch.start_action.unwrap_or(c.start_action) {
+            StartAction::None => ikecfg::StartAction::None,
+            StartAction::Start | StartAction::TrapIfFeasible => ikecfg::StartAction::Start,
+        };
+        cc.lifetimes = ikecfg::Lifetimes {
+            soft_time: Some(lt.rekey_time),
+            hard_time: Some(lt.life_time),
+            jitter: if lt.rekey_time >= Duration::from_secs(600) { lt.rekey_time / 20 } else { Duration::ZERO },
+            soft_bytes: lt.rekey_bytes,
+            hard_bytes: lt.life_bytes,
+            soft_packets: lt.rekey_packets,
+            hard_packets: lt.life_packets,
+        };
+        ec.children.push(cc);
+    }
+    ec.validate().map_err(|e| format!("connection {name}: {e}"))?;
+    Ok(ec)
+}
+
+fn seed() -> [u8; 32] {
+    use std::io::Read;
+    let mut s = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        if f.read_exact(&mut s).is_ok() {
+            return s;
+        }
+    }
+    // Fallback: never reached on Linux; still unpredictable enough for SPIs.
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    s[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
+    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    s
+}
+
+/// Start the driver thread of one connection.
+pub fn spawn(
+    env: Env,
+    conn: ikecfg::ConnectionConfig,
+    status: ConnectionStatus,
+    autostart: bool,
+) -> anyhow::Result<DriverHandle> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = conn.name.clone();
+    let engine = new_engine(&env, conn.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
+    let status = Arc::new(Mutex::new(status));
+    let st2 = status.clone();
+    let thread = std::thread::Builder::new().name(format!("ike-{name}")).spawn(move || {
+        let mut d = Driver {
+            env,
+            engine,
+            name,
+            conn,
+            pending_conn: None,
+            status: st2,
+            children: HashMap::new(),
+            up_waiters: Vec::new(),
+            down_waiters: Vec::new(),
+            rekeys: HashMap::new(),
+            last_counters: Instant::now(),
+            dirty: true,
+        };
+        d.run(rx, autostart);
+    })?;
+    Ok(DriverHandle { tx, status, thread: Some(thread) })
+}
+
+fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig) -> Result<Engine, String> {
+    let cfg = ikecfg::Config { connections: vec![conn], ..Default::default() };
+    Engine::new(cfg, env.policy.clone(), seed()).map_err(|e| e.to_string())
+}
+
+struct Installed {
+    spi_out: u32,
+    last: ChildCounters,
+}
+
+struct Driver {
+    env: Env,
+    engine: Engine,
+    name: String,
+    conn: ikecfg::ConnectionConfig,
+    pending_conn: Option<ikecfg::ConnectionConfig>,
+    status: Arc<Mutex<ConnectionStatus>>,
+    /// Installed Child SAs by inbound SPI.
+    children: HashMap<u32, Installed>,
+    /// `wisp up` callers waiting for the first Child SA of this IKE SA.
+    up_waiters: Vec<(IkeSaId, Reply)>,
+    /// `wisp down` callers waiting for these IKE SAs to be gone.
+    down_waiters: Vec<(Vec<IkeSaId>, Reply)>,
+    /// Rekey count per child name.
+    rekeys: HashMap<String, u64>,
+    last_counters: Instant,
+    dirty: bool,
+}
+
+const TICK: Duration = Duration::from_secs(1);
+
+impl Driver {
+    fn run(&mut self, rx: Receiver<Cmd>, autostart: bool) {
+        let starts = self.conn.children.iter().any(|c| c.start_action == ikecfg::StartAction::Start);
+        if autostart && starts {
+            let now = self.env.now();
+            self.engine.start(now);
+            self.set_state("connecting", None);
+        }
+        self.flush();
+        loop {
+            let now = self.env.now();
+            let wait = match self.engine.poll_timeout() {
+                Some(t) => t.saturating_sub(now).min(TICK),
+                None => TICK,
+            };
+            match rx.recv_timeout(wait) {
+                Ok(Cmd::Shutdown { reply }) => {
+                    self.shutdown(&rx);
+                    let _ = reply.send(());
+                    return;
+                }
+                Ok(cmd) => {
+                    self.handle(cmd);
+                    // New SAs (and their SPIs, used for dispatch) must be
+                    // published before the peer's answer can arrive.
+                    self.dirty = true;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.shutdown(&rx);
+                    return;
+                }
+            }
+            let now = self.env.now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            if self.last_counters.elapsed() >= TICK {
+                self.feed_counters();
+                self.dirty = true;
+            }
+            self.flush();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        let now = self.env.now();
+        match cmd {
+            Cmd::Datagram { mut local, remote, bytes } => {
+                // Wildcard sockets do not tell which address a datagram came to:
+                // use the connection's configured local address.
+                if local.ip().is_unspecified() {
+                    if let Some(a) = self.conn.local_addr {
+                        local = SocketAddr::new(a, local.port());
+                    }
+                }
+                self.engine.handle_datagram(now, local, remote, &bytes)
+            }
+            Cmd::Up { child, reply } => {
+                let child = child.or_else(|| self.conn.children.first().map(|c| c.name.clone()));
+                let Some(child) = child else {
+                    let _ = reply.send(Err(format!("connection {} has no children", self.name)));
+                    return;
+                };
+                let established = self.engine.status(now).iter().any(|s| {
+                    s.state == "ESTABLISHED" && s.children.iter().any(|c| c.name == child && c.state == "INSTALLED")
+                });
+                if established {
+                    let _ = reply.send(Ok(format!("connection {} child {child} already established", self.name)));
+                    return;
+                }
+                match self.engine.initiate_child(now, &self.name, &child) {
+                    Ok(ike) => {
+                        self.up_waiters.push((ike, reply));
+                        self.set_state("connecting", None);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(format!("connection {}: {e}", self.name)));
+                    }
+                }
+            }
+            Cmd::Down { reply } => {
+                let ids = self.engine.ike_sas();
+                if ids.is_empty() {
+                    let _ = reply.send(Ok(format!("connection {} has no IKE SA", self.name)));
+                    return;
+                }
+                for id in &ids {
+                    let _ = self.engine.delete_ike(now, *id);
+                }
+                self.down_waiters.push((ids, reply));
+            }
+            Cmd::Rekey { ike, child, reply } => {
+                let st = self.engine.status(now);
+                let mut n = 0;
+                let mut errs = Vec::new();
+                for s in st.iter().filter(|s| s.state == "ESTABLISHED") {
+                    if ike {
+                        match self.engine.rekey_ike(now, s.ike) {
+                            Ok(()) => n += 1,
+                            Err(e) => errs.push(e.to_string()),
+                        }
+                    } else {
+                        for c in &s.children {
+                            if child.as_deref().is_some_and(|w| w != c.name) || c.state != "INSTALLED" {
+                                continue;
+                            }
+                            match self.engine.rekey_child(now, s.ike, c.spi_in) {
+                                Ok(()) => n += 1,
+                                Err(e) => errs.push(e.to_string()),
+                            }
+                        }
+                    }
+                }
+                let what = if ike { "IKE SA" } else { "Child SA" };
+                let r = if n == 0 && errs.is_empty() {
+                    Err(format!("connection {}: no established {what} to rekey", self.name))
+                } else if n == 0 {
+                    Err(format!("connection {}: {}", self.name, errs.join("; ")))
+                } else {
+                    Ok(format!("connection {}: rekeying {n} {what}(s)", self.name))
+                };
+                let _ = reply.send(r);
+            }
+            Cmd::Reconfigure { conn, status } => {
+                {
+                    let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.local_addrs = status.local_addrs;
+                    s.remote_addrs = status.remote_addrs;
+                    s.local_id = status.local_id;
+                    s.remote_id = status.remote_id;
+                }
+                self.pending_conn = Some(*conn);
+                self.apply_pending();
+            }
+            Cmd::Limit { spi_in, event } => {
+                if !self.children.contains_key(&spi_in) {
+                    return;
+                }
+                let Some(ike) = self
+                    .engine
+                    .status(now)
+                    .iter()
+                    .find(|s| s.children.iter().any(|c| c.spi_in == spi_in))
+                    .map(|s| s.ike)
+                else {
+                    return;
+                };
+                let r = match event {
+                    wisp_esp::LimitEvent::Soft(k) => {
+                        tracing::info!(conn = %self.name, "Child SA {spi_in:08x}: soft {k:?} limit, rekeying");
+                        self.engine.rekey_child(now, ike, spi_in)
+                    }
+                    wisp_esp::LimitEvent::Hard(k) => {
+                        tracing::info!(conn = %self.name, "Child SA {spi_in:08x}: hard {k:?} limit, deleting");
+                        self.engine.delete_child(now, ike, spi_in)
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!(conn = %self.name, "limit on {spi_in:08x}: {e}");
+                }
+            }
+            Cmd::Shutdown { .. } => {}
+        }
+    }
+
+    /// A changed connection config takes effect once the connection holds no SA
+    /// (the engine keeps the config its SAs were negotiated with).
+    fn apply_pending(&mut self) {
+        if self.pending_conn.is_none() || !self.engine.ike_sas().is_empty() {
+            return;
+        }
+        if let Some(conn) = self.pending_conn.take() {
+            match new_engine(&self.env, conn.clone()) {
+                Ok(e) => {
+                    self.engine = e;
+                    self.conn = conn;
+                    tracing::info!(conn = %self.name, "new connection config in effect");
+                }
+                Err(e) => tracing::warn!(conn = %self.name, "new connection config refused: {e}"),
+            }
+        }
+    }
+
+    fn feed_counters(&mut self) {
+        self.last_counters = Instant::now();
+        let now = self.env.now();
+        for (spi_in, inst) in self.children.iter_mut() {
+            if let Some(c) = self.env.dataplane.child_counters(*spi_in, inst.spi_out) {
+                let db = (c.bytes_in + c.bytes_out).saturating_sub(inst.last.bytes_in + inst.last.bytes_out);
+                let dp = (c.packets_in + c.packets_out).saturating_sub(inst.last.packets_in + inst.last.packets_out);
+                inst.last = c;
+                if db > 0 || dp > 0 {
+                    self.engine.child_traffic(now, *spi_in, db, dp);
+                }
+            }
+        }
+    }
+
+    fn send(&self, t: &wisp_ike::engine::Transmit) {
+        if t.non_esp_marker {
+            if let Err(e) = self.env.dataplane.send_ike(t.local, t.remote, &t.bytes) {
+                tracing::debug!(conn = %self.name, "send IKE to {}: {e}", t.remote);
+            }
+            return;
+        }
+        let sock = self
+            .env
+            .ike_sockets
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a.ip() == t.local.ip()))
+            .or_else(|| {
+                self.env.ike_sockets.iter().find(|s| {
+                    s.local_addr().is_ok_and(|a| a.ip().is_unspecified() && a.is_ipv4() == t.remote.is_ipv4())
+                })
+            })
+            .or_else(|| self.env.ike_sockets.first());
+        match sock {
+            Some(s) => {
+                if let Err(e) = s.send_to(&t.bytes, t.remote) {
+                    tracing::debug!(conn = %self.name, "send IKE to {}: {e}", t.remote);
+                }
+            }
+            None => tracing::warn!(conn = %self.name, "no IKE socket to send from"),
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            self.send(&t);
+        }
+        let mut any = false;
+        while let Some(ev) = self.engine.poll_event() {
+            any = true;
+            self.on_event(ev);
+        }
+        if any {
+            // Events may have queued more (e.g. a DELETE after a rekey).
+            while let Some(t) = self.engine.poll_transmit() {
+                self.send(&t);
+            }
+            self.apply_pending();
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.publish();
+            self.dirty = false;
+        }
+    }
+
+    fn install(&mut self, info: &ChildSaInfo, rekey_of: Option<(u32, u32)>) {
+        // Make-before-break. The initiator of the rekey got the response, so the
+        // peer already has the new inbound SA: switch outbound now. The
+        // responder's peer may not have the response yet: add the new SA behind
+        // the old one (inbound accepted at once, outbound keeps using the old SA
+        // until the initiator deletes it).
+        let r = match rekey_of {
+            Some((oi, oo)) if info.initiator => self.env.dataplane.rekey_child(oi, oo, info),
+            _ => self.env.dataplane.install_child(info),
+        };
+        match r {
+            Ok(()) => {
+                self.children.insert(info.spi_in, Installed { spi_out: info.spi_out, last: ChildCounters::default() });
+            }
+            Err(e) => {
+                tracing::error!(conn = %self.name, child = %info.name, "dataplane install failed: {e:#}");
+                let _ = self.engine.delete_child(self.env.now(), info.ike, info.spi_in);
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::IkeSaUp(info) => {
+                tracing::info!(
+                    conn = %self.name, ike = %info.ike, remote = %info.remote, peer = %info.remote_id,
+                    algs = %info.algorithms, "IKE SA established"
+                );
+            }
+            Event::IkeSaRekeyed { old, new } => {
+                tracing::info!(conn = %self.name, old = %old, new = %new.ike, "IKE SA rekeyed");
+                for (id, _) in self.up_waiters.iter_mut() {
+                    if *id == old {
+                        *id = new.ike;
+                    }
+                }
+            }
+            Event::IkeSaDown { ike, reason, .. } => {
+                tracing::info!(conn = %self.name, ike = %ike, "IKE SA down: {reason}");
+                if reason != DownReason::Rekeyed {
+                    if let Some(i) = self.up_waiters.iter().position(|(id, _)| *id == ike) {
+                        let (_, r) = self.up_waiters.remove(i);
+                        let _ = r.send(Err(format!("connection {}: IKE SA {reason}", self.name)));
+                    }
+                    let msg = match &reason {
+                        DownReason::LocalDelete | DownReason::RemoteDelete => None,
+                        other => Some(other.to_string()),
+                    };
+                    if self.engine.ike_sas().is_empty() {
+                        self.set_state(if msg.is_some() { "failed" } else { "idle" }, msg);
+                    }
+                }
+                let live = self.engine.ike_sas();
+                let mut i = 0;
+                while i < self.down_waiters.len() {
+                    if self.down_waiters[i].0.iter().all(|id| !live.contains(id)) {
+                        let (_, r) = self.down_waiters.remove(i);
+                        let _ = r.send(Ok(format!("connection {} down", self.name)));
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Event::ChildSaUp(info) => {
+                tracing::info!(
+                    conn = %self.name, child = %info.name, spi_in = %format!("{:08x}", info.spi_in),
+                    spi_out = %format!("{:08x}", info.spi_out), cipher = %info.algorithms.cipher,
+                    "Child SA established"
+                );
+                self.install(&info, None);
+                self.set_state("established", None);
+                if let Some(i) = self.up_waiters.iter().position(|(id, _)| *id == info.ike) {
+                    let (_, r) = self.up_waiters.remove(i);
+                    let _ = r.send(Ok(format!(
+                        "connection {} established: child {} SPIs {:08x}_i {:08x}_o {} {} === {}",
+                        self.name,
+                        info.name,
+                        info.spi_in,
+                        info.spi_out,
+                        info.algorithms.cipher,
+                        info.local_ts.iter().map(config::format_ts).collect::<Vec<_>>().join(","),
+                        info.remote_ts.iter().map(config::format_ts).collect::<Vec<_>>().join(","),
+                    )));
+                }
+            }
+            Event::ChildSaRekeyed { old_spi_in, old_spi_out, new } => {
+                tracing::info!(
+                    conn = %self.name, child = %new.name,
+                    "Child SA rekeyed {:08x}/{:08x} -> {:08x}/{:08x}", old_spi_in, old_spi_out, new.spi_in, new.spi_out
+                );
+                *self.rekeys.entry(new.name.clone()).or_default() += 1;
+                self.install(&new, Some((old_spi_in, old_spi_out)));
+            }
+            Event::ChildSaDown { name, spi_in, spi_out, reason, .. } => {
+                tracing::info!(conn = %self.name, child = %name, "Child SA {:08x} down: {reason}", spi_in);
+                self.children.remove(&spi_in);
+                if let Err(e) = self.env.dataplane.remove_child(spi_in, spi_out) {
+                    tracing::warn!(conn = %self.name, "dataplane remove {spi_in:08x}: {e:#}");
+                }
+            }
+            Event::Failure(f) => {
+                let notify = f.notify.map(notify_name);
+                let msg = match &notify {
+                    Some(n) => format!("{n}: {f}"),
+                    None => f.to_string(),
+                };
+                tracing::warn!(conn = %self.name, "{msg}");
+                if let Some(ike) = f.ike {
+                    if let Some(i) = self.up_waiters.iter().position(|(id, _)| *id == ike) {
+                        let (_, r) = self.up_waiters.remove(i);
+                        let _ = r.send(Err(format!("connection {}: {msg}", self.name)));
+                    }
+                }
+                let established = self.engine.status(self.env.now()).iter().any(|s| s.state == "ESTABLISHED");
+                self.set_state(if established { "established" } else { "failed" }, Some(msg));
+            }
+        }
+    }
+
+    fn set_state(&self, state: &str, err: Option<String>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = state.to_string();
+        if err.is_some() {
+            s.last_error = err;
+        }
+    }
+
+    /// Publish the status snapshot and the live-SA counts for plugins.
+    fn publish(&mut self) {
+        let now = self.env.now();
+        let st = self.engine.status(now);
+        let mut counts: Vec<(wisp_policy_api::Identity, SaCounts)> = Vec::new();
+        let ikes: Vec<IkeSaStatus> = st
+            .iter()
+            .map(|s| {
+                if let Some(rid) = &s.remote_id {
+                    counts.push((rid.clone(), SaCounts { ike_sas: 1, child_sas: s.children.len() as u32 }));
+                }
+                let (lspi, rspi) = if s.initiator { (s.spi_i, s.spi_r) } else { (s.spi_r, s.spi_i) };
+                IkeSaStatus {
+                    local_spi: format!("{lspi:016x}"),
+                    remote_spi: format!("{rspi:016x}"),
+                    local: s.local.to_string(),
+                    remote: s.remote.to_string(),
+                    local_id: s.local_id.value.clone(),
+                    remote_id: s.remote_id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+                    initiator: s.initiator,
+                    state: s.state.clone(),
+                    algorithms: s.algorithms.clone(),
+                    nat_detected: s.nat.local_behind_nat || s.nat.remote_behind_nat,
+                    established_secs: s.established_for.as_secs(),
+                    rekey_in_secs: s.rekey_in.map(|d| d.as_secs()),
+                    children: s
+                        .children
+                        .iter()
+                        .map(|c| {
+                            let mut algs = c.algorithms.cipher.to_string();
+                            algs.push_str(if c.algorithms.esn { "/ESN" } else { "/NO_ESN" });
+                            if let Some(g) = c.algorithms.pfs_group {
+                                algs.push('/');
+                                algs.push_str(&ikecfg::transform_name(&wisp_policy_api::Transform {
+                                    kind: wisp_policy_api::TransformType::KeyExchange,
+                                    id: g,
+                                    key_length: None,
+                                }));
+                            }
+                            ChildSaStatus {
+                                name: c.name.clone(),
+                                state: c.state.clone(),
+                                mode: format!("{:?}", c.mode).to_uppercase(),
+                                spi_in: format!("{:08x}", c.spi_in),
+                                spi_out: format!("{:08x}", c.spi_out),
+                                algorithms: algs,
+                                local_ts: c.local_ts.iter().map(config::format_ts).collect(),
+                                remote_ts: c.remote_ts.iter().map(config::format_ts).collect(),
+                                established_secs: c.established_for.as_secs(),
+                                rekey_in_secs: c.rekey_in.map(|d| d.as_secs()),
+                                expire_in_secs: c.expire_in.map(|d| d.as_secs()),
+                                rekeys: self.rekeys.get(&c.name).copied().unwrap_or(0),
+                                ..Default::default()
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        self.env.registry.publish(&self.name, counts);
+        let spis: Vec<u64> = st.iter().flat_map(|s| [s.spi_i, s.spi_r]).collect();
+        self.env.spis.replace(&self.name, &spis);
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if ikes.iter().any(|i| i.state == "ESTABLISHED") {
+            s.state = "established".into();
+        }
+        s.ike_sas = ikes;
+    }
+
+    fn shutdown(&mut self, rx: &Receiver<Cmd>) {
+        let now = self.env.now();
+        let ids = self.engine.ike_sas();
+        for id in &ids {
+            let _ = self.engine.delete_ike(now, *id);
+        }
+        self.flush();
+        // Give the peers a moment to answer the DELETEs (answers come in as
+        // datagrams), but never hold shutdown up for long.
+        let deadline = Instant::now() + Duration::from_millis(if ids.is_empty() { 0 } else { 1500 });
+        while !self.engine.ike_sas().is_empty() && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            if let Ok(Cmd::Datagram { local, remote, bytes }) = rx.recv_timeout(left) {
+                self.engine.handle_datagram(self.env.now(), local, remote, &bytes);
+            }
+            let now = self.env.now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
+            }
+            self.flush();
+        }
+        for (spi_in, inst) in self.children.drain() {
+            let _ = self.env.dataplane.remove_child(spi_in, inst.spi_out);
+        }
+        for (_, r) in self.up_waiters.drain(..) {
+            let _ = r.send(Err("daemon shutting down".into()));
+        }
+        for (_, r) in self.down_waiters.drain(..) {
+            let _ = r.send(Ok(format!("connection {} down (daemon shutting down)", self.name)));
+        }
+        self.env.registry.publish(&self.name, Vec::new());
+        self.env.spis.replace(&self.name, &[]);
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.state = "idle".into();
+        s.ike_sas.clear();
+    }
+}
+
+/// Which connection an IKE datagram from `remote` belongs to: the first whose
+/// `remote_addrs` contains the address (several connections to the same peer
+/// address are not distinguished; the first wins).
+pub fn route(conns: &[(String, Vec<IpAddr>)], remote: IpAddr) -> Option<&str> {
+    conns.iter().find(|(_, addrs)| addrs.contains(&remote)).map(|(n, _)| n.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CFG: &str = r#"
+[connections.b]
+local_addrs = ["10.99.0.1"]
+remote_addrs = ["10.99.0.2"]
+dpd_delay = "2s"
+dpd_timeout = "9500ms"
+start_action = "trap-if-feasible"
+local.id = "a.wisp.test"
+auth.psk = "0123456789abcdef"
+[connections.b.children.net]
+local_ts = ["10.98.1.0/24"]
+remote_ts = ["10.98.2.0/24"]
+esp_proposals = ["aes256gcm16-x25519", "chacha20poly1305"]
+rekey_time = "3s"
+rekey_bytes = "1M"
+life_packets = 1000
+"#;
+
+    #[test]
+    fn engine_connection_from_config() {
+        let cfg = Config::parse(CFG, Path::new("t.toml")).unwrap();
+        let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+        assert!(ec.force_encap, "ESP is always UDP-encapsulated");
+        assert_eq!(ec.remote_id, None, "no remote.id = any identity proving the PSK");
+        assert_eq!(ec.local_id.value, "a.wisp.test");
+        assert_eq!(ec.remote_addr, Some("10.99.0.2".parse().unwrap()));
+        assert_eq!(ec.dpd_interval, Some(Duration::from_secs(2)));
+        // Retransmissions give up after ~dpd_timeout.
+        let r = &ec.retransmit;
+        let total: f64 = (0..r.tries).map(|i| r.timeout.as_secs_f64() * r.backoff.powi(i as i32)).sum();
+        assert!((total - 9.5).abs() < 0.01, "{total}");
+        let ch = &ec.children[0];
+        assert_eq!(ch.start_action, ikecfg::StartAction::Start);
+        assert_eq!(ch.esp_proposals.len(), 2);
+        assert_eq!(ch.esp_proposals[1].number, 2);
+        assert_eq!(ch.lifetimes.soft_time, Some(Duration::from_secs(3)));
+        assert_eq!(ch.lifetimes.hard_time, Some(Duration::from_millis(3300)));
+        assert_eq!(ch.lifetimes.jitter, Duration::ZERO);
+        assert_eq!(ch.lifetimes.soft_bytes, Some(1 << 20));
+        assert_eq!(ch.lifetimes.hard_packets, Some(1000));
+        assert!(!format!("{:?}", ec.psk).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn spi_table_routes_by_either_spi() {
+        let t = SpiTable::default();
+        t.replace("a", &[0x1111, 0x2222]);
+        t.replace("b", &[0x3333, 0]);
+        let hdr = |i: u64, r: u64| {
+            let mut v = i.to_be_bytes().to_vec();
+            v.extend_from_slice(&r.to_be_bytes());
+            v.extend_from_slice(&[0u8; 12]);
+            v
+        };
+        assert_eq!(t.lookup(&hdr(0x1111, 0)).as_deref(), Some("a"));
+        assert_eq!(t.lookup(&hdr(0x9999, 0x2222)).as_deref(), Some("a"));
+        assert_eq!(t.lookup(&hdr(0x3333, 0x7777)).as_deref(), Some("b"));
+        assert_eq!(t.lookup(&hdr(0x9999, 0)), None, "a new IKE_SA_INIT: route by address");
+        assert_eq!(t.lookup(&[1, 2, 3]), None);
+        t.replace("a", &[]);
+        assert_eq!(t.lookup(&hdr(0x1111, 0)), None);
+    }
+
+    #[test]
+    fn route_by_remote_address() {
+        let routes = vec![
+            ("a".to_string(), vec!["10.0.0.1".parse().unwrap()]),
+            ("b".to_string(), vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]),
+        ];
+        assert_eq!(route(&routes, "10.0.0.3".parse().unwrap()), Some("b"));
+        assert_eq!(route(&routes, "10.0.0.9".parse().unwrap()), None);
+    }
+}
