@@ -821,6 +821,7 @@ impl Engine {
             up_reported: false,
             rekey_theirs: None,
             replaces: None,
+            reasm: None,
             delete_reason: None,
         }
     }
@@ -846,7 +847,18 @@ impl Engine {
                 return;
             }
         };
-        let payloads = match suite::open_message(bytes, &msg, sa.keys.as_ref().expect("checked above")) {
+        let opened = if matches!(msg.payloads.last(), Some(Payload::Skf(_))) {
+            match self.reassemble(&mut sa, bytes, &msg) {
+                Some(p) => Ok(p),
+                None => {
+                    self.put(sa);
+                    return;
+                }
+            }
+        } else {
+            suite::open_message(bytes, &msg, sa.keys.as_ref().expect("checked above"))
+        };
+        let payloads = match opened {
             Ok(p) => p,
             Err(suite::OpenError::Integrity) => {
                 self.put(sa);
@@ -925,7 +937,18 @@ impl Engine {
                 return;
             }
         };
-        let payloads = match suite::open_message(bytes, &msg, keys) {
+        let opened = if matches!(msg.payloads.last(), Some(Payload::Skf(_))) {
+            match self.reassemble(&mut sa, bytes, &msg) {
+                Some(p) => Ok(p),
+                None => {
+                    self.put(sa);
+                    return;
+                }
+            }
+        } else {
+            suite::open_message(bytes, &msg, keys)
+        };
+        let payloads = match opened {
             Ok(p) => p,
             Err(suite::OpenError::Integrity) => {
                 self.put(sa);
@@ -971,6 +994,27 @@ impl Engine {
                 self.note_error_notifies(&sa, &payloads, remote);
                 self.kick(now, &mut sa);
                 self.put(sa);
+            }
+        }
+    }
+
+    /// Add an SKF fragment; returns the inner payloads once all fragments are in.
+    fn reassemble(&mut self, sa: &mut IkeSa, bytes: &[u8], msg: &codec::Message) -> Option<Vec<Payload>> {
+        let frag = suite::open_fragment(bytes, msg, sa.keys.as_ref()?)?;
+        let mid = msg.header.message_id;
+        if sa.reasm.as_ref().is_none_or(|(m, _)| *m != mid) {
+            sa.reasm = Some((mid, codec::sk::Reassembler::new()));
+        }
+        let (_, r) = sa.reasm.as_mut()?;
+        match r.add(frag) {
+            Ok(Some(m)) => {
+                sa.reasm = None;
+                Some(m.payloads)
+            }
+            Ok(None) => None,
+            Err(_) => {
+                sa.reasm = None;
+                None
             }
         }
     }

@@ -198,6 +198,8 @@ pub(crate) struct IkeSa {
     pub rekey_theirs: Option<IkeRekeyRecord>,
     /// Set when this SA was created by a rekey: the SA it replaces.
     pub replaces: Option<IkeSaId>,
+    /// Fragments (RFC 7383) of the message being received.
+    pub reasm: Option<(u32, crate::codec::sk::Reassembler)>,
     /// Why our DELETE of this IKE SA was sent.
     pub delete_reason: Option<crate::event::DownReason>,
 }

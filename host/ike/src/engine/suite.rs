@@ -183,6 +183,12 @@ pub fn open_message(bytes: &[u8], msg: &Message, keys: &IkeKeys) -> Result<Vec<P
     }
 }
 
+/// Open one SKF fragment (RFC 7383) with the sender's key.
+pub fn open_fragment(bytes: &[u8], msg: &Message, keys: &IkeKeys) -> Option<sk::Fragment> {
+    let c = if msg.header.flags.initiator() { &keys.ci } else { &keys.cr };
+    sk::decrypt_fragment(bytes, c).ok()
+}
+
 /// Header flags helper.
 pub fn flags(initiator: bool, response: bool) -> Flags {
     Flags::new(initiator, response)
