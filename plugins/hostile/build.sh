@@ -26,6 +26,7 @@ build hostile-policy hostile-v1
 build hostile-policy hostile-v2 v2
 build hostile-policy hostile-trap trap
 build hostile-policy hostile-spin spin
+build hostile-policy hostile-sleep sleep
 build hostile-policy hostile-bomb bomb
 build hostile-policy hostile-bad-index bad-index
 build hostile-policy hostile-wide-selector wide-selector

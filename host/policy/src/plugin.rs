@@ -349,6 +349,10 @@ impl LoadedPlugin {
         let mut inst = self.checkout(decision)?;
         runtime::arm(&mut inst.store, self.config.limits.deadline, self.config.limits.wall_deadline);
         match f(&mut inst.store, inst.bindings.wisp_policy_decisions()) {
+            Ok(_) if runtime::wall_overrun(&inst.store).is_some() => {
+                let deadline = self.config.limits.wall_deadline;
+                Err(DecisionError::Timeout { plugin: self.meta.label.clone(), decision, deadline })
+            }
             Ok(r) => {
                 self.checkin(inst);
                 Ok(r)

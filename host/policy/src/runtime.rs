@@ -108,6 +108,13 @@ pub(crate) fn arm(store: &mut Store<StoreState>, cpu: Duration, wall: Duration) 
     store.set_epoch_deadline(deadline_ticks(cpu.min(wall)));
 }
 
+/// The wall-clock cap, if the call armed last has overrun it (a call may
+/// return from a host call after its budget without meeting an epoch check).
+pub(crate) fn wall_overrun(store: &Store<StoreState>) -> Option<Duration> {
+    let b = &store.data().budget;
+    (b.wall_start.elapsed() > b.wall).then_some(b.wall)
+}
+
 /// Sets the store up for deadlines (once per store).
 pub(crate) fn install_deadline_callback(store: &mut Store<StoreState>) {
     store.epoch_deadline_callback(|mut cx| on_epoch(cx.data_mut()));
@@ -194,7 +201,8 @@ impl StoreState {
         b.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .monotonic_clock(Monotonic);
         StoreState {
             wasi: b.build(),
             table: ResourceTable::new(),
@@ -264,12 +272,70 @@ pub(crate) fn linker() -> Result<&'static Linker<StoreState>, LoadError> {
         .get_or_init(|| {
             let mut l = Linker::new(engine());
             wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(|e| chain(&e))?;
+            bound_sleeps(&mut l).map_err(|e| chain(&e))?;
             bindings::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut l, |s| s)
                 .map_err(|e| chain(&e))?;
             Ok(l)
         })
         .as_ref()
         .map_err(|d| LoadError::Host { detail: d.clone() })
+}
+
+/// A sleep the plugin asked for, cut to what is left of its wall-clock budget.
+struct Nap(Duration);
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Nap {
+    async fn ready(&mut self) {
+        tokio::time::sleep(self.0).await
+    }
+}
+
+/// Monotonic time of the WASI clock below: nanoseconds since the first use.
+fn monotonic_now() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The WASI monotonic clock plugins see (shared base, so `subscribe-instant`
+/// below can compute durations from it).
+struct Monotonic;
+
+impl wasmtime_wasi::HostMonotonicClock for Monotonic {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        monotonic_now()
+    }
+}
+
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Epoch interruption cannot stop a plugin blocked inside a host call, and
+/// WASI's `subscribe-duration`/`subscribe-instant` + `poll` would let it
+/// sleep for as long as it likes. These replacements cut every sleep to the
+/// rest of the call's wall-clock budget; the deadline then fires as usual.
+fn bound_sleeps(l: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime::StoreContextMut;
+    use wasmtime_wasi::p2::DynPollable;
+    fn nap(st: &mut StoreState, wanted: Duration) -> wasmtime::Result<Resource<DynPollable>> {
+        let left = st.budget.wall.saturating_sub(st.budget.wall_start.elapsed());
+        let r = st.table.push(Nap(wanted.min(left)))?;
+        wasmtime_wasi::p2::subscribe(&mut st.table, r)
+    }
+    l.allow_shadowing(true);
+    let mut clocks = l.instance(MONOTONIC_CLOCK)?;
+    clocks.func_wrap("subscribe-duration", |mut cx: StoreContextMut<'_, StoreState>, (d,): (u64,)| {
+        Ok((nap(cx.data_mut(), Duration::from_nanos(d))?,))
+    })?;
+    clocks.func_wrap("subscribe-instant", |mut cx: StoreContextMut<'_, StoreState>, (when,): (u64,)| {
+        let d = Duration::from_nanos(when.saturating_sub(monotonic_now()));
+        Ok((nap(cx.data_mut(), d)?,))
+    })?;
+    l.allow_shadowing(false);
+    Ok(())
 }
 
 /// Lowercase hex SHA-256.

@@ -88,6 +88,25 @@ fn wall_clock_cap_stops_a_loop_too() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
+/// A plugin blocked in a host call (WASI sleep) cannot be interrupted by the
+/// epoch; the host cuts its sleeps to the call's wall-clock budget instead.
+#[test]
+fn hour_long_sleep_is_cut_to_the_wall_clock_cap() {
+    let limits = Limits { wall_deadline: Duration::from_millis(100), ..Limits::default() };
+    let p = load(plugin("hostile-sleep"), &config_with(limits)).unwrap();
+    let started = Instant::now();
+    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()) {
+        Err(DecisionError::Timeout { plugin, deadline, .. }) => {
+            assert_eq!(plugin.name, "hostile-sleep");
+            assert_eq!(deadline, Duration::from_millis(100));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(100) && took < Duration::from_secs(5), "took {took:?}");
+    p.try_authorize(&ctx(), &auth("alice.example.com")).unwrap();
+}
+
 #[test]
 fn memory_bomb_is_denied_at_the_cap() {
     let cap = 16 << 20;

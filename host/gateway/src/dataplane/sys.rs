@@ -215,18 +215,45 @@ impl RecvBatch {
     }
 }
 
-/// A batch of datagrams to send with `sendmmsg`.
+/// A batch of datagrams to send with `sendmmsg`. Runs of equal-size
+/// datagrams to the same destination go out as one UDP GSO message
+/// (`UDP_SEGMENT`), so the kernel walks the UDP/IP stack once per run.
 pub struct SendBatch {
     pub bufs: Vec<Vec<u8>>,
     lens: Vec<usize>,
     addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Datagram count of each message in `hdrs`.
+    segs: Vec<usize>,
+    cmsgs: Vec<[u64; 4]>,
     pub count: usize,
+    /// UDP GSO in use (switched off for good after a failure).
+    pub gso: bool,
 }
 
 // SAFETY: as RecvBatch.
 unsafe impl Send for SendBatch {}
+
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+/// Kernel limit on segments per GSO send.
+const GSO_MAX_SEGS: usize = 64;
+
+fn same_addr(a: &(libc::sockaddr_storage, libc::socklen_t), b: &(libc::sockaddr_storage, libc::socklen_t)) -> bool {
+    if a.1 != b.1 {
+        return false;
+    }
+    let n = a.1 as usize;
+    // SAFETY: both are sockaddr_storage, at least n bytes.
+    let (x, y) = unsafe {
+        (
+            std::slice::from_raw_parts((&a.0 as *const libc::sockaddr_storage).cast::<u8>(), n),
+            std::slice::from_raw_parts((&b.0 as *const libc::sockaddr_storage).cast::<u8>(), n),
+        )
+    };
+    x == y
+}
 
 impl SendBatch {
     pub fn new(n: usize, size: usize) -> Self {
@@ -237,7 +264,10 @@ impl SendBatch {
             addrs: vec![(unsafe { std::mem::zeroed() }, 0); n],
             iovs: vec![unsafe { std::mem::zeroed() }; n],
             hdrs: vec![unsafe { std::mem::zeroed() }; n],
+            segs: vec![0; n],
+            cmsgs: vec![[0; 4]; n],
             count: 0,
+            gso: true,
         }
     }
     pub fn is_full(&self) -> bool {
@@ -249,31 +279,71 @@ impl SendBatch {
         self.addrs[self.count] = to;
         self.count += 1;
     }
-    /// Send everything queued (blocking socket semantics are not needed:
-    /// on EAGAIN the rest is dropped, like a full queue would). Returns
-    /// (sent, dropped).
+    /// Send everything queued. On EAGAIN waits briefly, then drops the
+    /// rest (like a full queue would). Returns (sent, dropped) datagrams.
     pub fn flush(&mut self, fd: RawFd) -> (usize, usize) {
         let n = self.count;
-        let mut off = 0;
-        let mut sent = 0;
         for i in 0..n {
             self.iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
-            let h = &mut self.hdrs[i].msg_hdr;
+        }
+        // Build messages: GSO runs or single datagrams.
+        let mut m = 0;
+        let mut i = 0;
+        while i < n {
+            let mut j = i + 1;
+            if self.gso {
+                let seg = self.lens[i];
+                let mut total = seg;
+                while j < n
+                    && j - i < GSO_MAX_SEGS
+                    && self.lens[j] <= seg
+                    && total + self.lens[j] <= 65000
+                    && same_addr(&self.addrs[i], &self.addrs[j])
+                {
+                    total += self.lens[j];
+                    j += 1;
+                    if self.lens[j - 1] < seg {
+                        break; // a shorter datagram ends a run
+                    }
+                }
+            }
+            let h = &mut self.hdrs[m].msg_hdr;
             h.msg_name = (&mut self.addrs[i].0 as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = self.addrs[i].1;
             h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_iovlen = j - i;
             h.msg_flags = 0;
+            if j - i > 1 {
+                let c = &mut self.cmsgs[m];
+                *c = [0; 4];
+                // SAFETY: c is 32 bytes, 8-aligned: room for CMSG_SPACE(2).
+                unsafe {
+                    let cm = c.as_mut_ptr().cast::<libc::cmsghdr>();
+                    (*cm).cmsg_level = SOL_UDP;
+                    (*cm).cmsg_type = UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm).cast::<u16>(), self.lens[i] as u16);
+                    h.msg_control = cm.cast();
+                    h.msg_controllen = libc::CMSG_SPACE(2) as _;
+                }
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
+            self.segs[m] = j - i;
+            m += 1;
+            i = j;
         }
+        let mut off = 0;
+        let mut sent = 0;
         let mut retries = 0;
-        while off < n {
-            // SAFETY: entries off..n are initialised above.
-            let r = unsafe { libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (n - off) as _, 0) };
+        while off < m {
+            // SAFETY: messages off..m are initialised above and point into
+            // this batch's buffers.
+            let r = unsafe { libc::sendmmsg(fd, self.hdrs[off..].as_mut_ptr(), (m - off) as _, 0) };
             if r > 0 {
+                sent += self.segs[off..off + r as usize].iter().sum::<usize>();
                 off += r as usize;
-                sent += r as usize;
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -283,8 +353,14 @@ impl SendBatch {
                     retries += 1;
                     let _ = poll_out(fd, 10);
                 }
-                // Unreachable peer, no route, ...: skip this datagram.
-                _ => off += 1,
+                _ => {
+                    // A GSO message the kernel/device refuses: stop using
+                    // GSO (this run is lost; TCP retransmits).
+                    if self.segs[off] > 1 {
+                        self.gso = false;
+                    }
+                    off += 1;
+                }
             }
         }
         self.count = 0;

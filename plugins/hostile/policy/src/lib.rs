@@ -6,6 +6,7 @@
 //! | `v2`             | none: picks the last proposal, version 2.0.0            |
 //! | `trap`           | `select-proposal` executes `unreachable`                |
 //! | `spin`           | `select-proposal` never returns                         |
+//! | `sleep`          | `select-proposal` sleeps for an hour (WASI poll)        |
 //! | `bomb`           | `select-proposal` allocates memory without end          |
 //! | `bad-index`      | `select-proposal` answers an index past the end,        |
 //! |                  | `order-proposals` lists an index twice                  |
@@ -31,6 +32,8 @@ const NAME: &str = if cfg!(feature = "trap") {
     "hostile-trap"
 } else if cfg!(feature = "spin") {
     "hostile-spin"
+} else if cfg!(feature = "sleep") {
+    "hostile-sleep"
 } else if cfg!(feature = "bomb") {
     "hostile-bomb"
 } else if cfg!(feature = "bad-index") {
@@ -64,6 +67,9 @@ impl Guest for Hostile {
             loop {
                 n = core::hint::black_box(n.wrapping_add(1));
             }
+        }
+        if cfg!(feature = "sleep") {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
         if cfg!(feature = "bomb") {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
