@@ -11,4 +11,11 @@ cargo build --locked -p wisp --bins
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
 export WISP_BIN="$target_dir/debug/wisp"
+mkdir -p build
+export WISP_MATRIX_REPORT="$PWD/build/interop-matrix.txt"
+rm -f "$WISP_MATRIX_REPORT"
 cargo test --locked "$@"
+if [ -s "$WISP_MATRIX_REPORT" ]; then
+    echo "=== strongSwan interop matrix (tests/tests/interop_matrix.rs) ==="
+    cat "$WISP_MATRIX_REPORT"
+fi

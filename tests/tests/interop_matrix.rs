@@ -382,6 +382,14 @@ fn report(title: &str, cases: Vec<Case>) {
     let results = run_cases(cases);
     let t = table(title, &results, start.elapsed());
     println!("{t}");
+    // `cargo test` captures stdout of passing tests; scripts/test.sh sets
+    // WISP_MATRIX_REPORT so the tables also land in a file it prints at the end.
+    if let Some(path) = std::env::var_os("WISP_MATRIX_REPORT") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = f.write_all(t.as_bytes());
+        }
+    }
     assert!(!results.is_empty(), "no case ran (WISP_MATRIX_FILTER?)");
     assert!(results.iter().all(|r| r.passed()), "{t}");
 }
