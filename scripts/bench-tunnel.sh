@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # iperf3 TCP through a wisp static-key tunnel between two network namespaces,
 # and over the plain veth in the same run; AES-GCM and ChaCha20-Poly1305;
-# RSS of each gateway under load. Needs root and iperf3.
-#   scripts/bench-tunnel.sh [seconds-per-run]   (default 10)
+# each with the three TUN devices (tun-rs with offload = wisp's default,
+# tun-rs without offload, tokio-tun); RSS of each gateway under load.
+# Needs root and iperf3.
+#   scripts/bench-tunnel.sh [seconds-per-run] [tun kinds...]
+#   (default 10 s; kinds default: offload plain tokio-tun)
 set -euo pipefail
 DUR=${1:-10}
+shift || true
+KINDS=("$@")
+[ ${#KINDS[@]} -gt 0 ] || KINDS=(offload plain tokio-tun)
 if [ "$(id -u)" != 0 ]; then echo "skipped: bench-tunnel needs root (creates network namespaces)"; exit 0; fi
 command -v iperf3 >/dev/null || { echo "iperf3 missing (scripts/setup.sh installs it)"; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,21 +51,24 @@ rss_mb() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$1/status" 2>/dev/null 
 PLAIN=$(iperf "$A" 10.99.1.2)
 ROWS=()
 for AEAD in aes128gcm chacha20poly1305; do
-  ip netns exec "$A" "$BIN" a "$AEAD" 10.99.1.2 10.98.1.1 10.98.1.0/24 10.98.2.0/24 >/dev/null 2>"/tmp/$TAG-a.log" &
+for KIND in "${KINDS[@]}"; do
+  ip netns exec "$A" "$BIN" a "$AEAD" 10.99.1.2 10.98.1.1 10.98.1.0/24 10.98.2.0/24 "$KIND" >"/tmp/$TAG-a.out" 2>"/tmp/$TAG-a.log" &
   PA=$!; PIDS+=("$PA")
-  ip netns exec "$B" "$BIN" b "$AEAD" 10.99.1.1 10.98.2.1 10.98.2.0/24 10.98.1.0/24 >/dev/null 2>"/tmp/$TAG-b.log" &
+  ip netns exec "$B" "$BIN" b "$AEAD" 10.99.1.1 10.98.2.1 10.98.2.0/24 10.98.1.0/24 "$KIND" >"/tmp/$TAG-b.out" 2>"/tmp/$TAG-b.log" &
   PB=$!; PIDS+=("$PB")
   sleep 1
   ip netns exec "$A" ping -c 2 -W 2 -I 10.98.1.1 10.98.2.1 >/dev/null || { echo "tunnel ($AEAD) does not pass ping"; cat "/tmp/$TAG-a.log" "/tmp/$TAG-b.log"; exit 1; }
   TUN=$(iperf "$A" 10.98.2.1 10.98.1.1)
+  echo "$AEAD $KIND: $(head -1 /tmp/$TAG-a.out) ${TUN} Mbit/s" >&2
   RA=$(rss_mb $PA); RB=$(rss_mb $PB)
   kill $PA $PB 2>/dev/null || true; wait $PA $PB 2>/dev/null || true
   PIDS=()
   RATIO=$(awk -v t="$TUN" -v p="$PLAIN" 'BEGIN { if (p > 0) printf "%.1f %%", 100*t/p; else print "?" }')
-  ROWS+=("| $AEAD | $TUN | $PLAIN | $RATIO | $RA | $RB |")
+  ROWS+=("| $AEAD | $KIND | $TUN | $PLAIN | $RATIO | $RA | $RB |")
 done
-rm -f "/tmp/$TAG-a.log" "/tmp/$TAG-b.log"
+done
+rm -f /tmp/$TAG-[ab].log /tmp/$TAG-[ab].out
 echo "iperf3 TCP, ${DUR}s per run, $(nproc) cores, $(uname -r)"
-echo "| ESP transform | wisp tunnel Mbit/s | plain veth Mbit/s | tunnel/veth | RSS gw A (peak MB) | RSS gw B (peak MB) |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| ESP transform | TUN | wisp tunnel Mbit/s | plain veth Mbit/s | tunnel/veth | RSS gw A (peak MB) | RSS gw B (peak MB) |"
+echo "|---|---|---:|---:|---:|---:|---:|"
 printf '%s\n' "${ROWS[@]}"

@@ -2,8 +2,10 @@
 //! one dataplane, one Child SA with fixed test keys, no IKE.
 //!
 //! ```text
-//! wisp-static <a|b> <aes128gcm|aes256gcm|chacha20poly1305> <peer-ip> <tun-addr> <local-cidr> <remote-cidr>
+//! wisp-static <a|b> <aes128gcm|aes256gcm|chacha20poly1305> <peer-ip> <tun-addr> <local-cidr> <remote-cidr> [offload|plain|tokio-tun]
 //! ```
+//! The last argument picks the TUN device (default `offload`, see
+//! `wisp_gateway::dataplane::tun`).
 //! Side `a` sends with SPI 0xa000000b and receives on 0xb000000a; side `b`
 //! the reverse. Runs until killed; prints its counters every 10 s on stderr.
 //! The keys are public test constants: never use this outside a benchmark.
@@ -12,7 +14,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use wisp_esp::{Aead, Keymat, Limits};
-use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig};
+use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig, TunKind};
 use wisp_policy_api::TrafficSelector;
 
 fn cidr(s: &str) -> Result<TrafficSelector, String> {
@@ -38,9 +40,10 @@ fn key(aead: Aead, dir: u8) -> Keymat {
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() != 6 {
-        return Err("usage: wisp-static <a|b> <aead> <peer-ip> <tun-addr> <local-cidr> <remote-cidr>".into());
+    if !(6..=7).contains(&args.len()) {
+        return Err("usage: wisp-static <a|b> <aead> <peer-ip> <tun-addr> <local-cidr> <remote-cidr> [offload|plain|tokio-tun]".into());
     }
+    let tun_kind: TunKind = args.get(6).map(|s| s.parse()).transpose()?.unwrap_or_default();
     let a = match args[0].as_str() {
         "a" => true,
         "b" => false,
@@ -71,12 +74,14 @@ fn main() -> Result<(), String> {
     let cfg = DataplaneConfig {
         tun_name: "wisp%d".into(),
         tun_addrs: vec![(tun_addr, if tun_addr.is_ipv4() { 32 } else { 128 })],
+        tun_kind,
         ..DataplaneConfig::default()
     };
     let dp = Dataplane::start(cfg, Box::new(|_, _, _| {}), Box::new(|e| eprintln!("event: {e:?}")))
         .map_err(|e| format!("start: {e}"))?;
     dp.install_child(spec).map_err(|e| format!("install: {e}"))?;
-    println!("ready {}", dp.tun_name());
+    let (tun_offload, udp_gro) = dp.offloads();
+    println!("ready {} tun={tun_kind:?} tun_offload={tun_offload} udp_gro={udp_gro}", dp.tun_name());
     loop {
         std::thread::sleep(Duration::from_secs(10));
         let c = dp.counters();

@@ -44,11 +44,15 @@
 
 pub mod selectors;
 mod sys;
+pub mod tun;
+
+pub use tun::TunKind;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -77,6 +81,8 @@ pub struct DataplaneConfig {
     pub keepalive: Option<Duration>,
     /// Datagrams per recvmmsg/sendmmsg batch.
     pub batch: usize,
+    /// TUN implementation (offload by default).
+    pub tun_kind: TunKind,
 }
 
 impl Default for DataplaneConfig {
@@ -87,7 +93,8 @@ impl Default for DataplaneConfig {
             tun_addrs: Vec::new(),
             listen: SocketAddr::from(([0, 0, 0, 0], wisp_esp::NAT_T_PORT)),
             keepalive: Some(Duration::from_secs(20)),
-            batch: 32,
+            batch: 128,
+            tun_kind: TunKind::Offload,
         }
     }
 }
@@ -175,6 +182,7 @@ macro_rules! global_counters {
 
 global_counters! {
     rx_datagrams: "UDP datagrams received on the NAT-T socket",
+    rx_gro_batches: "socket reads that carried several coalesced datagrams (UDP GRO)",
     rx_keepalive: "NAT keepalives received",
     rx_ike: "IKE messages received on the NAT-T socket (handed to the control side)",
     rx_malformed: "datagrams that are neither keepalive, IKE nor ESP (or truncated)",
@@ -183,7 +191,9 @@ global_counters! {
     rx_dummy: "dummy ESP packets (next header 59)",
     rx_delivered: "inner packets written to the TUN device",
     tun_write_errors: "TUN write failures",
-    tx_tun_packets: "packets read from the TUN device",
+    tx_tun_packets: "packets read from the TUN device (after splitting super-packets)",
+    tx_tun_super: "TUN reads that carried a TSO/USO super-packet split into several",
+    tun_read_errors: "TUN reads that failed or carried a malformed super-packet",
     tx_no_sa: "outbound packets matching no Child SA",
     tx_not_ip: "outbound packets that are not IPv4/IPv6",
     tx_expired: "outbound packets refused by an SA past a hard limit",
@@ -235,8 +245,9 @@ struct Shared {
     udp: UdpSocket,
     udp_v6: bool,
     local: SocketAddr,
-    tun: OwnedFd,
+    tun: tun::Tun,
     tun_name: String,
+    udp_gro: bool,
     mtu: u16,
     netns: sys::NetNs,
     global: Global,
@@ -255,14 +266,26 @@ impl Dataplane {
     /// namespace and start the packet loops.
     pub fn start(cfg: DataplaneConfig, ike_sink: IkeSink, event_sink: EventSink) -> io::Result<Dataplane> {
         let netns = sys::NetNs::current()?;
-        let (tun, tun_name) = sys::open_tun(&cfg.tun_name)?;
+        let tun = tun::Tun::open(&cfg.tun_name, cfg.tun_kind)?;
+        let tun_name = tun.name().to_string();
         netns.ip(&["link", "set", "dev", &tun_name, "mtu", &cfg.mtu.to_string(), "up"])?;
+        if tun.offload() {
+            // Bound how many segments one TSO super-packet may carry, so
+            // one read always fits the send batch (the kernel segments
+            // anything larger itself). Best effort: old `ip` lacks it.
+            let segs = tun::MAX_SEGS.to_string();
+            if let Err(e) = netns.ip(&["link", "set", "dev", &tun_name, "gso_max_segs", &segs]) {
+                tracing::debug!("gso_max_segs: {e}");
+            }
+        }
         for (a, l) in &cfg.tun_addrs {
             netns.ip(&["addr", "add", &sys::cidr_string(*a, *l), "dev", &tun_name])?;
         }
         let udp = UdpSocket::bind(cfg.listen)?;
         udp.set_nonblocking(true)?;
         sys::set_bufs(udp.as_raw_fd(), 4 << 20);
+        let udp_gro = sys::enable_udp_gro(udp.as_raw_fd());
+        tracing::info!(tun = %tun_name, kind = ?cfg.tun_kind, tun_offload = tun.offload(), udp_gro, "dataplane up");
         let local = udp.local_addr()?;
         let shared = Arc::new(Shared {
             tables: ArcSwap::from_pointee(Tables::default()),
@@ -273,6 +296,7 @@ impl Dataplane {
             udp,
             tun,
             tun_name,
+            udp_gro,
             mtu: cfg.mtu,
             netns,
             global: Global::default(),
@@ -297,6 +321,11 @@ impl Dataplane {
     /// The TUN device's name.
     pub fn tun_name(&self) -> &str {
         &self.shared.tun_name
+    }
+
+    /// Whether TUN offload (TSO in, GRO out) and UDP GRO are active.
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.shared.tun.offload(), self.shared.udp_gro)
     }
 
     /// The NAT-T socket's local address.
@@ -536,15 +565,23 @@ fn cidr_contains(net: IpAddr, len: u8, a: IpAddr) -> bool {
     }
 }
 
+/// Outbound: TUN → SPD → seal → UDP. With TUN offload one read may carry
+/// a TSO super-packet; `tun-rs` splits it straight into the send batch's
+/// slots (at the ESP payload offset), each segment is sealed in place and
+/// the run goes out as one UDP GSO message.
 fn tx_loop(s: &Shared, batch_size: usize) {
-    let tun = s.tun.as_raw_fd();
+    let tun_fd = s.tun.fd();
     let udp = s.udp.as_raw_fd();
     let slot = s.mtu as usize + ESP_OVERHEAD_MAX + 64;
-    let mut batch = sys::SendBatch::new(batch_size, slot);
+    // Room for a full batch plus one super-packet's segments.
+    let per_read = if s.tun.offload() { tun::MAX_SEGS } else { 1 };
+    let mut batch = sys::SendBatch::new(batch_size + per_read, slot);
+    let mut scratch = vec![0u8; if s.tun.offload() { tun::SCRATCH } else { 0 }];
+    let mut sizes = vec![0usize; per_read];
     let mut need_poll = true;
     while !s.stop.load(Relaxed) {
         if need_poll {
-            match sys::poll_in(tun, 100) {
+            match sys::poll_in(tun_fd, 100) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(_) => {
@@ -555,53 +592,38 @@ fn tx_loop(s: &Shared, batch_size: usize) {
         }
         let tables = s.tables.load();
         need_poll = false;
-        while !batch.is_full() {
-            let idx = batch.count;
-            let buf = &mut batch.bufs[idx];
-            let cap = buf.len() - ESP_OVERHEAD_MAX;
-            let n = match sys::read(tun, &mut buf[PAYLOAD_OFFSET..cap]) {
-                Ok(Some(n)) if n > 0 => n,
-                Ok(_) => {
+        while batch.free() >= per_read {
+            let start = batch.count;
+            let n = match s.tun.recv(&mut scratch, &mut batch.bufs[start..start + per_read], &mut sizes, PAYLOAD_OFFSET) {
+                Ok(0) => {
                     need_poll = true;
                     break;
                 }
-                Err(_) => {
-                    need_poll = true;
-                    break;
-                }
-            };
-            s.global.tx_tun_packets.fetch_add(1, Relaxed);
-            let inner = &buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + n];
-            let Some(flow) = selectors::parse(inner) else {
-                s.global.tx_not_ip.fetch_add(1, Relaxed);
-                continue;
-            };
-            let nh = if flow.src.is_ipv4() { NEXT_HEADER_IPV4 } else { NEXT_HEADER_IPV6 };
-            let Some(e) = tables.outbound.iter().find(|e| selectors::matches_outbound(&e.local_ts, &e.remote_ts, &flow))
-            else {
-                s.global.tx_no_sa.fetch_add(1, Relaxed);
-                continue;
-            };
-            match e.sa.seal_in_place(buf, n, nh) {
-                Ok(sealed) => {
-                    if let Some(ev) = sealed.event {
-                        (s.event_sink)(DataplaneEvent::Limit { spi_in: e.spi_in, spi_out: e.sa.spi(), outbound: true, event: ev });
+                Ok(n) => n,
+                Err(e) => {
+                    s.global.tun_read_errors.fetch_add(1, Relaxed);
+                    tracing::debug!("TUN read: {e}");
+                    if e.raw_os_error().is_some() {
+                        // An OS error, not a bad super-packet: back off.
+                        need_poll = true;
+                        break;
                     }
-                    batch.push(sealed.len, e.dst);
+                    continue;
                 }
-                Err(SealError::Expired { kind, first }) => {
-                    s.global.tx_expired.fetch_add(1, Relaxed);
-                    if first {
-                        (s.event_sink)(DataplaneEvent::Limit {
-                            spi_in: e.spi_in,
-                            spi_out: e.sa.spi(),
-                            outbound: true,
-                            event: LimitEvent::Hard(kind),
-                        });
+            };
+            s.global.tx_tun_packets.fetch_add(n as u64, Relaxed);
+            if n > 1 {
+                s.global.tx_tun_super.fetch_add(1, Relaxed);
+            }
+            for (k, &len) in sizes[..n].iter().enumerate() {
+                let slot = start + k;
+                if let Some((sealed, dst)) = seal_one(s, &tables, &mut batch.bufs[slot], len) {
+                    // Keep committed slots contiguous when a segment was dropped.
+                    let next = batch.count;
+                    if slot != next {
+                        batch.bufs.swap(slot, next);
                     }
-                }
-                Err(SealError::BufferTooSmall { .. }) => {
-                    s.global.tx_not_ip.fetch_add(1, Relaxed);
+                    batch.push(sealed, dst);
                 }
             }
         }
@@ -614,10 +636,97 @@ fn tx_loop(s: &Shared, batch_size: usize) {
     }
 }
 
+/// SPD lookup and seal of the inner packet at `buf[PAYLOAD_OFFSET..][..n]`.
+/// Returns the ESP datagram length and destination, or `None` (counted).
+fn seal_one(
+    s: &Shared,
+    tables: &Tables,
+    buf: &mut [u8],
+    n: usize,
+) -> Option<(usize, (libc::sockaddr_storage, libc::socklen_t))> {
+    let inner = &buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + n];
+    let Some(flow) = selectors::parse(inner) else {
+        s.global.tx_not_ip.fetch_add(1, Relaxed);
+        return None;
+    };
+    let nh = if flow.src.is_ipv4() { NEXT_HEADER_IPV4 } else { NEXT_HEADER_IPV6 };
+    let Some(e) = tables.outbound.iter().find(|e| selectors::matches_outbound(&e.local_ts, &e.remote_ts, &flow)) else {
+        s.global.tx_no_sa.fetch_add(1, Relaxed);
+        return None;
+    };
+    match e.sa.seal_in_place(buf, n, nh) {
+        Ok(sealed) => {
+            if let Some(ev) = sealed.event {
+                (s.event_sink)(DataplaneEvent::Limit { spi_in: e.spi_in, spi_out: e.sa.spi(), outbound: true, event: ev });
+            }
+            Some((sealed.len, e.dst))
+        }
+        Err(SealError::Expired { kind, first }) => {
+            s.global.tx_expired.fetch_add(1, Relaxed);
+            if first {
+                (s.event_sink)(DataplaneEvent::Limit {
+                    spi_in: e.spi_in,
+                    spi_out: e.sa.spi(),
+                    outbound: true,
+                    event: LimitEvent::Hard(kind),
+                });
+            }
+            None
+        }
+        Err(SealError::BufferTooSmall { .. }) => {
+            s.global.tx_not_ip.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}
+
+/// Inner packets waiting for the TUN device, each `[headroom | packet]`
+/// in its own preallocated buffer (room for GRO to append to it).
+struct TunOut {
+    bufs: Vec<Vec<u8>>,
+    count: usize,
+    gro: tun_rs::GROTable,
+}
+
+impl TunOut {
+    fn new(n: usize) -> Self {
+        TunOut {
+            bufs: (0..n).map(|_| Vec::with_capacity(tun::SCRATCH + 64)).collect(),
+            count: 0,
+            gro: tun_rs::GROTable::default(),
+        }
+    }
+    fn push(&mut self, s: &Shared, inner: &[u8]) {
+        let b = &mut self.bufs[self.count];
+        b.clear();
+        b.resize(tun::HEADROOM, 0);
+        b.extend_from_slice(inner);
+        self.count += 1;
+        if self.count == self.bufs.len() {
+            self.flush(s);
+        }
+    }
+    fn flush(&mut self, s: &Shared) {
+        if self.count == 0 {
+            return;
+        }
+        let n = self.count;
+        self.count = 0;
+        let failed = s.tun.send(&mut self.gro, &mut self.bufs[..n], tun::HEADROOM);
+        if failed > 0 {
+            s.global.tun_write_errors.fetch_add(failed as u64, Relaxed);
+        }
+    }
+}
+
+/// Inbound: UDP (GRO batches split by their segment size) → classify →
+/// SAD → open → selector check → TUN (coalesced with offload).
 fn rx_loop(s: &Shared, batch_size: usize) {
-    let tun = s.tun.as_raw_fd();
     let udp = s.udp.as_raw_fd();
-    let mut batch = sys::RecvBatch::new(batch_size, 16 * 1024);
+    // With UDP GRO one read may carry up to 64 KB of datagrams.
+    let (msgs, size) = if s.udp_gro { (batch_size.div_ceil(8).max(4), 65536) } else { (batch_size, 16 * 1024) };
+    let mut batch = sys::RecvBatch::new(msgs, size);
+    let mut out = TunOut::new(batch_size.max(tun::MAX_SEGS));
     while !s.stop.load(Relaxed) {
         let n = match batch.recv(udp) {
             Ok(0) => {
@@ -630,62 +739,84 @@ fn rx_loop(s: &Shared, batch_size: usize) {
                 continue;
             }
         };
-        s.global.rx_datagrams.fetch_add(n as u64, Relaxed);
         let tables = s.tables.load();
         for i in 0..n {
             let len = batch.lens[i];
-            let pkt = &mut batch.bufs[i][..len];
-            match wisp_esp::classify(pkt) {
-                Classified::Keepalive => {
-                    s.global.rx_keepalive.fetch_add(1, Relaxed);
+            let seg = batch.segs[i].max(1);
+            if len > seg {
+                s.global.rx_gro_batches.fetch_add(1, Relaxed);
+            }
+            let from = batch.addrs[i];
+            let mut off = 0;
+            while off < len {
+                let end = (off + seg).min(len);
+                let pkt = &mut batch.bufs[i][off..end];
+                off = end;
+                s.global.rx_datagrams.fetch_add(1, Relaxed);
+                if let Some(r) = open_one(s, &tables, pkt, &from) {
+                    out.push(s, &pkt[r]);
                 }
-                Classified::Ike => {
-                    s.global.rx_ike.fetch_add(1, Relaxed);
-                    if let Some(remote) = sys::from_sockaddr(&batch.addrs[i]) {
-                        (s.ike_sink)(s.local, remote, &pkt[wisp_esp::NON_ESP_MARKER_LEN..]);
+            }
+        }
+        drop(tables);
+        out.flush(s);
+    }
+}
+
+/// One received datagram: keepalive / IKE (to the sink) / ESP. Returns
+/// the range of an accepted inner packet within `pkt`.
+fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_storage) -> Option<Range<usize>> {
+    match wisp_esp::classify(pkt) {
+        Classified::Keepalive => {
+            s.global.rx_keepalive.fetch_add(1, Relaxed);
+            None
+        }
+        Classified::Ike => {
+            s.global.rx_ike.fetch_add(1, Relaxed);
+            if let Some(remote) = sys::from_sockaddr(from) {
+                (s.ike_sink)(s.local, remote, &pkt[wisp_esp::NON_ESP_MARKER_LEN..]);
+            }
+            None
+        }
+        Classified::Malformed => {
+            s.global.rx_malformed.fetch_add(1, Relaxed);
+            None
+        }
+        Classified::Esp(spi) => {
+            let Some(e) = tables.inbound.get(&spi) else {
+                s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+                return None;
+            };
+            match e.sa.open(pkt) {
+                Ok(o) => {
+                    if let Some(ev) = o.event {
+                        (s.event_sink)(DataplaneEvent::Limit { spi_in: spi, spi_out: e.spi_out, outbound: false, event: ev });
                     }
-                }
-                Classified::Malformed => {
-                    s.global.rx_malformed.fetch_add(1, Relaxed);
-                }
-                Classified::Esp(spi) => {
-                    let Some(e) = tables.inbound.get(&spi) else {
-                        s.global.rx_unknown_spi.fetch_add(1, Relaxed);
-                        continue;
-                    };
-                    match e.sa.open(pkt) {
-                        Ok(o) => {
-                            if let Some(ev) = o.event {
-                                (s.event_sink)(DataplaneEvent::Limit { spi_in: spi, spi_out: e.spi_out, outbound: false, event: ev });
-                            }
-                            let inner = &pkt[o.range];
-                            let ok = selectors::parse(inner)
-                                .is_some_and(|f| selectors::matches_inbound(&e.local_ts, &e.remote_ts, &f));
-                            if !ok {
-                                e.sa.counters().count_drop(DropReason::Policy);
-                                s.global.rx_esp_dropped.fetch_add(1, Relaxed);
-                                continue;
-                            }
-                            match sys::write(tun, inner) {
-                                Ok(_) => s.global.rx_delivered.fetch_add(1, Relaxed),
-                                Err(_) => s.global.tun_write_errors.fetch_add(1, Relaxed),
-                            };
-                        }
-                        Err(OpenError::Dummy) => {
-                            s.global.rx_dummy.fetch_add(1, Relaxed);
-                        }
-                        Err(err) => {
-                            s.global.rx_esp_dropped.fetch_add(1, Relaxed);
-                            if let OpenError::Expired { kind, first: true } = err {
-                                (s.event_sink)(DataplaneEvent::Limit {
-                                    spi_in: spi,
-                                    spi_out: e.spi_out,
-                                    outbound: false,
-                                    event: LimitEvent::Hard(kind),
-                                });
-                            }
-                        }
+                    let ok = selectors::parse(&pkt[o.range.clone()])
+                        .is_some_and(|f| selectors::matches_inbound(&e.local_ts, &e.remote_ts, &f));
+                    if !ok {
+                        e.sa.counters().count_drop(DropReason::Policy);
+                        s.global.rx_esp_dropped.fetch_add(1, Relaxed);
+                        return None;
                     }
+                    s.global.rx_delivered.fetch_add(1, Relaxed);
+                    Some(o.range)
+                }
+                Err(OpenError::Dummy) => {
+                    s.global.rx_dummy.fetch_add(1, Relaxed);
+                    None
+                }
+                Err(err) => {
+                    s.global.rx_esp_dropped.fetch_add(1, Relaxed);
+                    if let OpenError::Expired { kind, first: true } = err {
+                        (s.event_sink)(DataplaneEvent::Limit {
+                            spi_in: spi,
+                            spi_out: e.spi_out,
+                            outbound: false,
+                            event: LimitEvent::Hard(kind),
+                        });
+                    }
+                    None
                 }
             }
         }

@@ -3,19 +3,8 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Command;
-
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-const IFF_TUN: libc::c_short = 0x0001;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -23,25 +12,6 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     } else {
         Ok(r)
     }
-}
-
-/// Open a TUN device (layer 3, no packet information header), non-blocking.
-/// Returns the fd and the kernel's name for it.
-pub fn open_tun(name: &str) -> io::Result<(OwnedFd, String)> {
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TUN name longer than 15 bytes"));
-    }
-    // SAFETY: plain libc calls with valid pointers; the fd is owned below.
-    let fd = cvt(unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TUN | IFF_NO_PI, _pad: [0; 22] };
-    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which IfReq lays out.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) })?;
-    let actual: Vec<u8> = req.name.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
-    Ok((fd, String::from_utf8_lossy(&actual).into_owned()))
 }
 
 /// Wait until `fd` is readable or `timeout_ms` passes. Ok(true) = readable.
@@ -161,9 +131,13 @@ pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 pub struct RecvBatch {
     pub bufs: Vec<Vec<u8>>,
     pub lens: Vec<usize>,
+    /// Per message: the size of each coalesced datagram when the kernel
+    /// handed over a UDP GRO batch (the last may be shorter), else the length.
+    pub segs: Vec<usize>,
     pub addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    cmsgs: Vec<[u64; 4]>,
 }
 
 // SAFETY: the raw pointers inside point into the batch's own heap buffers.
@@ -174,10 +148,12 @@ impl RecvBatch {
         RecvBatch {
             bufs: (0..n).map(|_| vec![0u8; size]).collect(),
             lens: vec![0; n],
+            segs: vec![0; n],
             // SAFETY: zeroed sockaddr_storage / iovec / mmsghdr are valid.
             addrs: vec![unsafe { std::mem::zeroed() }; n],
             iovs: vec![unsafe { std::mem::zeroed() }; n],
             hdrs: vec![unsafe { std::mem::zeroed() }; n],
+            cmsgs: vec![[0; 4]; n],
         }
     }
 
@@ -191,8 +167,8 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            h.msg_controllen = std::mem::size_of::<[u64; 4]>() as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -210,9 +186,40 @@ impl RecvBatch {
         for i in 0..r as usize {
             let truncated = self.hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.lens[i] = if truncated { 0 } else { self.hdrs[i].msg_len as usize };
+            self.segs[i] = gro_size(&self.hdrs[i].msg_hdr).filter(|s| *s > 0).unwrap_or(self.lens[i]);
         }
         Ok(r as usize)
     }
+}
+
+const UDP_GRO: libc::c_int = 104;
+
+/// Ask the kernel to hand over coalesced datagrams (UDP GRO) with their
+/// segment size in a control message. Returns whether it accepted.
+pub fn enable_udp_gro(fd: RawFd) -> bool {
+    let one: libc::c_int = 1;
+    // SAFETY: an int option.
+    unsafe { libc::setsockopt(fd, SOL_UDP, UDP_GRO, (&one as *const libc::c_int).cast(), 4) == 0 }
+}
+
+/// The `UDP_GRO` segment size in a received message's control data.
+fn gro_size(h: &libc::msghdr) -> Option<usize> {
+    if h.msg_controllen == 0 || h.msg_control.is_null() {
+        return None;
+    }
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed cmsgs; CMSG_* walk only within them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            if (*c).cmsg_level == SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let v = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(v).ok();
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
 }
 
 /// A batch of datagrams to send with `sendmmsg`. Runs of equal-size
@@ -270,8 +277,9 @@ impl SendBatch {
             gso: true,
         }
     }
-    pub fn is_full(&self) -> bool {
-        self.count == self.bufs.len()
+    /// Slots not yet committed.
+    pub fn free(&self) -> usize {
+        self.bufs.len() - self.count
     }
     /// Commit the next slot with `len` bytes to `to`.
     pub fn push(&mut self, len: usize, to: (libc::sockaddr_storage, libc::socklen_t)) {
