@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wisp_esp::{Aead, Keymat, Limits, OutboundSa, NEXT_HEADER_IPV4};
-use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig};
+use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig, TunKind};
 use wisp_policy_api::TrafficSelector;
 
 fn is_root() -> bool {
@@ -116,6 +116,10 @@ struct Pair {
 }
 
 fn setup(tag: &str) -> Pair {
+    setup_with(tag, TunKind::default())
+}
+
+fn setup_with(tag: &str, tun_kind: TunKind) -> Pair {
     let pid = std::process::id() % 100000;
     let a = Ns::new(format!("w{tag}{pid}a"));
     let b = Ns::new(format!("w{tag}{pid}b"));
@@ -129,6 +133,7 @@ fn setup(tag: &str) -> Pair {
         tun_name: format!("w{tag}{pid}t"),
         tun_addrs: vec![(addr.parse::<IpAddr>().unwrap(), 32)],
         keepalive: Some(Duration::from_millis(300)),
+        tun_kind,
         ..DataplaneConfig::default()
     };
     let dp_a = a
@@ -164,7 +169,11 @@ fn fnv(h: &mut u64, data: &[u8]) {
 /// Send `total` pseudo-random bytes from A to B over TCP through the tunnel;
 /// returns (sent checksum, received checksum, received bytes).
 fn tcp_transfer(p: &Pair, total: usize) -> (u64, u64, usize) {
-    let listener = p.b.run(|| TcpListener::bind("10.98.2.1:5201")).expect("bind");
+    tcp_transfer_to(p, "10.98.2.1:5201".parse().unwrap(), total)
+}
+
+fn tcp_transfer_to(p: &Pair, to: SocketAddr, total: usize) -> (u64, u64, usize) {
+    let listener = p.b.run(|| TcpListener::bind(to)).expect("bind");
     std::thread::scope(|s| {
         let rx = s.spawn(move || {
             let (mut c, _) = listener.accept().expect("accept");
@@ -184,7 +193,7 @@ fn tcp_transfer(p: &Pair, total: usize) -> (u64, u64, usize) {
             }
             (h, n)
         });
-        let mut c = p.a.run(|| TcpStream::connect_timeout(&"10.98.2.1:5201".parse().unwrap(), Duration::from_secs(5)))
+        let mut c = p.a.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
             .expect("connect through the tunnel");
         let mut h = 0xcbf29ce484222325u64;
         let mut x = 0x1234_5678_9abc_def0u64;
@@ -387,4 +396,92 @@ fn dataplane_hostile_esp_dropped_and_counted() {
     assert!(real.inbound.packets >= 3);
     let list = p.dp_b.counters_list();
     assert!(list.iter().any(|(k, v)| k == "sa_drop_replay" && *v == 1), "{list:?}");
+}
+
+/// Every TUN kind carries a TCP transfer intact; with offload the kernel
+/// really hands over TSO super-packets (split before sealing) and the
+/// receiving socket really gets UDP GRO batches; without it, neither.
+#[test]
+fn dataplane_tun_kinds_carry_tcp_intact() {
+    if !is_root() {
+        eprintln!("skipped: dataplane_tun_kinds_carry_tcp_intact needs root (creates network namespaces)");
+        return;
+    }
+    for (i, kind) in [TunKind::Offload, TunKind::Plain, TunKind::TokioTun].into_iter().enumerate() {
+        let p = setup_with(&format!("k{i}"), kind);
+        assert_eq!(p.dp_a.offloads().0, kind == TunKind::Offload, "{kind:?}");
+        p.dp_a.install_child(spec(Aead::AesGcm128, true, 0x1000_0001, 0x2000_0001, 7)).unwrap();
+        p.dp_b.install_child(spec(Aead::AesGcm128, false, 0x1000_0001, 0x2000_0001, 7)).unwrap();
+        let (ok, out) = ping(&p.a, "2", "0.2");
+        assert!(ok, "{kind:?}: ping: {out}");
+        let total = 24 << 20;
+        let (h_sent, h_recv, n) = tcp_transfer(&p, total);
+        assert_eq!(n, total, "{kind:?}");
+        assert_eq!(h_sent, h_recv, "{kind:?}: checksum through the tunnel");
+        let (ga, gb) = (p.dp_a.counters().global, p.dp_b.counters().global);
+        assert_eq!(ga.tun_read_errors + gb.tun_write_errors + gb.rx_esp_dropped, 0, "{kind:?}: {ga:?} {gb:?}");
+        if kind == TunKind::Offload {
+            assert!(ga.tx_tun_super > 0, "offload: no TSO super-packet was read: {ga:?}");
+            assert!(ga.tx_tun_packets > ga.tx_tun_super * 2, "{ga:?}");
+            assert!(gb.rx_gro_batches > 0, "offload: no UDP GRO batch arrived: {gb:?}");
+        } else {
+            assert_eq!(ga.tx_tun_super, 0, "{kind:?}: {ga:?}");
+        }
+    }
+}
+
+/// IPv6 inner traffic through the offload path (TSO6 segments split with
+/// IPv6 checksums, GRO for TCPv6 on the way back in).
+#[test]
+fn dataplane_ipv6_inner_tcp_with_offload() {
+    if !is_root() {
+        eprintln!("skipped: dataplane_ipv6_inner_tcp_with_offload needs root (creates network namespaces)");
+        return;
+    }
+    let pid = std::process::id() % 100000;
+    let a = Ns::new(format!("w6{pid}a"));
+    let b = Ns::new(format!("w6{pid}b"));
+    let (va, vb) = (format!("w6{pid}a"), format!("w6{pid}b"));
+    sh(&["ip", "link", "add", &va, "netns", &a.0, "type", "veth", "peer", "name", &vb, "netns", &b.0]);
+    sh(&["ip", "-n", &a.0, "addr", "add", "10.99.1.1/24", "dev", &va]);
+    sh(&["ip", "-n", &b.0, "addr", "add", "10.99.1.2/24", "dev", &vb]);
+    sh(&["ip", "-n", &a.0, "link", "set", &va, "up"]);
+    sh(&["ip", "-n", &b.0, "link", "set", &vb, "up"]);
+    let cfg = |addr: &str| DataplaneConfig {
+        tun_name: format!("w6{pid}t"),
+        tun_addrs: vec![(addr.parse::<IpAddr>().unwrap(), 128)],
+        ..DataplaneConfig::default()
+    };
+    let dp_a = a.run(|| Dataplane::start(cfg("fd00:98:1::1"), Box::new(|_, _, _| {}), Box::new(|_| {}))).unwrap();
+    let dp_b = b.run(|| Dataplane::start(cfg("fd00:98:2::1"), Box::new(|_, _, _| {}), Box::new(|_| {}))).unwrap();
+    let net_a = ts("fd00:98:1::", "fd00:98:1::ffff");
+    let net_b = ts("fd00:98:2::", "fd00:98:2::ffff");
+    let mut sa = spec(Aead::AesGcm256, true, 0x6000_0001, 0x6000_0002, 9);
+    sa.local_ts = vec![net_a.clone()];
+    sa.remote_ts = vec![net_b.clone()];
+    let mut sb = spec(Aead::AesGcm256, false, 0x6000_0001, 0x6000_0002, 9);
+    sb.local_ts = vec![net_b];
+    sb.remote_ts = vec![net_a];
+    dp_a.install_child(sa).unwrap();
+    dp_b.install_child(sb).unwrap();
+    let routes = String::from_utf8_lossy(&a.exec(&["ip", "-6", "route"]).stdout).into_owned();
+    assert!(routes.contains("fd00:98:2::/112"), "IPv6 route to the remote selector: {routes}");
+    // Duplicate address detection must finish before the address can be bound.
+    let t = Instant::now();
+    loop {
+        let out = a.exec(&["ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:98:1::1", "fd00:98:2::1"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "IPv6 ping through the tunnel: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    let p = Pair { a, b, dp_a, dp_b, ike_b: mpsc::channel().1 };
+    let total = 16 << 20;
+    let (h_sent, h_recv, n) = tcp_transfer_to(&p, "[fd00:98:2::1]:5201".parse().unwrap(), total);
+    assert_eq!(n, total);
+    assert_eq!(h_sent, h_recv, "checksum through the IPv6 tunnel");
+    let ga = p.dp_a.counters().global;
+    assert!(ga.tx_tun_super > 0, "TSO6 super-packets split: {ga:?}");
+    let cb = p.dp_b.child_counters(0x6000_0001, 0x6000_0002).unwrap();
+    assert!(cb.inbound.bytes >= total as u64 && cb.inbound.total_drops() == 0, "{cb:?}");
 }
