@@ -8,6 +8,7 @@
 //! name = "wisp0"
 //! addrs = ["10.98.1.1/24"]
 //! mtu = 1400
+//! io = "offload"        # or "plain" / "tokio-tun": no TSO/GRO (benchmark baselines)
 //!
 //! [plugin]
 //! path = "../build/plugins/default.wasm"     # relative to this file
@@ -554,11 +555,25 @@ pub struct TunConfig {
     pub addrs: Vec<IfAddr>,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// How packets cross the TUN device.
+    #[serde(default)]
+    pub io: TunIo,
+}
+
+/// `[tun] io`: `offload` (tun-rs with TSO/GRO, the default), `plain`
+/// (tun-rs, a packet per syscall) or `tokio-tun` (a packet per syscall).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunIo {
+    #[default]
+    Offload,
+    Plain,
+    TokioTun,
 }
 
 impl Default for TunConfig {
     fn default() -> Self {
-        TunConfig { name: default_tun_name(), addrs: Vec::new(), mtu: default_mtu() }
+        TunConfig { name: default_tun_name(), addrs: Vec::new(), mtu: default_mtu(), io: TunIo::default() }
     }
 }
 
@@ -999,6 +1014,18 @@ rekey_bytes = "10M"
         let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
         assert_eq!(e.field, "connections.b.children.net.life_time");
         assert_eq!(e.line, 20, "{e}");
+    }
+
+    #[test]
+    fn tun_io_kinds() {
+        assert_eq!(Config::parse(GOOD, Path::new("a.toml")).unwrap().tun.io, TunIo::Offload);
+        let with = |io: &str| format!("{GOOD}[tun]\nio = \"{io}\"\n");
+        assert_eq!(Config::parse(&with("tokio-tun"), Path::new("a.toml")).unwrap().tun.io, TunIo::TokioTun);
+        assert_eq!(Config::parse(&with("plain"), Path::new("a.toml")).unwrap().tun.io, TunIo::Plain);
+        let e = Config::parse(&with("turbo"), Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "tun.io", "{e}");
+        assert_eq!(e.line, GOOD.lines().count() + 2, "{e}");
+        assert!(e.message.contains("turbo"), "{e}");
     }
 
     #[test]

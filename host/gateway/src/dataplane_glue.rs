@@ -19,6 +19,11 @@ pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink) -> anyhow::Re
         mtu: cfg.tun.mtu,
         tun_addrs: cfg.tun.addrs.iter().map(|a| (a.addr, a.prefix)).collect(),
         listen: SocketAddr::from(([0, 0, 0, 0], cfg.natt_port)),
+        tun_kind: match cfg.tun.io {
+            crate::config::TunIo::Offload => dataplane::TunKind::Offload,
+            crate::config::TunIo::Plain => dataplane::TunKind::Plain,
+            crate::config::TunIo::TokioTun => dataplane::TunKind::TokioTun,
+        },
         ..Default::default()
     };
     let ev: dataplane::EventSink = Box::new(move |e: DataplaneEvent| match e {
@@ -28,7 +33,8 @@ pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink) -> anyhow::Re
         .await
         .context("dataplane start task")?
         .context("starting the dataplane (TUN device, UDP socket)")?;
-    tracing::info!(tun = %dp.tun_name(), listen = %dp.local_addr(), "dataplane running");
+    let (tun_offload, udp_gro) = dp.offloads();
+    tracing::info!(tun = %dp.tun_name(), listen = %dp.local_addr(), tun_offload, udp_gro, "dataplane running");
     Ok(Arc::new(Esp(dp)))
 }
 
