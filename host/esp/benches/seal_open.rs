@@ -2,8 +2,8 @@
 //!
 //! `cargo bench -p wisp-esp --bench seal_open` prints one table row per
 //! (transform, size, direction): ns/packet and Gbit/s (inner bytes) for the
-//! ESP path and for the bare `encrypt_in_place_detached` /
-//! `decrypt_in_place_detached` of the same AEAD over the same ciphertext
+//! ESP path and for the bare `encrypt_inout_detached` /
+//! `decrypt_inout_detached` of the same AEAD over the same ciphertext
 //! length, and the ratio ESP/bare (throughput).
 //!
 //! The open side copies a pristine packet into the work buffer before every
@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
 use wisp_esp::{Aead, InboundSa, Keymat, Limits, OutboundSa, NEXT_HEADER_IPV4};
@@ -68,26 +68,26 @@ enum Bare {
 impl Bare {
     fn new(alg: Aead, key: &[u8]) -> Self {
         match alg {
-            Aead::AesGcm128 => Bare::A128(Aes128Gcm::new(key.into())),
-            Aead::AesGcm256 => Bare::A256(Aes256Gcm::new(key.into())),
-            Aead::ChaCha20Poly1305 => Bare::C(ChaCha20Poly1305::new(key.into())),
+            Aead::AesGcm128 => Bare::A128(Aes128Gcm::new_from_slice(key).unwrap()),
+            Aead::AesGcm256 => Bare::A256(Aes256Gcm::new_from_slice(key).unwrap()),
+            Aead::ChaCha20Poly1305 => Bare::C(ChaCha20Poly1305::new_from_slice(key).unwrap()),
         }
     }
     fn seal(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
-        let n = nonce.into();
+        let n = &aes_gcm::Nonce::from(*nonce);
         match self {
-            Bare::A128(c) => c.encrypt_in_place_detached(n, aad, buf).unwrap().into(),
-            Bare::A256(c) => c.encrypt_in_place_detached(n, aad, buf).unwrap().into(),
-            Bare::C(c) => c.encrypt_in_place_detached(n, aad, buf).unwrap().into(),
+            Bare::A128(c) => c.encrypt_inout_detached(n, aad, buf.into()).unwrap().into(),
+            Bare::A256(c) => c.encrypt_inout_detached(n, aad, buf.into()).unwrap().into(),
+            Bare::C(c) => c.encrypt_inout_detached(n, aad, buf.into()).unwrap().into(),
         }
     }
     fn open(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> bool {
-        let n = nonce.into();
-        let t = tag.into();
+        let n = &aes_gcm::Nonce::from(*nonce);
+        let t = &aes_gcm::Tag::from(*tag);
         match self {
-            Bare::A128(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            Bare::A256(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            Bare::C(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
+            Bare::A128(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
+            Bare::A256(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
+            Bare::C(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
         }
     }
 }

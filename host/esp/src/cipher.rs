@@ -1,6 +1,6 @@
 //! The AEAD transforms usable with ESP (RFC 4106, RFC 7634).
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -114,12 +114,11 @@ impl Cipher {
             return Err(KeyLengthError { alg, expected: alg.keymat_len(), got: km.len() });
         }
         let (key, salt) = km.split_at(alg.key_len());
+        let bad = |_| KeyLengthError { alg, expected: alg.keymat_len(), got: km.len() };
         let imp = match alg {
-            Aead::AesGcm128 => CipherImpl::Aes128(Box::new(Aes128Gcm::new(key.into()))),
-            Aead::AesGcm256 => CipherImpl::Aes256(Box::new(Aes256Gcm::new(key.into()))),
-            Aead::ChaCha20Poly1305 => {
-                CipherImpl::ChaCha(Box::new(ChaCha20Poly1305::new(key.into())))
-            }
+            Aead::AesGcm128 => CipherImpl::Aes128(Box::new(Aes128Gcm::new_from_slice(key).map_err(bad)?)),
+            Aead::AesGcm256 => CipherImpl::Aes256(Box::new(Aes256Gcm::new_from_slice(key).map_err(bad)?)),
+            Aead::ChaCha20Poly1305 => CipherImpl::ChaCha(Box::new(ChaCha20Poly1305::new_from_slice(key).map_err(bad)?)),
         };
         let mut s = [0u8; 4];
         s.copy_from_slice(salt);
@@ -137,14 +136,14 @@ impl Cipher {
     /// Encrypt `buf` in place; returns the 16-byte tag.
     #[inline]
     pub(crate) fn seal(&self, iv: &[u8; 8], aad: &[u8], buf: &mut [u8]) -> [u8; 16] {
-        let n = self.nonce(iv);
-        let n = (&n).into();
-        // encrypt_in_place_detached only fails for plaintexts over the AEAD's
+        let n = aes_gcm::Nonce::from(self.nonce(iv));
+        let n = &n;
+        // encrypt_inout_detached only fails for plaintexts over the AEAD's
         // limit (2^36 bytes), which an ESP packet can never reach.
         let tag = match &self.imp {
-            CipherImpl::Aes128(c) => c.encrypt_in_place_detached(n, aad, buf),
-            CipherImpl::Aes256(c) => c.encrypt_in_place_detached(n, aad, buf),
-            CipherImpl::ChaCha(c) => c.encrypt_in_place_detached(n, aad, buf),
+            CipherImpl::Aes128(c) => c.encrypt_inout_detached(n, aad, buf.into()),
+            CipherImpl::Aes256(c) => c.encrypt_inout_detached(n, aad, buf.into()),
+            CipherImpl::ChaCha(c) => c.encrypt_inout_detached(n, aad, buf.into()),
         };
         match tag {
             Ok(t) => t.into(),
@@ -158,13 +157,14 @@ impl Cipher {
     /// (the buffer content is then unspecified).
     #[inline]
     pub(crate) fn open(&self, iv: &[u8; 8], aad: &[u8], buf: &mut [u8], tag: &[u8; 16]) -> bool {
-        let n = self.nonce(iv);
-        let n = (&n).into();
-        let t = tag.into();
+        let n = aes_gcm::Nonce::from(self.nonce(iv));
+        let n = &n;
+        let t = aes_gcm::Tag::from(*tag);
+        let t = &t;
         match &self.imp {
-            CipherImpl::Aes128(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            CipherImpl::Aes256(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
-            CipherImpl::ChaCha(c) => c.decrypt_in_place_detached(n, aad, buf, t).is_ok(),
+            CipherImpl::Aes128(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
+            CipherImpl::Aes256(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
+            CipherImpl::ChaCha(c) => c.decrypt_inout_detached(n, aad, buf.into(), t).is_ok(),
         }
     }
 }

@@ -45,7 +45,7 @@ fn configs() -> (Config, Config) {
 fn run(n: usize, pa: Arc<dyn Policy>, pb: Arc<dyn Policy>) -> Duration {
     let (ca, cb) = configs();
     let mut seed = 0u8;
-    let mut fresh = |seed: &mut u8| {
+    let fresh = |seed: &mut u8| {
         *seed = seed.wrapping_add(2);
         (
             Engine::new(ca.clone(), pa.clone(), [*seed; 32]).unwrap(),

@@ -8,7 +8,7 @@
 
 use super::{CryptoError, SecretBytes};
 use crate::codec::registry::encr as ids;
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
 use zeroize::Zeroizing;
@@ -158,14 +158,15 @@ impl SkCipher {
         out.extend_from_slice(&iv);
         out.extend_from_slice(plaintext);
         let nonce = self.nonce(&iv);
-        let nonce = aes_gcm::Nonce::from_slice(&nonce);
+        let nonce = aes_gcm::Nonce::from(nonce);
+        let nonce = &nonce;
         let body = &mut out[IV_LEN..];
         // Encryption only fails for inputs beyond the AEAD's length limit
         // (~64 GiB), impossible for an IKE message (< 64 KiB by construction).
         let tag = match &self.inner {
-            Inner::Gcm128(c) => c.encrypt_in_place_detached(nonce, aad, body),
-            Inner::Gcm256(c) => c.encrypt_in_place_detached(nonce, aad, body),
-            Inner::ChaCha(c) => c.encrypt_in_place_detached(nonce, aad, body),
+            Inner::Gcm128(c) => c.encrypt_inout_detached(nonce, aad, body.into()),
+            Inner::Gcm256(c) => c.encrypt_inout_detached(nonce, aad, body.into()),
+            Inner::ChaCha(c) => c.encrypt_inout_detached(nonce, aad, body.into()),
         };
         match tag {
             Ok(t) => out.extend_from_slice(&t),
@@ -184,13 +185,15 @@ impl SkCipher {
         let mut ivb = [0u8; IV_LEN];
         ivb.copy_from_slice(iv);
         let nonce = self.nonce(&ivb);
-        let nonce = aes_gcm::Nonce::from_slice(&nonce);
-        let tag = aes_gcm::Tag::from_slice(tag);
+        let nonce = aes_gcm::Nonce::from(nonce);
+        let nonce = &nonce;
+        let tag = aes_gcm::Tag::try_from(tag).map_err(|_| CryptoError::Integrity)?;
+        let tag = &tag;
         let mut buf = Zeroizing::new(ct.to_vec());
         let r = match &self.inner {
-            Inner::Gcm128(c) => c.decrypt_in_place_detached(nonce, aad, &mut buf, tag),
-            Inner::Gcm256(c) => c.decrypt_in_place_detached(nonce, aad, &mut buf, tag),
-            Inner::ChaCha(c) => c.decrypt_in_place_detached(nonce, aad, &mut buf, tag),
+            Inner::Gcm128(c) => c.decrypt_inout_detached(nonce, aad, buf.as_mut_slice().into(), tag),
+            Inner::Gcm256(c) => c.decrypt_inout_detached(nonce, aad, buf.as_mut_slice().into(), tag),
+            Inner::ChaCha(c) => c.decrypt_inout_detached(nonce, aad, buf.as_mut_slice().into(), tag),
         };
         r.map_err(|_| CryptoError::Integrity)?;
         Ok(buf)
