@@ -23,12 +23,15 @@
 //! * Both sinks are called from the packet threads: they must not block
 //!   (push into a channel). `ChildSaSpec` keys are [`wisp_esp::Keymat`]
 //!   (`key || salt`, zeroized on drop).
-//! * Outbound: TUN read → SPD (first Child SA whose local selectors hold the
-//!   source and remote selectors the destination) → seal → `sendmmsg`.
-//!   Inbound: `recvmmsg` → [`wisp_esp::classify`] → keepalive (counted) /
-//!   IKE (to `ike_sink`) / ESP → SAD by SPI → open (replay, ICV) → the inner
-//!   packet must match the SA's selectors (else dropped, counted as `policy`)
-//!   → TUN write.
+//! * Outbound: TUN read (with offload a TSO super-packet, split by `tun-rs`
+//!   into MTU-sized segments straight into the send batch) → SPD (first
+//!   Child SA whose local selectors hold the source and remote selectors the
+//!   destination) → seal in place → `sendmmsg` with UDP GSO runs.
+//!   Inbound: `recvmmsg` (UDP GRO batches split by their segment size) →
+//!   [`wisp_esp::classify`] → keepalive (counted) / IKE (to `ike_sink`) /
+//!   ESP → SAD by SPI → open (replay, ICV) → the inner packet must match the
+//!   SA's selectors (else dropped, counted as `policy`) → TUN write (with
+//!   offload, TCP segments of one flow coalesced into one write).
 //! * Tables are an `ArcSwap`: the packet threads read without locks; the
 //!   control side clones, edits and swaps. `replace_child` inserts the new
 //!   inbound SA and swaps the outbound entry in place in one store, so
@@ -39,8 +42,9 @@
 //!   own address is not routed (it would swallow the ESP packets).
 //!
 //! Threads, not tokio tasks: two blocking loops (TUN→UDP, UDP→TUN) with
-//! `poll(2)` and batched `recvmmsg`/`sendmmsg` keep per-packet cost to one
-//! TUN syscall; the daemon's tokio runtime only talks to [`Dataplane`].
+//! `poll(2)`, TUN offload and batched, segmented UDP keep the syscall count
+//! per 64 KB of TCP to a handful; the daemon's tokio runtime only talks to
+//! [`Dataplane`]. The TUN device: see [`tun`].
 
 pub mod selectors;
 mod sys;
