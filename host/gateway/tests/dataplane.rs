@@ -410,6 +410,9 @@ fn dataplane_tun_kinds_carry_tcp_intact() {
     for (i, kind) in [TunKind::Offload, TunKind::Plain, TunKind::TokioTun].into_iter().enumerate() {
         let p = setup_with(&format!("k{i}"), kind);
         assert_eq!(p.dp_a.offloads().0, kind == TunKind::Offload, "{kind:?}");
+        let list = p.dp_a.counters_list();
+        let shown = (kind == TunKind::Offload) as u64;
+        assert!(list.iter().any(|(k, v)| k == "tun_offload" && *v == shown), "{kind:?}: status shows the offload state: {list:?}");
         p.dp_a.install_child(spec(Aead::AesGcm128, true, 0x1000_0001, 0x2000_0001, 7)).unwrap();
         p.dp_b.install_child(spec(Aead::AesGcm128, false, 0x1000_0001, 0x2000_0001, 7)).unwrap();
         let (ok, out) = ping(&p.a, "2", "0.2");

@@ -491,11 +491,14 @@ impl Dataplane {
         DataplaneCounters { global: self.shared.global.snapshot(), children }
     }
 
-    /// Global counters plus per-reason drop totals over live SAs, as
-    /// `(name, value)` pairs for `wisp status`.
+    /// Offload state (`tun_offload`, `udp_gro`: 1 = on), global counters
+    /// and per-reason drop totals over live SAs, as `(name, value)` pairs
+    /// for `wisp status`.
     pub fn counters_list(&self) -> Vec<(String, u64)> {
         let c = self.counters();
-        let mut v = c.global.list();
+        let (tun_offload, udp_gro) = self.offloads();
+        let mut v = vec![("tun_offload".to_string(), tun_offload as u64), ("udp_gro".to_string(), udp_gro as u64)];
+        v.extend(c.global.list());
         for r in DropReason::ALL {
             let n: u64 = c.children.iter().map(|ch| ch.inbound.drops(r) + ch.outbound.drops(r)).sum();
             v.push((format!("sa_drop_{}", r.name()), n));
