@@ -120,6 +120,12 @@ fn setup(tag: &str) -> Pair {
 }
 
 fn setup_with(tag: &str, tun_kind: TunKind) -> Pair {
+    setup_full(tag, tun_kind, ("10.98.1.1", "10.98.2.1", 32))
+}
+
+/// Two namespaces, a veth pair (10.99.1.1 ~ 10.99.1.2) and a dataplane in
+/// each with TUN address `inner.0` (A) / `inner.1` (B) of prefix `inner.2`.
+fn setup_full(tag: &str, tun_kind: TunKind, inner: (&str, &str, u8)) -> Pair {
     let pid = std::process::id() % 100000;
     let a = Ns::new(format!("w{tag}{pid}a"));
     let b = Ns::new(format!("w{tag}{pid}b"));
@@ -131,19 +137,19 @@ fn setup_with(tag: &str, tun_kind: TunKind) -> Pair {
     sh(&["ip", "-n", &b.0, "link", "set", &vb, "up"]);
     let cfg = |addr: &str| DataplaneConfig {
         tun_name: format!("w{tag}{pid}t"),
-        tun_addrs: vec![(addr.parse::<IpAddr>().unwrap(), 32)],
+        tun_addrs: vec![(addr.parse::<IpAddr>().unwrap(), inner.2)],
         keepalive: Some(Duration::from_millis(300)),
         tun_kind,
         ..DataplaneConfig::default()
     };
     let dp_a = a
-        .run(|| Dataplane::start(cfg("10.98.1.1"), Box::new(|_, _, _| {}), Box::new(|_| {})))
+        .run(|| Dataplane::start(cfg(inner.0), Box::new(|_, _, _| {}), Box::new(|_| {})))
         .expect("dataplane A");
     let (tx, ike_b) = mpsc::channel();
     let dp_b = b
         .run(|| {
             Dataplane::start(
-                cfg("10.98.2.1"),
+                cfg(inner.1),
                 Box::new(move |_, remote, ike| {
                     let _ = tx.send((remote, ike.to_vec()));
                 }),
@@ -441,22 +447,7 @@ fn dataplane_ipv6_inner_tcp_with_offload() {
         eprintln!("skipped: dataplane_ipv6_inner_tcp_with_offload needs root (creates network namespaces)");
         return;
     }
-    let pid = std::process::id() % 100000;
-    let a = Ns::new(format!("w6{pid}a"));
-    let b = Ns::new(format!("w6{pid}b"));
-    let (va, vb) = (format!("w6{pid}a"), format!("w6{pid}b"));
-    sh(&["ip", "link", "add", &va, "netns", &a.0, "type", "veth", "peer", "name", &vb, "netns", &b.0]);
-    sh(&["ip", "-n", &a.0, "addr", "add", "10.99.1.1/24", "dev", &va]);
-    sh(&["ip", "-n", &b.0, "addr", "add", "10.99.1.2/24", "dev", &vb]);
-    sh(&["ip", "-n", &a.0, "link", "set", &va, "up"]);
-    sh(&["ip", "-n", &b.0, "link", "set", &vb, "up"]);
-    let cfg = |addr: &str| DataplaneConfig {
-        tun_name: format!("w6{pid}t"),
-        tun_addrs: vec![(addr.parse::<IpAddr>().unwrap(), 128)],
-        ..DataplaneConfig::default()
-    };
-    let dp_a = a.run(|| Dataplane::start(cfg("fd00:98:1::1"), Box::new(|_, _, _| {}), Box::new(|_| {}))).unwrap();
-    let dp_b = b.run(|| Dataplane::start(cfg("fd00:98:2::1"), Box::new(|_, _, _| {}), Box::new(|_| {}))).unwrap();
+    let p = setup_full("6", TunKind::Offload, ("fd00:98:1::1", "fd00:98:2::1", 128));
     let net_a = ts("fd00:98:1::", "fd00:98:1::ffff");
     let net_b = ts("fd00:98:2::", "fd00:98:2::ffff");
     let mut sa = spec(Aead::AesGcm256, true, 0x6000_0001, 0x6000_0002, 9);
@@ -465,20 +456,19 @@ fn dataplane_ipv6_inner_tcp_with_offload() {
     let mut sb = spec(Aead::AesGcm256, false, 0x6000_0001, 0x6000_0002, 9);
     sb.local_ts = vec![net_b];
     sb.remote_ts = vec![net_a];
-    dp_a.install_child(sa).unwrap();
-    dp_b.install_child(sb).unwrap();
-    let routes = String::from_utf8_lossy(&a.exec(&["ip", "-6", "route"]).stdout).into_owned();
+    p.dp_a.install_child(sa).unwrap();
+    p.dp_b.install_child(sb).unwrap();
+    let routes = String::from_utf8_lossy(&p.a.exec(&["ip", "-6", "route"]).stdout).into_owned();
     assert!(routes.contains("fd00:98:2::/112"), "IPv6 route to the remote selector: {routes}");
     // Duplicate address detection must finish before the address can be bound.
     let t = Instant::now();
     loop {
-        let out = a.exec(&["ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:98:1::1", "fd00:98:2::1"]);
+        let out = p.a.exec(&["ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:98:1::1", "fd00:98:2::1"]);
         if out.status.success() {
             break;
         }
         assert!(t.elapsed() < Duration::from_secs(10), "IPv6 ping through the tunnel: {}", String::from_utf8_lossy(&out.stdout));
     }
-    let p = Pair { a, b, dp_a, dp_b, ike_b: mpsc::channel().1 };
     let total = 16 << 20;
     let (h_sent, h_recv, n) = tcp_transfer_to(&p, "[fd00:98:2::1]:5201".parse().unwrap(), total);
     assert_eq!(n, total);
