@@ -10,10 +10,10 @@ use wisp_ike::event::{ChildSaInfo, EspCipher};
 
 use crate::config::Config;
 use crate::dataplane::{self, ChildSaSpec, DataplaneConfig, DataplaneEvent};
-use crate::dp::{ChildCounters, Dataplane, IkeSink, LimitSink};
+use crate::dp::{ChildCounters, Dataplane, IkeSink, LimitSink, PeerSink};
 
 /// Start the dataplane for `cfg` in the current network namespace.
-pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink) -> anyhow::Result<Arc<dyn Dataplane>> {
+pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink, moved: PeerSink) -> anyhow::Result<Arc<dyn Dataplane>> {
     let dcfg = DataplaneConfig {
         tun_name: cfg.tun.name.clone(),
         mtu: cfg.tun.mtu,
@@ -28,6 +28,7 @@ pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink) -> anyhow::Re
     };
     let ev: dataplane::EventSink = Box::new(move |e: DataplaneEvent| match e {
         DataplaneEvent::Limit { spi_in, spi_out, outbound, event } => limits(spi_in, spi_out, outbound, event),
+        DataplaneEvent::PeerSeen { spi_in, from, .. } => moved(spi_in, from),
     });
     let dp = tokio::task::spawn_blocking(move || dataplane::Dataplane::start(dcfg, sink, ev))
         .await
@@ -76,6 +77,10 @@ impl Dataplane for Esp {
     }
     fn rekey_child(&self, old_spi_in: u32, old_spi_out: u32, new: &ChildSaInfo) -> anyhow::Result<()> {
         Ok(self.0.replace_child(old_spi_in, old_spi_out, spec(new)?)?)
+    }
+    fn update_peer(&self, spi_in: u32, spi_out: u32, peer: SocketAddr) -> anyhow::Result<()> {
+        let peer = if peer.port() == 500 { SocketAddr::new(peer.ip(), 4500) } else { peer };
+        Ok(self.0.update_peer(spi_in, spi_out, peer)?)
     }
     fn remove_child(&self, spi_in: u32, spi_out: u32) -> anyhow::Result<()> {
         Ok(self.0.remove_child(spi_in, spi_out)?)

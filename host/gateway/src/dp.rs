@@ -23,6 +23,10 @@ pub type IkeSink = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
 /// Soft limits / sequence exhaustion → rekey; hard limits → delete.
 pub type LimitSink = Box<dyn Fn(u32, u32, bool, wisp_esp::LimitEvent) + Send + Sync>;
 
+/// Callback for ESP that authenticated but came from an address other than
+/// the SA's peer: `(spi_in, from)`.
+pub type PeerSink = Box<dyn Fn(u32, SocketAddr) + Send + Sync>;
+
 pub trait Dataplane: Send + Sync {
     /// Install inbound + outbound SAs, the SPD entries for its selectors and
     /// routes to the remote selectors.
@@ -30,6 +34,8 @@ pub trait Dataplane: Send + Sync {
     /// Make-before-break: `new` is installed and carries outbound traffic from
     /// now on; the old inbound SA keeps accepting until [`Dataplane::remove_child`].
     fn rekey_child(&self, old_spi_in: u32, old_spi_out: u32, new: &ChildSaInfo) -> anyhow::Result<()>;
+    /// The peer of the Child SA moved (NAT rebinding): send to `peer` from now on.
+    fn update_peer(&self, spi_in: u32, spi_out: u32, peer: SocketAddr) -> anyhow::Result<()>;
     /// Remove both directions (and routes no other SA needs).
     fn remove_child(&self, spi_in: u32, spi_out: u32) -> anyhow::Result<()>;
     fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters>;

@@ -42,6 +42,8 @@ pub enum Cmd {
     Reconfigure { conn: Box<ikecfg::ConnectionConfig>, status: ConnectionStatus },
     /// The dataplane hit a lifetime limit on the Child SA with inbound SPI `spi_in`.
     Limit { spi_in: u32, event: wisp_esp::LimitEvent },
+    /// Authenticated ESP for the Child SA `spi_in` came from `from`, not from its peer.
+    PeerSeen { spi_in: u32, from: SocketAddr },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -394,15 +396,7 @@ impl Driver {
                 if !self.children.contains_key(&spi_in) {
                     return;
                 }
-                let Some(ike) = self
-                    .engine
-                    .status(now)
-                    .iter()
-                    .find(|s| s.children.iter().any(|c| c.spi_in == spi_in))
-                    .map(|s| s.ike)
-                else {
-                    return;
-                };
+                let Some(ike) = self.ike_of_child(now, spi_in) else { return };
                 let r = match event {
                     wisp_esp::LimitEvent::Soft(k) => {
                         tracing::info!(conn = %self.name, "Child SA {spi_in:08x}: soft {k:?} limit, rekeying");
@@ -417,8 +411,25 @@ impl Driver {
                     tracing::debug!(conn = %self.name, "limit on {spi_in:08x}: {e}");
                 }
             }
+            Cmd::PeerSeen { spi_in, from } => {
+                if !self.children.contains_key(&spi_in) {
+                    return;
+                }
+                let Some(ike) = self.ike_of_child(now, spi_in) else { return };
+                match self.engine.peer_moved(ike, from) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        conn = %self.name, "ESP for {spi_in:08x} authenticated from {from}, not the peer's address: not following (no NAT in front of the peer, or we are behind one)"
+                    ),
+                    Err(e) => tracing::debug!(conn = %self.name, "peer move on {spi_in:08x}: {e}"),
+                }
+            }
             Cmd::Shutdown { .. } => {}
         }
+    }
+
+    fn ike_of_child(&self, now: Duration, spi_in: u32) -> Option<IkeSaId> {
+        self.engine.status(now).iter().find(|s| s.children.iter().any(|c| c.spi_in == spi_in)).map(|s| s.ike)
     }
 
     /// A changed connection config takes effect once the connection holds no SA
@@ -533,6 +544,14 @@ impl Driver {
                     conn = %self.name, ike = %info.ike, remote = %info.remote, peer = %info.remote_id,
                     algs = %info.algorithms, "IKE SA established"
                 );
+            }
+            Event::PeerMoved { ike, remote, children } => {
+                tracing::info!(conn = %self.name, ike = %ike, remote = %remote, "peer moved (NAT mapping changed): following");
+                for (spi_in, spi_out) in children {
+                    if let Err(e) = self.env.dataplane.update_peer(spi_in, spi_out, remote) {
+                        tracing::warn!(conn = %self.name, "moving Child SA {spi_in:08x} to {remote}: {e:#}");
+                    }
+                }
             }
             Event::IkeSaRekeyed { old, new } => {
                 tracing::info!(conn = %self.name, old = %old, new = %new.ike, "IKE SA rekeyed");

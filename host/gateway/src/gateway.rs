@@ -117,7 +117,14 @@ impl Gateway {
                 let _ = tx.send(Cmd::Limit { spi_in, event });
             }
         });
-        let dataplane = crate::dataplane_glue::start(&cfg, sink, limits).await?;
+        let d4 = dispatch.clone();
+        let moved: crate::dp::PeerSink = Box::new(move |spi_in, from| {
+            let drivers = d4.drivers.read().unwrap_or_else(|p| p.into_inner());
+            for tx in drivers.values() {
+                let _ = tx.send(Cmd::PeerSeen { spi_in, from });
+            }
+        });
+        let dataplane = crate::dataplane_glue::start(&cfg, sink, limits, moved).await?;
         let sockets = bind_ike_sockets(&cfg)?;
         for s in &sockets {
             let s = s.try_clone()?;

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use wisp_esp::{Aead, Keymat, Limits, OutboundSa, NEXT_HEADER_IPV4};
-use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig, TunKind};
+use wisp_gateway::dataplane::{ChildSaSpec, Dataplane, DataplaneConfig, DataplaneEvent, TunKind};
 use wisp_policy_api::TrafficSelector;
 
 fn is_root() -> bool {
@@ -113,6 +113,7 @@ struct Pair {
     dp_a: Dataplane,
     dp_b: Dataplane,
     ike_b: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    ev_b: mpsc::Receiver<DataplaneEvent>,
 }
 
 fn setup(tag: &str) -> Pair {
@@ -146,6 +147,8 @@ fn setup_full(tag: &str, tun_kind: TunKind, inner: (&str, &str, u8)) -> Pair {
         .run(|| Dataplane::start(cfg(inner.0), Box::new(|_, _, _| {}), Box::new(|_| {})))
         .expect("dataplane A");
     let (tx, ike_b) = mpsc::channel();
+    let (etx, ev_b) = mpsc::channel();
+    let etx = std::sync::Mutex::new(etx);
     let dp_b = b
         .run(|| {
             Dataplane::start(
@@ -153,11 +156,13 @@ fn setup_full(tag: &str, tun_kind: TunKind, inner: (&str, &str, u8)) -> Pair {
                 Box::new(move |_, remote, ike| {
                     let _ = tx.send((remote, ike.to_vec()));
                 }),
-                Box::new(|_| {}),
+                Box::new(move |e| {
+                    let _ = etx.lock().unwrap().send(e);
+                }),
             )
         })
         .expect("dataplane B");
-    Pair { a, b, dp_a, dp_b, ike_b }
+    Pair { a, b, dp_a, dp_b, ike_b, ev_b }
 }
 
 fn ping(ns: &Ns, count: &str, interval: &str) -> (bool, String) {
@@ -477,4 +482,72 @@ fn dataplane_ipv6_inner_tcp_with_offload() {
     assert!(ga.tx_tun_super > 0, "TSO6 super-packets split: {ga:?}");
     let cb = p.dp_b.child_counters(0x6000_0001, 0x6000_0002).unwrap();
     assert!(cb.inbound.bytes >= total as u64 && cb.inbound.total_drops() == 0, "{cb:?}");
+}
+
+/// Authenticated ESP from an address other than the SA's peer is reported
+/// once (the dataplane does not follow on its own); `update_peer` moves the
+/// outbound destination without touching the SA's state.
+#[test]
+fn dataplane_peer_seen_reported_once_and_update_peer_moves_esp() {
+    if !is_root() {
+        eprintln!("skipped: dataplane_peer_seen_reported_once_and_update_peer_moves_esp needs root (creates network namespaces)");
+        return;
+    }
+    let aead = Aead::AesGcm128;
+    let p = setup("dm");
+    p.dp_a.install_child(spec(aead, true, 0x1000_0001, 0x2000_0001, 3)).unwrap();
+    p.dp_b.install_child(spec(aead, false, 0x1000_0001, 0x2000_0001, 3)).unwrap();
+    let (ok, out) = ping(&p.a, "2", "0.2");
+    assert!(ok, "{out}");
+    let seen = |rx: &mpsc::Receiver<DataplaneEvent>| {
+        std::iter::from_fn(|| rx.recv_timeout(Duration::from_millis(300)).ok())
+            .filter(|e| matches!(e, DataplaneEvent::PeerSeen { .. }))
+            .collect::<Vec<_>>()
+    };
+    assert!(seen(&p.ev_b).is_empty(), "ESP from the peer's own address is not reported");
+
+    // An injector SA on B whose keys the test holds; its ESP comes from a
+    // port other than the SA's peer (10.99.1.1:4500).
+    let inj_keys = km(aead, 0x66);
+    let mut inj = spec(aead, false, 0x2CE, 0x2CF, 9);
+    inj.key_in = inj_keys.clone();
+    p.dp_b.install_child(inj).unwrap();
+    let sealer = OutboundSa::new(0x2CE, aead, &inj_keys, true, Limits::default()).unwrap();
+    let seal = |inner: &[u8]| {
+        let mut b = vec![0u8; OutboundSa::sealed_len(inner.len())];
+        let s = sealer.seal(inner, NEXT_HEADER_IPV4, &mut b).unwrap();
+        b.truncate(s.len);
+        b
+    };
+    let sock = p.a.run(|| UdpSocket::bind("10.99.1.1:0")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let from = sock.local_addr().unwrap();
+    let to: SocketAddr = "10.99.1.2:4500".parse().unwrap();
+    // A forged packet from the new address is not reported.
+    let mut forged = seal(&ipv4_udp([10, 98, 1, 1], [10, 98, 2, 1], b"forged"));
+    *forged.last_mut().unwrap() ^= 1;
+    sock.send_to(&forged, to).unwrap();
+    assert!(seen(&p.ev_b).is_empty(), "unauthenticated ESP must not move anything");
+    for i in 0..3u8 {
+        sock.send_to(&seal(&ipv4_udp([10, 98, 1, 1], [10, 98, 2, 1], &[i])), to).unwrap();
+    }
+    let ev = seen(&p.ev_b);
+    assert_eq!(ev, vec![DataplaneEvent::PeerSeen { spi_in: 0x2CE, spi_out: 0x2CF, from }], "reported exactly once");
+
+    // Move the main SA's peer to the test socket: B's ESP goes there now,
+    // with the same SPI and continuing sequence numbers.
+    let before = p.dp_b.child_counters(0x1000_0001, 0x2000_0001).unwrap().outbound.packets;
+    p.dp_b.update_peer(0x1000_0001, 0x2000_0001, from).unwrap();
+    let _ = p.b.exec(&["ping", "-c", "1", "-W", "1", "-I", "10.98.2.1", "10.98.1.1"]);
+    let mut buf = [0u8; 2048];
+    let (n, src) = sock.recv_from(&mut buf).expect("B's ESP at the new peer address");
+    assert_eq!(src, to);
+    assert!(n > 8 && buf[..4] == 0x2000_0001u32.to_be_bytes(), "ESP with the SA's SPI");
+    let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap()) as u64;
+    assert_eq!(seq, before + 1, "sequence numbers continue across the move");
+    // And back: the tunnel works end to end again, nothing reset.
+    p.dp_b.update_peer(0x1000_0001, 0x2000_0001, "10.99.1.1:4500".parse().unwrap()).unwrap();
+    let (ok, out) = ping(&p.a, "3", "0.2");
+    assert!(ok, "after moving back: {out}");
+    assert!(p.dp_b.update_peer(0x7777, 0x8888, from).is_err(), "unknown SA");
 }

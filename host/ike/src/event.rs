@@ -249,6 +249,10 @@ pub enum Event {
     /// receiving until its `ChildSaDown` follows.
     ChildSaRekeyed { old_spi_in: u32, old_spi_out: u32, new: ChildSaInfo },
     ChildSaDown { ike: IkeSaId, name: String, spi_in: u32, spi_out: u32, reason: DownReason },
+    /// The peer's outer address changed (its NAT mapping moved: an
+    /// authenticated request, or ESP reported through `Engine::peer_moved`,
+    /// came from `remote`). Its Child SAs `(spi_in, spi_out)` must send there.
+    PeerMoved { ike: IkeSaId, remote: SocketAddr, children: Vec<(u32, u32)> },
     Failure(Failure),
 }
 

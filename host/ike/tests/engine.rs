@@ -104,6 +104,80 @@ fn nat_detected_when_source_rewritten() {
     assert_child_pair(ca[0], cb[0]);
 }
 
+/// Deliver everything both ways for a few rounds, A's datagrams rewritten
+/// by a NAT to `nat` (port 500) / `nat4500` (port 4500).
+fn run_through_nat(p: &mut Pair, nat: std::net::SocketAddr, nat4500: std::net::SocketAddr, ev_a: &mut Vec<Event>, ev_b: &mut Vec<Event>) {
+    for _ in 0..20 {
+        while let Some(t) = p.a.poll_transmit() {
+            let src = if t.local.port() == 4500 { nat4500 } else { nat };
+            p.b.handle_datagram(p.now, t.remote, src, &t.bytes);
+        }
+        while let Some(t) = p.b.poll_transmit() {
+            let dst = addr(A_IP, if t.remote.port() == 4500 || t.remote == nat4500 { 4500 } else { 500 });
+            p.a.handle_datagram(p.now, dst, t.local, &t.bytes);
+        }
+    }
+    ev_a.extend(std::iter::from_fn(|| p.a.poll_event()));
+    ev_b.extend(std::iter::from_fn(|| p.b.poll_event()));
+}
+
+#[test]
+fn nat_rebinding_moves_the_peer_and_its_child_sas() {
+    let (mut a, mut b) = default_pair_configs();
+    a.connections[0].force_encap = false;
+    b.connections[0].force_encap = false;
+    b.connections[0].remote_addr = None;
+    let mut p = Pair::new(a, b);
+    p.a.initiate(p.now, "ab").unwrap();
+    let (mut ev_a, mut ev_b) = (Vec::new(), Vec::new());
+    let (nat, nat4500) = (addr("192.0.2.7", 31000), addr("192.0.2.7", 31001));
+    run_through_nat(&mut p, nat, nat4500, &mut ev_a, &mut ev_b);
+    let cb = child_ups(&ev_b)[0].clone();
+    assert_eq!(cb.remote, nat4500);
+    let ike_b = p.b.ike_sas()[0];
+    let ike_a = p.a.ike_sas()[0];
+    assert!(!ev_b.iter().any(|e| matches!(e, Event::PeerMoved { .. })), "no move during setup: {ev_b:?}");
+
+    // The NAT forgets the mapping; A's next request arrives from a new port.
+    let moved = addr("192.0.2.7", 40222);
+    p.a.rekey_child(p.now, ike_a, child_ups(&ev_a)[0].spi_in).unwrap();
+    let (mut ev_a2, mut ev_b2) = (Vec::new(), Vec::new());
+    run_through_nat(&mut p, nat, moved, &mut ev_a2, &mut ev_b2);
+    let m: Vec<_> = ev_b2.iter().filter(|e| matches!(e, Event::PeerMoved { .. })).collect();
+    assert_eq!(m.len(), 1, "{ev_b2:?}");
+    let Event::PeerMoved { ike, remote, children } = m[0] else { unreachable!() };
+    assert_eq!((*ike, *remote), (ike_b, moved));
+    assert!(children.contains(&(cb.spi_in, cb.spi_out)), "{children:?}");
+    assert!(!ev_a2.iter().any(|e| matches!(e, Event::PeerMoved { .. })), "A (behind the NAT) does not move: {ev_a2:?}");
+
+    // ESP from yet another mapping, reported by the data plane: B (not behind
+    // a NAT, peer behind one) follows; A (behind the NAT) refuses.
+    let esp_src = addr("192.0.2.7", 40999);
+    assert!(p.b.peer_moved(ike_b, esp_src).unwrap());
+    let Some(Event::PeerMoved { remote, .. }) = p.b.poll_event() else { panic!("PeerMoved after peer_moved") };
+    assert_eq!(remote, esp_src);
+    assert!(!p.b.peer_moved(ike_b, esp_src).unwrap(), "same address again: no move");
+    assert!(!p.a.peer_moved(ike_a, addr("198.51.100.9", 4500)).unwrap(), "a host behind a NAT does not follow");
+    // B's next message goes to the new mapping.
+    p.b.rekey_ike(p.now, ike_b).unwrap();
+    let t = p.b.poll_transmit().expect("IKE rekey request");
+    assert_eq!(t.remote, esp_src);
+}
+
+#[test]
+fn peer_moved_refused_without_nat() {
+    let (mut a, mut b) = default_pair_configs();
+    a.connections[0].force_encap = false;
+    b.connections[0].force_encap = false;
+    let mut p = Pair::new(a, b);
+    p.a.initiate(p.now, "ab").unwrap();
+    p.run_until_quiet();
+    assert_eq!(child_ups(&p.ev_b).len(), 1);
+    let ike = p.b.ike_sas()[0];
+    assert!(!p.b.peer_moved(ike, addr("198.51.100.9", 4500)).unwrap());
+    assert!(std::iter::from_fn(|| p.b.poll_event()).all(|e| !matches!(e, Event::PeerMoved { .. })));
+}
+
 #[test]
 fn second_child_sa_via_create_child_sa() {
     let mut p = established();

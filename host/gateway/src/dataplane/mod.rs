@@ -132,6 +132,12 @@ pub enum DataplaneEvent {
     /// exhaustion is `LimitKind::Sequence`. Each is reported once per SA and
     /// direction.
     Limit { spi_in: u32, spi_out: u32, outbound: bool, event: LimitEvent },
+    /// An authenticated, non-replayed ESP packet for `(spi_in, spi_out)`
+    /// arrived from `from`, not from the SA's peer address: the peer's NAT
+    /// mapping may have moved. Reported once per SA until
+    /// [`Dataplane::update_peer`] (or a rekey) replaces the entry; the
+    /// dataplane does not follow on its own.
+    PeerSeen { spi_in: u32, spi_out: u32, from: SocketAddr },
 }
 
 /// IKE received on the NAT-T port: `(local, remote, ike_message)`.
@@ -215,14 +221,18 @@ pub struct DataplaneCounters {
 }
 
 struct InEntry {
-    sa: InboundSa,
+    sa: Arc<InboundSa>,
     spi_out: u32,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
+    /// Where the peer's ESP is expected from; a validated packet from
+    /// elsewhere is reported once (`PeerSeen`) until the entry is replaced.
+    peer: SocketAddr,
+    moved_reported: AtomicBool,
 }
 
 struct OutEntry {
-    sa: OutboundSa,
+    sa: Arc<OutboundSa>,
     spi_in: u32,
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
@@ -346,13 +356,15 @@ impl Dataplane {
         let outbound = OutboundSa::new(spec.spi_out, spec.aead, &spec.key_out, spec.esn, spec.limits)?;
         Ok((
             Arc::new(InEntry {
-                sa: inbound,
+                sa: Arc::new(inbound),
                 spi_out: spec.spi_out,
                 local_ts: spec.local_ts.clone(),
                 remote_ts: spec.remote_ts.clone(),
+                peer: spec.peer,
+                moved_reported: AtomicBool::new(false),
             }),
             Arc::new(OutEntry {
-                sa: outbound,
+                sa: Arc::new(outbound),
                 spi_in: spec.spi_in,
                 local_ts: spec.local_ts.clone(),
                 remote_ts: spec.remote_ts.clone(),
@@ -405,6 +417,43 @@ impl Dataplane {
         match t.outbound.iter().position(|e| e.sa.spi() == old_spi_out) {
             Some(pos) => t.outbound[pos] = o,
             None => t.outbound.push(o),
+        }
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
+    /// The peer of the Child SA `(spi_in, spi_out)` moved to `peer` (its NAT
+    /// mapping changed): send there from now on and expect it from there.
+    /// The SAs themselves (keys, sequence numbers, replay window, counters)
+    /// are kept. Either half may be missing (already removed).
+    pub fn update_peer(&self, spi_in: u32, spi_out: u32, peer: SocketAddr) -> Result<(), DataplaneError> {
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        let mut found = false;
+        if let Some(e) = t.inbound.get_mut(&spi_in) {
+            *e = Arc::new(InEntry {
+                sa: e.sa.clone(),
+                spi_out: e.spi_out,
+                local_ts: e.local_ts.clone(),
+                remote_ts: e.remote_ts.clone(),
+                peer,
+                moved_reported: AtomicBool::new(false),
+            });
+            found = true;
+        }
+        for e in t.outbound.iter_mut().filter(|e| e.sa.spi() == spi_out) {
+            *e = Arc::new(OutEntry {
+                sa: e.sa.clone(),
+                spi_in: e.spi_in,
+                local_ts: e.local_ts.clone(),
+                remote_ts: e.remote_ts.clone(),
+                peer,
+                dst: sys::to_sockaddr(peer, self.shared.udp_v6),
+            });
+            found = true;
+        }
+        if !found {
+            return Err(DataplaneError::NoSuchChild(spi_out));
         }
         self.shared.tables.store(Arc::new(t));
         self.sync_routes(&mut routes)
@@ -807,6 +856,11 @@ fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_s
                         return None;
                     }
                     s.global.rx_delivered.fetch_add(1, Relaxed);
+                    if !sys::sockaddr_is(from, e.peer) && !e.moved_reported.swap(true, Relaxed) {
+                        if let Some(from) = sys::from_sockaddr(from) {
+                            (s.event_sink)(DataplaneEvent::PeerSeen { spi_in: spi, spi_out: e.spi_out, from });
+                        }
+                    }
                     Some(o.range)
                 }
                 Err(OpenError::Dummy) => {

@@ -103,6 +103,12 @@ pub fn to_sockaddr(a: SocketAddr, v6_socket: bool) -> (libc::sockaddr_storage, l
     }
 }
 
+/// Whether the received source `ss` is `a` (address and port; an
+/// IPv4-mapped IPv6 source equals the IPv4 address).
+pub fn sockaddr_is(ss: &libc::sockaddr_storage, a: SocketAddr) -> bool {
+    from_sockaddr(ss).is_some_and(|s| s.ip() == a.ip() && s.port() == a.port())
+}
+
 pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match ss.ss_family as i32 {
         libc::AF_INET => {

@@ -223,6 +223,24 @@ impl Engine {
         self.queue_task(now, ike, Task::RekeyIke, None)
     }
 
+    /// The data plane received an authenticated, non-replayed ESP packet for
+    /// a Child SA of `ike` from `remote`, which is not the SA's peer address.
+    /// Following it is what RFC 7296 2.23 asks of a host that is not behind
+    /// a NAT when its peer is: the IKE SA and its Child SAs move to `remote`
+    /// ([`Event::PeerMoved`]). Refused (`Ok(false)`, nothing changes) when
+    /// no NAT was detected in front of the peer or when we are behind one.
+    pub fn peer_moved(&mut self, ike: IkeSaId, remote: SocketAddr) -> Result<bool, EngineError> {
+        let mut sa = self.take(ike)?;
+        let allowed = sa.state == IkeState::Established && sa.nat.remote_behind_nat && !sa.nat.local_behind_nat;
+        let moved = allowed && sa.remote != remote;
+        if moved {
+            sa.remote = remote;
+            self.events.push_back(peer_moved_event(&sa));
+        }
+        self.put(sa);
+        Ok(moved)
+    }
+
     /// Delete the Child SA with inbound SPI `spi_in` (INFORMATIONAL DELETE).
     pub fn delete_child(&mut self, now: Duration, ike: IkeSaId, spi_in: u32) -> Result<(), EngineError> {
         self.queue_task(now, ike, Task::DeleteChild(spi_in), Some(spi_in))
@@ -886,8 +904,12 @@ impl Engine {
             if local.port() == NATT_PORT {
                 sa.natt = true;
             }
+            let moved = sa.remote != remote && sa.state == IkeState::Established;
             sa.remote = remote;
             sa.local = local;
+            if moved {
+                self.events.push_back(peer_moved_event(&sa));
+            }
         }
         match h.exchange {
             ExchangeType::IKE_AUTH if sa.state == IkeState::InitResponded => self.responder_auth(now, sa, h, payloads),
@@ -1055,4 +1077,13 @@ pub(crate) fn first_error(payloads: &[Payload]) -> Option<&NotifyPayload> {
         Payload::Notify(n) if n.notify_type.is_error() => Some(n),
         _ => None,
     })
+}
+
+/// [`Event::PeerMoved`] for `sa` at its (new) remote address.
+fn peer_moved_event(sa: &IkeSa) -> Event {
+    Event::PeerMoved {
+        ike: sa.id,
+        remote: sa.remote,
+        children: sa.children.iter().map(|c| (c.spi_in, c.spi_out)).collect(),
+    }
 }
