@@ -322,6 +322,23 @@ fn dataplane_chacha_ping_tcp_rekey() {
     tunnel_with(Aead::ChaCha20Poly1305, "dc");
 }
 
+/// Install on B an extra Child SA `(spi_in, spi_out)` whose inbound key
+/// (seeded with `seed`) the test holds; returns the matching sealer.
+fn injector(p: &Pair, aead: Aead, spi_in: u32, spi_out: u32, seed: u8) -> OutboundSa {
+    let keys = km(aead, seed);
+    let mut inj = spec(aead, false, spi_in, spi_out, 9);
+    inj.key_in = keys.clone();
+    p.dp_b.install_child(inj).unwrap();
+    OutboundSa::new(spi_in, aead, &keys, true, Limits::default()).unwrap()
+}
+
+fn seal_with(sealer: &OutboundSa, inner: &[u8]) -> Vec<u8> {
+    let mut b = vec![0u8; OutboundSa::sealed_len(inner.len())];
+    let s = sealer.seal(inner, NEXT_HEADER_IPV4, &mut b).unwrap();
+    b.truncate(s.len);
+    b
+}
+
 #[test]
 fn dataplane_hostile_esp_dropped_and_counted() {
     if !is_root() {
@@ -333,17 +350,8 @@ fn dataplane_hostile_esp_dropped_and_counted() {
     p.dp_a.install_child(spec(aead, true, 0x1000_0001, 0x2000_0001, 1)).unwrap();
     p.dp_b.install_child(spec(aead, false, 0x1000_0001, 0x2000_0001, 1)).unwrap();
     // A second SA on B only, whose keys the test holds: the injector.
-    let inj_keys = km(aead, 0x55);
-    let mut inj = spec(aead, false, 0x1CE, 0x1CF, 9);
-    inj.key_in = inj_keys.clone();
-    p.dp_b.install_child(inj).unwrap();
-    let sealer = OutboundSa::new(0x1CE, aead, &inj_keys, true, Limits::default()).unwrap();
-    let seal = |inner: &[u8]| {
-        let mut b = vec![0u8; OutboundSa::sealed_len(inner.len())];
-        let s = sealer.seal(inner, NEXT_HEADER_IPV4, &mut b).unwrap();
-        b.truncate(s.len);
-        b
-    };
+    let sealer = injector(&p, aead, 0x1CE, 0x1CF, 0x55);
+    let seal = |inner: &[u8]| seal_with(&sealer, inner);
     let sock = p.a.run(|| UdpSocket::bind("10.99.1.1:0")).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let to: SocketAddr = "10.99.1.2:4500".parse().unwrap();
@@ -508,17 +516,8 @@ fn dataplane_peer_seen_reported_once_and_update_peer_moves_esp() {
 
     // An injector SA on B whose keys the test holds; its ESP comes from a
     // port other than the SA's peer (10.99.1.1:4500).
-    let inj_keys = km(aead, 0x66);
-    let mut inj = spec(aead, false, 0x2CE, 0x2CF, 9);
-    inj.key_in = inj_keys.clone();
-    p.dp_b.install_child(inj).unwrap();
-    let sealer = OutboundSa::new(0x2CE, aead, &inj_keys, true, Limits::default()).unwrap();
-    let seal = |inner: &[u8]| {
-        let mut b = vec![0u8; OutboundSa::sealed_len(inner.len())];
-        let s = sealer.seal(inner, NEXT_HEADER_IPV4, &mut b).unwrap();
-        b.truncate(s.len);
-        b
-    };
+    let sealer = injector(&p, aead, 0x2CE, 0x2CF, 0x66);
+    let seal = |inner: &[u8]| seal_with(&sealer, inner);
     let sock = p.a.run(|| UdpSocket::bind("10.99.1.1:0")).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let from = sock.local_addr().unwrap();

@@ -64,36 +64,27 @@ fn no_nat_no_encap_stays_on_500() {
     assert!(p.wire.iter().all(|(_, t)| t.remote.port() == 500 && !t.non_esp_marker));
 }
 
-#[test]
-fn nat_detected_when_source_rewritten() {
-    // A's datagrams appear to B from another address/port (a NAT in between).
+/// A pair without forced encapsulation where B has no fixed remote address,
+/// A initiating: what a NAT in front of A needs.
+fn nat_pair() -> Pair {
     let (mut a, mut b) = default_pair_configs();
     a.connections[0].force_encap = false;
     b.connections[0].force_encap = false;
     b.connections[0].remote_addr = None;
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
-    // Manual delivery with NAT rewriting for A→B; B→A goes back to A's real address.
+    p
+}
+
+#[test]
+fn nat_detected_when_source_rewritten() {
+    // A's datagrams appear to B from another address/port (a NAT in between);
+    // B→A goes back to A's real address.
+    let mut p = nat_pair();
     let nat = addr("192.0.2.7", 31000);
     let nat4500 = addr("192.0.2.7", 31001);
-    for _ in 0..20 {
-        while let Some(t) = p.a.poll_transmit() {
-            let src = if t.local.port() == 4500 { nat4500 } else { nat };
-            p.b.handle_datagram(p.now, t.remote, src, &t.bytes);
-        }
-        while let Some(t) = p.b.poll_transmit() {
-            let dst = addr(A_IP, if t.remote == nat4500 { 4500 } else { 500 });
-            p.a.handle_datagram(p.now, dst, t.local, &t.bytes);
-        }
-    }
-    let mut ev_a = Vec::new();
-    while let Some(e) = p.a.poll_event() {
-        ev_a.push(e);
-    }
-    let mut ev_b = Vec::new();
-    while let Some(e) = p.b.poll_event() {
-        ev_b.push(e);
-    }
+    let (mut ev_a, mut ev_b) = (Vec::new(), Vec::new());
+    run_through_nat(&mut p, nat, nat4500, &mut ev_a, &mut ev_b);
     let ca = child_ups(&ev_a);
     let cb = child_ups(&ev_b);
     assert_eq!((ca.len(), cb.len()), (1, 1), "{ev_a:?} {ev_b:?}");
@@ -123,12 +114,7 @@ fn run_through_nat(p: &mut Pair, nat: std::net::SocketAddr, nat4500: std::net::S
 
 #[test]
 fn nat_rebinding_moves_the_peer_and_its_child_sas() {
-    let (mut a, mut b) = default_pair_configs();
-    a.connections[0].force_encap = false;
-    b.connections[0].force_encap = false;
-    b.connections[0].remote_addr = None;
-    let mut p = Pair::new(a, b);
-    p.a.initiate(p.now, "ab").unwrap();
+    let mut p = nat_pair();
     let (mut ev_a, mut ev_b) = (Vec::new(), Vec::new());
     let (nat, nat4500) = (addr("192.0.2.7", 31000), addr("192.0.2.7", 31001));
     run_through_nat(&mut p, nat, nat4500, &mut ev_a, &mut ev_b);
