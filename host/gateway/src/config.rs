@@ -497,9 +497,12 @@ pub enum StartAction {
     None,
     /// Initiate at start-up.
     Start,
-    /// Initiate when traffic for the remote selectors appears (on-demand). The
-    /// userspace dataplane has no kernel trap policies, so this initiates at
-    /// start-up like `start` when the dataplane cannot trap.
+    /// Initiate when traffic for the child's selectors appears (on demand):
+    /// the dataplane routes the remote selectors to the TUN device and the
+    /// first matching packet (dropped, like a kernel acquire) starts the
+    /// negotiation. `trap` is accepted as a synonym. Falls back to `start`
+    /// when the trap cannot be installed.
+    #[serde(alias = "trap")]
     TrapIfFeasible,
 }
 

@@ -9,11 +9,12 @@ use wisp_esp::{Aead, Keymat, Limits};
 use wisp_ike::event::{ChildSaInfo, EspCipher};
 
 use crate::config::Config;
+use wisp_policy_api::TrafficSelector;
 use crate::dataplane::{self, ChildSaSpec, DataplaneConfig, DataplaneEvent};
-use crate::dp::{ChildCounters, Dataplane, IkeSink, LimitSink, PeerSink};
+use crate::dp::{ChildCounters, Dataplane, IkeSink, Notice, NoticeSink};
 
 /// Start the dataplane for `cfg` in the current network namespace.
-pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink, moved: PeerSink) -> anyhow::Result<Arc<dyn Dataplane>> {
+pub async fn start(cfg: &Config, sink: IkeSink, notices: NoticeSink) -> anyhow::Result<Arc<dyn Dataplane>> {
     let dcfg = DataplaneConfig {
         tun_name: cfg.tun.name.clone(),
         mtu: cfg.tun.mtu,
@@ -27,8 +28,9 @@ pub async fn start(cfg: &Config, sink: IkeSink, limits: LimitSink, moved: PeerSi
         ..Default::default()
     };
     let ev: dataplane::EventSink = Box::new(move |e: DataplaneEvent| match e {
-        DataplaneEvent::Limit { spi_in, spi_out, outbound, event } => limits(spi_in, spi_out, outbound, event),
-        DataplaneEvent::PeerSeen { spi_in, from, .. } => moved(spi_in, from),
+        DataplaneEvent::Limit { spi_in, event, .. } => notices(Notice::Limit { spi_in, event }),
+        DataplaneEvent::PeerSeen { spi_in, from, .. } => notices(Notice::PeerSeen { spi_in, from }),
+        DataplaneEvent::Acquire { id } => notices(Notice::Acquire { id }),
     });
     let dp = tokio::task::spawn_blocking(move || dataplane::Dataplane::start(dcfg, sink, ev))
         .await
@@ -77,6 +79,12 @@ impl Dataplane for Esp {
     }
     fn rekey_child(&self, old_spi_in: u32, old_spi_out: u32, new: &ChildSaInfo) -> anyhow::Result<()> {
         Ok(self.0.replace_child(old_spi_in, old_spi_out, spec(new)?)?)
+    }
+    fn install_trap(&self, id: u64, local_ts: &[TrafficSelector], remote_ts: &[TrafficSelector]) -> anyhow::Result<()> {
+        Ok(self.0.install_trap(id, local_ts.to_vec(), remote_ts.to_vec())?)
+    }
+    fn remove_trap(&self, id: u64) -> anyhow::Result<()> {
+        Ok(self.0.remove_trap(id)?)
     }
     fn update_peer(&self, spi_in: u32, spi_out: u32, peer: SocketAddr) -> anyhow::Result<()> {
         let peer = if peer.port() == 500 { SocketAddr::new(peer.ip(), 4500) } else { peer };

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use wisp_ike::event::ChildSaInfo;
+use wisp_policy_api::TrafficSelector;
 
 /// Per-Child-SA traffic counters (cumulative).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,13 +20,21 @@ pub struct ChildCounters {
 /// (non-ESP marker already stripped): `(local, remote, ike_bytes)`.
 pub type IkeSink = Box<dyn Fn(SocketAddr, SocketAddr, &[u8]) + Send + Sync>;
 
-/// Callback for dataplane lifetime events: `(spi_in, spi_out, outbound, event)`.
-/// Soft limits / sequence exhaustion → rekey; hard limits → delete.
-pub type LimitSink = Box<dyn Fn(u32, u32, bool, wisp_esp::LimitEvent) + Send + Sync>;
+/// What the dataplane reports to the control side. Called from the packet
+/// threads: the callback must not block (it pushes into channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A lifetime limit on the Child SA with inbound SPI `spi_in`: soft
+    /// limits and sequence exhaustion → rekey, hard limits → delete.
+    Limit { spi_in: u32, event: wisp_esp::LimitEvent },
+    /// ESP for `spi_in` authenticated but came from `from`, not the SA's peer.
+    PeerSeen { spi_in: u32, from: SocketAddr },
+    /// Traffic hit the on-demand trap `id` and no Child SA.
+    Acquire { id: u64 },
+}
 
-/// Callback for ESP that authenticated but came from an address other than
-/// the SA's peer: `(spi_in, from)`.
-pub type PeerSink = Box<dyn Fn(u32, SocketAddr) + Send + Sync>;
+/// Callback for [`Notice`]s.
+pub type NoticeSink = Box<dyn Fn(Notice) + Send + Sync>;
 
 pub trait Dataplane: Send + Sync {
     /// Install inbound + outbound SAs, the SPD entries for its selectors and
@@ -34,6 +43,10 @@ pub trait Dataplane: Send + Sync {
     /// Make-before-break: `new` is installed and carries outbound traffic from
     /// now on; the old inbound SA keeps accepting until [`Dataplane::remove_child`].
     fn rekey_child(&self, old_spi_in: u32, old_spi_out: u32, new: &ChildSaInfo) -> anyhow::Result<()>;
+    /// Route `remote_ts` to the TUN device and raise [`Notice::Acquire`] with
+    /// `id` when traffic for the selectors finds no Child SA.
+    fn install_trap(&self, id: u64, local_ts: &[TrafficSelector], remote_ts: &[TrafficSelector]) -> anyhow::Result<()>;
+    fn remove_trap(&self, id: u64) -> anyhow::Result<()>;
     /// The peer of the Child SA moved (NAT rebinding): send to `peer` from now on.
     fn update_peer(&self, spi_in: u32, spi_out: u32, peer: SocketAddr) -> anyhow::Result<()>;
     /// Remove both directions (and routes no other SA needs).

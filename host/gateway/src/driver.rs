@@ -44,6 +44,8 @@ pub enum Cmd {
     Limit { spi_in: u32, event: wisp_esp::LimitEvent },
     /// Authenticated ESP for the Child SA `spi_in` came from `from`, not from its peer.
     PeerSeen { spi_in: u32, from: SocketAddr },
+    /// Traffic hit the dataplane trap `id` (a child with `start_action = trap`).
+    Acquire { id: u64 },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -158,11 +160,11 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
             config::Mode::Tunnel => ikecfg::Mode::Tunnel,
             config::Mode::Transport => ikecfg::Mode::Transport,
         };
-        // trap-if-feasible: the userspace dataplane has no trap policies, so it
-        // starts like `start`.
         cc.start_action = match ch.start_action.unwrap_or(c.start_action) {
             StartAction::None => ikecfg::StartAction::None,
-            StartAction::Start | StartAction::TrapIfFeasible => ikecfg::StartAction::Start,
+            StartAction::Start => ikecfg::StartAction::Start,
+            // The driver installs a trap in the dataplane (see `Driver::arm_traps`).
+            StartAction::TrapIfFeasible => ikecfg::StartAction::Trap,
         };
         cc.lifetimes = ikecfg::Lifetimes {
             soft_time: Some(lt.rekey_time),
@@ -220,6 +222,7 @@ pub fn spawn(
             rekeys: HashMap::new(),
             last_counters: Instant::now(),
             dirty: true,
+            traps: Vec::new(),
         };
         d.run(rx, autostart);
     })?;
@@ -253,7 +256,12 @@ struct Driver {
     rekeys: HashMap<String, u64>,
     last_counters: Instant,
     dirty: bool,
+    /// Dataplane traps of this connection's `start_action = trap` children: `(id, child)`.
+    traps: Vec<(u64, String)>,
 }
+
+/// Trap ids, unique across the daemon's drivers.
+static NEXT_TRAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 const TICK: Duration = Duration::from_secs(1);
 
@@ -265,6 +273,7 @@ impl Driver {
             self.engine.start(now);
             self.set_state("connecting", None);
         }
+        self.arm_traps();
         self.flush();
         loop {
             let now = self.env.now();
@@ -411,6 +420,7 @@ impl Driver {
                     tracing::debug!(conn = %self.name, "limit on {spi_in:08x}: {e}");
                 }
             }
+            Cmd::Acquire { id } => self.acquire(now, id),
             Cmd::PeerSeen { spi_in, from } => {
                 if !self.children.contains_key(&spi_in) {
                     return;
@@ -425,6 +435,51 @@ impl Driver {
                 }
             }
             Cmd::Shutdown { .. } => {}
+        }
+    }
+
+    /// Install a dataplane trap for every `start_action = trap` child (after
+    /// removing this driver's old ones). A trap that cannot be installed
+    /// falls back to initiating now, as `trap-if-feasible` promises.
+    fn arm_traps(&mut self) {
+        self.disarm_traps();
+        let now = self.env.now();
+        let children: Vec<_> = self.conn.children.iter().filter(|c| c.start_action == ikecfg::StartAction::Trap).cloned().collect();
+        for c in children {
+            let id = NEXT_TRAP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match self.env.dataplane.install_trap(id, &c.local_ts, &c.remote_ts) {
+                Ok(()) => {
+                    tracing::info!(conn = %self.name, child = %c.name, "trap installed: traffic for the child's selectors starts it");
+                    self.traps.push((id, c.name.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(conn = %self.name, child = %c.name, "trap not installed ({e:#}): initiating now");
+                    if self.engine.initiate_child(now, &self.name, &c.name).is_ok() {
+                        self.set_state("connecting", None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn disarm_traps(&mut self) {
+        for (id, _) in self.traps.drain(..) {
+            let _ = self.env.dataplane.remove_trap(id);
+        }
+    }
+
+    /// Traffic hit trap `id`: negotiate its child unless it is up or on its way.
+    fn acquire(&mut self, now: Duration, id: u64) {
+        let Some(child) = self.traps.iter().find(|(t, _)| *t == id).map(|(_, c)| c.clone()) else { return };
+        let sas = self.engine.status(now);
+        let busy = sas.iter().any(|s| s.state != "ESTABLISHED" || s.children.iter().any(|c| c.name == child));
+        if busy {
+            return;
+        }
+        tracing::info!(conn = %self.name, child = %child, "traffic for a trapped child: initiating");
+        match self.engine.initiate_child(now, &self.name, &child) {
+            Ok(_) => self.set_state("connecting", None),
+            Err(e) => tracing::warn!(conn = %self.name, child = %child, "acquire: {e}"),
         }
     }
 
@@ -443,6 +498,7 @@ impl Driver {
                 Ok(e) => {
                     self.engine = e;
                     self.conn = conn;
+                    self.arm_traps();
                     tracing::info!(conn = %self.name, "new connection config in effect");
                 }
                 Err(e) => tracing::warn!(conn = %self.name, "new connection config refused: {e}"),
@@ -744,6 +800,7 @@ impl Driver {
         for (spi_in, inst) in self.children.drain() {
             let _ = self.env.dataplane.remove_child(spi_in, inst.spi_out);
         }
+        self.disarm_traps();
         for (_, r) in self.up_waiters.drain(..) {
             let _ = r.send(Err("daemon shutting down".into()));
         }
@@ -802,7 +859,7 @@ life_packets = 1000
         let total: f64 = (0..r.tries).map(|i| r.timeout.as_secs_f64() * r.backoff.powi(i as i32)).sum();
         assert!((total - 9.5).abs() < 0.01, "{total}");
         let ch = &ec.children[0];
-        assert_eq!(ch.start_action, ikecfg::StartAction::Start);
+        assert_eq!(ch.start_action, ikecfg::StartAction::Trap);
         assert_eq!(ch.esp_proposals.len(), 2);
         assert_eq!(ch.esp_proposals[1].number, 2);
         assert_eq!(ch.lifetimes.soft_time, Some(Duration::from_secs(3)));

@@ -110,21 +110,19 @@ impl Gateway {
         let d2 = dispatch.clone();
         let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
         let d3 = dispatch.clone();
-        let limits: crate::dp::LimitSink = Box::new(move |spi_in, _spi_out, _outbound, event| {
-            // Rare: tell every driver; the one holding the SA acts.
+        let notices: crate::dp::NoticeSink = Box::new(move |n| {
+            // Rare: tell every driver; the one holding the SA (or trap) acts.
+            let cmd = || match n {
+                crate::dp::Notice::Limit { spi_in, event } => Cmd::Limit { spi_in, event },
+                crate::dp::Notice::PeerSeen { spi_in, from } => Cmd::PeerSeen { spi_in, from },
+                crate::dp::Notice::Acquire { id } => Cmd::Acquire { id },
+            };
             let drivers = d3.drivers.read().unwrap_or_else(|p| p.into_inner());
             for tx in drivers.values() {
-                let _ = tx.send(Cmd::Limit { spi_in, event });
+                let _ = tx.send(cmd());
             }
         });
-        let d4 = dispatch.clone();
-        let moved: crate::dp::PeerSink = Box::new(move |spi_in, from| {
-            let drivers = d4.drivers.read().unwrap_or_else(|p| p.into_inner());
-            for tx in drivers.values() {
-                let _ = tx.send(Cmd::PeerSeen { spi_in, from });
-            }
-        });
-        let dataplane = crate::dataplane_glue::start(&cfg, sink, limits, moved).await?;
+        let dataplane = crate::dataplane_glue::start(&cfg, sink, notices).await?;
         let sockets = bind_ike_sockets(&cfg)?;
         for s in &sockets {
             let s = s.try_clone()?;

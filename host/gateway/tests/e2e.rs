@@ -26,11 +26,13 @@ struct Opts {
     allowed_by_b: &'static str,
     child_rekey: Option<&'static str>,
     dpd: Option<(&'static str, &'static str)>,
+    /// `start_action` of A's connection `site`.
+    start_a: Option<&'static str>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None }
+        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None }
     }
 }
 
@@ -57,6 +59,7 @@ fn conf(o: &Opts, a_side: bool) -> WispConf {
         proposals: vec!["aes128gcm16-prfsha256-x25519".into()],
         dpd_delay: o.dpd.map(|d| d.0.into()),
         dpd_timeout: o.dpd.map(|d| d.1.into()),
+        start_action: o.start_a.filter(|_| a_side).map(Into::into),
         children: vec![child],
         ..Default::default()
     }];
@@ -369,4 +372,35 @@ fn stuck_plugin_does_not_stall_esp_or_the_control_socket() {
     assert!(err.contains("NO_PROPOSAL_CHOSEN"), "{err}");
     assert!(status_ms < 1000, "status took {status_ms} ms");
     assert_eq!(p.lost(), 0, "ESP stalled while the plugin was stuck: {p:?}");
+}
+
+#[test]
+fn trap_negotiates_on_the_first_packet() {
+    if !require_root("trap_negotiates_on_the_first_packet") {
+        return;
+    }
+    let s = setup("etr", &Opts { start_a: Some("trap"), ..Default::default() });
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = s.a.status().unwrap();
+    assert!(child(&st, "site").is_empty(), "a trap negotiates nothing before traffic: {st:#}");
+    let routes = s.pair.left.output("ip", &["route"]).unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(routes.contains("10.98.2.0/24 dev wisp0"), "the trap routes the remote selectors: {routes}");
+    // The first packet is dropped and starts the negotiation; pings get
+    // through as soon as the Child SA is in.
+    let t = Instant::now();
+    while ping(&s.pair.left, A_IN, B_IN, 1, 0.2).unwrap().received == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no tunnel 10 s after the first packet\nA:\n{}", s.a.log_tail(30));
+    }
+    let p = ping(&s.pair.left, A_IN, B_IN, 5, 0.2).unwrap();
+    assert_eq!(p.received, 5, "{p:?}");
+    let st = s.a.status().unwrap();
+    assert_eq!(child(&st, "site").len(), 1, "{st:#}");
+    let acquires = st["dataplane"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|kv| kv[0] == "tx_acquire")
+        .and_then(|kv| kv[1].as_u64());
+    assert!(acquires.is_some_and(|n| n >= 1), "tx_acquire counted: {st:#}");
 }

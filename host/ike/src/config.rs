@@ -222,6 +222,11 @@ pub enum StartAction {
     None,
     /// Initiate as soon as the engine starts (the caller calls [`crate::engine::Engine::start`]).
     Start,
+    /// Initiate when traffic for the child's selectors appears: the caller
+    /// watches for it (a trap in its data plane) and calls
+    /// [`crate::engine::Engine::initiate_child`]. The engine itself treats it
+    /// like `None`.
+    Trap,
 }
 
 /// Soft (rekey) and hard (delete) limits of an SA. `None` = no limit.

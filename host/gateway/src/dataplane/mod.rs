@@ -138,6 +138,9 @@ pub enum DataplaneEvent {
     /// [`Dataplane::update_peer`] (or a rekey) replaces the entry; the
     /// dataplane does not follow on its own.
     PeerSeen { spi_in: u32, spi_out: u32, from: SocketAddr },
+    /// A packet from the TUN device matched the trap `id` and no Child SA
+    /// (the packet was dropped). Raised at most every 2 s per trap.
+    Acquire { id: u64 },
 }
 
 /// IKE received on the NAT-T port: `(local, remote, ike_message)`.
@@ -205,6 +208,7 @@ global_counters! {
     tx_tun_super: "TUN reads that carried a TSO/USO super-packet split into several",
     tun_read_errors: "TUN reads that failed or carried a malformed super-packet",
     tx_no_sa: "outbound packets matching no Child SA",
+    tx_acquire: "on-demand negotiations asked for by a trap (start_action = trap)",
     tx_not_ip: "outbound packets that are not IPv4/IPv6",
     tx_expired: "outbound packets refused by an SA past a hard limit",
     tx_sent: "ESP datagrams sent",
@@ -244,11 +248,25 @@ struct OutEntry {
 unsafe impl Send for OutEntry {}
 unsafe impl Sync for OutEntry {}
 
+/// An on-demand trap: traffic for these selectors with no SA for it asks
+/// the control side to negotiate one (`DataplaneEvent::Acquire`).
+struct Trap {
+    id: u64,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    /// Milliseconds since the dataplane started when it last fired (0 = never).
+    fired_ms: AtomicU64,
+}
+
+/// An acquire is raised at most this often per trap.
+const ACQUIRE_EVERY: Duration = Duration::from_secs(2);
+
 #[derive(Default, Clone)]
 struct Tables {
     inbound: HashMap<u32, Arc<InEntry>>,
     /// SPD order: first match wins.
     outbound: Vec<Arc<OutEntry>>,
+    traps: Vec<Arc<Trap>>,
 }
 
 struct Shared {
@@ -256,6 +274,7 @@ struct Shared {
     /// Serialises control-side table edits and route changes.
     control: Mutex<BTreeSet<(IpAddr, u8)>>,
     stop: AtomicBool,
+    started: std::time::Instant,
     udp: UdpSocket,
     udp_v6: bool,
     local: SocketAddr,
@@ -305,6 +324,7 @@ impl Dataplane {
             tables: ArcSwap::from_pointee(Tables::default()),
             control: Mutex::new(BTreeSet::new()),
             stop: AtomicBool::new(false),
+            started: std::time::Instant::now(),
             udp_v6: local.is_ipv6(),
             local,
             udp,
@@ -422,6 +442,27 @@ impl Dataplane {
         self.sync_routes(&mut routes)
     }
 
+    /// Install (or replace) the on-demand trap `id`: its remote selectors are
+    /// routed to the TUN device, and a packet matching the selectors while no
+    /// Child SA does raises `DataplaneEvent::Acquire { id }`.
+    pub fn install_trap(&self, id: u64, local_ts: Vec<TrafficSelector>, remote_ts: Vec<TrafficSelector>) -> Result<(), DataplaneError> {
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        t.traps.retain(|x| x.id != id);
+        t.traps.push(Arc::new(Trap { id, local_ts, remote_ts, fired_ms: AtomicU64::new(0) }));
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
+    /// Remove the trap `id` (and routes nothing else needs).
+    pub fn remove_trap(&self, id: u64) -> Result<(), DataplaneError> {
+        let mut routes = self.lock();
+        let mut t = Tables::clone(&self.shared.tables.load());
+        t.traps.retain(|x| x.id != id);
+        self.shared.tables.store(Arc::new(t));
+        self.sync_routes(&mut routes)
+    }
+
     /// The peer of the Child SA `(spi_in, spi_out)` moved to `peer` (its NAT
     /// mapping changed): send there from now on and expect it from there.
     /// The SAs themselves (keys, sequence numbers, replay window, counters)
@@ -473,10 +514,20 @@ impl Dataplane {
     fn sync_routes(&self, installed: &mut BTreeSet<(IpAddr, u8)>) -> Result<(), DataplaneError> {
         let t = self.shared.tables.load();
         let mut want = BTreeSet::new();
-        for e in &t.outbound {
-            for ts in &e.remote_ts {
+        let peers: Vec<IpAddr> = t.outbound.iter().map(|e| e.peer.ip()).collect();
+        let sa_nets = t.outbound.iter().map(|e| (&e.remote_ts, Some(e.peer.ip())));
+        let trap_nets = t.traps.iter().map(|x| (&x.remote_ts, None));
+        for (remote_ts, peer) in sa_nets.chain(trap_nets) {
+            for ts in remote_ts {
                 for (net, len) in selectors::range_to_cidrs(ts.start_address, ts.end_address) {
-                    if !cidr_contains(net, len, e.peer.ip()) {
+                    // Never route a peer's own address into the tunnel (it
+                    // would swallow the ESP packets); a trap has no peer of
+                    // its own, so every SA's peer counts for it.
+                    let swallows = match peer {
+                        Some(p) => cidr_contains(net, len, p),
+                        None => peers.iter().any(|p| cidr_contains(net, len, *p)),
+                    };
+                    if !swallows {
                         want.insert((net, len));
                     }
                 }
@@ -708,6 +759,9 @@ fn seal_one(
     let nh = if flow.src.is_ipv4() { NEXT_HEADER_IPV4 } else { NEXT_HEADER_IPV6 };
     let Some(e) = tables.outbound.iter().find(|e| selectors::matches_outbound(&e.local_ts, &e.remote_ts, &flow)) else {
         s.global.tx_no_sa.fetch_add(1, Relaxed);
+        if let Some(trap) = tables.traps.iter().find(|x| selectors::matches_outbound(&x.local_ts, &x.remote_ts, &flow)) {
+            acquire(s, trap);
+        }
         return None;
     };
     match e.sa.seal_in_place(buf, n, nh) {
@@ -733,6 +787,19 @@ fn seal_one(
             s.global.tx_not_ip.fetch_add(1, Relaxed);
             None
         }
+    }
+}
+
+/// Raise `Acquire` for `trap` unless it fired less than [`ACQUIRE_EVERY`] ago.
+fn acquire(s: &Shared, trap: &Trap) {
+    let now = (s.started.elapsed().as_millis() as u64).max(1);
+    let last = trap.fired_ms.load(Relaxed);
+    if last != 0 && now.saturating_sub(last) < ACQUIRE_EVERY.as_millis() as u64 {
+        return;
+    }
+    if trap.fired_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok() {
+        s.global.tx_acquire.fetch_add(1, Relaxed);
+        (s.event_sink)(DataplaneEvent::Acquire { id: trap.id });
     }
 }
 
