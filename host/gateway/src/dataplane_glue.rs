@@ -13,13 +13,25 @@ use wisp_policy_api::TrafficSelector;
 use crate::dataplane::{self, ChildSaSpec, DataplaneConfig, DataplaneEvent};
 use crate::dp::{ChildCounters, Dataplane, IkeSink, Notice, NoticeSink};
 
+/// The NAT-T socket: IPv4 only unless a connection has an IPv6 address, then
+/// one dual-stack `[::]` socket (IPv4 peers appear as v4-mapped addresses).
+/// Binding `[::]` only when needed keeps hosts with IPv6 disabled working.
+fn natt_listen(cfg: &Config) -> SocketAddr {
+    let v6 = cfg.connections.values().any(|c| c.local_addrs.iter().chain(&c.remote_addrs).any(|a| a.is_ipv6()));
+    if v6 {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, cfg.natt_port))
+    } else {
+        SocketAddr::from(([0, 0, 0, 0], cfg.natt_port))
+    }
+}
+
 /// Start the dataplane for `cfg` in the current network namespace.
 pub async fn start(cfg: &Config, sink: IkeSink, notices: NoticeSink) -> anyhow::Result<Arc<dyn Dataplane>> {
     let dcfg = DataplaneConfig {
         tun_name: cfg.tun.name.clone(),
         mtu: cfg.tun.mtu,
         tun_addrs: cfg.tun.addrs.iter().map(|a| (a.addr, a.prefix)).collect(),
-        listen: SocketAddr::from(([0, 0, 0, 0], cfg.natt_port)),
+        listen: natt_listen(cfg),
         tun_kind: match cfg.tun.io {
             crate::config::TunIo::Offload => dataplane::TunKind::Offload,
             crate::config::TunIo::Plain => dataplane::TunKind::Plain,

@@ -28,11 +28,13 @@ struct Opts {
     dpd: Option<(&'static str, &'static str)>,
     /// `start_action` of A's connection `site`.
     start_a: Option<&'static str>,
+    /// `site` runs over IPv6 outer addresses (fd00:99::1 ~ fd00:99::2).
+    outer6: bool,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None }
+        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None, outer6: false }
     }
 }
 
@@ -42,6 +44,11 @@ fn conf(o: &Opts, a_side: bool) -> WispConf {
         ("10.99.0.1", "10.99.0.2", "a.wisp.test", "b.wisp.test", "10.98.1.0/24", "10.98.2.0/24", A_IN, "b.wisp.test", PSK)
     } else {
         ("10.99.0.2", "10.99.0.1", "b.wisp.test", "a.wisp.test", "10.98.2.0/24", "10.98.1.0/24", B_IN, o.allowed_by_b, o.psk_b)
+    };
+    let (l, r) = match (o.outer6, a_side) {
+        (false, _) => (l, r),
+        (true, true) => ("fd00:99::1", "fd00:99::2"),
+        (true, false) => ("fd00:99::2", "fd00:99::1"),
     };
     let mut child = WispChild::new("net", lts, rts, o.esp);
     // Only A rekeys (B keeps the 1 h default), so every rekey is A-initiated.
@@ -101,6 +108,12 @@ fn setup(tag: &str, o: &Opts) -> Setup {
     init();
     let pair = Pair::new(tag).expect("namespaces");
     pair.left.addr_add(Pair::IFACE, "10.99.0.3/24").expect("second address");
+    if o.outer6 {
+        for (ns, a) in [(&pair.left, "fd00:99::1/64"), (&pair.right, "fd00:99::2/64")] {
+            let out = ns.output("ip", &["addr", "add", a, "dev", Pair::IFACE, "nodad"]).expect("ip");
+            assert!(out.status.success(), "{a}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
     let dir_a = TestDir::new(&format!("{tag}a")).unwrap();
     let dir_b = TestDir::new(&format!("{tag}b")).unwrap();
     let b = WispDaemon::start(&pair.right, dir_b.path(), &conf(o, false).render()).expect("gateway B");
@@ -403,4 +416,24 @@ fn trap_negotiates_on_the_first_packet() {
         .find(|kv| kv[0] == "tx_acquire")
         .and_then(|kv| kv[1].as_u64());
     assert!(acquires.is_some_and(|n| n >= 1), "tx_acquire counted: {st:#}");
+}
+
+#[test]
+fn ipv6_outer_addresses_carry_the_tunnel() {
+    if !require_root("ipv6_outer_addresses_carry_the_tunnel") {
+        return;
+    }
+    let s = setup("e6o", &Opts { outer6: true, ..Default::default() });
+    up(&s);
+    let p = ping(&s.pair.left, A_IN, B_IN, 5, 0.2).unwrap();
+    assert_eq!(p.received, 5, "IPv4 inside IPv6 ESP-in-UDP: {p:?}\nA:\n{}", s.a.log_tail(30));
+    let t = tcp_transfer(&s.pair.right, ip(B_IN), 5201, &s.pair.left, ip(A_IN), 20 * MB, Duration::from_secs(60)).unwrap();
+    assert!(t.bytes == 20 * MB && t.intact(), "transfer over IPv6 outer addresses");
+    let st = s.a.status().unwrap();
+    let text = st.to_string();
+    assert!(text.contains("fd00:99::2"), "status names the IPv6 peer: {st:#}");
+    assert_eq!(child(&st, "site").len(), 1, "{st:#}");
+    // The second connection (IPv4 outer) still negotiates on the same dual-stack socket.
+    let out = s.a.cli_ok(&["up", "site2"]).expect("wisp up site2 over IPv4");
+    assert!(out.contains("established"), "{out}");
 }
