@@ -12,6 +12,15 @@ use wisp_policy::api::SaKind;
 use wisp_policy::{LoadError, PluginConfig, PolicySlot, ReloadOutcome};
 
 /// v1 picks the first proposal, v2 the last.
+/// The tests here time reloads (and one of them runs 1,000 decisions at
+/// once): run them one at a time so that no test's load lands on another's
+/// clock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const V1_ANSWER: usize = 0;
 const V2_ANSWER: usize = 2;
 
@@ -34,6 +43,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
 
 #[test]
 fn new_version_via_rename_is_active_within_a_second() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.wasm");
     install(&plugin("hostile-v1"), &path);
@@ -64,6 +74,7 @@ fn new_version_via_rename_is_active_within_a_second() {
 
 #[test]
 fn broken_new_version_leaves_the_old_one_in_charge() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.wasm");
     install(&plugin("hostile-v1"), &path);
@@ -98,6 +109,7 @@ fn broken_new_version_leaves_the_old_one_in_charge() {
 
 #[test]
 fn decision_in_flight_finishes_on_its_version() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.wasm");
     install(&plugin("hostile-v1"), &path);
@@ -112,6 +124,7 @@ fn decision_in_flight_finishes_on_its_version() {
 
 #[test]
 fn thousand_concurrent_decisions_across_a_reload() {
+    let _serial = serial();
     const THREADS: usize = 1000;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.wasm");
@@ -184,6 +197,7 @@ fn thousand_concurrent_decisions_across_a_reload() {
 
 #[test]
 fn new_settings_make_a_new_version_and_bad_ones_are_refused() {
+    let _serial = serial();
     use wisp_policy::{Setting, SettingValue};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.wasm");
