@@ -29,6 +29,8 @@ const WISP_ID: &str = "wisp.test";
 const CHARON_ID: &str = "charon.test";
 const W_OUT: &str = "10.99.0.1";
 const C_OUT: &str = "10.99.0.2";
+const W_OUT6: &str = "fd00:99::1";
+const C_OUT6: &str = "fd00:99::2";
 
 fn e<E: std::fmt::Display>(x: E) -> String {
     x.to_string()
@@ -99,11 +101,24 @@ struct Env {
 
 impl Env {
     fn new(tag: &str, s: &Setup, extra_inner: bool) -> R<Env> {
+        Env::build(tag, s, extra_inner, false)
+    }
+
+    /// `outer6`: the veth also carries fd00:99::1 (wisp) ~ fd00:99::2 (charon).
+    fn build(tag: &str, s: &Setup, extra_inner: bool, outer6: bool) -> R<Env> {
         let mut right_inner = vec!["10.2.0.1/32"];
         if extra_inner {
             right_inner.push("10.2.1.1/32");
         }
         let pair = Pair::with_inner(tag, &[], &right_inner).map_err(e)?;
+        if outer6 {
+            for (ns, a) in [(&pair.left, W_OUT6), (&pair.right, C_OUT6)] {
+                let out = ns.output("ip", &["addr", "add", &format!("{a}/64"), "dev", Pair::IFACE, "nodad"]).map_err(e)?;
+                if !out.status.success() {
+                    return Err(format!("{a}: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+            }
+        }
         let dw = TestDir::new(&format!("mx-{tag}-w")).map_err(e)?;
         let dc = TestDir::new(&format!("mx-{tag}-c")).map_err(e)?;
         let charon = Charon::start(&pair.right, dc.path(), &CharonOptions::default()).map_err(e)?;
@@ -535,6 +550,42 @@ fn steady_case() -> R<Outcome> {
     Ok(Outcome { algorithms: algos(&ike), note: format!("{} pings 0 lost, no rekey", st.sent) })
 }
 
+/// IPv6 outer addresses (IPv4 inside): ESP-in-UDP over IPv6 with charon.
+fn ipv6_outer_case(who: Who) -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.conns[0].local_addrs = vec![W_OUT6.into()];
+    s.wisp.conns[0].remote_addrs = vec![C_OUT6.into()];
+    s.swan.conns[0].local_addrs = vec![C_OUT6.into()];
+    s.swan.conns[0].remote_addrs = vec![W_OUT6.into()];
+    let env = Env::build(&format!("mx6{}", who.tag().chars().next().unwrap_or('x')), &s, false, true)?;
+    env.establish(who, &["net"])?;
+    let (ike, w) = env.wait_both(1)?;
+    let shown = w.to_string();
+    if !shown.contains(C_OUT6) {
+        return env.fail(format!("wisp status does not name the IPv6 peer {C_OUT6}: {shown}"));
+    }
+    ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.0.1", 10).map_err(e)?;
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 256 << 10)?;
+    Ok(Outcome { algorithms: algos(&ike), note: format!("over {W_OUT6} ~ {C_OUT6}, {note}") })
+}
+
+/// `start_action = trap` on wisp: the first packet for charon's network starts it.
+fn trap_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.conns[0].start_action = Some("trap".into());
+    let env = Env::new("mxt", &s, false)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    if !env.charon.list_sas().map_err(e)?.is_empty() {
+        return env.fail("an SA exists before any traffic");
+    }
+    let t0 = Instant::now();
+    ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.0.1", 40).map_err(e)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (ike, _) = env.wait_both(1)?;
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+    Ok(Outcome { algorithms: algos(&ike), note: format!("first ping answered after {secs:.1}s, {note}") })
+}
+
 fn multi_child_case(who: Who) -> R<Outcome> {
     let mut s = setup("aes256gcm16-prfsha256-x25519", "aes256gcm16");
     s.wisp.tun_addrs.push("10.1.1.1/32".into());
@@ -680,6 +731,10 @@ fn matrix_lifecycle() {
         cases.push((format!("2 child SAs, {} initiates", who.tag()), Box::new(move || multi_child_case(who))));
     }
     cases.push(("TS narrowing /16 -> /24".into(), Box::new(narrowing_case)));
+    for who in [Who::Wisp, Who::Charon] {
+        cases.push((format!("IPv6 outer, {} initiates", who.tag()), Box::new(move || ipv6_outer_case(who))));
+    }
+    cases.push(("trap on wisp, first packet starts it".into(), Box::new(trap_case)));
     for who in [Who::Wisp, Who::Charon] {
         cases.push((format!("DELETE by {}", who.tag()), Box::new(move || delete_case(who))));
     }
