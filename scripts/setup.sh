@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 iputils-ping iperf3 procps
+pkgs=(iproute2 iputils-ping iperf3 procps nftables conntrack
       strongswan-charon strongswan-swanctl libstrongswan-standard-plugins
       libstrongswan-extra-plugins libcharon-extra-plugins)
 missing=()

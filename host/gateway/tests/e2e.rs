@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use wisp_testbed::netns::Pair;
+use wisp_testbed::netns::{veth, Netns, Pair};
 use wisp_testbed::traffic::{ping, tcp_transfer, BgPing};
 use wisp_testbed::wisp::{plugin_path, WispChild, WispConf, WispConn, WispDaemon};
 use wisp_testbed::{require_root, TestDir};
@@ -436,4 +436,80 @@ fn ipv6_outer_addresses_carry_the_tunnel() {
     // The second connection (IPv4 outer) still negotiates on the same dual-stack socket.
     let out = s.a.cli_ok(&["up", "site2"]).expect("wisp up site2 over IPv4");
     assert!(out.contains("established"), "{out}");
+}
+
+/// Source NAT on `r` for UDP leaving `wr1`, to 10.99.0.1 with ports from `base`.
+fn snat(r: &Netns, base: u16) {
+    let rule = format!("add rule ip nat post oifname \"wr1\" meta l4proto udp snat to 10.99.0.1:{base}-{}", base + 999);
+    for cmd in ["flush ruleset", "add table ip nat", "add chain ip nat post { type nat hook postrouting priority 100; }", &rule] {
+        let out = r.output("nft", &[cmd]).expect("nft");
+        assert!(out.status.success(), "nft {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn ike_remote(st: &serde_json::Value) -> Option<std::net::SocketAddr> {
+    st["connections"].as_array()?.iter().flat_map(|c| c["ike_sas"].as_array().into_iter().flatten()).find_map(|i| i["remote"].as_str()?.parse().ok())
+}
+
+/// A behind a real NAT (nftables SNAT in a router namespace). The NAT then
+/// forgets the mapping and picks new ports: B follows A's ESP to the new
+/// mapping (RFC 7296 2.23) and the tunnel carries traffic again, with the
+/// same Child SA, without renegotiating.
+#[test]
+fn nat_rebinding_keeps_the_tunnel() {
+    if !require_root("nat_rebinding_keeps_the_tunnel") {
+        return;
+    }
+    assert!(
+        std::process::Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "nft missing: scripts/setup.sh installs nftables and conntrack"
+    );
+    init();
+    let (a, r, b) = (Netns::new("enta").unwrap(), Netns::new("entr").unwrap(), Netns::new("entb").unwrap());
+    veth(&a, "wa0", &r, "wr0").unwrap();
+    veth(&r, "wr1", &b, "wb0").unwrap();
+    a.addr_add("wa0", "10.96.1.2/24").unwrap();
+    a.ip(&["route", "add", "default", "via", "10.96.1.1"]).unwrap();
+    r.addr_add("wr0", "10.96.1.1/24").unwrap();
+    r.addr_add("wr1", "10.99.0.1/24").unwrap();
+    r.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    b.addr_add("wb0", "10.99.0.2/24").unwrap();
+    snat(&r, 30000);
+
+    let o = Opts::default();
+    let mut ca = conf(&o, true);
+    ca.conns.truncate(1);
+    ca.conns[0].local_addrs = vec!["10.96.1.2".into()];
+    let mut cb = conf(&o, false);
+    cb.conns.truncate(1);
+    let (dir_a, dir_b) = (TestDir::new("enta").unwrap(), TestDir::new("entb").unwrap());
+    let gb = WispDaemon::start(&b, dir_b.path(), &cb.render()).expect("gateway B");
+    let ga = WispDaemon::start(&a, dir_a.path(), &ca.render()).expect("gateway A");
+    let out = ga.cli_ok(&["up", "site"]).expect("wisp up through the NAT");
+    assert!(out.contains("established"), "{out}");
+    let p = ping(&a, A_IN, B_IN, 3, 0.2).unwrap();
+    assert_eq!(p.received, 3, "{p:?}\nB:\n{}", gb.log_tail(30));
+    let st = gb.status().unwrap();
+    let before = ike_remote(&st).expect("B's IKE SA");
+    assert!((30000..31000).contains(&before.port()), "B sees A through the NAT: {before}");
+    let spis = |st: &serde_json::Value| child(st, "site").iter().map(|c| c["spi_in"].to_string()).collect::<Vec<_>>();
+    let spis_before = spis(&st);
+    assert_eq!(spis_before.len(), 1, "{st:#}");
+
+    // The NAT loses its state and maps A to new ports from now on.
+    snat(&r, 40000);
+    let out = r.output("conntrack", &["-F"]).expect("conntrack");
+    assert!(out.status.success(), "conntrack -F: {}", String::from_utf8_lossy(&out.stderr));
+    let t = Instant::now();
+    while ping(&a, A_IN, B_IN, 1, 0.2).unwrap().received == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no traffic 10 s after the NAT rebinding\nB:\n{}", gb.log_tail(40));
+    }
+    let p = ping(&a, A_IN, B_IN, 5, 0.2).unwrap();
+    assert_eq!(p.received, 5, "{p:?}");
+    let st = gb.status().unwrap();
+    let after = ike_remote(&st).expect("B's IKE SA");
+    assert!((40000..41000).contains(&after.port()), "B follows the new mapping: {after}\n{}", gb.log_tail(30));
+    assert_eq!(spis(&st), spis_before, "same Child SA, nothing renegotiated");
+    assert!(gb.log().contains("peer moved"), "B logs the move");
+    drop((ga, gb));
 }
