@@ -50,14 +50,21 @@ fn ike_messages_move_to_4500_with_marker() {
     assert_eq!((auth.1.local.port(), auth.1.remote.port(), auth.1.non_esp_marker), (4500, 4500, true));
 }
 
-#[test]
-fn no_nat_no_encap_stays_on_500() {
+/// A pair that neither forces UDP encapsulation nor sits behind a NAT,
+/// with its IKE SA and first Child SA established.
+fn established_without_nat() -> Pair {
     let (mut a, mut b) = default_pair_configs();
     a.connections[0].force_encap = false;
     b.connections[0].force_encap = false;
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
     p.run_until_quiet();
+    p
+}
+
+#[test]
+fn no_nat_no_encap_stays_on_500() {
+    let p = established_without_nat();
     let ca = child_ups(&p.ev_a);
     assert_eq!(ca.len(), 1);
     assert!(!ca[0].nat.udp_encap && !ca[0].nat.local_behind_nat && !ca[0].nat.remote_behind_nat);
@@ -152,12 +159,7 @@ fn nat_rebinding_moves_the_peer_and_its_child_sas() {
 
 #[test]
 fn peer_moved_refused_without_nat() {
-    let (mut a, mut b) = default_pair_configs();
-    a.connections[0].force_encap = false;
-    b.connections[0].force_encap = false;
-    let mut p = Pair::new(a, b);
-    p.a.initiate(p.now, "ab").unwrap();
-    p.run_until_quiet();
+    let mut p = established_without_nat();
     assert_eq!(child_ups(&p.ev_b).len(), 1);
     let ike = p.b.ike_sas()[0];
     assert!(!p.b.peer_moved(ike, addr("198.51.100.9", 4500)).unwrap());
