@@ -844,6 +844,18 @@ impl Engine {
         }
     }
 
+    /// Decode an SK (or last SKF fragment) message of `sa` and open it.
+    /// `None`: nothing to act on (no keys yet, undecodable, or fragments
+    /// still missing); otherwise the payloads or why they could not be opened.
+    fn open_protected(&mut self, sa: &mut IkeSa, bytes: &[u8]) -> Option<Result<Vec<Payload>, suite::OpenError>> {
+        sa.keys.as_ref()?;
+        let msg = codec::Message::decode(bytes).ok()?;
+        if matches!(msg.payloads.last(), Some(Payload::Skf(_))) {
+            return self.reassemble(sa, bytes, &msg).map(Ok);
+        }
+        Some(suite::open_message(bytes, &msg, sa.keys.as_ref()?))
+    }
+
     fn handle_request(&mut self, now: Duration, local: SocketAddr, remote: SocketAddr, bytes: &[u8], mut sa: IkeSa, h: &Header) {
         // Retransmitted request: resend the cached response.
         if let Some((mid, resp)) = &sa.last_resp {
@@ -858,23 +870,9 @@ impl Engine {
             self.put(sa);
             return;
         }
-        let msg = match codec::Message::decode(bytes) {
-            Ok(m) => m,
-            Err(_) => {
-                self.put(sa);
-                return;
-            }
-        };
-        let opened = if matches!(msg.payloads.last(), Some(Payload::Skf(_))) {
-            match self.reassemble(&mut sa, bytes, &msg) {
-                Some(p) => Ok(p),
-                None => {
-                    self.put(sa);
-                    return;
-                }
-            }
-        } else {
-            suite::open_message(bytes, &msg, sa.keys.as_ref().expect("checked above"))
+        let Some(opened) = self.open_protected(&mut sa, bytes) else {
+            self.put(sa);
+            return;
         };
         let payloads = match opened {
             Ok(p) => p,
@@ -948,27 +946,9 @@ impl Engine {
             self.initiator_init_response(now, sa, h, msg, bytes, remote);
             return;
         }
-        let Some(keys) = sa.keys.as_ref() else {
+        let Some(opened) = self.open_protected(&mut sa, bytes) else {
             self.put(sa);
             return;
-        };
-        let msg = match codec::Message::decode(bytes) {
-            Ok(m) => m,
-            Err(_) => {
-                self.put(sa);
-                return;
-            }
-        };
-        let opened = if matches!(msg.payloads.last(), Some(Payload::Skf(_))) {
-            match self.reassemble(&mut sa, bytes, &msg) {
-                Some(p) => Ok(p),
-                None => {
-                    self.put(sa);
-                    return;
-                }
-            }
-        } else {
-            suite::open_message(bytes, &msg, keys)
         };
         let payloads = match opened {
             Ok(p) => p,
