@@ -235,6 +235,21 @@ struct InEntry {
     moved_reported: AtomicBool,
 }
 
+impl Clone for InEntry {
+    /// The same SA (shared) with the same settings; a fresh report flag.
+    fn clone(&self) -> Self {
+        InEntry {
+            sa: self.sa.clone(),
+            spi_out: self.spi_out,
+            local_ts: self.local_ts.clone(),
+            remote_ts: self.remote_ts.clone(),
+            peer: self.peer,
+            moved_reported: AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Clone)]
 struct OutEntry {
     sa: Arc<OutboundSa>,
     spi_in: u32,
@@ -472,25 +487,11 @@ impl Dataplane {
         let mut t = Tables::clone(&self.shared.tables.load());
         let mut found = false;
         if let Some(e) = t.inbound.get_mut(&spi_in) {
-            *e = Arc::new(InEntry {
-                sa: e.sa.clone(),
-                spi_out: e.spi_out,
-                local_ts: e.local_ts.clone(),
-                remote_ts: e.remote_ts.clone(),
-                peer,
-                moved_reported: AtomicBool::new(false),
-            });
+            *e = Arc::new(InEntry { peer, ..InEntry::clone(e) });
             found = true;
         }
         for e in t.outbound.iter_mut().filter(|e| e.sa.spi() == spi_out) {
-            *e = Arc::new(OutEntry {
-                sa: e.sa.clone(),
-                spi_in: e.spi_in,
-                local_ts: e.local_ts.clone(),
-                remote_ts: e.remote_ts.clone(),
-                peer,
-                dst: sys::to_sockaddr(peer, self.shared.udp_v6),
-            });
+            *e = Arc::new(OutEntry { peer, dst: sys::to_sockaddr(peer, self.shared.udp_v6), ..OutEntry::clone(e) });
             found = true;
         }
         if !found {
