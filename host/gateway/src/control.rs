@@ -52,11 +52,15 @@ pub fn call(path: &Path, req: &Request, timeout: Option<Duration>) -> Result<Res
     s.set_read_timeout(timeout)?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Malformed(e.to_string()))?;
     line.push('\n');
-    s.write_all(line.as_bytes())?;
+    // The daemon may answer (and close) before reading, e.g. "permission
+    // denied": read its answer even when our write failed.
+    let wrote = s.write_all(line.as_bytes());
     let mut r = BufReader::new(s);
     let mut answer = String::new();
-    r.read_line(&mut answer)?;
+    let read = r.read_line(&mut answer);
     if answer.is_empty() {
+        wrote?;
+        read?;
         return Err(ClientError::Malformed("daemon closed the connection without an answer".into()));
     }
     serde_json::from_str(&answer).map_err(|e| ClientError::Malformed(format!("{e}: {answer}")))
