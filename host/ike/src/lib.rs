@@ -5,3 +5,5 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod native_policy;
+#[doc(hidden)]
+pub mod engine_fuzz;

@@ -10,6 +10,10 @@
 //!   [`DecodeError::UnsupportedCriticalPayload`] (carrying the type, so the
 //!   engine can answer UNSUPPORTED_CRITICAL_PAYLOAD with it) when it is set
 //!   (RFC 7296 2.5, 3.2).
+//! * Decoding is bounded: every decoder charges what it allocates to one
+//!   per-datagram [`Budget`] (see [`DecodeLimits`]: at most 128 payloads and
+//!   8 bytes of decoded memory per input byte plus 4 KiB), and counts that the
+//!   bytes present cannot hold are rejected before anything is allocated.
 //! * The SK / SKF payloads are kept as ciphertext by [`Message::decode`]; the
 //!   [`sk`] module builds and opens encrypted messages and fragments.
 //!
@@ -34,7 +38,10 @@ pub use registry::{
     TransformType, TsType,
 };
 pub use types::*;
-pub use wire::{decode_chain, decode_payload, encode_chain, encode_payload, HeaderInfo, MAX_PAYLOADS};
+pub use wire::{
+    decode_chain, decode_chain_with, decode_payload, encode_chain, encode_payload, Budget, DecodeLimits, HeaderInfo, MAX_ATTRIBUTES,
+    MAX_PAYLOADS, MAX_PROPOSALS,
+};
 
 /// Why a datagram could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +58,10 @@ pub enum DecodeError {
     /// More items than the codec accepts.
     #[error("too many {0}")]
     TooMany(&'static str),
+    /// The input is longer, or decodes into more memory, than the
+    /// per-datagram [`DecodeLimits`] allow.
+    #[error("over decode budget: {0}")]
+    OverBudget(&'static str),
     /// The IKE header's major version is not 2 (answer INVALID_MAJOR_VERSION).
     #[error("unsupported major version {0}")]
     InvalidMajorVersion(u8),

@@ -8,7 +8,7 @@
 //! The plaintext inside SK is `payloads | padding | pad length`; wisp sends no
 //! padding (AEAD ciphers need no alignment) and accepts any valid padding.
 
-use super::wire::{decode_chain, encode_chain};
+use super::wire::{decode_chain_with, encode_chain, Budget, DecodeLimits};
 use super::{DecodeError, EncodeError, Header, Message, Payload, PayloadType, SkfPayload};
 use crate::crypto::aead::{SkCipher, ICV_LEN, IV_LEN};
 use crate::crypto::CryptoError;
@@ -84,7 +84,9 @@ fn strip_padding(mut plain: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, Cr
 /// SK, followed by the decrypted inner payloads. An authentication failure is
 /// [`SkError::Crypto`] (RFC 7296: discard silently).
 pub fn decrypt_message(buf: &[u8], cipher: &SkCipher) -> Result<Message, SkError> {
-    let outer = Message::decode(buf)?;
+    // one budget for the outer and the inner chain of this datagram
+    let budget = Budget::new(buf.len(), &DecodeLimits::DEFAULT)?;
+    let outer = Message::decode_with(buf, &budget)?;
     let mut payloads = outer.payloads;
     let sk = match payloads.pop() {
         Some(Payload::Sk(sk)) => sk,
@@ -93,7 +95,7 @@ pub fn decrypt_message(buf: &[u8], cipher: &SkCipher) -> Result<Message, SkError
     let aad_len = buf.len() - sk.data.len();
     let plain = cipher.open(&buf[..aad_len], &sk.data)?;
     let plain = strip_padding(plain)?;
-    let inner = decode_chain(sk.next_payload, &plain)?;
+    let inner = decode_chain_with(sk.next_payload, &plain, &budget)?;
     payloads.extend(inner);
     Ok(Message { header: outer.header, payloads })
 }
@@ -168,9 +170,12 @@ impl core::fmt::Debug for Fragment {
 
 /// Authenticate and decrypt one SKF message (RFC 7383 2.6).
 pub fn decrypt_fragment(buf: &[u8], cipher: &SkCipher) -> Result<Fragment, SkError> {
-    let outer = Message::decode(buf)?;
-    let skf: SkfPayload = match outer.payloads.last() {
-        Some(Payload::Skf(f)) if outer.payloads.len() == 1 => f.clone(),
+    let mut outer = Message::decode(buf)?;
+    if outer.payloads.len() != 1 {
+        return Err(SkError::NotEncrypted);
+    }
+    let skf: SkfPayload = match outer.payloads.pop() {
+        Some(Payload::Skf(f)) => f,
         _ => return Err(SkError::NotEncrypted),
     };
     let aad_len = buf.len() - skf.data.len();
@@ -208,10 +213,13 @@ impl core::fmt::Debug for Reassembler {
 }
 
 impl Reassembler {
-    /// Maximum number of fragments accepted for one message.
-    pub const MAX_FRAGMENTS: u16 = 256;
-    /// Maximum reassembled size in bytes.
-    pub const MAX_BYTES: usize = 256 * 1024;
+    /// Maximum number of fragments accepted for one message (RFC 7383 sets no
+    /// limit; 64 KiB in fragments of at least 512 bytes needs 128).
+    pub const MAX_FRAGMENTS: u16 = 128;
+    /// Maximum reassembled size in bytes (that of the largest unfragmented
+    /// message, [`DecodeLimits::DEFAULT`]`.max_len`). The engine keeps one
+    /// reassembly per IKE SA and drops it when a limit is hit.
+    pub const MAX_BYTES: usize = 65_535;
 
     /// Empty reassembly state.
     pub fn new() -> Self {
@@ -274,7 +282,8 @@ impl Reassembler {
             all.extend_from_slice(p);
         }
         let first = self.first_np.unwrap_or(PayloadType::NONE);
-        let payloads = decode_chain(first, &all)?;
+        let budget = Budget::new(all.len(), &DecodeLimits { max_len: Self::MAX_BYTES, ..DecodeLimits::DEFAULT })?;
+        let payloads = decode_chain_with(first, &all, &budget)?;
         let header = self.header.unwrap_or(frag.header);
         Ok(Some(Message { header, payloads }))
     }

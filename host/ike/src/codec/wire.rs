@@ -5,20 +5,114 @@ use super::types::*;
 use super::{DecodeError, EncodeError};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Upper bound on the number of payloads in one chain (defence against
-/// pathological inputs; a valid IKE message has far fewer).
-pub const MAX_PAYLOADS: usize = 256;
+/// Default upper bound on the number of payloads in one message (outer chain
+/// and SK inner chain together); see [`DecodeLimits`].
+pub const MAX_PAYLOADS: usize = 128;
 /// Upper bound on proposals per SA payload (the proposal number is one byte).
 pub const MAX_PROPOSALS: usize = 255;
+/// Upper bound on attributes in one transform or one CP payload.
+pub const MAX_ATTRIBUTES: usize = 128;
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// Limits applied to the decoding of one datagram (or one reassembled
+/// message), all enforced by one [`Budget`] that every decoder charges.
+///
+/// Decoding allocates only what it keeps: copies of byte strings and the
+/// in-memory size of every list element. Each is charged against
+/// `memory_base + memory_per_byte * input length`, so a hostile input
+/// cannot make the decoder allocate more than a small multiple of its own
+/// size (RFC 7296 sets no such limits; these are wisp's). Exceeding a limit is
+/// [`DecodeError::OverBudget`] (a drop before authentication, INVALID_SYNTAX
+/// after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Longest input accepted, in bytes (a UDP datagram carries at most 64 KiB).
+    pub max_len: usize,
+    /// Most payloads per message, outer and SK inner chains together.
+    pub max_payloads: usize,
+    /// Decoded memory allowed per input byte.
+    pub memory_per_byte: usize,
+    /// Decoded memory allowed on top of `memory_per_byte * len`.
+    pub memory_base: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+impl DecodeLimits {
+    /// The defaults: 64 KiB, 128 payloads, 8 bytes of decoded memory per input
+    /// byte plus 4 KiB. A real message needs far less (byte strings cost one
+    /// byte per byte; a transform with a key length attribute, the densest
+    /// common structure, about 5.3).
+    pub const DEFAULT: DecodeLimits = DecodeLimits { max_len: 65_535, max_payloads: MAX_PAYLOADS, memory_per_byte: 8, memory_base: 4096 };
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The per-input decode budget: what is left of the [`DecodeLimits`] for the
+/// input being decoded. The one place where the limits are enforced; shared by
+/// the readers of nested structures and by the outer and inner chains of an
+/// encrypted message.
+#[derive(Debug)]
+pub struct Budget {
+    payloads: core::cell::Cell<usize>,
+    memory: core::cell::Cell<usize>,
+}
+
+impl Budget {
+    /// The budget for an input of `len` bytes, or an error if it is longer
+    /// than `limits.max_len`.
+    pub fn new(len: usize, limits: &DecodeLimits) -> Result<Budget, DecodeError> {
+        if len > limits.max_len {
+            return Err(DecodeError::OverBudget("input length"));
+        }
+        let memory = limits.memory_per_byte.saturating_mul(len).saturating_add(limits.memory_base);
+        Ok(Budget { payloads: core::cell::Cell::new(limits.max_payloads), memory: core::cell::Cell::new(memory) })
+    }
+
+    /// Decoded memory still available, in bytes.
+    pub fn memory_left(&self) -> usize {
+        self.memory.get()
+    }
+
+    /// Payloads still allowed.
+    pub fn payloads_left(&self) -> usize {
+        self.payloads.get()
+    }
+
+    fn payload(&self) -> Result<(), DecodeError> {
+        let left = self.payloads.get();
+        if left == 0 {
+            return Err(DecodeError::TooMany("payloads"));
+        }
+        self.payloads.set(left - 1);
+        self.charge(core::mem::size_of::<Payload>())
+    }
+
+    fn charge(&self, bytes: usize) -> Result<(), DecodeError> {
+        let left = self.memory.get();
+        if bytes > left {
+            return Err(DecodeError::OverBudget("decoded memory"));
+        }
+        self.memory.set(left - bytes);
+        Ok(())
+    }
+
+    /// Charge one list element of type `T` (its in-memory size).
+    fn item<T>(&self) -> Result<(), DecodeError> {
+        self.charge(core::mem::size_of::<T>())
+    }
+}
+
+struct Reader<'a, 'b> {
+    buf: &'a [u8],
+    pos: usize,
+    budget: &'b Budget,
+}
+
+impl<'a, 'b> Reader<'a, 'b> {
+    fn new(buf: &'a [u8], budget: &'b Budget) -> Self {
+        Reader { buf, pos: 0, budget }
     }
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -30,6 +124,27 @@ impl<'a> Reader<'a> {
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
+    }
+    /// A reader over the next `n` bytes, sharing this reader's budget.
+    fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a, 'b>, DecodeError> {
+        let s = self.take(n, what)?;
+        Ok(Reader::new(s, self.budget))
+    }
+    /// Copy the next `n` bytes (charged to the budget).
+    fn bytes(&mut self, n: usize, what: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let s = self.take(n, what)?;
+        self.budget.charge(n)?;
+        Ok(s.to_vec())
+    }
+    /// Copy the rest (charged to the budget).
+    fn rest_vec(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let n = self.remaining();
+        self.bytes(n, "payload body")
+    }
+    /// An empty vector with room for `claimed` elements, but never for more
+    /// than the remaining bytes can hold at `min_wire` bytes each.
+    fn vec_for<T>(&self, claimed: usize, min_wire: usize) -> Vec<T> {
+        Vec::with_capacity(claimed.min(self.remaining() / min_wire.max(1)))
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
@@ -47,11 +162,6 @@ impl<'a> Reader<'a> {
         let mut a = [0u8; 8];
         a.copy_from_slice(s);
         Ok(u64::from_be_bytes(a))
-    }
-    fn rest(&mut self) -> &'a [u8] {
-        let s = &self.buf[self.pos..];
-        self.pos = self.buf.len();
-        s
     }
 }
 
@@ -87,7 +197,8 @@ impl Header {
     /// Fails with [`DecodeError::InvalidMajorVersion`] if the major version is
     /// greater than 2 (the engine answers INVALID_MAJOR_VERSION).
     pub fn decode(buf: &[u8]) -> Result<HeaderInfo, DecodeError> {
-        let mut r = Reader::new(buf);
+        let budget = Budget { payloads: core::cell::Cell::new(0), memory: core::cell::Cell::new(0) };
+        let mut r = Reader::new(buf, &budget);
         let spi_i = r.u64("IKE header")?;
         let spi_r = r.u64("IKE header")?;
         let np = r.u8("IKE header")?;
@@ -131,11 +242,18 @@ impl Message {
     /// The payload chain is parsed; an SK/SKF payload is kept as ciphertext
     /// (see [`super::sk`] to decrypt it).
     pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+        let budget = Budget::new(buf.len(), &DecodeLimits::DEFAULT)?;
+        Self::decode_with(buf, &budget)
+    }
+
+    /// [`Message::decode`] charging `budget` (which may be shared with a
+    /// later decode of the SK inner chain of the same datagram).
+    pub fn decode_with(buf: &[u8], budget: &Budget) -> Result<Message, DecodeError> {
         let info = Header::decode(buf)?;
         if info.length as usize != buf.len() {
             return Err(DecodeError::BadLength("IKE message length"));
         }
-        let payloads = decode_chain(info.next_payload, &buf[Header::LEN..])?;
+        let payloads = decode_chain_with(info.next_payload, &buf[Header::LEN..], budget)?;
         Ok(Message { header: info.header, payloads })
     }
 
@@ -158,13 +276,17 @@ impl Message {
 /// An SK or SKF payload ends the chain (its next-payload field names the first
 /// inner payload) and must be the last bytes of `buf`.
 pub fn decode_chain(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, DecodeError> {
+    let budget = Budget::new(buf.len(), &DecodeLimits::DEFAULT)?;
+    decode_chain_with(first, buf, &budget)
+}
+
+/// [`decode_chain`] charging `budget`.
+pub fn decode_chain_with(first: PayloadType, buf: &[u8], budget: &Budget) -> Result<Vec<Payload>, DecodeError> {
     let mut out = Vec::new();
     let mut next = first;
-    let mut r = Reader::new(buf);
+    let mut r = Reader::new(buf, budget);
     while next != PayloadType::NONE {
-        if out.len() >= MAX_PAYLOADS {
-            return Err(DecodeError::TooMany("payloads"));
-        }
+        budget.payload()?;
         let np = PayloadType(r.u8("generic payload header")?);
         let flags = r.u8("generic payload header")?;
         let len = r.u16("generic payload header")? as usize;
@@ -174,7 +296,7 @@ pub fn decode_chain(first: PayloadType, buf: &[u8]) -> Result<Vec<Payload>, Deco
         let body = r.take(len - 4, "payload body")?;
         let critical = flags & 0x80 != 0;
         let this = next;
-        let p = decode_payload(this, np, critical, body)?;
+        let p = decode_payload_with(this, np, critical, body, budget)?;
         out.push(p);
         if this == PayloadType::SK || this == PayloadType::SKF {
             if r.remaining() != 0 {
@@ -399,18 +521,24 @@ fn encode_ts(ts: &TsPayload, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 /// Decode the body of one payload of type `t`. `np` is the payload's own
 /// next-payload field (needed for SK/SKF).
 pub fn decode_payload(t: PayloadType, np: PayloadType, critical: bool, body: &[u8]) -> Result<Payload, DecodeError> {
-    let mut r = Reader::new(body);
+    let budget = Budget::new(body.len(), &DecodeLimits::DEFAULT)?;
+    decode_payload_with(t, np, critical, body, &budget)
+}
+
+/// [`decode_payload`] charging `budget`.
+fn decode_payload_with(t: PayloadType, np: PayloadType, critical: bool, body: &[u8], budget: &Budget) -> Result<Payload, DecodeError> {
+    let mut r = Reader::new(body, budget);
     let p = match t {
-        PayloadType::SA => Payload::Sa(decode_sa(body)?),
+        PayloadType::SA => Payload::Sa(decode_sa(&mut r)?),
         PayloadType::KE => {
             let group = r.u16("KE payload")?;
             r.take(2, "KE payload")?;
-            Payload::Ke(KePayload { group, data: r.rest().to_vec() })
+            Payload::Ke(KePayload { group, data: r.rest_vec()? })
         }
         PayloadType::IDI | PayloadType::IDR => {
             let id_type = IdType(r.u8("ID payload")?);
             r.take(3, "ID payload")?;
-            let id = IdPayload { id_type, data: r.rest().to_vec() };
+            let id = IdPayload { id_type, data: r.rest_vec()? };
             if t == PayloadType::IDI {
                 Payload::IdI(id)
             } else {
@@ -419,7 +547,7 @@ pub fn decode_payload(t: PayloadType, np: PayloadType, critical: bool, body: &[u
         }
         PayloadType::CERT | PayloadType::CERTREQ => {
             let encoding = CertEncoding(r.u8("CERT payload")?);
-            let c = CertPayload { encoding, data: r.rest().to_vec() };
+            let c = CertPayload { encoding, data: r.rest_vec()? };
             if t == PayloadType::CERT {
                 Payload::Cert(c)
             } else {
@@ -429,15 +557,15 @@ pub fn decode_payload(t: PayloadType, np: PayloadType, critical: bool, body: &[u
         PayloadType::AUTH => {
             let method = AuthMethod(r.u8("AUTH payload")?);
             r.take(3, "AUTH payload")?;
-            Payload::Auth(AuthPayload { method, data: r.rest().to_vec() })
+            Payload::Auth(AuthPayload { method, data: r.rest_vec()? })
         }
-        PayloadType::NONCE => Payload::Nonce(body.to_vec()),
+        PayloadType::NONCE => Payload::Nonce(r.rest_vec()?),
         PayloadType::NOTIFY => {
             let protocol = ProtocolId(r.u8("Notify payload")?);
             let spi_size = r.u8("Notify payload")? as usize;
             let notify_type = NotifyType(r.u16("Notify payload")?);
-            let spi = r.take(spi_size, "Notify SPI")?.to_vec();
-            Payload::Notify(NotifyPayload { protocol, spi, notify_type, data: r.rest().to_vec() })
+            let spi = r.bytes(spi_size, "Notify SPI")?;
+            Payload::Notify(NotifyPayload { protocol, spi, notify_type, data: r.rest_vec()? })
         }
         PayloadType::DELETE => {
             let protocol = ProtocolId(r.u8("Delete payload")?);
@@ -447,104 +575,110 @@ pub fn decode_payload(t: PayloadType, np: PayloadType, critical: bool, body: &[u
             if r.remaining() != need {
                 return Err(DecodeError::BadLength("Delete SPIs"));
             }
-            let mut spis = Vec::with_capacity(n.min(1024));
-            if spi_size == 0 {
-                // n SPIs of size zero: representable only as n empty vectors.
-                spis.resize(n, Vec::new());
-            } else {
-                for _ in 0..n {
-                    spis.push(r.take(spi_size as usize, "Delete SPI")?.to_vec());
-                }
+            if spi_size == 0 && n != 0 {
+                // RFC 7296 3.11: an IKE SA delete has SPI size 0 and no SPIs;
+                // n SPIs of no bytes each would cost memory for nothing.
+                return Err(DecodeError::Malformed("Delete SPIs of size zero"));
+            }
+            let mut spis = r.vec_for(n, spi_size as usize);
+            for _ in 0..n {
+                r.budget.item::<Vec<u8>>()?;
+                spis.push(r.bytes(spi_size as usize, "Delete SPI")?);
             }
             Payload::Delete(DeletePayload { protocol, spi_size, spis })
         }
-        PayloadType::VENDOR_ID => Payload::VendorId(body.to_vec()),
-        PayloadType::TSI => Payload::TsI(decode_ts(body)?),
-        PayloadType::TSR => Payload::TsR(decode_ts(body)?),
-        PayloadType::SK => Payload::Sk(SkPayload { next_payload: np, data: body.to_vec() }),
+        PayloadType::VENDOR_ID => Payload::VendorId(r.rest_vec()?),
+        PayloadType::TSI => Payload::TsI(decode_ts(&mut r)?),
+        PayloadType::TSR => Payload::TsR(decode_ts(&mut r)?),
+        PayloadType::SK => Payload::Sk(SkPayload { next_payload: np, data: r.rest_vec()? }),
         PayloadType::SKF => {
             let fragment_number = r.u16("SKF payload")?;
             let total_fragments = r.u16("SKF payload")?;
             if fragment_number == 0 || total_fragments == 0 || fragment_number > total_fragments {
                 return Err(DecodeError::Malformed("SKF fragment numbering"));
             }
-            Payload::Skf(SkfPayload { next_payload: np, fragment_number, total_fragments, data: r.rest().to_vec() })
+            Payload::Skf(SkfPayload { next_payload: np, fragment_number, total_fragments, data: r.rest_vec()? })
         }
         PayloadType::CP => {
             let cfg_type = CfgType(r.u8("CP payload")?);
             r.take(3, "CP payload")?;
             let mut attributes = Vec::new();
             while r.remaining() > 0 {
-                if attributes.len() >= MAX_PAYLOADS {
+                if attributes.len() >= MAX_ATTRIBUTES {
                     return Err(DecodeError::TooMany("config attributes"));
                 }
+                r.budget.item::<ConfigAttribute>()?;
                 let ty = r.u16("config attribute")? & 0x7fff;
                 let len = r.u16("config attribute")? as usize;
-                let value = r.take(len, "config attribute value")?.to_vec();
+                let value = r.bytes(len, "config attribute value")?;
                 attributes.push(ConfigAttribute { attr_type: ConfigAttrType(ty), value });
             }
             Payload::Cp(CpPayload { cfg_type, attributes })
         }
-        PayloadType::EAP => Payload::Eap(body.to_vec()),
+        PayloadType::EAP => Payload::Eap(r.rest_vec()?),
         other => {
             if critical {
                 return Err(DecodeError::UnsupportedCriticalPayload(other));
             }
-            Payload::Unknown { payload_type: other, critical, body: body.to_vec() }
+            Payload::Unknown { payload_type: other, critical, body: r.rest_vec()? }
         }
     };
     Ok(p)
 }
 
-fn decode_sa(body: &[u8]) -> Result<SaPayload, DecodeError> {
-    let mut r = Reader::new(body);
+fn decode_sa(r: &mut Reader<'_, '_>) -> Result<SaPayload, DecodeError> {
     let mut proposals = Vec::new();
     loop {
         if proposals.len() >= MAX_PROPOSALS {
             return Err(DecodeError::TooMany("proposals"));
         }
+        r.budget.item::<Proposal>()?;
         let more = r.u8("proposal")?;
         r.u8("proposal")?;
         let plen = r.u16("proposal")? as usize;
         if plen < 8 {
             return Err(DecodeError::BadLength("proposal length"));
         }
-        let pbody = r.take(plen - 4, "proposal")?;
-        let mut pr = Reader::new(pbody);
+        let mut pr = r.sub(plen - 4, "proposal")?;
         let number = pr.u8("proposal")?;
         let protocol = ProtocolId(pr.u8("proposal")?);
         let spi_size = pr.u8("proposal")? as usize;
         let ntrans = pr.u8("proposal")? as usize;
-        let spi = pr.take(spi_size, "proposal SPI")?.to_vec();
-        let mut transforms = Vec::with_capacity(ntrans);
+        let spi = pr.bytes(spi_size, "proposal SPI")?;
+        // a transform takes at least 8 bytes
+        if ntrans > pr.remaining() / 8 {
+            return Err(DecodeError::BadLength("transform count vs proposal length"));
+        }
+        let mut transforms = pr.vec_for(ntrans, 8);
         for i in 0..ntrans {
+            pr.budget.item::<Transform>()?;
             let tmore = pr.u8("transform")?;
             pr.u8("transform")?;
             let tlen = pr.u16("transform")? as usize;
             if tlen < 8 {
                 return Err(DecodeError::BadLength("transform length"));
             }
-            let tbody = pr.take(tlen - 4, "transform")?;
+            let mut tr = pr.sub(tlen - 4, "transform")?;
             let last = i + 1 == ntrans;
             if (last && tmore != 0) || (!last && tmore != 3) {
                 return Err(DecodeError::Malformed("transform last/more flag"));
             }
-            let mut tr = Reader::new(tbody);
             let transform_type = TransformType(tr.u8("transform")?);
             tr.u8("transform")?;
             let id = tr.u16("transform")?;
-            let mut attributes = Vec::new();
+            let mut attributes = tr.vec_for(MAX_ATTRIBUTES, 4);
             while tr.remaining() > 0 {
-                if attributes.len() >= MAX_PAYLOADS {
+                if attributes.len() >= MAX_ATTRIBUTES {
                     return Err(DecodeError::TooMany("attributes"));
                 }
+                tr.budget.item::<Attribute>()?;
                 let at = tr.u16("attribute")?;
                 if at & 0x8000 != 0 {
                     let value = tr.u16("attribute")?;
                     attributes.push(Attribute::Tv { attr_type: at & 0x7fff, value });
                 } else {
                     let len = tr.u16("attribute")? as usize;
-                    let value = tr.take(len, "attribute value")?.to_vec();
+                    let value = tr.bytes(len, "attribute value")?;
                     attributes.push(Attribute::Tlv { attr_type: at, value });
                 }
             }
@@ -566,24 +700,27 @@ fn decode_sa(body: &[u8]) -> Result<SaPayload, DecodeError> {
     Ok(SaPayload { proposals })
 }
 
-fn decode_ts(body: &[u8]) -> Result<TsPayload, DecodeError> {
-    let mut r = Reader::new(body);
+fn decode_ts(r: &mut Reader<'_, '_>) -> Result<TsPayload, DecodeError> {
     let n = r.u8("TS payload")? as usize;
     r.take(3, "TS payload")?;
-    let mut selectors = Vec::with_capacity(n);
+    // a selector takes at least 8 bytes (RFC 7296 3.13.1)
+    if n > r.remaining() / 8 {
+        return Err(DecodeError::BadLength("selector count vs TS payload length"));
+    }
+    let mut selectors = r.vec_for(n, 8);
     for _ in 0..n {
+        r.budget.item::<TrafficSelector>()?;
         let ts_type = TsType(r.u8("traffic selector")?);
         let ip_protocol = r.u8("traffic selector")?;
         let len = r.u16("traffic selector")? as usize;
         if len < 4 {
             return Err(DecodeError::BadLength("traffic selector length"));
         }
-        let sbody = r.take(len - 4, "traffic selector")?;
-        let mut sr = Reader::new(sbody);
+        let mut sr = r.sub(len - 4, "traffic selector")?;
         let sel = match ts_type {
             TsType::IPV4_ADDR_RANGE | TsType::IPV6_ADDR_RANGE => {
                 let alen = if ts_type == TsType::IPV4_ADDR_RANGE { 4 } else { 16 };
-                if sbody.len() != 4 + 2 * alen {
+                if sr.remaining() != 4 + 2 * alen {
                     return Err(DecodeError::BadLength("traffic selector length"));
                 }
                 let start_port = sr.u16("traffic selector")?;
@@ -605,7 +742,7 @@ fn decode_ts(body: &[u8]) -> Result<TsPayload, DecodeError> {
                 };
                 TrafficSelector::Range(TsRange { ip_protocol, start_port, end_port, start_addr, end_addr })
             }
-            _ => TrafficSelector::Other { ts_type, ip_protocol, body: sbody.to_vec() },
+            _ => TrafficSelector::Other { ts_type, ip_protocol, body: sr.rest_vec()? },
         };
         selectors.push(sel);
     }
