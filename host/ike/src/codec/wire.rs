@@ -142,9 +142,11 @@ impl<'a, 'b> Reader<'a, 'b> {
         self.bytes(n, "payload body")
     }
     /// An empty vector with room for `claimed` elements, but never for more
-    /// than the remaining bytes can hold at `min_wire` bytes each.
+    /// than the remaining bytes can hold at `min_wire` bytes each, nor more
+    /// than the budget has memory left for.
     fn vec_for<T>(&self, claimed: usize, min_wire: usize) -> Vec<T> {
-        Vec::with_capacity(claimed.min(self.remaining() / min_wire.max(1)))
+        let by_budget = self.budget.memory_left() / core::mem::size_of::<T>().max(1);
+        Vec::with_capacity(claimed.min(self.remaining() / min_wire.max(1)).min(by_budget))
     }
     fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
