@@ -217,8 +217,12 @@ fn hostile_inner_chains_allocate_in_proportion_to_their_length() {
             continue; // the SK payload would be one too many
         }
         let Ok(enc) = encrypt_message(&h, &m.payloads, &mut c) else { continue };
+        if enc.len() > DecodeLimits::DEFAULT.max_len {
+            continue; // over the input limit once encrypted
+        }
         let (total, _, r) = cost(|| decrypt_message(&enc, &c).map(|m| m.payloads.len()));
-        assert!(r.is_ok(), "{what}: {r:?}");
+        // near the budget's edge the SK copy can tip it over: then a clean error
+        assert!(r.is_ok() || matches!(r, Err(sk::SkError::Decode(DecodeError::OverBudget(_)))), "{what}: {r:?}");
         assert!(total <= bound(enc.len()), "{what}: {} bytes allocated {total}", enc.len());
     }
 }
@@ -229,7 +233,7 @@ fn fragment_sets_are_bounded() {
     // is dropped at MAX_BYTES, whatever the announced count
     let mut c = SkCipher::new(EncrAlg::AesGcm16_128, &[9u8; 20]).unwrap();
     let h = Header::new(1, 2, ExchangeType::IKE_AUTH, Flags::new(true, false), 1);
-    let inner = vec![Payload::Cert(CertPayload { encoding: CertEncoding::X509_SIGNATURE, data: vec![5; 200_000] })];
+    let inner = vec![Payload::Cert(CertPayload { encoding: CertEncoding::X509_SIGNATURE, data: vec![5; 50_000] }); 4];
     let frags = wisp_ike::codec::sk::encrypt_fragments(&h, &inner, &mut c, 4000).unwrap();
     assert!(frags.len() <= Reassembler::MAX_FRAGMENTS as usize);
     let mut r = Reassembler::new();
