@@ -74,7 +74,8 @@ fn ts() -> impl Strategy<Value = TrafficSelector> {
 }
 
 fn delete() -> impl Strategy<Value = DeletePayload> {
-    (any::<u8>(), 0u8..9, 0usize..5).prop_flat_map(|(p, size, n)| {
+    // SPI size 0 only without SPIs (RFC 7296 3.11; the decoder refuses the rest)
+    (any::<u8>(), 0u8..9, 0usize..5).prop_map(|(p, size, n)| (p, size, if size == 0 { 0 } else { n })).prop_flat_map(|(p, size, n)| {
         proptest::collection::vec(proptest::collection::vec(any::<u8>(), size as usize), n).prop_map(move |spis| {
             DeletePayload { protocol: ProtocolId(p), spi_size: size, spis }
         })

@@ -90,9 +90,9 @@ fn ts_at_its_limits() {
     assert!(matches!(&m.payloads[0], Payload::TsI(t) if t.selectors.len() == 255));
     // one selector more than the count (which cannot exceed 255)
     assert_eq!(one(PayloadType::TSI, ts_body(255, 256)), Err(DecodeError::Malformed("data after last traffic selector")));
-    // a count claiming more selectors than the bytes can hold (8 bytes at least each)
+    // a count claiming more selectors than the bytes can hold (4 bytes at least each)
     assert_eq!(one(PayloadType::TSR, ts_body(255, 1)), Err(DecodeError::BadLength("selector count vs TS payload length")));
-    assert_eq!(one(PayloadType::TSR, ts_body(5, 2)), Err(DecodeError::BadLength("selector count vs TS payload length")));
+    assert_eq!(one(PayloadType::TSR, ts_body(9, 2)), Err(DecodeError::BadLength("selector count vs TS payload length")));
 }
 
 /// An SA payload of `nprop` proposals, each with `ntrans` transforms

@@ -214,8 +214,8 @@ impl core::fmt::Debug for Reassembler {
 
 impl Reassembler {
     /// Maximum number of fragments accepted for one message (RFC 7383 sets no
-    /// limit; 64 KiB in fragments of at least 512 bytes needs 128).
-    pub const MAX_FRAGMENTS: u16 = 128;
+    /// limit; the total is capped by [`Self::MAX_BYTES`] anyway).
+    pub const MAX_FRAGMENTS: u16 = 256;
     /// Maximum reassembled size in bytes (that of the largest unfragmented
     /// message, [`DecodeLimits::DEFAULT`]`.max_len`). The engine keeps one
     /// reassembly per IKE SA and drops it when a limit is hit.

@@ -705,11 +705,11 @@ fn decode_sa(r: &mut Reader<'_, '_>) -> Result<SaPayload, DecodeError> {
 fn decode_ts(r: &mut Reader<'_, '_>) -> Result<TsPayload, DecodeError> {
     let n = r.u8("TS payload")? as usize;
     r.take(3, "TS payload")?;
-    // a selector takes at least 8 bytes (RFC 7296 3.13.1)
-    if n > r.remaining() / 8 {
+    // a selector takes at least its 4-byte header (unknown types may have no body)
+    if n > r.remaining() / 4 {
         return Err(DecodeError::BadLength("selector count vs TS payload length"));
     }
-    let mut selectors = r.vec_for(n, 8);
+    let mut selectors = r.vec_for(n, 4);
     for _ in 0..n {
         r.budget.item::<TrafficSelector>()?;
         let ts_type = TsType(r.u8("traffic selector")?);
