@@ -114,7 +114,7 @@ impl Access {
 
 fn user_in_group(uid: u32, g: &nix::unistd::Group) -> bool {
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else { return false };
-    if g.mem.iter().any(|m| *m == user.name) || user.gid == g.gid {
+    if g.mem.contains(&user.name) || user.gid == g.gid {
         return true;
     }
     false

@@ -119,9 +119,11 @@ pub fn drop_to(t: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Each thread's uid/gid and capabilities, from `/proc/self/task/*/status`:
-/// `(comm, uids, gids, CapPrm, CapEff)`.
-pub fn threads() -> std::io::Result<Vec<(String, String, String, u64, u64)>> {
+/// One thread's `(comm, uids, gids, CapPrm, CapEff)`.
+pub type ThreadCreds = (String, String, String, u64, u64);
+
+/// Each thread's uid/gid and capabilities, from `/proc/self/task/*/status`.
+pub fn threads() -> std::io::Result<Vec<ThreadCreds>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc/self/task")? {
         let dir = e?.path();

@@ -191,7 +191,7 @@ fn fuzz_body_engine_sequence() {
     let valid = valid_program();
     let s = engine_sequence(&valid);
     assert!(s.children_up >= 2, "the valid program should bring up and rekey a Child SA: {s:?}");
-    let mut rng = XorShift(0x5eed_0f_e4_9e_5e_9e);
+    let mut rng = XorShift(0x5e_ed0f_e49e_5e9e);
     let n = if cfg!(debug_assertions) { 300 } else { 3000 };
     let mut deep = 0;
     for i in 0..n {
