@@ -171,7 +171,7 @@ pub fn tcp_transfer(
     bytes: u64,
     timeout: Duration,
 ) -> Result<Transfer> {
-    let listener = server_ns.run(move || TcpListener::bind(SocketAddr::new(server_addr, port)))??;
+    let listener = server_ns.run(move || bind_listener(SocketAddr::new(server_addr, port), timeout))??;
     let server = std::thread::spawn(move || -> Result<(u64, [u8; 32])> {
         listener.set_nonblocking(true)?;
         let deadline = Instant::now() + timeout;
@@ -223,6 +223,22 @@ pub fn tcp_transfer(
     })??;
     let (n, recv) = server.join().map_err(|_| err!("tcp server thread panicked"))??;
     Ok(Transfer { bytes: n, sent_sha256: client, recv_sha256: recv, millis: start.elapsed().as_millis() })
+}
+
+/// Bind a TCP listener, retrying while the port is still held: a transfer run
+/// right after another on the same port can find the last connection's
+/// accepted socket still closing (LAST_ACK through a tunnel that is rekeying),
+/// which makes bind(2) answer EADDRINUSE for a moment.
+fn bind_listener(at: SocketAddr, timeout: Duration) -> std::io::Result<TcpListener> {
+    let deadline = Instant::now() + timeout.min(Duration::from_secs(10));
+    loop {
+        match TcpListener::bind(at) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Connect from a specific source address (bind before connect) using std only:

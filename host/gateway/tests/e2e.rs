@@ -212,8 +212,11 @@ fn child_rekey_every_2s_loses_nothing() {
     // TCP kept busy for ~6 s across rekeys: every transfer arrives intact.
     let t0 = Instant::now();
     let mut total = 0;
+    // A fresh port per round: the last round's server socket may still be closing.
+    let mut port = 5202;
     while t0.elapsed() < Duration::from_secs(6) {
-        let t = tcp_transfer(&s.pair.right, ip(B_IN), 5202, &s.pair.left, ip(A_IN), 40 * MB, Duration::from_secs(60))
+        port += 1;
+        let t = tcp_transfer(&s.pair.right, ip(B_IN), port, &s.pair.left, ip(A_IN), 40 * MB, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("transfer across rekeys: {e}\nA:\n{}", s.a.log_tail(40)));
         assert!(t.intact(), "checksum mismatch across rekeys");
         total += t.bytes;
