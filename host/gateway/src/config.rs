@@ -531,6 +531,9 @@ pub struct Config {
     pub tun: TunConfig,
     #[serde(default)]
     pub plugin: PluginConfig,
+    /// `[ike]`: daemon-wide IKE settings (cookies, half-open caps).
+    #[serde(default)]
+    pub ike: crate::ike_settings::IkeSettings,
     #[serde(default)]
     pub connections: BTreeMap<String, Connection>,
     /// Set by [`Config::load`]: the file this was read from.
@@ -788,6 +791,7 @@ impl Config {
                 cfg.control_socket = Some(base.join(p));
             }
         }
+        cfg.ike.validate().map_err(|(field, message)| err(field, message))?;
         for (k, v) in &cfg.plugin.settings {
             let ok = match v {
                 toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) => true,

@@ -14,6 +14,9 @@ pub struct Status {
     /// Dataplane-wide counters (drops by reason, etc.), name → value.
     #[serde(default)]
     pub dataplane: Vec<(String, u64)>,
+    /// IKE_SA_INIT admission counters (attempts, cookies, half-open drops), name → value.
+    #[serde(default)]
+    pub ike: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -155,6 +158,9 @@ impl Status {
                     let _ = writeln!(o, "      {} === {}", ch.local_ts.join(" "), ch.remote_ts.join(" "));
                 }
             }
+        }
+        if !self.ike.is_empty() {
+            let _ = writeln!(o, "ike: {}", self.ike.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         }
         if !self.dataplane.is_empty() {
             let _ = writeln!(
