@@ -9,6 +9,7 @@
 # cookies B sent, and whether C established during the flood (and how fast).
 # Needs root and iperf3.
 #   scripts/bench-flood.sh [seconds] [rate-per-second]   (default 10 s, 20000/s)
+#   PROFILE=debug scripts/bench-flood.sh                  (use the test build)
 set -euo pipefail
 DUR=${1:-10}
 RATE=${2:-20000}
@@ -16,9 +17,12 @@ if [ "$(id -u)" != 0 ]; then echo "skipped: bench-flood needs root (creates netw
 command -v iperf3 >/dev/null || { echo "iperf3 missing (scripts/setup.sh installs it)"; exit 1; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cargo build --release -q -p wisp --bin wisp --example wisp-flood --manifest-path "$ROOT/Cargo.toml"
-WISP=$CARGO_TARGET_DIR/release/wisp
-FLOOD=$CARGO_TARGET_DIR/release/examples/wisp-flood
+# PROFILE=debug reuses the test build (dependencies and the packet path are
+# optimized in it too, see Cargo.toml), release is the default.
+PROFILE=${PROFILE:-release}
+cargo build $([ "$PROFILE" = release ] && echo --release) -q -p wisp --bin wisp --example wisp-flood --manifest-path "$ROOT/Cargo.toml"
+WISP=$CARGO_TARGET_DIR/$PROFILE/wisp
+FLOOD=$CARGO_TARGET_DIR/$PROFILE/examples/wisp-flood
 PLUGIN=$ROOT/build/plugins/default.wasm
 [ -f "$PLUGIN" ] || { echo "$PLUGIN missing: run scripts/build-plugins.sh"; exit 1; }
 
