@@ -576,6 +576,9 @@ pub struct Config {
     pub tun: TunConfig,
     #[serde(default)]
     pub plugin: PluginConfig,
+    /// `[ike]`: daemon-wide IKE settings (cookies, half-open caps).
+    #[serde(default)]
+    pub ike: crate::ike_settings::IkeSettings,
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
@@ -866,6 +869,7 @@ impl Config {
                 cfg.control_socket = Some(base.join(p));
             }
         }
+        cfg.ike.validate().map_err(|(field, message)| err(field, message))?;
         for (k, v) in &cfg.plugin.settings {
             let ok = match v {
                 toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) => true,

@@ -27,10 +27,17 @@ pub struct Dispatch {
     routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
     drivers: RwLock<BTreeMap<String, crate::queue::DriverTx>>,
     queues: Arc<crate::queue::Global>,
+    /// IKE_SA_INIT admission, consulted before a request reaches a driver.
+    gate: Option<crate::admission_gate::Gate>,
 }
 
 impl Dispatch {
     pub fn deliver(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        if let Some(g) = &self.gate {
+            if !g.admit(local, remote, bytes) {
+                return;
+            }
+        }
         let by_spi = self.spis.lookup(bytes);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
@@ -110,7 +117,12 @@ impl Gateway {
             .await
             .context("plugin load task")??;
         let policy = Arc::new(policy);
-        let dispatch = Arc::new(Dispatch::default());
+        // No OS randomness, no daemon (and no time+pid fallback).
+        let adm_seed = driver::seed().context("cannot start")?;
+        let epoch = Instant::now();
+        let admission = Arc::new(Mutex::new(wisp_ike::admission::Admission::new(cfg.ike.admission(), adm_seed, Duration::ZERO)));
+        let gate = crate::admission_gate::Gate::new(admission.clone(), epoch);
+        let dispatch = Arc::new(Dispatch { gate: Some(gate), ..Default::default() });
         let d2 = dispatch.clone();
         let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
         let d3 = dispatch.clone();
@@ -128,6 +140,9 @@ impl Gateway {
         });
         let dataplane = crate::dataplane_glue::start(&cfg, sink, notices).await?;
         let sockets = bind_ike_sockets(&cfg)?;
+        if let Some(g) = &dispatch.gate {
+            g.set_senders(&sockets, dataplane.clone());
+        }
         for s in &sockets {
             let s = s.try_clone()?;
             let d = dispatch.clone();
@@ -149,12 +164,14 @@ impl Gateway {
             })?;
         }
         let env = Env {
-            epoch: Instant::now(),
+            epoch,
             policy: policy.clone(),
             registry: registry.clone(),
             dataplane,
             ike_sockets: Arc::new(sockets),
             spis: dispatch.spis.clone(),
+            admission,
+            spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: dispatch.queues.clone(),
         };
         let gw = Gateway {
@@ -289,6 +306,7 @@ impl Gateway {
             plugin: self.inner.policy.status(),
             connections,
             dataplane: dp.counters(),
+            ike: self.inner.dispatch.gate.as_ref().map(|g| g.counters()).unwrap_or_default(),
             daemon: self.inner.dispatch.queues.counters(),
             ..Default::default()
         }
@@ -299,6 +317,9 @@ impl Gateway {
     pub fn reload(&self, cfg: Config) -> Result<String, String> {
         let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
         let conns = self.apply_connections(&cfg, false)?;
+        if let Some(g) = &self.inner.dispatch.gate {
+            g.set_config(cfg.ike.admission());
+        }
         *self.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
         Ok(if conns.is_empty() { format!("reloaded: {plugin}") } else { format!("reloaded: {plugin}; {conns}") })
     }
