@@ -47,6 +47,9 @@ pub enum Cmd {
     PeerSeen { spi_in: u32, from: SocketAddr },
     /// Traffic hit the dataplane trap `id` (a child with `start_action = trap`).
     Acquire { id: u64 },
+    /// Another policy version took charge (`why` names it): re-check the
+    /// live SAs and take down what it refuses (`[plugin] on_change = "recheck"`).
+    Recheck { why: String },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -143,6 +146,12 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         .enumerate()
         .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike))
         .collect();
+    let caps = &mut ec.caps;
+    for (cap, v) in [(&mut caps.max_ike_sas, c.max_ike_sas), (&mut caps.max_child_sas, c.max_child_sas), (&mut caps.max_selectors, c.max_selectors)] {
+        if let Some(v) = v {
+            *cap = v as usize;
+        }
+    }
     ec.local_addr = c.local_addrs.first().copied();
     ec.remote_addr = c.remote_addrs.first().copied();
     ec.remote_port = cfg.ike_port;
@@ -439,6 +448,7 @@ impl Driver {
                 }
             }
             Cmd::Acquire { id } => self.acquire(now, id),
+            Cmd::Recheck { why } => self.recheck(now, &why),
             Cmd::PeerSeen { spi_in, from } => {
                 if !self.children.contains_key(&spi_in) {
                     return;
@@ -499,6 +509,22 @@ impl Driver {
             Ok(_) => self.set_state("connecting", None),
             Err(e) => tracing::warn!(conn = %self.name, child = %child, "acquire: {e}"),
         }
+    }
+
+    /// Re-check live SAs against the policy now in charge; what it refuses
+    /// leaves the data plane when the events are flushed (right after this
+    /// command), the DELETEs go out with them.
+    fn recheck(&mut self, now: Duration, why: &str) {
+        let started = Instant::now();
+        let r = self.engine.recheck(now);
+        if r.ike_checked == 0 {
+            return;
+        }
+        tracing::info!(
+            conn = %self.name, ike_checked = r.ike_checked, children_checked = r.children_checked,
+            ike_revoked = r.ike_revoked.len(), children_revoked = r.children_revoked.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3, "live SAs re-checked after {why}"
+        );
     }
 
     fn ike_of_child(&self, now: Duration, spi_in: u32) -> Option<IkeSaId> {
@@ -696,6 +722,11 @@ impl Driver {
                 self.children.remove(&spi_in);
                 if let Err(e) = self.env.dataplane.remove_child(spi_in, spi_out) {
                     tracing::warn!(conn = %self.name, "dataplane remove {spi_in:08x}: {e:#}");
+                }
+                if let DownReason::Revoked(_) = &reason {
+                    tracing::warn!(conn = %self.name, child = %name, "Child SA {spi_in:08x} {reason}");
+                    let state = self.status.lock().unwrap_or_else(|p| p.into_inner()).state.clone();
+                    self.set_state(&state, Some(format!("child {name}: {reason}")));
                 }
             }
             Event::Failure(f) => {

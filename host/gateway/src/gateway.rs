@@ -60,6 +60,23 @@ struct Inner {
     policy: Arc<SwitchPolicy>,
     registry: Arc<SaRegistry>,
     env: Env,
+    /// `[plugin] on_change` of the config being applied.
+    on_change: Mutex<crate::config::OnChange>,
+}
+
+impl Inner {
+    /// Ask every driver to re-check its live SAs, per `[plugin] on_change`.
+    fn recheck(&self, why: &str) {
+        let on_change = *self.on_change.lock().unwrap_or_else(|p| p.into_inner());
+        if on_change == crate::config::OnChange::Keep {
+            tracing::info!("{why}: live SAs kept ([plugin] on_change = \"keep\")");
+            return;
+        }
+        let drivers = self.dispatch.drivers.read().unwrap_or_else(|p| p.into_inner());
+        for tx in drivers.values() {
+            let _ = tx.send(Cmd::Recheck { why: why.to_string() });
+        }
+    }
 }
 
 pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> ConnectionStatus {
@@ -182,12 +199,25 @@ impl Gateway {
                 policy,
                 registry,
                 env,
+                on_change: Mutex::new(cfg.plugin.on_change),
             }),
         };
         gw.apply_connections(&cfg, true).map_err(|e| anyhow::anyhow!(e))?;
+        gw.watch_policy_swaps();
         let p = gw.inner.policy.status();
         tracing::info!(plugin = %p.name, version = %p.version, sha256 = %p.sha256, "policy plugin loaded");
         Ok(gw)
+    }
+
+    /// Every policy version taking charge (the watcher saw the plugin file
+    /// change, or a reload) re-checks live SAs, unless `[plugin] on_change = "keep"`.
+    fn watch_policy_swaps(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.policy.on_swap(Arc::new(move |label| {
+            if let Some(inner) = weak.upgrade() {
+                inner.recheck(&format!("plugin {label} took charge"));
+            }
+        }));
     }
 
     /// Create drivers for new connections, reconfigure changed ones, stop removed ones.
@@ -315,12 +345,15 @@ impl Gateway {
     /// Apply a new config (already parsed): plugin (path, file, settings) and
     /// connections. Live SAs are kept. Runs on a blocking thread.
     pub fn reload(&self, cfg: Config) -> Result<String, String> {
+        *self.inner.on_change.lock().unwrap_or_else(|p| p.into_inner()) = cfg.plugin.on_change;
         let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
         let conns = self.apply_connections(&cfg, false)?;
         if let Some(g) = &self.inner.dispatch.gate {
             g.set_config(cfg.ike.admission());
         }
         *self.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        // A plugin swap re-checked already; a config reload re-checks anyway.
+        self.inner.recheck("config reload");
         Ok(if conns.is_empty() { format!("reloaded: {plugin}") } else { format!("reloaded: {plugin}; {conns}") })
     }
 

@@ -156,6 +156,12 @@ pub enum LoadError {
     /// `info()` returned an unusable name/version.
     #[error("plugin info invalid: {detail}")]
     BadInfo { detail: String },
+    /// The file is larger than the configured cap (refused before compiling).
+    #[error("plugin file {path} is {size} bytes, more than the cap of {limit} bytes ([plugin] max_size)")]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    /// The file may be modified by someone other than its owner.
+    #[error("plugin file {path} has mode {mode:04o}: writable by group or others, refusing to load it (chmod go-w)")]
+    UnsafeMode { path: PathBuf, mode: u32 },
     /// The host itself could not set up (engine, watcher).
     #[error("plugin host error: {detail}")]
     Host { detail: String },

@@ -56,7 +56,13 @@ pub struct Limits {
     pub mode: InstanceMode,
     /// Idle instances kept for reuse (mode `Reuse`).
     pub max_idle: usize,
+    /// Largest component accepted, in bytes: a bigger file is refused before
+    /// it is read whole or compiled (compile time and memory grow with size).
+    pub max_size: u64,
 }
+
+/// Default [`Limits::max_size`]: 64 MiB (the Python example is about 19 MB).
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -67,6 +73,7 @@ impl Default for Limits {
             memory: 16 << 20,
             mode: InstanceMode::Reuse,
             max_idle: 32,
+            max_size: DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -173,6 +180,8 @@ pub struct LoadedPlugin {
     settings_wit: Vec<wit::Setting>,
     pool: Mutex<Vec<Instance>>,
     instances_created: AtomicU64,
+    /// Log lines the plugin wrote beyond the per-call cap.
+    log_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -189,8 +198,7 @@ pub fn load(path: impl AsRef<Path>, config: &PluginConfig) -> Result<Arc<LoadedP
 impl LoadedPlugin {
     /// Loads `path` as load number `number`.
     pub fn load_file(path: &Path, config: &PluginConfig, number: u64) -> Result<Arc<Self>, LoadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
+        let bytes = read_plugin_file(path, config.limits.max_size)?;
         Self::load_bytes(&bytes, path, config, number)
     }
 
@@ -202,6 +210,10 @@ impl LoadedPlugin {
         number: u64,
     ) -> Result<Arc<Self>, LoadError> {
         let started = Instant::now();
+        if bytes.len() as u64 > config.limits.max_size {
+            let (size, limit) = (bytes.len() as u64, config.limits.max_size);
+            return Err(LoadError::TooLarge { path: source.to_path_buf(), size, limit });
+        }
         let prepared = prepare(bytes, config)?;
         let fallback: Arc<str> = Arc::from(
             source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into()),
@@ -234,6 +246,7 @@ impl LoadedPlugin {
             settings_wit,
             pool: Mutex::new(Vec::new()),
             instances_created: AtomicU64::new(1),
+            log_dropped: AtomicU64::new(0),
         };
         plugin.checkin(inst);
         Ok(Arc::new(plugin))
@@ -268,6 +281,7 @@ impl LoadedPlugin {
             settings_wit,
             pool: Mutex::new(Vec::new()),
             instances_created: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
         };
         let inst = plugin.new_instance().map_err(|e| LoadError::Configure {
             plugin: plugin.meta.label.to_string(),
@@ -297,6 +311,12 @@ impl LoadedPlugin {
     /// made at load time).
     pub fn instances_created(&self) -> u64 {
         self.instances_created.load(Ordering::Relaxed)
+    }
+
+    /// Log lines this version wrote beyond the per-call caps
+    /// ([`crate::MAX_LOG_LINES_PER_CALL`], [`crate::MAX_LOG_BYTES_PER_CALL`]), dropped.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_dropped.load(Ordering::Relaxed)
     }
 
     /// Idle instances currently pooled.
@@ -348,7 +368,9 @@ impl LoadedPlugin {
     ) -> Result<R, DecisionError> {
         let mut inst = self.checkout(decision)?;
         runtime::arm(&mut inst.store, self.config.limits.deadline, self.config.limits.wall_deadline);
-        match f(&mut inst.store, inst.bindings.wisp_policy_decisions()) {
+        let result = f(&mut inst.store, inst.bindings.wisp_policy_decisions());
+        self.report_dropped_logs(&mut inst.store, decision);
+        match result {
             Ok(_) if runtime::wall_overrun(&inst.store).is_some() => {
                 let deadline = self.config.limits.wall_deadline;
                 Err(DecisionError::Timeout { plugin: self.meta.label.clone(), decision, deadline })
@@ -359,6 +381,21 @@ impl LoadedPlugin {
             }
             Err(e) => Err(self.classify(decision, &e)),
         }
+    }
+
+    /// One warning per call that went over the log caps, and the count.
+    fn report_dropped_logs(&self, store: &mut Store<StoreState>, decision: DecisionKind) {
+        let log = &mut store.data_mut().log;
+        if log.dropped_lines == 0 {
+            return;
+        }
+        let (lines, bytes) = (log.dropped_lines, log.dropped_bytes);
+        log.dropped_lines = 0;
+        log.dropped_bytes = 0;
+        self.log_dropped.fetch_add(lines, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.meta.label, dropped_lines = lines, dropped_bytes = bytes,
+            "plugin log lines dropped during {decision} (at most {} lines / {} bytes per call)",
+            runtime::MAX_LOG_LINES_PER_CALL, runtime::MAX_LOG_BYTES_PER_CALL);
     }
 
     fn classify(&self, decision: DecisionKind, e: &wasmtime::Error) -> DecisionError {
@@ -493,6 +530,34 @@ impl Policy for LoadedPlugin {
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<api::SelectorPair, PolicyError> {
         self.try_narrow_selectors(ctx, request).map_err(Into::into)
     }
+}
+
+/// Reads a plugin file after checking it: a regular file, not writable by
+/// group or others (whoever can write it decides who gets in), at most
+/// `max_size` bytes (checked before reading, and while reading, as the file
+/// may grow in between).
+pub fn read_plugin_file(path: &Path, max_size: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |e: std::io::Error| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(LoadError::Read { path: path.to_path_buf(), detail: "not a regular file".into() });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(LoadError::UnsafeMode { path: path.to_path_buf(), mode });
+    }
+    if meta.len() > max_size {
+        return Err(LoadError::TooLarge { path: path.to_path_buf(), size: meta.len(), limit: max_size });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_size.saturating_add(1)).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > max_size {
+        return Err(LoadError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit: max_size });
+    }
+    Ok(bytes)
 }
 
 /// A compiled component that matches the world and links.

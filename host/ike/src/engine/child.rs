@@ -83,6 +83,9 @@ impl Engine {
     pub(super) fn child_nego(&mut self, sa: &IkeSa, child: &str, rekey_idx: Option<usize>, with_ke: bool) -> Result<ChildNego, EngineError> {
         let conn = &self.config.connections[sa.conn];
         let ch = conn.child(child).ok_or_else(|| EngineError::UnknownChild(conn.name.clone(), child.into()))?;
+        if rekey_idx.is_none() {
+            self.child_cap_allows(sa.conn, Some(sa)).map_err(EngineError::Limit)?;
+        }
         let ctx = self.ctx(sa, sa.conn, true);
         let order = self.ordered(&ctx, SaKind::Child, &ch.esp_proposals).map_err(EngineError::Policy)?;
         let (ts_i, ts_r) = match rekey_idx.and_then(|i| sa.children.get(i)) {
@@ -153,6 +156,12 @@ impl Engine {
             return Err(refuse(NotifyType::INVALID_SYNTAX, "Child SA request lacks SA, TSi or TSr".into()));
         };
         let conn_i = sa.conn;
+        if rekey_idx.is_none() {
+            self.child_cap_allows(conn_i, Some(&*sa)).map_err(|r| refuse(NotifyType::NO_ADDITIONAL_SAS, r))?;
+        }
+        for (side, n) in [("TSi", tsi.selectors.len()), ("TSr", tsr.selectors.len())] {
+            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("peer proposed {r}")))?;
+        }
         let usable: Vec<codec::Proposal> = sa_p
             .proposals
             .iter()
@@ -225,6 +234,9 @@ impl Engine {
         let Some((ti, pair)) = picked else {
             return Err(refuse(NotifyType::TS_UNACCEPTABLE, last_reason));
         };
+        for (side, n) in [("remote", pair.remote.len()), ("local", pair.local.len())] {
+            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("policy narrowed to {r}")))?;
+        }
         let ch = &self.config.connections[conn_i].children[ti];
         let transport = find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some() && ch.mode == Mode::Transport;
         let name = ch.name.clone();
@@ -376,6 +388,11 @@ impl Engine {
                 crate::native_policy::ts_list(&ts_i), crate::native_policy::ts_list(&ts_r),
                 crate::native_policy::ts_list(&nego.ts_i), crate::native_policy::ts_list(&nego.ts_r)));
         }
+        for (side, n) in [("TSi", ts_i.len()), ("TSr", ts_r.len())] {
+            if let Err(r) = self.selector_cap_allows(sa.conn, side, n) {
+                return fail(self, Side::Local, Some(NotifyType::TS_UNACCEPTABLE), format!("peer narrowed to {r}"));
+            }
+        }
         let transport = nego.mode == Mode::Transport && find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some();
         let Some(keys) = sa.keys.as_ref() else {
             return fail(self, Side::Local, None, "no keys".into());
@@ -457,6 +474,7 @@ impl Engine {
                 let nego = IkeRekeyNego { new_spi, proposals, ni, dh, group, ke_retries: 0 };
                 self.send_request(now, sa, ExchangeType::CREATE_CHILD_SA, p, Pending::RekeyIke(nego));
             }
+            Task::DeleteRemoved(spis) => self.send_delete_removed(now, sa, spis),
             Task::DeleteChild(spi) => {
                 let Some(i) = sa.child_idx(spi) else { return };
                 if sa.children[i].state != ChildState::Rekeyed {
@@ -631,6 +649,7 @@ impl Engine {
             sa.rekey_theirs = Some(IkeRekeyRecord { min_nonce: min_nonce(&ni, &nr), new_sa: new_id });
         } else {
             sa.state = IkeState::Rekeyed;
+            sa.rekeyed_at = Some(now);
             new.tasks.extend(sa.tasks.drain(..).filter(|t| !matches!(t, Task::DeleteIke | Task::RekeyIke)));
         }
         let mut answer = chosen.clone();
@@ -659,6 +678,7 @@ impl Engine {
         n.nat = old.nat;
         n.peer_frag = old.peer_frag;
         n.remote_id = old.remote_id.clone();
+        n.auth = old.auth.clone();
         n.suite = Some(s);
         n.group = s.dh;
         n.keys = Some(keys);

@@ -21,6 +21,8 @@ impl Engine {
         let local_ip = conn.local_addr.unwrap_or_else(|| convert::unspecified_like(remote_ip));
         let local = SocketAddr::new(local_ip, 500);
         let remote = SocketAddr::new(remote_ip, conn.remote_port);
+        let probe = self.skeleton(IkeSaId(0), 0, 0);
+        self.ike_cap_allows(&probe, ci, false).map_err(EngineError::Limit)?;
         let id = self.new_id();
         let spi_i = self.alloc_ike_spi();
         let mut sa = self.skeleton(id, spi_i, 0);
@@ -476,6 +478,11 @@ impl Engine {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
             return;
         }
+        if let Err(reason) = self.ike_cap_allows(&sa, ci, find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some()) {
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+            return;
+        }
+        sa.auth = Some(info);
         // Authenticated.
         sa.candidates.clear();
         let keys = sa.keys.as_ref().expect("checked");
@@ -608,6 +615,7 @@ impl Engine {
             if let Err(e) = self.policy.authorize(&ctx, &info) {
                 problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
             }
+            sa.auth = Some(info);
         }
         if let Some(reason) = problem {
             // Tell the responder (it already considers the SA up) and give up at once.

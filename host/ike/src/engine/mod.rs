@@ -56,6 +56,9 @@ pub(crate) mod suite;
 mod child;
 mod info;
 mod init;
+mod revoke;
+
+pub use revoke::Recheck;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -102,6 +105,9 @@ pub enum EngineError {
     NotEstablished(IkeSaId),
     #[error("policy refused: {0}")]
     Policy(String),
+    /// A per-connection cap ([`crate::config::Caps`]) is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -693,9 +699,12 @@ impl Engine {
     }
 
     fn kick(&mut self, now: Duration, sa: &mut IkeSa) {
+        if sa.state == IkeState::Rekeyed && sa.rekeyed_at.is_none() {
+            sa.rekeyed_at = Some(now);
+        }
         while sa.outstanding.is_none() {
             let ok_state = sa.state == IkeState::Established
-                || (sa.state == IkeState::Rekeyed && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_))));
+                || (sa.state == IkeState::Rekeyed && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_)) | Some(Task::DeleteRemoved(_))));
             if !ok_state {
                 return;
             }
@@ -730,6 +739,7 @@ impl Engine {
                     consider(c.hard_at);
                 }
             }
+            IkeState::Rekeyed => consider(sa.rekeyed_at.map(|t| t + self.config.rekeyed_grace)),
             _ => {}
         }
         best
@@ -750,7 +760,12 @@ impl Engine {
                         self.failure(Some(&taken), taken.remote, None, Side::Remote, exchange,
                             format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote), None);
                     }
-                    self.teardown(taken, if was_delete { DownReason::LocalDelete } else { DownReason::Timeout });
+                    let reason = match (&taken.delete_reason, was_delete) {
+                        (Some(r @ DownReason::Revoked(_)), true) => r.clone(),
+                        (_, true) => DownReason::LocalDelete,
+                        (_, false) => DownReason::Timeout,
+                    };
+                    self.teardown(taken, reason);
                     return false;
                 }
                 let wait = rt.timeout.mul_f64(rt.backoff.powi(o.sends as i32));
@@ -765,6 +780,11 @@ impl Engine {
             IkeState::InitResponded if sa.created + self.config.half_open_timeout <= now => {
                 let taken = std::mem::replace(sa, self.skeleton(sa.id, 0, 0));
                 self.teardown(taken, DownReason::Timeout);
+                return false;
+            }
+            IkeState::Rekeyed if self.rekeyed_expired(now, sa) => {
+                let taken = std::mem::replace(sa, self.skeleton(sa.id, 0, 0));
+                self.teardown(taken, DownReason::Rekeyed);
                 return false;
             }
             IkeState::Established => {
@@ -857,6 +877,8 @@ impl Engine {
             replaces: None,
             reasm: None,
             delete_reason: None,
+            auth: None,
+            rekeyed_at: None,
         }
     }
 

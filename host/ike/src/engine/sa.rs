@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wisp_policy_api::{Identity, TrafficSelector};
+use wisp_policy_api::{AuthInfo, Identity, TrafficSelector};
 
 use crate::codec;
 use crate::config::{Lifetimes, Mode};
@@ -106,6 +106,9 @@ pub(crate) enum Task {
     DeleteChild(u32),
     DeleteIke,
     Dpd,
+    /// DELETE for Child SAs (our inbound SPIs) already removed locally
+    /// (revoked on reload): only the peer is left to tell.
+    DeleteRemoved(Vec<u32>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +205,10 @@ pub(crate) struct IkeSa {
     pub reasm: Option<(u32, crate::codec::sk::Reassembler)>,
     /// Why our DELETE of this IKE SA was sent.
     pub delete_reason: Option<crate::event::DownReason>,
+    /// What the peer authenticated with (kept to re-authorize it on reload).
+    pub auth: Option<AuthInfo>,
+    /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
+    pub rekeyed_at: Option<Duration>,
 }
 
 impl IkeSa {
