@@ -32,3 +32,4 @@ build hostile-policy hostile-bad-index bad-index
 build hostile-policy hostile-wide-selector wide-selector
 build hostile-wrong-world hostile-wrong-world
 build hostile-missing-export hostile-missing-export
+build hostile-old-wit hostile-old-wit

@@ -56,7 +56,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wisp_policy_api::{PeerContext, Policy, PolicyError, SaKind};
+use wisp_policy_api::{DecisionTrigger, PeerContext, Policy, PolicyError, SaKind};
 
 use crate::codec::{self, ExchangeType, Header, NotifyPayload, NotifyType, Payload};
 use crate::config::{Config, ConfigError, Lifetimes};
@@ -554,6 +554,7 @@ impl Engine {
             nat_detected: sa.nat.local_behind_nat || sa.nat.remote_behind_nat,
             local_is_initiator,
             peer_identity: sa.remote_id.clone(),
+            trigger: DecisionTrigger::Initial,
         }
     }
 
@@ -826,6 +827,7 @@ impl Engine {
             nat: NatState::default(),
             peer_frag: false,
             remote_id: None,
+            auth: None,
             next_msg_id: 0,
             outstanding: None,
             tasks: VecDeque::new(),

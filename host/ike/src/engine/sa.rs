@@ -183,6 +183,9 @@ pub(crate) struct IkeSa {
     pub nat: NatState,
     pub peer_frag: bool,
     pub remote_id: Option<Identity>,
+    /// What the peer authenticated with (set with `remote_id` once AUTH
+    /// verified; kept across IKE SA rekeys, which authorize it again).
+    pub auth: Option<wisp_policy_api::AuthInfo>,
     pub next_msg_id: u32,
     pub outstanding: Option<Outstanding>,
     pub tasks: VecDeque<Task>,
