@@ -30,11 +30,20 @@ fn run_checked(mut cmd: Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `ip` by absolute path (never through `PATH`).
+pub fn ip_program() -> std::path::PathBuf {
+    ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/sbin/ip"))
+}
+
 impl Netns {
     /// Create a namespace named by [`unique_name`]`(tag)`, with `lo` up.
     pub fn new(tag: &str) -> Result<Netns> {
         let name = unique_name(tag);
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.args(["netns", "add", &name]);
         run_checked(c, &format!("ip netns add {name}"))?;
         let ns = Netns { name };
@@ -48,14 +57,14 @@ impl Netns {
 
     /// `ip -n NAME <args>`; error with stderr on failure.
     pub fn ip(&self, args: &[&str]) -> Result<String> {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.arg("-n").arg(&self.name).args(args);
         run_checked(c, &format!("ip -n {} {}", self.name, args.join(" ")))
     }
 
     /// A `Command` that runs `prog` inside the namespace (`ip netns exec`).
     pub fn command(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.args(["netns", "exec", &self.name, prog]);
         c
     }
@@ -132,7 +141,7 @@ impl Netns {
 
     /// Pids of processes whose network namespace is this one.
     pub fn pids(&self) -> Vec<i32> {
-        let mut c = Command::new("ip");
+        let mut c = Command::new(ip_program());
         c.args(["netns", "pids", &self.name]);
         run_checked(c, "ip netns pids")
             .unwrap_or_default()
@@ -151,7 +160,7 @@ impl Drop for Netns {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-        let _ = Command::new("ip")
+        let _ = Command::new(ip_program())
             .args(["netns", "del", &self.name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -63,7 +63,7 @@ impl WispDaemon {
     pub fn start(ns: &Netns, dir: &Path, config: &str) -> Result<WispDaemon> {
         let bin = wisp_bin()?;
         let cfg = dir.join("wisp.toml");
-        std::fs::write(&cfg, config)?;
+        write_private(&cfg, config)?;
         Self::start_with(ns, dir, &bin)
     }
 
@@ -187,6 +187,16 @@ impl WispDaemon {
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }
+}
+
+/// Write a file readable by its owner only (0600), as wisp requires for a
+/// config holding an inline PSK and for PSK files. Replaces an existing file.
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
 }
 
 /// One `[connections.NAME.children.CHILD]` of a wisp config.

@@ -2,7 +2,14 @@
 //!
 //! ```toml
 //! log_level = "info"
-//! control_socket = "/run/wisp/a.sock"
+//! control_socket = "/run/wisp/a.sock"  # its directory is created 0750
+//!
+//! [control]
+//! group = "wisp"        # optional: socket 0660 root:wisp, members may connect (default 0600, root only)
+//!
+//! [daemon]
+//! user = "wisp"         # optional: after opening the TUN device and sockets, run as this
+//!                       # user keeping only CAP_NET_ADMIN (see host/gateway/README.md)
 //!
 //! [tun]
 //! name = "wisp0"
@@ -23,8 +30,8 @@
 //! dpd_timeout = "6s"
 //! start_action = "start"
 //! local.id = "a.wisp.test"
-//! remote.id = "b.wisp.test"
-//! auth.psk_file = "psk.txt"            # or auth.psk = "inline secret"
+//! remote.id = "b.wisp.test"           # default: the first remote address (an IP identity)
+//! auth.psk_file = "psk.txt"            # or auth.psk = "inline secret"; mode 0600 (0400)
 //!
 //! [connections.site-b.children.net]
 //! local_ts = ["10.98.1.0/24"]
@@ -36,6 +43,11 @@
 //! ```
 //!
 //! Every error names the file, the line and column, and the dotted field path.
+//! Durations and counts are bounded (see [`bounds`]): a value outside its range
+//! is an error naming the field, so no later arithmetic on it can overflow.
+//! A PSK file, and a config file holding an inline `auth.psk`, must not be
+//! accessible by group or others (like ssh's private keys): an error names the
+//! file and its mode.
 //! Pre-shared keys are held in [`Psk`], whose `Debug` never prints the secret and
 //! whose memory is zeroized on drop.
 
@@ -132,6 +144,7 @@ impl FromStr for Dur {
             "d" => n.checked_mul(86_400_000),
             u => return Err(format!("invalid duration unit `{u}` in `{s}` (ms, s, m, h, d)")),
         }
+        .filter(|ms| u128::from(*ms) <= bounds::DURATION_ANY.as_millis())
         .ok_or_else(|| format!("duration `{s}` too large"))?;
         Ok(Dur(Duration::from_millis(ms)))
     }
@@ -146,7 +159,10 @@ impl<'de> Deserialize<'de> for Dur {
             Str(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Int(i) if i >= 0 => Ok(Dur(Duration::from_secs(i as u64))),
+            Raw::Int(i) if i >= 0 && (i as u64) <= bounds::DURATION_ANY.as_secs() => {
+                Ok(Dur(Duration::from_secs(i as u64)))
+            }
+            Raw::Int(i) if i >= 0 => Err(serde::de::Error::custom(format!("duration {i}s too large"))),
             Raw::Int(i) => Err(serde::de::Error::custom(format!("negative duration {i}"))),
             Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
         }
@@ -189,6 +205,35 @@ impl<'de> Deserialize<'de> for Count {
             Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
+}
+
+/// Ranges accepted for durations and counts. Each is far from anything the
+/// arithmetic on it (jitter, `× 5`, `+ 10 %`, `now + t`) could overflow.
+pub mod bounds {
+    use std::time::Duration;
+
+    /// IKE and Child SA lifetimes (`rekey_time`, `over_time`, `life_time`): 1 s to 365 days.
+    pub const LIFETIME: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(365 * 86_400));
+    /// `dpd_delay` (0 disables) and `dpd_timeout`: up to 1 day; a timeout of at least 1 s.
+    pub const DPD_MAX: Duration = Duration::from_secs(86_400);
+    pub const DPD_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+    /// `plugin.deadline`: 1 ms to 10 s per call.
+    pub const PLUGIN_DEADLINE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
+    /// `plugin.memory`: 1 MiB to 1 GiB.
+    pub const PLUGIN_MEMORY: (u64, u64) = (1 << 20, 1 << 30);
+    /// `rekey_bytes` / `life_bytes` / `rekey_packets` / `life_packets`: 1 to 2^60.
+    pub const TRAFFIC: (u64, u64) = (1, 1 << 60);
+    /// `tun.mtu`: 576 to 9000.
+    pub const MTU: (u16, u16) = (576, 9000);
+    /// Connections per file (one engine thread each).
+    pub const CONNECTIONS: usize = 256;
+    /// Children per connection.
+    pub const CHILDREN: usize = 64;
+    /// Traffic selectors per `local_ts` / `remote_ts`, proposals per list,
+    /// addresses per `local_addrs` / `remote_addrs` / `tun.addrs`.
+    pub const LIST: usize = 64;
+    /// Any duration at all (parse-time cap, before the field's own range): 100 years.
+    pub const DURATION_ANY: Duration = Duration::from_secs(100 * 365 * 86_400);
 }
 
 /// IANA transform ids used by the proposal keywords.
@@ -532,6 +577,10 @@ pub struct Config {
     #[serde(default)]
     pub plugin: PluginConfig,
     #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
     pub connections: BTreeMap<String, Connection>,
     /// Set by [`Config::load`]: the file this was read from.
     #[serde(skip)]
@@ -587,6 +636,25 @@ fn default_mtu() -> u16 {
     1400
 }
 
+/// `[control]`: who may use the control socket.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Group allowed to use the control socket: the socket is then 0660
+    /// `root:GROUP` (else 0600) and peers whose uid is 0, the daemon's own, or
+    /// whose user belongs to this group (`SO_PEERCRED`) are served.
+    pub group: Option<String>,
+}
+
+/// `[daemon]`: process settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Run as this user (and its primary group) once the TUN device and the
+    /// sockets are open, keeping only `CAP_NET_ADMIN`. Unset: stay root.
+    pub user: Option<String>,
+}
+
 /// `[plugin]`: the policy component and its settings.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -634,7 +702,9 @@ pub struct Connection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// Identity: an IP address, `fqdn`, `user@fqdn`; default: the address.
+    /// Identity: an IP address, `fqdn`, `user@fqdn`. Default: the first
+    /// address of `local_addrs` / `remote_addrs` as an IP identity (the peer
+    /// must then identify with exactly that address, as in strongSwan).
     pub id: Option<String>,
 }
 
@@ -757,7 +827,15 @@ impl Config {
             field: String::new(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, path)
+        let cfg = Self::parse(&text, path)?;
+        if let Some((name, _)) = cfg.connections.iter().find(|(_, c)| c.auth.psk.is_some()) {
+            check_private(path).map_err(|message| {
+                let field = format!("connections.{name}.auth.psk");
+                let (line, column) = locate(&text, &field).unwrap_or((0, 0));
+                ConfigError { file: path.to_path_buf(), line, column, field, message }
+            })?;
+        }
+        Ok(cfg)
     }
 
     /// Parse `text` as if read from `path` (relative paths resolve against its directory).
@@ -801,6 +879,7 @@ impl Config {
                 ));
             }
         }
+        check_bounds(&cfg).map_err(|(field, message)| err(field, message))?;
         for (name, conn) in cfg.connections.iter_mut() {
             let f = |s: &str| format!("connections.{name}.{s}");
             if conn.remote_addrs.is_empty() {
@@ -821,6 +900,7 @@ impl Config {
                 (None, None) => return Err(err(f("auth"), "missing `psk` or `psk_file`".into())),
                 (None, Some(file)) => {
                     let file = if file.is_relative() { base.join(file) } else { file.clone() };
+                    check_private(&file).map_err(|m| err(f("auth.psk_file"), m))?;
                     let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| {
                         err(f("auth.psk_file"), format!("cannot read {}: {e}", file.display()))
                     })?);
@@ -881,6 +961,89 @@ impl Config {
     /// Control socket path with the default applied.
     pub fn control_path(&self) -> PathBuf {
         self.control_socket.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    }
+}
+
+/// Refuse a file holding a secret that group or others may access (like ssh
+/// does with private keys): the error names the file and its mode.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} has mode {mode:04o}, which lets group or others read a pre-shared key: refused (chmod 600 {})",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Every duration and count within [`bounds`], every list within its size cap.
+/// Errors carry the dotted field path.
+fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
+    let range_d = |field: String, v: Option<Dur>, (lo, hi): (Duration, Duration)| match v {
+        Some(Dur(d)) if d < lo || d > hi => {
+            Err((field, format!("{} is out of range ({} to {})", fmt_dur(d), fmt_dur(lo), fmt_dur(hi))))
+        }
+        _ => Ok(()),
+    };
+    let range_c = |field: String, v: Option<Count>, (lo, hi): (u64, u64)| match v {
+        Some(Count(c)) if c < lo || c > hi => Err((field, format!("{c} is out of range ({lo} to {hi})"))),
+        _ => Ok(()),
+    };
+    let list = |field: String, n: usize, max: usize| {
+        if n > max {
+            Err((field, format!("{n} entries, at most {max} allowed")))
+        } else {
+            Ok(())
+        }
+    };
+    range_d("plugin.deadline".into(), cfg.plugin.deadline, bounds::PLUGIN_DEADLINE)?;
+    range_c("plugin.memory".into(), cfg.plugin.memory, bounds::PLUGIN_MEMORY)?;
+    if !(bounds::MTU.0..=bounds::MTU.1).contains(&cfg.tun.mtu) {
+        return Err(("tun.mtu".into(), format!("{} is out of range ({} to {})", cfg.tun.mtu, bounds::MTU.0, bounds::MTU.1)));
+    }
+    list("tun.addrs".into(), cfg.tun.addrs.len(), bounds::LIST)?;
+    if cfg.ike_port == 0 {
+        return Err(("ike_port".into(), "must not be 0".into()));
+    }
+    if cfg.natt_port == 0 {
+        return Err(("natt_port".into(), "must not be 0".into()));
+    }
+    list("connections".into(), cfg.connections.len(), bounds::CONNECTIONS)?;
+    for (name, c) in &cfg.connections {
+        let f = |s: &str| format!("connections.{name}.{s}");
+        list(f("local_addrs"), c.local_addrs.len(), bounds::LIST)?;
+        list(f("remote_addrs"), c.remote_addrs.len(), bounds::LIST)?;
+        list(f("proposals"), c.proposals.len(), bounds::LIST)?;
+        range_d(f("rekey_time"), c.rekey_time, bounds::LIFETIME)?;
+        range_d(f("over_time"), c.over_time, bounds::LIFETIME)?;
+        range_d(f("dpd_delay"), c.dpd_delay, (Duration::ZERO, bounds::DPD_MAX))?;
+        range_d(f("dpd_timeout"), c.dpd_timeout, (bounds::DPD_TIMEOUT_MIN, bounds::DPD_MAX))?;
+        list(f("children"), c.children.len(), bounds::CHILDREN)?;
+        for (cname, ch) in &c.children {
+            let cf = |s: &str| format!("connections.{name}.children.{cname}.{s}");
+            list(cf("local_ts"), ch.local_ts.len(), bounds::LIST)?;
+            list(cf("remote_ts"), ch.remote_ts.len(), bounds::LIST)?;
+            list(cf("esp_proposals"), ch.esp_proposals.len(), bounds::LIST)?;
+            range_d(cf("rekey_time"), ch.rekey_time, bounds::LIFETIME)?;
+            range_d(cf("life_time"), ch.life_time, bounds::LIFETIME)?;
+            range_c(cf("rekey_bytes"), ch.rekey_bytes, bounds::TRAFFIC)?;
+            range_c(cf("life_bytes"), ch.life_bytes, bounds::TRAFFIC)?;
+            range_c(cf("rekey_packets"), ch.rekey_packets, bounds::TRAFFIC)?;
+            range_c(cf("life_packets"), ch.life_packets, bounds::TRAFFIC)?;
+        }
+    }
+    Ok(())
+}
+
+fn fmt_dur(d: Duration) -> String {
+    if d.subsec_millis() != 0 || d.is_zero() {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs())
     }
 }
 
@@ -1041,6 +1204,42 @@ rekey_bytes = "10M"
         assert!(parse_ts("10.0.0.9-10.0.0.1").is_err());
         assert!(parse_ts("10.0.0.0/24[tcp/90-80]").is_err());
         assert!(parse_ts("nonsense").is_err());
+    }
+
+    #[test]
+    fn huge_values_rejected_with_field_and_line() {
+        // Each once crashed a driver thread (`% 0` in the jitter, Duration overflow in `dpd_delay × 5`).
+        for (from, to, field, line) in [
+            ("dpd_delay = \"2s\"", "dpd_delay = 9223372036854775807", "connections.b.dpd_delay", 11),
+            ("dpd_delay = \"2s\"", "dpd_delay = \"2s\"\nrekey_time = 18446744073709551", "connections.b.rekey_time", 12),
+            ("dpd_delay = \"2s\"", "dpd_delay = \"2s\"\nover_time = \"9999d\"", "connections.b.over_time", 12),
+            ("rekey_time = \"5s\"", "rekey_time = \"366d\"", "connections.b.children.net.rekey_time", 19),
+            ("rekey_time = \"5s\"", "rekey_time = \"0s\"", "connections.b.children.net.rekey_time", 19),
+            ("rekey_bytes = \"10M\"", "rekey_bytes = \"2000000000G\"", "connections.b.children.net.rekey_bytes", 20),
+        ] {
+            let bad = GOOD.replace(from, to);
+            let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
+            assert_eq!(e.field, field, "{to}: {e}");
+            assert_eq!(e.line, line, "{to}: {e}");
+            assert!(e.message.contains("range") || e.message.contains("too large"), "{to}: {e}");
+        }
+        // The largest accepted values convert without overflow.
+        let max = GOOD.replace("dpd_delay = \"2s\"", "dpd_delay = \"1d\"\nrekey_time = \"365d\"").replace("rekey_time = \"5s\"", "rekey_time = \"365d\"");
+        let c = Config::parse(&max, Path::new("a.toml")).unwrap();
+        let b = &c.connections["b"];
+        assert_eq!(b.dpd(), Some((Duration::from_secs(86_400), Duration::from_secs(5 * 86_400))));
+        assert_eq!(b.ike_over_time(), Duration::from_secs(365 * 86_400) * 11 / 10);
+        let ec = crate::driver::engine_conn(&c, "b", b).unwrap();
+        assert_eq!(ec.ike_lifetimes.jitter, Duration::from_secs(365 * 86_400) / 10);
+    }
+
+    #[test]
+    fn remote_id_defaults_to_the_remote_address() {
+        let c = Config::parse(&GOOD.replace("remote.id = \"b.wisp.test\"\n", ""), Path::new("a.toml")).unwrap();
+        assert_eq!(c.connections["b"].remote_id().as_deref(), Some("10.99.0.2"));
+        let ec = crate::driver::engine_conn(&c, "b", &c.connections["b"]).unwrap();
+        let id = ec.remote_id.expect("an identity is required of the peer");
+        assert_eq!((id.kind, id.value.as_str()), (wisp_policy_api::IdType::Ipv4Addr, "10.99.0.2"));
     }
 
     #[test]

@@ -128,10 +128,20 @@ esp_proposals = ["aes128gcm16"]
     )
 }
 
-/// Write `text` to `path` atomically (temp file + rename), like an editor.
+/// Write `text` to `path` atomically (temp file + rename), like an editor,
+/// with mode 0600 (the demo configs hold inline PSKs).
 pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
@@ -227,8 +237,9 @@ pub fn run(hold: bool) -> anyhow::Result<()> {
     step(2, "start gateway A and gateway B (default plugin, allow-list = the peer)");
     let (cfg_a, cfg_b) = (dir.join("gateway-a.toml"), dir.join("gateway-b.toml"));
     let (sock_a, sock_b) = (dir.join("a.sock"), dir.join("b.sock"));
-    std::fs::write(&cfg_a, config_a(&plugin, &sock_a))?;
-    std::fs::write(&cfg_b, config_b(&plugin, &sock_b, &["a.wisp.test"]))?;
+    // The configs hold inline PSKs: the daemon refuses them unless 0600.
+    write_atomic(&cfg_a, &config_a(&plugin, &sock_a))?;
+    write_atomic(&cfg_b, &config_b(&plugin, &sock_b, &["a.wisp.test"]))?;
     let mut gw_b = start_gateway(&b, &exe, &cfg_b, &sock_b, &dir.join("b.log"))?;
     let mut gw_a = start_gateway(&a, &exe, &cfg_a, &sock_a, &dir.join("a.log"))?;
     println!("configs and logs in {}", dir.display());

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use wisp_policy_api::{Policy, Protocol, SaCounts};
 use crate::config::{self, Config, Connection, StartAction};
 use crate::dp::{ChildCounters, Dataplane};
 use crate::policy::SaRegistry;
+use crate::queue::{DriverRx, DriverTx};
 use crate::status::{ChildSaStatus, ConnectionStatus, IkeSaStatus};
 
 pub type Reply = oneshot::Sender<Result<String, String>>;
@@ -52,7 +53,8 @@ pub enum Cmd {
 
 /// Handle to one driver thread.
 pub struct DriverHandle {
-    pub tx: Sender<Cmd>,
+    /// Bounded: see [`crate::queue`].
+    pub tx: DriverTx,
     pub status: Arc<Mutex<ConnectionStatus>>,
     pub thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -70,6 +72,8 @@ pub struct Env {
     /// several connections share a peer address (or the peer's NAT-T source
     /// address differs from the one it used on port 500).
     pub spis: Arc<SpiTable>,
+    /// Daemon-wide budget and counters of the drivers' queues.
+    pub queues: Arc<crate::queue::Global>,
 }
 
 /// IKE SPIs (ours and the peer's) of every live IKE SA, by connection.
@@ -115,7 +119,9 @@ fn identity(s: &str) -> wisp_policy_api::Identity {
 pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::ConnectionConfig, String> {
     let psk = c.auth.secret().ok_or_else(|| format!("connection {name}: no PSK"))?;
     let local_id = identity(&c.local_id().unwrap_or_else(|| "0.0.0.0".into()));
-    let remote_id = c.remote.id.as_deref().map(identity);
+    // No `remote.id`: the peer must identify as the remote address (an IP
+    // identity), as the config documents; never "any identity".
+    let remote_id = c.remote_id().as_deref().map(identity);
     let ike_props: Vec<&str> = c.proposals.iter().map(|p| p.text.as_str()).collect();
     let mut ec = ikecfg::ConnectionConfig::new(name, local_id, remote_id, psk.expose(), &ike_props)
         .map_err(|e| format!("connection {name}: {e}"))?;
@@ -203,7 +209,7 @@ pub fn spawn(
     status: ConnectionStatus,
     autostart: bool,
 ) -> anyhow::Result<DriverHandle> {
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = crate::queue::channel(env.queues.clone());
     let name = conn.name.clone();
     let engine = new_engine(&env, conn.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
     let status = Arc::new(Mutex::new(status));
@@ -266,7 +272,7 @@ static NEXT_TRAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 const TICK: Duration = Duration::from_secs(1);
 
 impl Driver {
-    fn run(&mut self, rx: Receiver<Cmd>, autostart: bool) {
+    fn run(&mut self, rx: DriverRx, autostart: bool) {
         let starts = self.conn.children.iter().any(|c| c.start_action == ikecfg::StartAction::Start);
         if autostart && starts {
             let now = self.env.now();
@@ -776,7 +782,7 @@ impl Driver {
         s.ike_sas = ikes;
     }
 
-    fn shutdown(&mut self, rx: &Receiver<Cmd>) {
+    fn shutdown(&mut self, rx: &DriverRx) {
         let now = self.env.now();
         let ids = self.engine.ike_sas();
         for id in &ids {
@@ -850,7 +856,9 @@ life_packets = 1000
         let cfg = Config::parse(CFG, Path::new("t.toml")).unwrap();
         let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
         assert!(ec.force_encap, "ESP is always UDP-encapsulated");
-        assert_eq!(ec.remote_id, None, "no remote.id = any identity proving the PSK");
+        let rid = ec.remote_id.as_ref().expect("no remote.id = the remote address, not any identity");
+        assert_eq!(rid.value, "10.99.0.2");
+        assert_eq!(rid.kind, wisp_policy_api::IdType::Ipv4Addr);
         assert_eq!(ec.local_id.value, "a.wisp.test");
         assert_eq!(ec.remote_addr, Some("10.99.0.2".parse().unwrap()));
         assert_eq!(ec.dpd_interval, Some(Duration::from_secs(2)));

@@ -25,7 +25,8 @@ pub struct Gateway {
 pub struct Dispatch {
     spis: Arc<driver::SpiTable>,
     routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
-    drivers: RwLock<BTreeMap<String, std::sync::mpsc::Sender<Cmd>>>,
+    drivers: RwLock<BTreeMap<String, crate::queue::DriverTx>>,
+    queues: Arc<crate::queue::Global>,
 }
 
 impl Dispatch {
@@ -34,11 +35,13 @@ impl Dispatch {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
             tracing::debug!("IKE datagram from {remote}: no connection for this peer address");
+            self.queues.count_unrouted();
             return;
         };
         let drivers = self.drivers.read().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = drivers.get(name) {
-            let _ = tx.send(Cmd::Datagram { local, remote, bytes: bytes.to_vec() });
+            // Bounded: a full queue (busy engine, flood) drops and counts.
+            let _ = tx.datagram(local, remote, bytes);
         }
     }
 }
@@ -58,10 +61,11 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         local_addrs: c.local_addrs.iter().map(|a| a.to_string()).collect(),
         remote_addrs: c.remote_addrs.iter().map(|a| a.to_string()).collect(),
         local_id: c.local_id().unwrap_or_default(),
-        remote_id: c.remote.id.clone().unwrap_or_else(|| "%any".into()),
+        remote_id: c.remote_id().unwrap_or_default(),
         state: "idle".into(),
         last_error: None,
         ike_sas: Vec::new(),
+        queue: Default::default(),
     }
 }
 
@@ -151,6 +155,7 @@ impl Gateway {
             dataplane,
             ike_sockets: Arc::new(sockets),
             spis: dispatch.spis.clone(),
+            queues: dispatch.queues.clone(),
         };
         let gw = Gateway {
             inner: Arc::new(Inner {
@@ -192,7 +197,9 @@ impl Gateway {
             let st = conn_status(&n, c);
             match drivers.get(&n) {
                 Some(h) => {
-                    let _ = h.tx.send(Cmd::Reconfigure { conn: Box::new(ec), status: st });
+                    if let Err(e) = h.tx.send(Cmd::Reconfigure { conn: Box::new(ec), status: st }) {
+                        msgs.push(format!("{n} not reconfigured: {e}"));
+                    }
                 }
                 None => {
                     let h = driver::spawn(self.inner.env.clone(), ec, st, true).map_err(|e| format!("{e:#}"))?;
@@ -215,7 +222,7 @@ impl Gateway {
     fn send(&self, name: &str, cmd: Cmd) -> Result<(), String> {
         let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
         match drivers.get(name) {
-            Some(h) => h.tx.send(cmd).map_err(|_| format!("connection {name}: driver stopped")),
+            Some(h) => h.tx.send(cmd).map_err(|e| format!("connection {name}: {e}")),
             None => Err(format!(
                 "no connection named `{name}` (known: {})",
                 drivers.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -253,8 +260,15 @@ impl Gateway {
     pub fn status(&self) -> Status {
         let dp = &self.inner.env.dataplane;
         let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
-        let mut connections: Vec<ConnectionStatus> =
-            drivers.values().map(|h| h.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect();
+        let mut connections: Vec<ConnectionStatus> = drivers
+            .values()
+            .map(|h| {
+                let mut s = h.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                // Live, even while the driver is stuck.
+                s.queue = h.tx.stats().snapshot();
+                s
+            })
+            .collect();
         for c in &mut connections {
             for ike in &mut c.ike_sas {
                 for ch in &mut ike.children {
@@ -275,6 +289,7 @@ impl Gateway {
             plugin: self.inner.policy.status(),
             connections,
             dataplane: dp.counters(),
+            daemon: self.inner.dispatch.queues.counters(),
             ..Default::default()
         }
     }

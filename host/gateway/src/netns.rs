@@ -6,6 +6,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+/// Absolute path of a system program from the usual directories, never
+/// looked up through `PATH` (falls back to `/usr/sbin/NAME`, which then fails
+/// clearly when spawned).
+pub fn system_program(name: &str) -> std::path::PathBuf {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| std::path::Path::new("/usr/sbin").join(name))
+}
+
+fn ip() -> Command {
+    Command::new(system_program("ip"))
+}
+
 /// Run a command, error with its stderr on failure; returns stdout.
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("spawning {cmd:?}"))?;
@@ -27,25 +42,26 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Netns> {
-        run(Command::new("ip").args(["netns", "add", name]))?;
+        run(ip().args(["netns", "add", name]))?;
         let ns = Netns { name: name.to_string() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
     pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
+        run(ip().arg("-n").arg(&self.name).args(args))
     }
 
     /// A command running inside the namespace.
     pub fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, prog]);
+        let mut c = ip();
+        let prog = if prog.contains('/') { std::path::PathBuf::from(prog) } else { system_program(prog) };
+        c.args(["netns", "exec", &self.name]).arg(prog);
         c
     }
 
     fn pids(&self) -> Vec<i32> {
-        run(Command::new("ip").args(["netns", "pids", &self.name]))
+        run(ip().args(["netns", "pids", &self.name]))
             .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
             .unwrap_or_default()
     }
@@ -59,13 +75,13 @@ impl Drop for Netns {
                 libc::kill(pid, libc::SIGKILL);
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = ip().args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
     }
 }
 
 /// Join `a` and `b` with a veth pair (`a_if` in `a`, `b_if` in `b`), both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> {
-    run(Command::new("ip").args([
+    run(ip().args([
         "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name,
     ]))?;
     a.ip(&["link", "set", a_if, "up"])?;

@@ -14,6 +14,26 @@ pub struct Status {
     /// Dataplane-wide counters (drops by reason, etc.), name → value.
     #[serde(default)]
     pub dataplane: Vec<(String, u64)>,
+    /// Daemon-wide counters of the control side (engine queues, control
+    /// socket refusals), name → value.
+    #[serde(default)]
+    pub daemon: Vec<(String, u64)>,
+}
+
+/// A connection's engine queue (see `crate::queue`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueueStatus {
+    /// Datagrams and notices waiting now, and the most ever seen.
+    pub depth: u64,
+    pub high_water: u64,
+    pub capacity: u64,
+    /// Datagram bytes waiting now.
+    pub bytes: u64,
+    /// Control commands waiting now.
+    pub commands: u64,
+    pub dropped_datagrams: u64,
+    pub dropped_notices: u64,
+    pub refused_commands: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -40,6 +60,8 @@ pub struct ConnectionStatus {
     /// Last failure (e.g. `AUTHENTICATION_FAILED: ...`).
     pub last_error: Option<String>,
     pub ike_sas: Vec<IkeSaStatus>,
+    #[serde(default)]
+    pub queue: QueueStatus,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -117,6 +139,14 @@ impl Status {
             if let Some(e) = &c.last_error {
                 let _ = writeln!(o, "  last error: {e}");
             }
+            let q = &c.queue;
+            if q.high_water > 0 || q.dropped_datagrams + q.dropped_notices + q.refused_commands > 0 {
+                let _ = writeln!(
+                    o,
+                    "  queue: {}/{} ({} bytes, max {}), dropped {} datagrams {} notices, refused {} commands",
+                    q.depth, q.capacity, q.bytes, q.high_water, q.dropped_datagrams, q.dropped_notices, q.refused_commands
+                );
+            }
             for s in &c.ike_sas {
                 let _ = writeln!(
                     o,
@@ -155,6 +185,13 @@ impl Status {
                     let _ = writeln!(o, "      {} === {}", ch.local_ts.join(" "), ch.remote_ts.join(" "));
                 }
             }
+        }
+        if !self.daemon.is_empty() {
+            let _ = writeln!(
+                o,
+                "daemon: {}",
+                self.daemon.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+            );
         }
         if !self.dataplane.is_empty() {
             let _ = writeln!(

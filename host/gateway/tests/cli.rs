@@ -1,5 +1,6 @@
 //! CLI tests that need no root: config checking and the offline plugin tools.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -21,8 +22,14 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 #[test]
 fn example_configs_are_valid() {
+    // git keeps only the executable bit: give the example PSK the mode wisp requires.
+    chmod(&repo().join("examples/psk.txt"), 0o600);
     for f in ["gateway-a.toml", "gateway-b.toml"] {
         let p = repo().join("examples").join(f);
         let o = wisp(&["check-config", p.to_str().unwrap()]);
@@ -47,6 +54,8 @@ fn check_text(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("w.toml");
     std::fs::write(&p, text).unwrap();
+    // It holds an inline PSK: owner-only, or it is refused.
+    chmod(&p, 0o600);
     let o = wisp(&["check-config", p.to_str().unwrap()]);
     // Error messages start with the file path.
     if !o.status.success() {
@@ -144,4 +153,105 @@ fn plugin_eval_runs_a_fixture_and_checks_its_expectation() {
     let o = wisp(&["plugin", "eval", p.to_str().unwrap(), "/nonexistent/fixture.json"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("fixture"), "{}", stderr(&o));
+}
+
+#[test]
+fn inline_psk_config_world_readable_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("w.toml");
+    std::fs::write(&p, BASE).unwrap();
+    for mode in [0o644, 0o640, 0o604] {
+        chmod(&p, mode);
+        let o = wisp(&["check-config", p.to_str().unwrap()]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "mode {mode:o} accepted");
+        assert!(e.contains(p.to_str().unwrap()) && e.contains(&format!("{mode:04o}")), "{e}");
+        assert!(e.contains(":6:") && e.contains("connections.b.auth.psk"), "{e}");
+        assert!(!e.contains("supersecret"), "{e}");
+    }
+    chmod(&p, 0o600);
+    assert!(wisp(&["check-config", p.to_str().unwrap()]).status.success());
+    // Without an inline PSK the config itself may be world-readable.
+    let psk = dir.path().join("psk.txt");
+    std::fs::write(&psk, "file-psk-value-0123\n").unwrap();
+    chmod(&psk, 0o600);
+    std::fs::write(&p, BASE.replace("auth.psk = \"supersecret-psk-value\"", "auth.psk_file = \"psk.txt\"")).unwrap();
+    chmod(&p, 0o644);
+    let o = wisp(&["check-config", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn psk_file_group_readable_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let psk = dir.path().join("psk.txt");
+    std::fs::write(&psk, "file-psk-value-0123\n").unwrap();
+    let p = dir.path().join("w.toml");
+    std::fs::write(&p, BASE.replace("auth.psk = \"supersecret-psk-value\"", "auth.psk_file = \"psk.txt\"")).unwrap();
+    for mode in [0o640, 0o644, 0o660, 0o606] {
+        chmod(&psk, mode);
+        let o = wisp(&["check-config", p.to_str().unwrap()]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "PSK file mode {mode:o} accepted");
+        assert!(e.contains(psk.to_str().unwrap()) && e.contains(&format!("{mode:04o}")), "{e}");
+        assert!(e.contains(":6:") && e.contains("connections.b.auth.psk_file"), "{e}");
+        assert!(!e.contains("file-psk-value"), "{e}");
+    }
+    for mode in [0o600, 0o400] {
+        chmod(&psk, mode);
+        let o = wisp(&["check-config", p.to_str().unwrap()]);
+        assert!(o.status.success(), "mode {mode:o}: {}", stderr(&o));
+    }
+}
+
+/// `(replace this, with that)` in BASE → the error names this field on this line.
+fn assert_bound(from: &str, to: &str, line: usize, field: &str) {
+    let o = check_text(&BASE.replace(from, to));
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{to}: accepted");
+    assert!(e.contains(&format!(":{line}:")) && e.contains(field), "{to}: {e}");
+    assert!(e.contains("range") || e.contains("too large") || e.contains("at most") || e.contains("must not be 0"), "{to}: {e}");
+}
+
+#[test]
+fn huge_rekey_time_rejected_with_field() {
+    // 2^62 seconds once reached a `% 0` in the jitter code of the driver thread.
+    let net = "remote_ts = [\"10.98.2.0/24\"]";
+    assert_bound("auth.psk =", "rekey_time = 4611686018427387904\nauth.psk =", 6, "rekey_time");
+    assert_bound("auth.psk =", "rekey_time = \"400d\"\nauth.psk =", 6, "connections.b.rekey_time");
+    assert_bound("auth.psk =", "rekey_time = 0\nauth.psk =", 6, "connections.b.rekey_time");
+    assert_bound("auth.psk =", "over_time = \"1000d\"\nauth.psk =", 6, "connections.b.over_time");
+    assert_bound(net, &format!("{net}\nrekey_time = 9223372036854775807"), 10, "children.net.rekey_time");
+    assert_bound(net, &format!("{net}\nlife_time = \"366d\""), 10, "connections.b.children.net.life_time");
+    assert_bound(net, &format!("{net}\nrekey_bytes = 0"), 10, "connections.b.children.net.rekey_bytes");
+    assert_bound(net, &format!("{net}\nlife_packets = \"4294967296G\""), 10, "connections.b.children.net.life_packets");
+}
+
+#[test]
+fn huge_dpd_delay_rejected_with_field() {
+    // dpd_delay × 5 (the default timeout) once overflowed a Duration.
+    assert_bound("auth.psk =", "dpd_delay = 9223372036854775807\nauth.psk =", 6, "dpd_delay");
+    assert_bound("auth.psk =", "dpd_delay = \"2d\"\nauth.psk =", 6, "connections.b.dpd_delay");
+    assert_bound("auth.psk =", "dpd_delay = \"5s\"\ndpd_timeout = \"100ms\"\nauth.psk =", 7, "connections.b.dpd_timeout");
+}
+
+#[test]
+fn daemon_wide_values_rejected_with_field() {
+    let top = |extra: &str| format!("{extra}\n{BASE}");
+    for (text, field) in [
+        (top("[tun]\nmtu = 100"), "tun.mtu"),
+        (top("[tun]\nmtu = 65000"), "tun.mtu"),
+        (top("ike_port = 0"), "ike_port"),
+        (top("[plugin]\ndeadline = \"1h\""), "plugin.deadline"),
+        (top("[plugin]\nmemory = \"64G\""), "plugin.memory"),
+    ] {
+        let o = check_text(&text);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{text}: accepted");
+        assert!(e.contains(field) && e.contains(":"), "{e}");
+    }
+    let many: String = (0..65).map(|i| format!("\"10.98.{i}.0/24\", ")).collect();
+    let o = check_text(&BASE.replace("remote_ts = [\"10.98.2.0/24\"]", &format!("remote_ts = [{many}]")));
+    let e = stderr(&o);
+    assert!(!o.status.success() && e.contains("children.net.remote_ts") && e.contains("at most 64"), "{e}");
 }

@@ -21,7 +21,7 @@ fn is_root() -> bool {
 }
 
 fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("spawn");
+    let out = Command::new(wisp_gateway::netns::system_program(args[0])).args(&args[1..]).output().expect("spawn");
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -29,7 +29,7 @@ fn sh(args: &[&str]) {
 struct Ns(String);
 impl Ns {
     fn new(name: String) -> Ns {
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new(wisp_gateway::netns::system_program("ip")).args(["netns", "del", &name]).output();
         sh(&["ip", "netns", "add", &name]);
         sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         Ns(name)
@@ -49,12 +49,12 @@ impl Ns {
         })
     }
     fn exec(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ip").args(["netns", "exec", &self.0]).args(args).output().expect("spawn")
+        Command::new(wisp_gateway::netns::system_program("ip")).args(["netns", "exec", &self.0]).args(args).output().expect("spawn")
     }
 }
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        let _ = Command::new(wisp_gateway::netns::system_program("ip")).args(["netns", "del", &self.0]).output();
     }
 }
 

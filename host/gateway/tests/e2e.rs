@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use wisp_testbed::netns::{veth, Netns, Pair};
 use wisp_testbed::traffic::{ping, tcp_transfer, BgPing};
-use wisp_testbed::wisp::{plugin_path, WispChild, WispConf, WispConn, WispDaemon};
+use wisp_testbed::wisp::{plugin_path, write_private, WispChild, WispConf, WispConn, WispDaemon};
 use wisp_testbed::{require_root, TestDir};
 
 const PSK: &str = "e2e-test-psk-0123456789";
@@ -236,7 +236,7 @@ fn write_b_conf(s: &Setup, allowed: &'static str) {
     // Like an editor: temp file + rename.
     let c = conf(&Opts { allowed_by_b: allowed, ..Default::default() }, false).render();
     let tmp = s.b.dir().join("wisp.toml.tmp");
-    std::fs::write(&tmp, c).unwrap();
+    write_private(&tmp, &c).unwrap();
     std::fs::rename(&tmp, s.b.dir().join("wisp.toml")).unwrap();
     let out = s.b.cli_ok(&["reload"]).unwrap();
     assert!(out.contains("settings applied"), "{out}");
@@ -461,7 +461,7 @@ fn nat_rebinding_keeps_the_tunnel() {
         return;
     }
     assert!(
-        std::process::Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()),
+        std::process::Command::new(wisp_gateway::netns::system_program("nft")).arg("--version").output().is_ok_and(|o| o.status.success()),
         "nft missing: scripts/setup.sh installs nftables and conntrack"
     );
     init();

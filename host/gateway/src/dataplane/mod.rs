@@ -297,7 +297,8 @@ struct Shared {
     tun_name: String,
     udp_gro: bool,
     mtu: u16,
-    netns: sys::NetNs,
+    /// Link, address and route changes (rtnetlink, in the namespace we started in).
+    netlink: crate::netlink::Netlink,
     global: Global,
     ike_sink: IkeSink,
     event_sink: EventSink,
@@ -313,21 +314,20 @@ impl Dataplane {
     /// Create the TUN device and the UDP socket in the current network
     /// namespace and start the packet loops.
     pub fn start(cfg: DataplaneConfig, ike_sink: IkeSink, event_sink: EventSink) -> io::Result<Dataplane> {
-        let netns = sys::NetNs::current()?;
         let tun = tun::Tun::open(&cfg.tun_name, cfg.tun_kind)?;
         let tun_name = tun.name().to_string();
-        netns.ip(&["link", "set", "dev", &tun_name, "mtu", &cfg.mtu.to_string(), "up"])?;
+        let netlink = crate::netlink::Netlink::start(&tun_name)?;
+        netlink.link_up(cfg.mtu)?;
         if tun.offload() {
             // Bound how many segments one TSO super-packet may carry, so
             // one read always fits the send batch (the kernel segments
-            // anything larger itself). Best effort: old `ip` lacks it.
-            let segs = tun::MAX_SEGS.to_string();
-            if let Err(e) = netns.ip(&["link", "set", "dev", &tun_name, "gso_max_segs", &segs]) {
+            // anything larger itself). Best effort: old kernels lack it.
+            if let Err(e) = netlink.set_gso_max_segs(tun::MAX_SEGS as u32) {
                 tracing::debug!("gso_max_segs: {e}");
             }
         }
         for (a, l) in &cfg.tun_addrs {
-            netns.ip(&["addr", "add", &sys::cidr_string(*a, *l), "dev", &tun_name])?;
+            netlink.add_addr(*a, *l)?;
         }
         let udp = UdpSocket::bind(cfg.listen)?;
         udp.set_nonblocking(true)?;
@@ -347,7 +347,7 @@ impl Dataplane {
             tun_name,
             udp_gro,
             mtu: cfg.mtu,
-            netns,
+            netlink,
             global: Global::default(),
             ike_sink,
             event_sink,
@@ -536,17 +536,13 @@ impl Dataplane {
         }
         let mut result = Ok(());
         for (net, len) in installed.difference(&want).copied().collect::<Vec<_>>() {
-            let fam = if net.is_ipv4() { "-4" } else { "-6" };
-            let c = sys::cidr_string(net, len);
-            if let Err(e) = self.shared.netns.ip(&[fam, "route", "del", &c, "dev", &self.shared.tun_name]) {
-                tracing::warn!("removing route {c}: {e}");
+            if let Err(e) = self.shared.netlink.del_route(net, len) {
+                tracing::warn!("removing route {}: {e}", sys::cidr_string(net, len));
             }
             installed.remove(&(net, len));
         }
         for (net, len) in want.difference(installed).copied().collect::<Vec<_>>() {
-            let fam = if net.is_ipv4() { "-4" } else { "-6" };
-            let c = sys::cidr_string(net, len);
-            match self.shared.netns.ip(&[fam, "route", "replace", &c, "dev", &self.shared.tun_name]) {
+            match self.shared.netlink.replace_route(net, len) {
                 Ok(()) => {
                     installed.insert((net, len));
                 }

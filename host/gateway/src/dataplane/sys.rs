@@ -1,18 +1,9 @@
 //! Thin OS layer: TUN device, UDP batching (recvmmsg/sendmmsg), poll,
-//! network-namespace-aware `ip` commands.
+//! and address helpers (link and route changes: `crate::netlink`).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::process::Command;
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
+use std::os::fd::RawFd;
 
 /// Wait until `fd` is readable or `timeout_ms` passes. Ok(true) = readable.
 pub fn poll_in(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
@@ -387,42 +378,6 @@ fn poll_out(fd: RawFd, timeout_ms: i32) -> io::Result<bool> {
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     Ok(r > 0)
-}
-
-/// The network namespace the dataplane was started in; `ip` commands run
-/// there even when called from a thread in another namespace.
-pub struct NetNs(OwnedFd);
-
-impl NetNs {
-    pub fn current() -> io::Result<NetNs> {
-        let f = std::fs::File::open("/proc/thread-self/ns/net")?;
-        Ok(NetNs(f.into()))
-    }
-
-    /// Run `ip args...` inside this namespace.
-    pub fn ip(&self, args: &[&str]) -> io::Result<()> {
-        let fd = self.0.as_raw_fd();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let a = &args;
-        let out = std::thread::scope(|s| {
-            s.spawn(move || -> io::Result<std::process::Output> {
-                // SAFETY: setns on this short-lived thread only.
-                cvt(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })?;
-                Command::new("ip").args(a).output()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("ip thread panicked")))
-        })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
-    }
 }
 
 pub fn cidr_string(a: IpAddr, len: u8) -> String {
