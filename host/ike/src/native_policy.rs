@@ -1,7 +1,6 @@
 //! [`ConfigPolicy`]: the native policy that accepts what the configuration
 //! allows. Tests and the benchmark use it; the gateway uses the wasm plugin.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use wisp_policy_api::{
