@@ -38,3 +38,4 @@ build hostile-policy hostile-huge-answer huge-answer
 # custom section, and an extra core module with megabytes of code.
 build hostile-wrong-world hostile-wrong-world
 build hostile-missing-export hostile-missing-export
+build hostile-old-wit hostile-old-wit

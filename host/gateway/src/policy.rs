@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use wisp_policy::{PluginConfig, PolicySlot, Setting, SettingValue, SwapListener};
 use wisp_policy_api::{
-    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, SaCounts, SaKind, SaView, SelectorPair,
+    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind, SaView, SelectorPair,
     SelectorRequest,
 };
 
@@ -165,8 +165,14 @@ impl Policy for SwitchPolicy {
     fn describe(&self) -> String {
         self.current().describe()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.current().select_proposal(ctx, kind, offered)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.current().select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,

@@ -10,7 +10,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
+    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SaView,
     SelectorPair, SelectorRequest,
 };
 
@@ -21,9 +21,11 @@ use crate::runtime::{self, DeadlineExceeded, MemoryCapExceeded, StoreState};
 use crate::validate::{self, Problem};
 
 /// The export every plugin must provide.
-pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.1.0";
+pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.2.0";
 /// The world's full name.
-pub const WORLD: &str = "wisp:policy/policy-plugin@0.1.0";
+pub const WORLD: &str = "wisp:policy/policy-plugin@0.2.0";
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.2.0";
 /// Functions of `decisions`, all required.
 pub const DECISION_FUNCTIONS: [&str; 6] =
     ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
@@ -135,7 +137,7 @@ pub struct PluginMeta {
 /// A decision request, for callers that dispatch generically (eval, bench).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionRequest {
-    SelectProposal { ctx: PeerContext, kind: SaKind, offered: Vec<Proposal> },
+    SelectProposal { ctx: PeerContext, kind: SaKind, offered: Vec<Proposal>, configured: Vec<Proposal> },
     OrderProposals { ctx: PeerContext, kind: SaKind, configured: Vec<Proposal> },
     Authorize { ctx: PeerContext, auth: AuthInfo },
     NarrowSelectors { ctx: PeerContext, request: SelectorRequest },
@@ -155,8 +157,8 @@ impl DecisionRequest {
 /// A validated "yes".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionAnswer {
-    /// Index into the offered proposals.
-    Proposal(usize),
+    /// The chosen offered proposal (and transforms inside it).
+    Proposal(ProposalChoice),
     /// Indices into the configured proposals, in order of preference.
     Order(Vec<usize>),
     Authorized,
@@ -430,20 +432,25 @@ impl LoadedPlugin {
         r
     }
 
-    /// Responder: which offered proposal (index), with typed errors.
+    /// Responder: which offered proposal (and transforms inside it), with
+    /// typed errors. The answer is checked for shape here (index and transform
+    /// indices in range, one transform per type); the IKE engine checks it
+    /// against the configured proposals.
     pub fn try_select_proposal(
         &self,
         ctx: &PeerContext,
         kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<usize, DecisionError> {
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, DecisionError> {
         let d = DecisionKind::SelectProposal;
         let wctx = convert::ctx_to_wit(ctx);
         let props: Vec<wit::Proposal> = offered.iter().map(convert::proposal_to_wit).collect();
+        let conf: Vec<wit::Proposal> = configured.iter().map(convert::proposal_to_wit).collect();
         let kind = convert::sa_kind_to_wit(kind);
         let r = self
-            .call(d, |s, g| g.call_select_proposal(s, &wctx, kind, &props))
-            .and_then(|a| self.finish(d, validate::proposal_index(a, offered.len())));
+            .call(d, |s, g| g.call_select_proposal(s, &wctx, kind, &props, &conf))
+            .and_then(|a| self.finish(d, validate::proposal_choice(a, offered)));
         self.log(r)
     }
 
@@ -493,8 +500,8 @@ impl LoadedPlugin {
     /// Any decision, dispatched.
     pub fn decide(&self, req: &DecisionRequest) -> Result<DecisionAnswer, DecisionError> {
         match req {
-            DecisionRequest::SelectProposal { ctx, kind, offered } => {
-                self.try_select_proposal(ctx, *kind, offered).map(DecisionAnswer::Proposal)
+            DecisionRequest::SelectProposal { ctx, kind, offered, configured } => {
+                self.try_select_proposal(ctx, *kind, offered, configured).map(DecisionAnswer::Proposal)
             }
             DecisionRequest::OrderProposals { ctx, kind, configured } => {
                 self.try_order_proposals(ctx, *kind, configured).map(DecisionAnswer::Order)
@@ -513,8 +520,14 @@ impl Policy for LoadedPlugin {
     fn describe(&self) -> String {
         self.meta.label.to_string()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.try_select_proposal(ctx, kind, offered).map_err(Into::into)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.try_select_proposal(ctx, kind, offered, configured).map_err(Into::into)
     }
     fn order_proposals(
         &self,
@@ -652,12 +665,18 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
 
-    let wanted_prefix = "wisp:policy/decisions@0.1.";
+    let wanted_prefix = "wisp:policy/decisions@0.2.";
     let found = ty.exports(engine).find(|(n, _)| *n == DECISIONS_EXPORT || n.starts_with(wanted_prefix));
     let Some((name, item)) = found else {
         let other = exports.iter().find(|n| n.starts_with("wisp:policy/decisions@"));
         let detail = match other {
-            Some(o) => format!("exports `{o}`, but this host needs `{DECISIONS_EXPORT}` (incompatible version)"),
+            Some(o) => {
+                let built = o.trim_start_matches("wisp:policy/decisions@");
+                format!(
+                    "built for wisp:policy@{built}, this host needs {WIT_VERSION} (the component exports `{o}`, \
+                     this host calls `{DECISIONS_EXPORT}`): rebuild it against wit/policy.wit {WIT_VERSION}"
+                )
+            }
             None => format!(
                 "missing export `{DECISIONS_EXPORT}` (the component exports: {})",
                 if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
@@ -683,11 +702,11 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     }
     for imp in &imports {
         let ok = imp.starts_with("wasi:")
-            || imp.starts_with("wisp:policy/host@0.1.")
-            || imp.starts_with("wisp:policy/types@0.1.");
+            || imp.starts_with("wisp:policy/host@0.2.")
+            || imp.starts_with("wisp:policy/types@0.2.");
         if !ok {
             return Err(LoadError::UnsupportedImport {
-                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.1.0 and WASI only)"),
+                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.2.0 and WASI only)"),
             });
         }
     }

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{
+    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
+};
 
 use crate::convert::Setting;
 use crate::error::LoadError;
@@ -324,8 +326,14 @@ impl Policy for PolicySlot {
     fn describe(&self) -> String {
         self.current().describe()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.current().select_proposal(ctx, kind, offered)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.current().select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,

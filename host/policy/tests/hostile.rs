@@ -17,7 +17,7 @@ fn config_with(limits: Limits) -> PluginConfig {
 #[test]
 fn unreachable_trap_fails_closed_and_host_goes_on() {
     let p = load(plugin("hostile-trap"), &PluginConfig::default()).unwrap();
-    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap_err();
     match &err {
         DecisionError::Trap { plugin, decision, detail } => {
             assert_eq!(plugin.name, "hostile-trap");
@@ -28,7 +28,7 @@ fn unreachable_trap_fails_closed_and_host_goes_on() {
         other => panic!("expected a trap, got {other:?}"),
     }
     // Through the engine-facing trait: Failed, carrying name and version.
-    match p.select_proposal(&ctx(), SaKind::Child, &proposals()) {
+    match p.select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()) {
         Err(PolicyError::Failed { decider, .. }) => assert!(decider.contains("hostile-trap 1.0.0"), "{decider}"),
         other => panic!("expected Failed, got {other:?}"),
     }
@@ -52,7 +52,7 @@ fn infinite_loop_is_stopped_within_twice_the_deadline() {
     let p = load(plugin("hostile-spin"), &config_with(Limits { deadline, ..Limits::default() })).unwrap();
     for _ in 0..3 {
         let (cpu0, wall0) = (thread_cpu(), Instant::now());
-        let err = p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()).unwrap_err();
+        let err = p.try_select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()).unwrap_err();
         let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed());
         eprintln!("spin stopped after {cpu:?} CPU, {wall:?} wall");
         match &err {
@@ -81,7 +81,7 @@ fn wall_clock_cap_stops_a_loop_too() {
     };
     let p = load(plugin("hostile-spin"), &config_with(limits)).unwrap();
     let started = Instant::now();
-    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()) {
+    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()) {
         Err(DecisionError::Timeout { deadline, .. }) => assert_eq!(deadline, Duration::from_millis(60)),
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -95,7 +95,7 @@ fn hour_long_sleep_is_cut_to_the_wall_clock_cap() {
     let limits = Limits { wall_deadline: Duration::from_millis(100), ..Limits::default() };
     let p = load(plugin("hostile-sleep"), &config_with(limits)).unwrap();
     let started = Instant::now();
-    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()) {
+    match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()) {
         Err(DecisionError::Timeout { plugin, deadline, .. }) => {
             assert_eq!(plugin.name, "hostile-sleep");
             assert_eq!(deadline, Duration::from_millis(100));
@@ -111,7 +111,7 @@ fn hour_long_sleep_is_cut_to_the_wall_clock_cap() {
 fn memory_bomb_is_denied_at_the_cap() {
     let cap = 16 << 20;
     let p = load(plugin("hostile-bomb"), &config_with(Limits { memory: cap, ..Limits::default() })).unwrap();
-    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap_err();
     match &err {
         DecisionError::MemoryLimit { plugin, limit, .. } => {
             assert_eq!(plugin.name, "hostile-bomb");
@@ -126,7 +126,7 @@ fn memory_bomb_is_denied_at_the_cap() {
     // A smaller cap is honoured too.
     let small = 4 << 20;
     let p = load(plugin("hostile-bomb"), &config_with(Limits { memory: small, ..Limits::default() })).unwrap();
-    match p.try_select_proposal(&ctx(), SaKind::Child, &proposals()) {
+    match p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()) {
         Err(DecisionError::MemoryLimit { limit, .. }) => assert_eq!(limit, small),
         other => panic!("expected the memory cap, got {other:?}"),
     }
@@ -137,8 +137,19 @@ fn wrong_world_is_refused_naming_the_missing_export() {
     let err = load(plugin("hostile-wrong-world"), &PluginConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("wisp:policy/decisions@0.1.0"), "{msg}");
+    assert!(msg.contains("wisp:policy/decisions@0.2.0"), "{msg}");
     assert!(msg.contains("hostile:other/calculator@1.0.0"), "message lists what it exports: {msg}");
+}
+
+#[test]
+fn component_built_for_old_wit_is_refused_naming_its_version() {
+    // A complete, well-behaved plugin, but built against wisp:policy@0.1.0.
+    let err = load(plugin("hostile-old-wit"), &PluginConfig::default()).unwrap_err();
+    assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("built for wisp:policy@0.1.0, this host needs 0.2.0"), "{msg}");
+    let report = wisp_policy::check(plugin("hostile-old-wit")).unwrap_err().to_string();
+    assert!(report.contains("built for wisp:policy@0.1.0"), "plugin check says it too: {report}");
 }
 
 #[test]
@@ -149,7 +160,7 @@ fn missing_decision_functions_are_named() {
     for f in ["select-proposal", "order-proposals", "authorize", "narrow-selectors"] {
         assert!(msg.contains(f), "{f} not named in: {msg}");
     }
-    assert!(!msg.contains("`wisp:policy/decisions@0.1.0#info`"), "info is present: {msg}");
+    assert!(!msg.contains("`wisp:policy/decisions@0.2.0#info`"), "info is present: {msg}");
 }
 
 #[test]
@@ -178,7 +189,7 @@ fn random_bytes_are_refused() {
 #[test]
 fn index_out_of_range_is_a_refusal() {
     let p = load(plugin("hostile-bad-index"), &PluginConfig::default()).unwrap();
-    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap_err();
+    let err = p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap_err();
     match &err {
         DecisionError::InvalidAnswer { plugin, detail, .. } => {
             assert_eq!(plugin.name, "hostile-bad-index");
@@ -188,7 +199,7 @@ fn index_out_of_range_is_a_refusal() {
     }
     assert!(err.is_refusal());
     assert!(matches!(
-        p.select_proposal(&ctx(), SaKind::Child, &proposals()),
+        p.select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()),
         Err(PolicyError::Refused { .. })
     ));
     // order-proposals repeating an index is refused as well.
@@ -229,7 +240,7 @@ fn selector_wider_than_offered_is_a_refusal_and_logged() {
     let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("WARN") && log.contains("hostile-wide-selector 1.0.0"), "log: {log}");
     // The other decisions of that plugin are fine.
-    assert_eq!(p.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), 0);
+    assert_eq!(p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, 0);
 }
 
 #[test]

@@ -65,7 +65,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wisp_policy_api::{PeerContext, Policy, PolicyError, SaKind};
+use wisp_policy_api::{DecisionTrigger, PeerContext, Policy, PolicyError, SaKind};
 
 use crate::codec::{self, ExchangeType, Header, NotifyPayload, NotifyType, Payload};
 use crate::config::{Config, ConfigError, Lifetimes};
@@ -575,6 +575,7 @@ impl Engine {
             nat_detected: sa.nat.local_behind_nat || sa.nat.remote_behind_nat,
             local_is_initiator,
             peer_identity: sa.remote_id.clone(),
+            trigger: DecisionTrigger::Initial,
         }
     }
 
@@ -862,6 +863,7 @@ impl Engine {
             nat: NatState::default(),
             peer_frag: false,
             remote_id: None,
+            auth: None,
             next_msg_id: 0,
             outstanding: None,
             tasks: VecDeque::new(),
@@ -877,7 +879,6 @@ impl Engine {
             replaces: None,
             reasm: None,
             delete_reason: None,
-            auth: None,
             rekeyed_at: None,
         }
     }

@@ -73,7 +73,7 @@ impl Engine {
         for id in ids {
             let Ok(mut sa) = self.take(id) else { continue };
             out.ike_checked += 1;
-            match self.reauthorize(&sa) {
+            match self.recheck_authorization(&sa) {
                 Verdict::Allowed => {}
                 Verdict::Refused(reason) => {
                     self.revoke_ike(now, &mut sa, reason);
@@ -134,13 +134,14 @@ impl Engine {
     }
 
     /// `authorize` again with what the peer authenticated with.
-    fn reauthorize(&self, sa: &IkeSa) -> Verdict {
+    fn recheck_authorization(&self, sa: &IkeSa) -> Verdict {
         let Some(auth) = &sa.auth else {
             // Established without a recorded authentication cannot happen;
             // refuse if it ever does.
             return Verdict::Refused("no record of how the peer authenticated".into());
         };
-        let ctx = self.ctx(sa, sa.conn, sa.initiator);
+        let mut ctx = self.ctx(sa, sa.conn, sa.initiator);
+        ctx.trigger = wisp_policy_api::DecisionTrigger::Recheck;
         verdict(self.policy.authorize(&ctx, auth), |e| {
             format!(
                 "peer {} not authorized: {}",
@@ -164,7 +165,8 @@ impl Engine {
             remote_configured,
             local_configured,
         };
-        let ctx = self.ctx(sa, sa.conn, sa.initiator);
+        let mut ctx = self.ctx(sa, sa.conn, sa.initiator);
+        ctx.trigger = wisp_policy_api::DecisionTrigger::Recheck;
         match self.policy.narrow_selectors(&ctx, &req) {
             Ok(pair) if covered(&c.remote_ts, &pair.remote) && covered(&c.local_ts, &pair.local) => Verdict::Allowed,
             Ok(pair) => Verdict::Refused(format!(

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wisp_policy_api::{AuthInfo, Identity, TrafficSelector};
+use wisp_policy_api::{Identity, TrafficSelector};
 
 use crate::codec;
 use crate::config::{Lifetimes, Mode};
@@ -186,6 +186,9 @@ pub(crate) struct IkeSa {
     pub nat: NatState,
     pub peer_frag: bool,
     pub remote_id: Option<Identity>,
+    /// What the peer authenticated with (set with `remote_id` once AUTH
+    /// verified; kept across IKE SA rekeys, which authorize it again).
+    pub auth: Option<wisp_policy_api::AuthInfo>,
     pub next_msg_id: u32,
     pub outstanding: Option<Outstanding>,
     pub tasks: VecDeque<Task>,
@@ -205,8 +208,6 @@ pub(crate) struct IkeSa {
     pub reasm: Option<(u32, crate::codec::sk::Reassembler)>,
     /// Why our DELETE of this IKE SA was sent.
     pub delete_reason: Option<crate::event::DownReason>,
-    /// What the peer authenticated with (kept to re-authorize it on reload).
-    pub auth: Option<AuthInfo>,
     /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
     pub rekeyed_at: Option<Duration>,
 }

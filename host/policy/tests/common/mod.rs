@@ -27,6 +27,7 @@ pub fn ctx() -> PeerContext {
         nat_detected: false,
         local_is_initiator: false,
         peer_identity: Some(Identity { kind: IdType::Fqdn, value: "alice.example.com".into() }),
+        trigger: Default::default(),
     }
 }
 

@@ -27,7 +27,7 @@ wit_bindgen::generate!({
 
 use exports::wisp::policy::decisions::Guest;
 use wisp::policy::types::{
-    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, Refusal, SaKind, SelectorPair,
+    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, ProposalChoice, Refusal, SaKind, SelectorPair,
     SelectorRequest, Setting,
 };
 
@@ -79,7 +79,12 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn select_proposal(_ctx: PeerContext, _kind: SaKind, offered: Vec<Proposal>) -> Result<u32, Refusal> {
+    fn select_proposal(
+        _ctx: PeerContext,
+        _kind: SaKind,
+        offered: Vec<Proposal>,
+        _configured: Vec<Proposal>,
+    ) -> Result<ProposalChoice, Refusal> {
         if cfg!(feature = "trap") {
             core::arch::wasm32::unreachable();
         }
@@ -109,13 +114,14 @@ impl Guest for Hostile {
         if offered.is_empty() {
             return Err(Refusal { reason: "nothing offered".to_string() });
         }
+        let choice = |proposal: u32| Ok(ProposalChoice { proposal, transforms: Vec::new() });
         if cfg!(feature = "bad-index") {
-            return Ok(offered.len() as u32 + 5);
+            return choice(offered.len() as u32 + 5);
         }
         if cfg!(feature = "v2") {
-            return Ok(offered.len() as u32 - 1);
+            return choice(offered.len() as u32 - 1);
         }
-        Ok(0)
+        choice(0)
     }
 
     fn order_proposals(_ctx: PeerContext, _kind: SaKind, configured: Vec<Proposal>) -> Vec<u32> {
