@@ -33,9 +33,9 @@ impl Policy for Counting {
     fn describe(&self) -> String {
         "counting".into()
     }
-    fn select_proposal(&self, c: &PeerContext, k: SaKind, o: &[Proposal]) -> Result<usize, PolicyError> {
+    fn select_proposal(&self, c: &PeerContext, k: SaKind, o: &[Proposal], cfg: &[Proposal]) -> Result<ProposalChoice, PolicyError> {
         self.calls.fetch_add(1, SeqCst);
-        self.inner.select_proposal(c, k, o)
+        self.inner.select_proposal(c, k, o, cfg)
     }
     fn order_proposals(&self, c: &PeerContext, k: SaKind, o: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
         self.calls.fetch_add(1, SeqCst);

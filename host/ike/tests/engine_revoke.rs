@@ -12,7 +12,7 @@ use wisp_ike::engine::EngineError;
 use wisp_ike::event::*;
 use wisp_ike::native_policy::ConfigPolicy;
 use wisp_policy_api::{
-    AuthInfo, PeerContext, Policy, PolicyError, Proposal, SaKind, SelectorPair, SelectorRequest,
+    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
     TrafficSelector,
 };
 
@@ -44,8 +44,9 @@ impl Policy for Switchable {
         ctx: &PeerContext,
         kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<usize, PolicyError> {
-        self.base.select_proposal(ctx, kind, offered)
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.base.select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,
