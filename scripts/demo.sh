@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: two wisp gateways in two network namespaces, a tunnel, pings, status,
-# then a policy change that refuses the next negotiation while the tunnel keeps
-# working. Needs root. Builds the plugins (if missing) and wisp in release mode.
+# then a policy change (wisp reload) that denies the peer: the live tunnel is
+# re-checked and goes down within a second, with the reason in `wisp status`,
+# and the next negotiation is refused. Needs root. Builds the plugins (if missing) and wisp in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then

@@ -30,5 +30,12 @@ build hostile-policy hostile-sleep sleep
 build hostile-policy hostile-bomb bomb
 build hostile-policy hostile-bad-index bad-index
 build hostile-policy hostile-wide-selector wide-selector
+build hostile-policy hostile-recursion recursion
+build hostile-policy hostile-log-flood log-flood
+build hostile-policy hostile-huge-answer huge-answer
+# The oversized and the slow-to-compile components are derived from
+# hostile-v1/-v2 by the tests themselves (host/policy/tests/common): a 65 MiB
+# custom section, and an extra core module with megabytes of code.
 build hostile-wrong-world hostile-wrong-world
 build hostile-missing-export hostile-missing-export
+build hostile-old-wit hostile-old-wit

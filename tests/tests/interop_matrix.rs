@@ -392,6 +392,66 @@ fn matrix_algorithms() {
     report("interop matrix: algorithms (wisp <-> strongSwan 5.9.8)", cases);
 }
 
+/// charon left at `proposals = default` / `esp_proposals = default`: its
+/// proposals list, inside one proposal, alternatives wisp does not implement
+/// or its policy does not take (AES-CCM, SHA-1, MODP groups) next to ones it
+/// does. A proposal is an OR within each transform type (RFC 7296 3.3): wisp
+/// (its shipped default policy, configured with a proposal inside charon's
+/// default) takes one acceptable transform of each type, in both roles.
+fn default_proposals_case(who: Who, pfs: bool) -> R<Outcome> {
+    let esp = if pfs { "aes128gcm16-x25519" } else { "aes128gcm16" };
+    let mut s = setup("aes128gcm16-prfsha256-x25519", esp);
+    s.swan.conns[0].proposals = vec!["default".into()];
+    s.swan.conns[0].children[0].esp_proposals =
+        vec![if pfs { "aes128gcm16-aes256gcm16-aes128ccm16-chacha20poly1305-x25519-ecp256-modp3072" } else { "default" }.into()];
+    let env = Env::new("mxd", &s, false)?;
+    env.establish(who, &["net"])?;
+    let (ike, _) = env.wait_both(1)?;
+    if ike.proposal().replace('_', "").to_ascii_uppercase() != "AESGCM16128/PRFHMACSHA2256/CURVE25519" {
+        return env.fail(format!("negotiated {} (wisp configured aes128gcm16-prfsha256-x25519)", ike.proposal()));
+    }
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 128 << 10)?;
+    if !pfs {
+        return Ok(Outcome { algorithms: algos(&ike), note: format!("charon at proposals = default, {note}") });
+    }
+    // With PFS configured on wisp, a child rekey from either side carries the key exchange.
+    let old = ike.children[0].spi_in;
+    match who {
+        Who::Wisp => drop(env.wisp().cli_ok(&["rekey", "gw"]).map_err(e)?),
+        Who::Charon => drop(env.charon.rekey_child("net").map_err(e)?),
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((ike1, _)) = env.agreed() {
+            if ike1.children.len() == 1 && ike1.children[0].spi_in != old {
+                let c = &ike1.children[0];
+                if c.dh_group.as_deref() != Some("CURVE_25519") {
+                    return env.fail(format!("rekeyed child without PFS: {c:?}"));
+                }
+                env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+                return Ok(Outcome { algorithms: algos(&ike1), note: format!("charon ESP with CCM/MODP alternatives, {note}, PFS rekey ok") });
+            }
+        }
+        if Instant::now() > deadline {
+            return env.fail("PFS child rekey did not complete on both sides");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn matrix_default_proposals() {
+    if !require_root("matrix_default_proposals") {
+        return;
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for who in [Who::Wisp, Who::Charon] {
+        cases.push((format!("{}-init charon proposals = default / esp_proposals = default", who.tag()), Box::new(move || default_proposals_case(who, false))));
+        cases.push((format!("{}-init charon proposals = default / ESP with alternatives +pfs", who.tag()), Box::new(move || default_proposals_case(who, true))));
+    }
+    report("interop matrix: charon at its default proposals (wisp <-> strongSwan 5.9.8)", cases);
+}
+
 fn report(title: &str, cases: Vec<Case>) {
     let start = Instant::now();
     let results = run_cases(cases);

@@ -216,10 +216,11 @@ export const decisions = {
     entries = configureFrom(settings);
   },
 
-  selectProposal(ctx, kind, offered) {
+  selectProposal(ctx, kind, offered, configured) {
     state();
     if (offered.length === 0) throw { reason: "no proposal offered" };
-    return 0;
+    // The first offered proposal; the host picks its transforms.
+    return { proposal: 0, transforms: [] };
   },
 
   orderProposals(ctx, kind, configured) {

@@ -190,11 +190,12 @@ class Decisions(exports.Decisions):
         global _entries
         _entries = _configure(settings)
 
-    def select_proposal(self, ctx, kind, offered) -> int:
+    def select_proposal(self, ctx, kind, offered, configured) -> types.ProposalChoice:
         _state()
         if not offered:
             raise Err(types.Refusal("no proposal offered"))
-        return 0
+        # The first offered proposal; the host picks its transforms.
+        return types.ProposalChoice(0, [])
 
     def order_proposals(self, ctx, kind, configured) -> List[int]:
         try:

@@ -576,6 +576,9 @@ pub struct Config {
     pub tun: TunConfig,
     #[serde(default)]
     pub plugin: PluginConfig,
+    /// `[ike]`: daemon-wide IKE settings (cookies, half-open caps).
+    #[serde(default)]
+    pub ike: crate::ike_settings::IkeSettings,
     #[serde(default)]
     pub control: ControlConfig,
     #[serde(default)]
@@ -666,9 +669,27 @@ pub struct PluginConfig {
     pub deadline: Option<Dur>,
     /// Memory cap in bytes (K/M suffixes), default 16M.
     pub memory: Option<Count>,
+    /// Largest plugin file accepted (K/M suffixes), default 64M; a bigger
+    /// file is refused before it is compiled.
+    pub max_size: Option<Count>,
+    /// What a reload (plugin file, settings or `wisp reload`) does to live
+    /// SAs: `recheck` (default) re-authorizes every IKE SA and re-checks every
+    /// Child SA's selectors, deleting what the new policy refuses; `keep`
+    /// leaves them until their next rekey.
+    #[serde(default)]
+    pub on_change: OnChange,
     /// Passed to the plugin's `configure`.
     #[serde(default)]
     pub settings: toml::Table,
+}
+
+/// `[plugin] on_change`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnChange {
+    #[default]
+    Recheck,
+    Keep,
 }
 
 /// One `[connections.NAME]`.
@@ -695,6 +716,12 @@ pub struct Connection {
     pub dpd_delay: Option<Dur>,
     /// DPD: declare the peer dead when no answer for this long (default 5 × delay).
     pub dpd_timeout: Option<Dur>,
+    /// Caps (no swanctl equivalent): established IKE SAs of this connection
+    /// (default 256), Child SAs over all of them (default 1024), traffic
+    /// selectors per side of one Child SA (default 32).
+    pub max_ike_sas: Option<u32>,
+    pub max_child_sas: Option<u32>,
+    pub max_selectors: Option<u32>,
     #[serde(default)]
     pub children: BTreeMap<String, Child>,
 }
@@ -866,6 +893,7 @@ impl Config {
                 cfg.control_socket = Some(base.join(p));
             }
         }
+        cfg.ike.validate().map_err(|(field, message)| err(field, message))?;
         for (k, v) in &cfg.plugin.settings {
             let ok = match v {
                 toml::Value::String(_) | toml::Value::Integer(_) | toml::Value::Boolean(_) => true,

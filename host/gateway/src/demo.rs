@@ -6,8 +6,11 @@
 //! 3. `wisp up site` on A, ping 10.98.1.1 → 10.98.2.1 through the tunnel, `wisp status`;
 //! 4. B's plugin settings are replaced (new config written to a temp file and
 //!    renamed over the old one, then `wisp reload`) so that A is denied;
-//! 5. A's second connection (`site2`, from 10.99.0.3) is refused with
-//!    AUTHENTICATION_FAILED while the running tunnel keeps carrying pings;
+//! 5. B re-checks its live SAs against the new policy (`[plugin] on_change =
+//!    "recheck"`, the default): the running tunnel goes down within a second
+//!    (DELETE to A, routes removed), pings stop, and both gateways' `wisp
+//!    status` say why; A's second connection (`site2`, from 10.99.0.3) is
+//!    refused with AUTHENTICATION_FAILED;
 //! 6. everything is removed on exit, also on Ctrl-C.
 
 use std::path::{Path, PathBuf};
@@ -268,25 +271,31 @@ pub fn run(hold: bool) -> anyhow::Result<()> {
 
     step(6, "B's policy now denies a.wisp.test: new settings written (temp + rename), wisp reload");
     write_atomic(&cfg_b, &config_b(&plugin, &sock_b, &["someone-else.wisp.test"]))?;
+    let reloaded = Instant::now();
     match call(&sock_b, &Request::Reload, Duration::from_secs(30))? {
         Ok(m) => println!("B: {m}"),
         Err(e) => bail!("reload on B failed: {e}"),
     }
 
-    step(7, "next negotiation from A (connection site2) is refused");
+    step(7, "B re-checks the live tunnel against the new policy: revoked, DELETE sent to A");
+    let gone = wait_no_sa(&sock_a, Duration::from_secs(5))?;
+    println!("A's tunnel to B is gone {} ms after the reload was requested", gone.saturating_duration_since(reloaded).as_millis());
+    for (name, sock) in [("B", &sock_b), ("A", &sock_a)] {
+        if let Ok(s) = call(sock, &Request::Status, Duration::from_secs(5))? {
+            println!("wisp status ({name}):");
+            print!("{s}");
+        }
+    }
+
+    step(8, "no traffic passes any more, and a new negotiation (connection site2) is refused");
+    let (ok, out) = ping(&a, "10.98.1.1", "10.98.2.1", 2)?;
+    print!("{out}");
+    if ok {
+        bail!("pings still pass through the revoked tunnel");
+    }
     match call(&sock_a, &Request::Up { name: "site2".into(), timeout_secs: Some(20) }, Duration::from_secs(25))? {
         Ok(m) => bail!("site2 came up although B's policy denies A: {m}"),
         Err(e) => println!("wisp up site2: {e}"),
-    }
-
-    step(8, "the running tunnel keeps working");
-    let (ok, out) = ping(&a, "10.98.1.1", "10.98.2.1", 5)?;
-    print!("{out}");
-    if !ok {
-        bail!("ping through the established tunnel failed after the policy change");
-    }
-    if let Ok(s) = call(&sock_b, &Request::Status, Duration::from_secs(5))? {
-        print!("{s}");
     }
 
     if hold {
@@ -304,6 +313,22 @@ pub fn run(hold: bool) -> anyhow::Result<()> {
     drop(cleanup_dir);
     println!("demo done");
     Ok(())
+}
+
+/// Waits until the gateway at `sock` holds no IKE SA; when that was seen.
+fn wait_no_sa(sock: &Path, limit: Duration) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Response::Status { status }) = control::call(sock, &Request::Status, Some(Duration::from_secs(2))) {
+            if status.connections.iter().all(|c| c.ike_sas.is_empty()) {
+                return Ok(Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the revoked tunnel is still up after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn tail(p: &Path) -> String {

@@ -47,6 +47,9 @@ pub enum Cmd {
     PeerSeen { spi_in: u32, from: SocketAddr },
     /// Traffic hit the dataplane trap `id` (a child with `start_action = trap`).
     Acquire { id: u64 },
+    /// Another policy version took charge (`why` names it): re-check the
+    /// live SAs and take down what it refuses (`[plugin] on_change = "recheck"`).
+    Recheck { why: String },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -72,11 +75,18 @@ pub struct Env {
     /// several connections share a peer address (or the peer's NAT-T source
     /// address differs from the one it used on port 500).
     pub spis: Arc<SpiTable>,
+    /// Daemon-wide IKE_SA_INIT admission (cookies, half-open caps): the
+    /// dispatcher consults it, every engine counts its half-open SAs in it.
+    pub admission: Arc<Mutex<wisp_ike::admission::Admission>>,
+    /// Our IKE and ESP SPIs, unique across all engines.
+    pub spi_pool: Arc<wisp_ike::spi_pool::SpiPool>,
     /// Daemon-wide budget and counters of the drivers' queues.
     pub queues: Arc<crate::queue::Global>,
 }
 
-/// IKE SPIs (ours and the peer's) of every live IKE SA, by connection.
+/// Our IKE SPI of every live IKE SA, by connection. Only our own SPIs are
+/// keys (unique daemon-wide through the SPI pool): a peer choosing the SPI
+/// of another connection's SA cannot redirect or replace its routing.
 #[derive(Default)]
 pub struct SpiTable {
     map: std::sync::RwLock<HashMap<u64, String>>,
@@ -90,10 +100,14 @@ impl SpiTable {
         }
         let spi_i = u64::from_be_bytes(ike[0..8].try_into().ok()?);
         let spi_r = u64::from_be_bytes(ike[8..16].try_into().ok()?);
+        // The I flag says who the sender is: from the original initiator the
+        // responder SPI is ours, from the original responder the initiator SPI.
+        let ours = if ike[19] & wisp_ike::codec::Flags::INITIATOR != 0 { spi_r } else { spi_i };
+        if ours == 0 {
+            return None;
+        }
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        // The responder SPI is ours when we are the original initiator's peer and
-        // vice versa; either identifies the SA (zero = not yet assigned).
-        [spi_r, spi_i].iter().filter(|s| **s != 0).find_map(|s| m.get(s).cloned())
+        m.get(&ours).cloned()
     }
 
     fn replace(&self, conn: &str, spis: &[u64]) {
@@ -132,6 +146,12 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         .enumerate()
         .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike))
         .collect();
+    let caps = &mut ec.caps;
+    for (cap, v) in [(&mut caps.max_ike_sas, c.max_ike_sas), (&mut caps.max_child_sas, c.max_child_sas), (&mut caps.max_selectors, c.max_selectors)] {
+        if let Some(v) = v {
+            *cap = v as usize;
+        }
+    }
     ec.local_addr = c.local_addrs.first().copied();
     ec.remote_addr = c.remote_addrs.first().copied();
     ec.remote_port = cfg.ike_port;
@@ -187,19 +207,13 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
     Ok(ec)
 }
 
-fn seed() -> [u8; 32] {
-    use std::io::Read;
+/// 32 bytes from the OS RNG (`getrandom(2)`). There is no fallback: the
+/// daemon refuses to start (and an engine to be created) without it.
+pub fn seed() -> anyhow::Result<[u8; 32]> {
+    use rand_core::RngCore;
     let mut s = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        if f.read_exact(&mut s).is_ok() {
-            return s;
-        }
-    }
-    // Fallback: never reached on Linux; still unpredictable enough for SPIs.
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    s[..16].copy_from_slice(&t.as_nanos().to_le_bytes());
-    s[16..20].copy_from_slice(&std::process::id().to_le_bytes());
-    s
+    rand_core::OsRng.try_fill_bytes(&mut s).map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    Ok(s)
 }
 
 /// Start the driver thread of one connection.
@@ -236,8 +250,15 @@ pub fn spawn(
 }
 
 fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig) -> Result<Engine, String> {
-    let cfg = ikecfg::Config { connections: vec![conn], ..Default::default() };
-    Engine::new(cfg, env.policy.clone(), seed()).map_err(|e| e.to_string())
+    // Cookies are the dispatcher's job (daemon-wide, `Env::admission`).
+    let cfg = ikecfg::Config { connections: vec![conn], cookie_threshold: usize::MAX, ..Default::default() };
+    let mut e = Engine::new(cfg, env.policy.clone(), seed().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    e.set_admission(env.admission.clone());
+    e.set_spi_pool(env.spi_pool.clone());
+    // Fresh OS entropy for every IKE SA; should getrandom ever fail after
+    // start-up, the generator ratchets its own (OS-seeded) state.
+    e.set_entropy(Box::new(|| seed().ok()));
+    Ok(e)
 }
 
 struct Installed {
@@ -427,6 +448,7 @@ impl Driver {
                 }
             }
             Cmd::Acquire { id } => self.acquire(now, id),
+            Cmd::Recheck { why } => self.recheck(now, &why),
             Cmd::PeerSeen { spi_in, from } => {
                 if !self.children.contains_key(&spi_in) {
                     return;
@@ -487,6 +509,22 @@ impl Driver {
             Ok(_) => self.set_state("connecting", None),
             Err(e) => tracing::warn!(conn = %self.name, child = %child, "acquire: {e}"),
         }
+    }
+
+    /// Re-check live SAs against the policy now in charge; what it refuses
+    /// leaves the data plane when the events are flushed (right after this
+    /// command), the DELETEs go out with them.
+    fn recheck(&mut self, now: Duration, why: &str) {
+        let started = Instant::now();
+        let r = self.engine.recheck(now);
+        if r.ike_checked == 0 {
+            return;
+        }
+        tracing::info!(
+            conn = %self.name, ike_checked = r.ike_checked, children_checked = r.children_checked,
+            ike_revoked = r.ike_revoked.len(), children_revoked = r.children_revoked.len(),
+            took_ms = started.elapsed().as_secs_f64() * 1e3, "live SAs re-checked after {why}"
+        );
     }
 
     fn ike_of_child(&self, now: Duration, spi_in: u32) -> Option<IkeSaId> {
@@ -685,6 +723,11 @@ impl Driver {
                 if let Err(e) = self.env.dataplane.remove_child(spi_in, spi_out) {
                     tracing::warn!(conn = %self.name, "dataplane remove {spi_in:08x}: {e:#}");
                 }
+                if let DownReason::Revoked(_) = &reason {
+                    tracing::warn!(conn = %self.name, child = %name, "Child SA {spi_in:08x} {reason}");
+                    let state = self.status.lock().unwrap_or_else(|p| p.into_inner()).state.clone();
+                    self.set_state(&state, Some(format!("child {name}: {reason}")));
+                }
             }
             Event::Failure(f) => {
                 let notify = f.notify.map(notify_name);
@@ -773,7 +816,7 @@ impl Driver {
             })
             .collect();
         self.env.registry.publish(&self.name, counts);
-        let spis: Vec<u64> = st.iter().flat_map(|s| [s.spi_i, s.spi_r]).collect();
+        let spis: Vec<u64> = st.iter().map(|s| if s.initiator { s.spi_i } else { s.spi_r }).collect();
         self.env.spis.replace(&self.name, &spis);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if ikes.iter().any(|i| i.state == "ESTABLISHED") {
@@ -878,24 +921,44 @@ life_packets = 1000
         assert!(!format!("{:?}", ec.psk).contains("0123456789abcdef"));
     }
 
+    fn hdr(i: u64, r: u64, from_initiator: bool) -> Vec<u8> {
+        let mut v = i.to_be_bytes().to_vec();
+        v.extend_from_slice(&r.to_be_bytes());
+        v.extend_from_slice(&[0, 0x20, 37, if from_initiator { 0x08 } else { 0 }]);
+        v.extend_from_slice(&[0u8; 8]);
+        v
+    }
+
     #[test]
-    fn spi_table_routes_by_either_spi() {
+    fn spi_table_routes_by_our_spi() {
         let t = SpiTable::default();
-        t.replace("a", &[0x1111, 0x2222]);
-        t.replace("b", &[0x3333, 0]);
-        let hdr = |i: u64, r: u64| {
-            let mut v = i.to_be_bytes().to_vec();
-            v.extend_from_slice(&r.to_be_bytes());
-            v.extend_from_slice(&[0u8; 12]);
-            v
-        };
-        assert_eq!(t.lookup(&hdr(0x1111, 0)).as_deref(), Some("a"));
-        assert_eq!(t.lookup(&hdr(0x9999, 0x2222)).as_deref(), Some("a"));
-        assert_eq!(t.lookup(&hdr(0x3333, 0x7777)).as_deref(), Some("b"));
-        assert_eq!(t.lookup(&hdr(0x9999, 0)), None, "a new IKE_SA_INIT: route by address");
+        // a: we initiated (our SPI is SPIi); b: we responded (ours is SPIr).
+        t.replace("a", &[0x1111]);
+        t.replace("b", &[0x3333]);
+        assert_eq!(t.lookup(&hdr(0x1111, 0x2222, false)).as_deref(), Some("a"), "b's answer to our request");
+        assert_eq!(t.lookup(&hdr(0x9999, 0x3333, true)).as_deref(), Some("b"));
+        assert_eq!(t.lookup(&hdr(0x9999, 0, true)), None, "a new IKE_SA_INIT: route by address");
         assert_eq!(t.lookup(&[1, 2, 3]), None);
         t.replace("a", &[]);
-        assert_eq!(t.lookup(&hdr(0x1111, 0)), None);
+        assert_eq!(t.lookup(&hdr(0x1111, 0x2222, false)), None);
+    }
+
+    /// Finding (issue 10): the IKE SPI map held both SPIs of every SA, the
+    /// peer's included, last writer winning across connections; a peer
+    /// choosing another connection's SPI took over its routing.
+    #[test]
+    fn peer_chosen_ike_spi_does_not_reroute_another_connection() {
+        let t = SpiTable::default();
+        // Connection a: we responded, our SPIr 0xa0a0; its peer chose SPIi 0x5555.
+        t.replace("a", &[0xa0a0]);
+        // Connection b's peer chooses the same SPIi 0x5555, and then a's SPIr as its own.
+        t.replace("b", &[0xb0b0]);
+        assert_eq!(t.lookup(&hdr(0x5555, 0xa0a0, true)).as_deref(), Some("a"));
+        assert_eq!(t.lookup(&hdr(0x5555, 0xb0b0, true)).as_deref(), Some("b"));
+        // b's peer as original responder using a's SPI as "its" SPIr: we route by
+        // our SPIi, which b's SA does not hold.
+        assert_eq!(t.lookup(&hdr(0xb0b0, 0xa0a0, false)), None);
+        assert_eq!(t.lookup(&hdr(0x5555, 0xa0a0, true)).as_deref(), Some("a"), "a unchanged");
     }
 
     #[test]

@@ -27,10 +27,17 @@ pub struct Dispatch {
     routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
     drivers: RwLock<BTreeMap<String, crate::queue::DriverTx>>,
     queues: Arc<crate::queue::Global>,
+    /// IKE_SA_INIT admission, consulted before a request reaches a driver.
+    gate: Option<crate::admission_gate::Gate>,
 }
 
 impl Dispatch {
     pub fn deliver(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        if let Some(g) = &self.gate {
+            if !g.admit(local, remote, bytes) {
+                return;
+            }
+        }
         let by_spi = self.spis.lookup(bytes);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
@@ -53,6 +60,23 @@ struct Inner {
     policy: Arc<SwitchPolicy>,
     registry: Arc<SaRegistry>,
     env: Env,
+    /// `[plugin] on_change` of the config being applied.
+    on_change: Mutex<crate::config::OnChange>,
+}
+
+impl Inner {
+    /// Ask every driver to re-check its live SAs, per `[plugin] on_change`.
+    fn recheck(&self, why: &str) {
+        let on_change = *self.on_change.lock().unwrap_or_else(|p| p.into_inner());
+        if on_change == crate::config::OnChange::Keep {
+            tracing::info!("{why}: live SAs kept ([plugin] on_change = \"keep\")");
+            return;
+        }
+        let drivers = self.dispatch.drivers.read().unwrap_or_else(|p| p.into_inner());
+        for tx in drivers.values() {
+            let _ = tx.send(Cmd::Recheck { why: why.to_string() });
+        }
+    }
 }
 
 pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> ConnectionStatus {
@@ -110,7 +134,12 @@ impl Gateway {
             .await
             .context("plugin load task")??;
         let policy = Arc::new(policy);
-        let dispatch = Arc::new(Dispatch::default());
+        // No OS randomness, no daemon (and no time+pid fallback).
+        let adm_seed = driver::seed().context("cannot start")?;
+        let epoch = Instant::now();
+        let admission = Arc::new(Mutex::new(wisp_ike::admission::Admission::new(cfg.ike.admission(), adm_seed, Duration::ZERO)));
+        let gate = crate::admission_gate::Gate::new(admission.clone(), epoch);
+        let dispatch = Arc::new(Dispatch { gate: Some(gate), ..Default::default() });
         let d2 = dispatch.clone();
         let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
         let d3 = dispatch.clone();
@@ -128,6 +157,9 @@ impl Gateway {
         });
         let dataplane = crate::dataplane_glue::start(&cfg, sink, notices).await?;
         let sockets = bind_ike_sockets(&cfg)?;
+        if let Some(g) = &dispatch.gate {
+            g.set_senders(&sockets, dataplane.clone());
+        }
         for s in &sockets {
             let s = s.try_clone()?;
             let d = dispatch.clone();
@@ -149,12 +181,14 @@ impl Gateway {
             })?;
         }
         let env = Env {
-            epoch: Instant::now(),
+            epoch,
             policy: policy.clone(),
             registry: registry.clone(),
             dataplane,
             ike_sockets: Arc::new(sockets),
             spis: dispatch.spis.clone(),
+            admission,
+            spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: dispatch.queues.clone(),
         };
         let gw = Gateway {
@@ -165,12 +199,25 @@ impl Gateway {
                 policy,
                 registry,
                 env,
+                on_change: Mutex::new(cfg.plugin.on_change),
             }),
         };
         gw.apply_connections(&cfg, true).map_err(|e| anyhow::anyhow!(e))?;
+        gw.watch_policy_swaps();
         let p = gw.inner.policy.status();
         tracing::info!(plugin = %p.name, version = %p.version, sha256 = %p.sha256, "policy plugin loaded");
         Ok(gw)
+    }
+
+    /// Every policy version taking charge (the watcher saw the plugin file
+    /// change, or a reload) re-checks live SAs, unless `[plugin] on_change = "keep"`.
+    fn watch_policy_swaps(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.policy.on_swap(Arc::new(move |label| {
+            if let Some(inner) = weak.upgrade() {
+                inner.recheck(&format!("plugin {label} took charge"));
+            }
+        }));
     }
 
     /// Create drivers for new connections, reconfigure changed ones, stop removed ones.
@@ -289,6 +336,7 @@ impl Gateway {
             plugin: self.inner.policy.status(),
             connections,
             dataplane: dp.counters(),
+            ike: self.inner.dispatch.gate.as_ref().map(|g| g.counters()).unwrap_or_default(),
             daemon: self.inner.dispatch.queues.counters(),
             ..Default::default()
         }
@@ -297,9 +345,15 @@ impl Gateway {
     /// Apply a new config (already parsed): plugin (path, file, settings) and
     /// connections. Live SAs are kept. Runs on a blocking thread.
     pub fn reload(&self, cfg: Config) -> Result<String, String> {
+        *self.inner.on_change.lock().unwrap_or_else(|p| p.into_inner()) = cfg.plugin.on_change;
         let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
         let conns = self.apply_connections(&cfg, false)?;
+        if let Some(g) = &self.inner.dispatch.gate {
+            g.set_config(cfg.ike.admission());
+        }
         *self.inner.config.lock().unwrap_or_else(|p| p.into_inner()) = cfg;
+        // A plugin swap re-checked already; a config reload re-checks anyway.
+        self.inner.recheck("config reload");
         Ok(if conns.is_empty() { format!("reloaded: {plugin}") } else { format!("reloaded: {plugin}; {conns}") })
     }
 

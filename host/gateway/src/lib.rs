@@ -3,6 +3,7 @@
 //!
 //! `dataplane/` (TUN, UDP 4500, SPD/SAD, packet loops) is owned by the ESP side.
 
+pub mod admission_gate;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod dp;
 pub mod driver;
 pub mod demo;
 pub mod gateway;
+pub mod ike_settings;
 pub mod netlink;
 pub mod netns;
 pub mod plugin_tools;

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
-use wisp_policy::{PluginConfig, PolicySlot, Setting, SettingValue};
+use wisp_policy::{PluginConfig, PolicySlot, Setting, SettingValue, SwapListener};
 use wisp_policy_api::{
-    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, SaCounts, SaKind, SaView, SelectorPair,
+    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind, SaView, SelectorPair,
     SelectorRequest,
 };
 
@@ -73,6 +73,9 @@ pub fn plugin_config(cfg: &Config, view: Arc<dyn SaView>) -> PluginConfig {
     if let Some(m) = cfg.plugin.memory {
         pc.limits.memory = m.0 as usize;
     }
+    if let Some(m) = cfg.plugin.max_size {
+        pc.limits.max_size = m.0;
+    }
     pc
 }
 
@@ -82,6 +85,8 @@ pub fn plugin_config(cfg: &Config, view: Arc<dyn SaView>) -> PluginConfig {
 pub struct SwitchPolicy {
     slot: RwLock<Arc<PolicySlot>>,
     path: RwLock<PathBuf>,
+    /// Told about every swap of the slot in charge (and of a new slot).
+    listener: Mutex<Option<SwapListener>>,
 }
 
 impl SwitchPolicy {
@@ -90,7 +95,15 @@ impl SwitchPolicy {
         let path = cfg.plugin_path();
         let slot = PolicySlot::open_watched(&path, plugin_config(cfg, view))
             .map_err(|e| anyhow::anyhow!("plugin {}: {e}", path.display()))?;
-        Ok(SwitchPolicy { slot: RwLock::new(Arc::new(slot)), path: RwLock::new(path) })
+        Ok(SwitchPolicy { slot: RwLock::new(Arc::new(slot)), path: RwLock::new(path), listener: Mutex::new(None) })
+    }
+
+    /// Call `f` whenever another plugin version takes charge: the watcher saw
+    /// the file change, a reload re-read it or applied new settings, or a
+    /// reload opened another file.
+    pub fn on_swap(&self, f: SwapListener) {
+        self.current().on_swap(f.clone());
+        *self.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
     }
 
     pub fn current(&self) -> Arc<PolicySlot> {
@@ -106,8 +119,16 @@ impl SwitchPolicy {
         if !same {
             let slot = PolicySlot::open_watched(&path, plugin_config(cfg, view))
                 .map_err(|e| format!("plugin {}: {e} (previous plugin stays in charge)", path.display()))?;
+            let listener = self.listener.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(f) = &listener {
+                slot.on_swap(f.clone());
+            }
+            let label = slot.current().label().clone();
             *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(slot);
             *self.path.write().unwrap_or_else(|p| p.into_inner()) = path.clone();
+            if let Some(f) = listener {
+                f(&label);
+            }
             return Ok(format!("plugin {} loaded", path.display()));
         }
         let slot = self.current();
@@ -144,8 +165,14 @@ impl Policy for SwitchPolicy {
     fn describe(&self) -> String {
         self.current().describe()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.current().select_proposal(ctx, kind, offered)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.current().select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,

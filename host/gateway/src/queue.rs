@@ -278,7 +278,7 @@ mod tests {
 
     use tokio::sync::oneshot;
     use wisp_policy_api::{
-        AuthInfo, PeerContext, Policy, PolicyError, Proposal, SaKind, SelectorPair, SelectorRequest,
+        AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
     };
 
     use super::*;
@@ -317,9 +317,10 @@ mod tests {
             _: &PeerContext,
             _: SaKind,
             _: &[Proposal],
-        ) -> Result<usize, PolicyError> {
+            _: &[Proposal],
+        ) -> Result<ProposalChoice, PolicyError> {
             self.wait();
-            Ok(0)
+            Ok(ProposalChoice { index: 0, transforms: Vec::new() })
         }
         fn order_proposals(
             &self,

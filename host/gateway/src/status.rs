@@ -14,6 +14,9 @@ pub struct Status {
     /// Dataplane-wide counters (drops by reason, etc.), name → value.
     #[serde(default)]
     pub dataplane: Vec<(String, u64)>,
+    /// IKE_SA_INIT admission counters (attempts, cookies, half-open drops), name → value.
+    #[serde(default)]
+    pub ike: Vec<(String, u64)>,
     /// Daemon-wide counters of the control side (engine queues, control
     /// socket refusals), name → value.
     #[serde(default)]
@@ -185,6 +188,9 @@ impl Status {
                     let _ = writeln!(o, "      {} === {}", ch.local_ts.join(" "), ch.remote_ts.join(" "));
                 }
             }
+        }
+        if !self.ike.is_empty() {
+            let _ = writeln!(o, "ike: {}", self.ike.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         }
         if !self.daemon.is_empty() {
             let _ = writeln!(

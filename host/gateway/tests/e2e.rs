@@ -30,11 +30,13 @@ struct Opts {
     start_a: Option<&'static str>,
     /// `site` runs over IPv6 outer addresses (fd00:99::1 ~ fd00:99::2).
     outer6: bool,
+    /// `[plugin] on_change` of both gateways (none = the default, `recheck`).
+    on_change: Option<&'static str>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None, outer6: false }
+        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None, outer6: false, on_change: None }
     }
 }
 
@@ -95,6 +97,15 @@ fn conf(o: &Opts, a_side: bool) -> WispConf {
     }
 }
 
+/// The rendered config of one side, with `[plugin] on_change` when set.
+fn render(o: &Opts, a_side: bool) -> String {
+    let text = conf(o, a_side).render();
+    match o.on_change {
+        Some(v) => text.replace("[plugin]\n", &format!("[plugin]\non_change = \"{v}\"\n")),
+        None => text,
+    }
+}
+
 struct Setup {
     // Field order = drop order: daemons stop (DELETE) before namespaces go.
     a: WispDaemon,
@@ -116,8 +127,8 @@ fn setup(tag: &str, o: &Opts) -> Setup {
     }
     let dir_a = TestDir::new(&format!("{tag}a")).unwrap();
     let dir_b = TestDir::new(&format!("{tag}b")).unwrap();
-    let b = WispDaemon::start(&pair.right, dir_b.path(), &conf(o, false).render()).expect("gateway B");
-    let a = WispDaemon::start(&pair.left, dir_a.path(), &conf(o, true).render()).expect("gateway A");
+    let b = WispDaemon::start(&pair.right, dir_b.path(), &render(o, false)).expect("gateway B");
+    let a = WispDaemon::start(&pair.left, dir_a.path(), &render(o, true)).expect("gateway A");
     Setup { a, b, dir_a, _dir_b: dir_b, pair }
 }
 
@@ -235,9 +246,9 @@ fn child_rekey_every_2s_loses_nothing() {
     assert_eq!(p.lost(), 0, "ping flood lost packets across rekeys: {p:?}");
 }
 
-fn write_b_conf(s: &Setup, allowed: &'static str) {
+fn write_b_conf(s: &Setup, allowed: &'static str, on_change: Option<&'static str>) {
     // Like an editor: temp file + rename.
-    let c = conf(&Opts { allowed_by_b: allowed, ..Default::default() }, false).render();
+    let c = render(&Opts { allowed_by_b: allowed, on_change, ..Default::default() }, false);
     let tmp = s.b.dir().join("wisp.toml.tmp");
     write_private(&tmp, &c).unwrap();
     std::fs::rename(&tmp, s.b.dir().join("wisp.toml")).unwrap();
@@ -245,19 +256,69 @@ fn write_b_conf(s: &Setup, allowed: &'static str) {
     assert!(out.contains("settings applied"), "{out}");
 }
 
+fn conn_status<'a>(st: &'a serde_json::Value, conn: &str) -> &'a serde_json::Value {
+    st["connections"].as_array().unwrap().iter().find(|c| c["name"] == conn).unwrap()
+}
+
+/// Issue 10, item 6: after `wisp reload` denies the peer, its live tunnel is
+/// re-checked and taken down (DELETE sent, routes removed) within a second.
 #[test]
-fn plugin_reload_during_transfer_keeps_traffic_and_applies_to_next_negotiation() {
-    if !require_root("plugin_reload_during_transfer") {
+fn reload_denying_peer_takes_tunnel_down_within_1s() {
+    if !require_root("reload_denying_peer_takes_tunnel_down_within_1s") {
         return;
     }
-    let s = setup("rld", &Opts::default());
+    let s = setup("rvk", &Opts::default());
+    up(&s);
+    let p = ping(&s.pair.left, A_IN, B_IN, 3, 0.2).unwrap();
+    assert_eq!(p.received, 3, "tunnel up before the reload: {p:?}");
+    let flood = BgPing::start_count(&s.pair.left, A_IN, B_IN, 0.02, 150).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    write_b_conf(&s, "nobody.wisp.test", None);
+    let reloaded = asked.elapsed();
+    // DELETE reached the peer: A holds no SA any more.
+    let gone = loop {
+        let st = s.a.status().unwrap();
+        if conn_status(&st, "site")["ike_sas"].as_array().unwrap().is_empty() {
+            break asked.elapsed();
+        }
+        assert!(asked.elapsed() < Duration::from_secs(5), "A still holds the SA 5 s after the reload: {st:#}\nB:\n{}", s.b.log_tail(30));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    println!("revocation: reload answered after {} ms, A's SA gone after {} ms", reloaded.as_millis(), gone.as_millis());
+    assert!(gone < reloaded + Duration::from_secs(1), "A's SA gone {gone:?} after the reload request (reload itself took {reloaded:?})");
+    // B shows why.
+    let st = s.b.status().unwrap();
+    let site = conn_status(&st, "site");
+    assert!(site["ike_sas"].as_array().unwrap().is_empty(), "{st:#}");
+    let why = site["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("revoked after reload") && why.contains("a.wisp.test") && why.contains("not authorized"), "B status: {st:#}");
+    // Pings stop: the flood lost everything after the revocation, a new ping gets nothing.
+    let f = flood.wait().unwrap();
+    assert!(f.lost() > 50, "{f:?}");
+    let p = ping(&s.pair.left, A_IN, B_IN, 3, 0.2).unwrap();
+    assert_eq!(p.received, 0, "pings pass after the revocation: {p:?}");
+    // And the next negotiation is refused too.
+    let o = s.a.cli(&["up", "site"]).unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("AUTHENTICATION_FAILED"), "{o:?}");
+}
+
+/// With `[plugin] on_change = "keep"`, a reload only applies to the next
+/// negotiation: the live tunnel keeps carrying traffic.
+#[test]
+fn on_change_keep_leaves_tunnel_up() {
+    if !require_root("on_change_keep_leaves_tunnel_up") {
+        return;
+    }
+    let keep = Some("keep");
+    let s = setup("keep", &Opts { on_change: keep, ..Default::default() });
     up(&s);
     let (left, right) = (&s.pair.left, &s.pair.right);
     // B's policy now denies A, while 100 MB are in flight.
     let t = std::thread::scope(|sc| {
         let h = sc.spawn(|| tcp_transfer(right, ip(B_IN), 5203, left, ip(A_IN), 100 * MB, Duration::from_secs(90)));
         std::thread::sleep(Duration::from_millis(300));
-        write_b_conf(&s, "nobody.wisp.test");
+        write_b_conf(&s, "nobody.wisp.test", keep);
         h.join().unwrap()
     })
     .unwrap();
@@ -265,6 +326,7 @@ fn plugin_reload_during_transfer_keeps_traffic_and_applies_to_next_negotiation()
     let st = s.b.status().unwrap();
     let n = st["plugin"]["load_number"].as_u64().unwrap();
     assert!(n >= 2, "{st:#}");
+    assert_eq!(conn_status(&st, "site")["ike_sas"].as_array().unwrap().len(), 1, "{st:#}");
     // The next negotiation follows the new policy.
     let o = s.a.cli(&["up", "site2"]).unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -273,7 +335,7 @@ fn plugin_reload_during_transfer_keeps_traffic_and_applies_to_next_negotiation()
     // Another reload under a counted ping flood: nothing lost.
     let flood = BgPing::start_count(&s.pair.left, A_IN, B_IN, 0.01, 200).unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    write_b_conf(&s, "nobody-else.wisp.test");
+    write_b_conf(&s, "nobody-else.wisp.test", keep);
     let p = flood.wait().unwrap();
     assert_eq!(p.lost(), 0, "ping across reload: {p:?}");
     assert!(s.b.status().unwrap()["plugin"]["load_number"].as_u64().unwrap() > n);

@@ -360,6 +360,30 @@ pub struct ConnectionConfig {
     pub fragmentation: bool,
     /// Send INITIAL_CONTACT in IKE_AUTH when we hold no IKE SA with this peer.
     pub initial_contact: bool,
+    /// Caps on the SAs and selectors this connection may hold.
+    pub caps: Caps,
+}
+
+/// Per-connection caps, enforced by the engine: a request beyond one is
+/// refused with a notify (responder) or an [`crate::engine::EngineError`]
+/// (our own initiation) that names the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Established IKE SAs of the connection (IKE SAs being replaced by a
+    /// rekey do not count). Default 256.
+    pub max_ike_sas: usize,
+    /// Child SAs of the connection, over all its IKE SAs (SAs being replaced
+    /// by a rekey do not count). Default 1024.
+    pub max_child_sas: usize,
+    /// Traffic selectors per side (TSi, TSr) of one Child SA, proposed or
+    /// narrowed. Default 32.
+    pub max_selectors: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps { max_ike_sas: 256, max_child_sas: 1024, max_selectors: 32 }
+    }
 }
 
 impl ConnectionConfig {
@@ -393,6 +417,7 @@ impl ConnectionConfig {
             force_encap: true,
             fragmentation: true,
             initial_contact: true,
+            caps: Caps::default(),
         })
     }
 
@@ -417,9 +442,15 @@ impl ConnectionConfig {
             if c.local_ts.is_empty() || c.remote_ts.is_empty() {
                 return Err(bad(&format!("child {:?} needs local and remote traffic selectors", c.name)));
             }
+            if c.local_ts.len().max(c.remote_ts.len()) > self.caps.max_selectors {
+                return Err(bad(&format!("child {:?} has more traffic selectors than max_selectors = {}", c.name, self.caps.max_selectors)));
+            }
         }
         if self.retransmit.tries == 0 {
             return Err(bad("retransmit tries must be at least 1"));
+        }
+        if self.caps.max_ike_sas == 0 || self.caps.max_child_sas == 0 || self.caps.max_selectors == 0 {
+            return Err(bad("max_ike_sas, max_child_sas and max_selectors must be at least 1"));
         }
         Ok(())
     }
@@ -433,11 +464,19 @@ pub struct Config {
     pub cookie_threshold: usize,
     /// Half-open IKE SAs (responder, no IKE_AUTH yet) are dropped after this long.
     pub half_open_timeout: Duration,
+    /// An IKE SA replaced by a rekey is removed this long after the rekey
+    /// even when the peer never deletes it (and our DELETE gets no answer).
+    pub rekeyed_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { connections: Vec::new(), cookie_threshold: 30, half_open_timeout: Duration::from_secs(30) }
+        Config {
+            connections: Vec::new(),
+            cookie_threshold: 30,
+            half_open_timeout: Duration::from_secs(30),
+            rekeyed_grace: Duration::from_secs(30),
+        }
     }
 }
 

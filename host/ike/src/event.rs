@@ -177,6 +177,8 @@ pub enum DownReason {
     Failed(String),
     /// The peer sent INITIAL_CONTACT for a new IKE SA, so this old one is dead.
     Replaced,
+    /// The policy, re-checked after a reload, no longer allows it (why).
+    Revoked(String),
 }
 
 impl fmt::Display for DownReason {
@@ -189,6 +191,7 @@ impl fmt::Display for DownReason {
             DownReason::Timeout => f.write_str("peer not responding"),
             DownReason::Failed(r) => write!(f, "failed: {r}"),
             DownReason::Replaced => f.write_str("replaced (INITIAL_CONTACT)"),
+            DownReason::Revoked(r) => write!(f, "revoked after reload: {r}"),
         }
     }
 }

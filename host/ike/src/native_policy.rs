@@ -1,53 +1,41 @@
 //! [`ConfigPolicy`]: the native policy that accepts what the configuration
 //! allows. Tests and the benchmark use it; the gateway uses the wasm plugin.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use wisp_policy_api::{
-    AuthInfo, PeerContext, Policy, PolicyError, Proposal, SaKind, SelectorPair, SelectorRequest, TrafficSelector,
-    TransformType,
+    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
+    TrafficSelector, TransformType,
 };
 
 use crate::config::{proposal_summary, Config};
 
-/// Accepts the first offered proposal that the connection's configuration allows
-/// (every transform type of the offer has a transform the config lists), any
+/// Accepts, in the order of the configured proposals, the first offered
+/// proposal that has a reduction inside one of them (RFC 7296 3.3: one
+/// transform of each offered type, alternatives it does not want ignored), any
 /// authenticated peer, and narrows selectors to their intersection with the
-/// configured ones.
+/// configured ones. The host still enforces the configured proposals on its
+/// answer.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigPolicy {
-    ike: HashMap<String, Vec<Proposal>>,
-    child: HashMap<String, Vec<Proposal>>,
     /// When set, `authorize` denies these identities (tests of the deny path).
     pub deny_identities: Vec<String>,
 }
 
 impl ConfigPolicy {
-    pub fn new(config: &Config) -> Self {
-        let mut ike = HashMap::new();
-        let mut child = HashMap::new();
-        for c in &config.connections {
-            ike.insert(c.name.clone(), c.ike_proposals.clone());
-            let all: Vec<Proposal> = c.children.iter().flat_map(|ch| ch.esp_proposals.iter().cloned()).collect();
-            child.insert(c.name.clone(), all);
-        }
-        ConfigPolicy { ike, child, deny_identities: Vec::new() }
-    }
-
-    fn configured(&self, conn: &str, kind: SaKind) -> &[Proposal] {
-        let m = match kind {
-            SaKind::Ike => &self.ike,
-            SaKind::Child => &self.child,
-        };
-        m.get(conn).map(|v| v.as_slice()).unwrap_or(&[])
+    /// The proposals to accept come with every `select_proposal` call (the
+    /// connection's, or the Child SA's), so the config is not kept.
+    pub fn new(_config: &Config) -> Self {
+        ConfigPolicy { deny_identities: Vec::new() }
     }
 }
 
-/// True when `offer` can be reduced to a proposal `allowed` permits: for every
-/// transform type in `allowed`, the offer carries one of the allowed transforms.
-/// A KE type in `allowed` but missing in the offer is accepted for Child SAs
-/// (no PFS in IKE_AUTH), and ESN defaults apply.
+/// True when `offer` can be reduced inside `allowed` (RFC 7296 3.3): every
+/// transform type the offer carries has a transform `allowed` lists (NONE for
+/// integrity and key exchange, and "no ESN", also when `allowed` lacks the
+/// type), and every type `allowed` lists is offered (so a configured key
+/// exchange, PFS, is required), except the key exchange of a Child SA
+/// negotiated in IKE_AUTH, which the host passes without KE transforms.
 pub fn proposal_matches(offer: &Proposal, allowed: &Proposal, kind: SaKind) -> bool {
     if offer.protocol != allowed.protocol {
         return false;
@@ -59,26 +47,26 @@ pub fn proposal_matches(offer: &Proposal, allowed: &Proposal, kind: SaKind) -> b
         TransformType::KeyExchange,
         TransformType::Esn,
     ];
+    if offer.transforms.iter().any(|t| !types.contains(&t.kind)) {
+        return false;
+    }
+    let no_ke_offered = !offer.transforms.iter().any(|t| t.kind == TransformType::KeyExchange);
     for ty in types {
         let allowed_t: Vec<_> = allowed.transforms.iter().filter(|t| t.kind == ty).collect();
         let offered_t: Vec<_> = offer.transforms.iter().filter(|t| t.kind == ty).collect();
-        if allowed_t.is_empty() {
-            // We don't want this type; the offer must not require it (NONE is fine).
-            if offered_t.iter().any(|t| !(ty == TransformType::KeyExchange && t.id == 0)) && ty != TransformType::Esn {
+        if offered_t.is_empty() {
+            let optional = (ty == TransformType::KeyExchange && kind == SaKind::Child && no_ke_offered)
+                || (ty == TransformType::Esn && allowed_t.iter().any(|t| t.id == 0));
+            if !allowed_t.is_empty() && !optional {
                 return false;
             }
             continue;
         }
-        if offered_t.is_empty() {
-            if ty == TransformType::KeyExchange && kind == SaKind::Child {
-                continue;
-            }
-            if ty == TransformType::Esn {
-                continue;
-            }
-            return false;
-        }
-        if !offered_t.iter().any(|o| allowed_t.iter().any(|a| a.id == o.id && a.key_length == o.key_length)) {
+        let none_ok = allowed_t.is_empty() && ty != TransformType::Encryption && ty != TransformType::Prf;
+        if !offered_t
+            .iter()
+            .any(|o| allowed_t.iter().any(|a| a.id == o.id && a.key_length == o.key_length) || (none_ok && o.id == 0))
+        {
             return false;
         }
     }
@@ -90,12 +78,17 @@ impl Policy for ConfigPolicy {
         "native config-policy".into()
     }
 
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        let allowed = self.configured(&ctx.connection, kind);
+    fn select_proposal(
+        &self,
+        _ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
         // Our preference order first (like strongSwan's responder default).
-        for a in allowed {
+        for a in configured {
             if let Some(i) = offered.iter().position(|o| proposal_matches(o, a, kind)) {
-                return Ok(i);
+                return Ok(ProposalChoice::index(i));
             }
         }
         Err(PolicyError::Refused {
@@ -103,10 +96,10 @@ impl Policy for ConfigPolicy {
             reason: format!(
                 "peer offered {}; we accept {}",
                 offered.iter().map(proposal_summary).collect::<Vec<_>>().join(", "),
-                if allowed.is_empty() {
+                if configured.is_empty() {
                     "nothing for this connection".to_string()
                 } else {
-                    allowed.iter().map(proposal_summary).collect::<Vec<_>>().join(", ")
+                    configured.iter().map(proposal_summary).collect::<Vec<_>>().join(", ")
                 }
             ),
         })
@@ -229,5 +222,8 @@ mod tests {
         let esp = parse_proposal("aes256gcm16", SaKind::Child).unwrap();
         assert!(proposal_matches(&esp, &esp_pfs, SaKind::Child), "no KE in IKE_AUTH is fine");
         assert!(!proposal_matches(&esp_pfs, &esp, SaKind::Child), "we don't want PFS but the peer requires it");
+        // An alternative we do not want (or implement) next to one we do is ignored.
+        let with_ccm = parse_proposal("aes256gcm16-aes128gcm8-prfsha1-prfsha256-x25519-modp2048", SaKind::Ike).unwrap();
+        assert!(proposal_matches(&with_ccm, &want, SaKind::Ike));
     }
 }

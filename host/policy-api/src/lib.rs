@@ -204,6 +204,37 @@ impl TrafficSelector {
     }
 }
 
+/// Why the host asks for a decision (the WIT `decision-trigger`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum DecisionTrigger {
+    /// A new negotiation.
+    #[default]
+    Initial,
+    /// A rekey of an established IKE SA or Child SA.
+    Rekey,
+    /// Re-evaluation of a live SA after a reload.
+    Recheck,
+}
+
+/// The answer of `select_proposal`: which offered proposal, and optionally the
+/// transform accepted for some (or all) of its transform types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProposalChoice {
+    /// Index into `offered`.
+    pub index: usize,
+    /// Indices into `offered[index].transforms`, at most one per transform
+    /// type; the host chooses the types not named (inside the configured
+    /// proposals). Empty: the host chooses every type.
+    pub transforms: Vec<usize>,
+}
+
+impl ProposalChoice {
+    /// Proposal `index`, every transform chosen by the host.
+    pub fn index(index: usize) -> Self {
+        ProposalChoice { index, transforms: Vec::new() }
+    }
+}
+
 /// What the host knows about a negotiation when it asks for a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerContext {
@@ -216,6 +247,8 @@ pub struct PeerContext {
     pub local_is_initiator: bool,
     /// None before IKE_AUTH has authenticated the peer.
     pub peer_identity: Option<Identity>,
+    /// Why the decision is asked for.
+    pub trigger: DecisionTrigger,
 }
 
 /// Facts for authorization, after the AUTH payload was verified by the host.
@@ -324,13 +357,17 @@ pub trait Policy: Send + Sync {
     /// "name version" of whoever decides, for logs and diagnostics.
     fn describe(&self) -> String;
 
-    /// Responder: index into `offered` of the chosen proposal.
+    /// Responder: the chosen proposal of `offered` (and optionally transforms
+    /// inside it). `configured` is the ceiling the host enforces (the
+    /// connection's IKE proposals, or the Child SA's ESP proposals); the host
+    /// checks the answer against it whatever the policy says.
     fn select_proposal(
         &self,
         ctx: &PeerContext,
         kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<usize, PolicyError>;
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError>;
 
     /// Initiator: which of `configured` to offer, in order (indices).
     fn order_proposals(
@@ -360,8 +397,9 @@ impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
         ctx: &PeerContext,
         kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<usize, PolicyError> {
-        (**self).select_proposal(ctx, kind, offered)
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        (**self).select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,

@@ -27,6 +27,7 @@ fn ctx(identity: Option<Identity>) -> PeerContext {
         nat_detected: false,
         local_is_initiator: false,
         peer_identity: identity,
+        trigger: Default::default(),
     }
 }
 
@@ -59,7 +60,7 @@ fn requests() -> Vec<(&'static str, DecisionRequest)> {
     vec![
         (
             "select-proposal",
-            DecisionRequest::SelectProposal { ctx: ctx(None), kind: SaKind::Ike, offered: ike_proposals() },
+            DecisionRequest::SelectProposal { ctx: ctx(None), kind: SaKind::Ike, offered: ike_proposals(), configured: ike_proposals() },
         ),
         (
             "order-proposals",
@@ -226,8 +227,8 @@ fn reload_bench(dir: &Path) {
         let start = Instant::now();
         install(src, &path);
         loop {
-            if let Ok(wisp_policy::DecisionAnswer::Proposal(i)) = slot.current().decide(req) {
-                if i == want {
+            if let Ok(wisp_policy::DecisionAnswer::Proposal(c)) = slot.current().decide(req) {
+                if c.index == want {
                     break;
                 }
             }

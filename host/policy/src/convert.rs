@@ -180,6 +180,15 @@ pub fn ctx_to_wit(c: &api::PeerContext) -> wit::PeerContext {
         nat_detected: c.nat_detected,
         local_is_initiator: c.local_is_initiator,
         peer_identity: c.peer_identity.as_ref().map(identity_to_wit),
+        trigger: trigger_to_wit(c.trigger),
+    }
+}
+
+pub fn trigger_to_wit(t: api::DecisionTrigger) -> wit::DecisionTrigger {
+    match t {
+        api::DecisionTrigger::Initial => wit::DecisionTrigger::Initial,
+        api::DecisionTrigger::Rekey => wit::DecisionTrigger::Rekey,
+        api::DecisionTrigger::Recheck => wit::DecisionTrigger::Recheck,
     }
 }
 

@@ -139,13 +139,13 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {detail}")]
     NotAComponent { detail: String },
     /// The component does not export what the `policy-plugin` world requires.
-    #[error("component does not match world wisp:policy/policy-plugin@0.1.0: {detail}")]
+    #[error("component does not match world wisp:policy/policy-plugin@0.2.0: {detail}")]
     MissingExport { detail: String },
     /// The component imports something the host does not provide.
     #[error("component imports something wisp does not provide: {detail}")]
     UnsupportedImport { detail: String },
     /// Exports exist but with the wrong types.
-    #[error("component's exports do not match world wisp:policy/policy-plugin@0.1.0: {detail}")]
+    #[error("component's exports do not match world wisp:policy/policy-plugin@0.2.0: {detail}")]
     TypeMismatch { detail: String },
     /// Instantiation or `info()` failed (trap, deadline, memory cap).
     #[error("instantiating the component failed: {detail}")]
@@ -156,6 +156,12 @@ pub enum LoadError {
     /// `info()` returned an unusable name/version.
     #[error("plugin info invalid: {detail}")]
     BadInfo { detail: String },
+    /// The file is larger than the configured cap (refused before compiling).
+    #[error("plugin file {path} is {size} bytes, more than the cap of {limit} bytes ([plugin] max_size)")]
+    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    /// The file may be modified by someone other than its owner.
+    #[error("plugin file {path} has mode {mode:04o}: writable by group or others, refusing to load it (chmod go-w)")]
+    UnsafeMode { path: PathBuf, mode: u32 },
     /// The host itself could not set up (engine, watcher).
     #[error("plugin host error: {detail}")]
     Host { detail: String },

@@ -9,8 +9,9 @@
 //! `examples/fixtures/` against every plugin it names.
 
 use crate::api::{
-    AuthInfo, AuthMethod, IdType, Identity, PeerContext, Proposal, Protocol, SaCounts, SaKind,
-    SaView, SelectorPair, SelectorRequest, TrafficSelector, Transform, TransformType,
+    AuthInfo, AuthMethod, DecisionTrigger, IdType, Identity, PeerContext, Proposal, Protocol,
+    SaCounts, SaKind, SaView, SelectorPair, SelectorRequest, TrafficSelector, Transform,
+    TransformType,
 };
 use crate::{
     load, transform_name, DecisionAnswer, DecisionError, DecisionRequest, LoadError, LoadedPlugin,
@@ -56,7 +57,9 @@ pub struct Fixture {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     Allow,
-    Index(usize),
+    /// `select-proposal`: this offered proposal, with exactly these transforms
+    /// named (none: the plugin leaves every type to the host).
+    Index(usize, Vec<Transform>),
     Order(Vec<usize>),
     Selectors(SelectorPair),
     /// A refusal; the reason must contain the text, when given.
@@ -69,7 +72,8 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Allow,
-    Index(usize),
+    /// The chosen offered proposal and the transforms the plugin named in it.
+    Index(usize, Vec<Transform>),
     Order(Vec<usize>),
     Selectors(SelectorPair),
     /// The plugin said no, with its reason.
@@ -131,6 +135,8 @@ struct RawContext {
     #[serde(default)]
     local_is_initiator: bool,
     peer_identity: Option<String>,
+    /// "initial" (default), "rekey" or "recheck".
+    trigger: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +144,8 @@ struct RawContext {
 struct RawExpect {
     allow: Option<bool>,
     index: Option<usize>,
+    /// With `index`: the transforms the plugin must name (none if absent).
+    transforms: Option<Vec<String>>,
     order: Option<Vec<usize>>,
     selectors: Option<RawPair>,
     /// `true`, or a substring the reason must contain.
@@ -157,6 +165,9 @@ struct RawPair {
 struct RawProposals {
     kind: String,
     proposals: Vec<RawProposal>,
+    /// select-proposal: the configured proposals (the host's ceiling); when
+    /// absent, the offered proposals are passed as the configured ones.
+    configured: Option<Vec<RawProposal>>,
 }
 
 #[derive(Deserialize)]
@@ -593,6 +604,16 @@ impl Fixture {
             nat_detected: c.nat_detected,
             local_is_initiator: c.local_is_initiator,
             peer_identity: c.peer_identity.as_deref().map(parse_identity).transpose()?,
+            trigger: match c.trigger.as_deref() {
+                None | Some("initial") => DecisionTrigger::Initial,
+                Some("rekey") => DecisionTrigger::Rekey,
+                Some("recheck") => DecisionTrigger::Recheck,
+                Some(o) => {
+                    return Err(format!(
+                        "context.trigger '{o}': use initial, rekey or recheck"
+                    ))
+                }
+            },
         };
         let input = raw.input.clone();
         let request = match raw.decision.as_str() {
@@ -603,21 +624,29 @@ impl Fixture {
                     "child" => SaKind::Child,
                     o => return Err(format!("input.kind '{o}': use \"ike\" or \"child\"")),
                 };
-                let proposals = p
-                    .proposals
-                    .iter()
-                    .enumerate()
-                    .map(|(i, rp)| {
-                        Ok(Proposal {
-                            number: rp.number.unwrap_or((i + 1).min(255) as u8),
-                            protocol: protocol(&rp.protocol)?,
-                            transforms: rp.transforms.iter().map(|t| parse_transform(t)).collect::<Result<_, _>>()?,
+                let list = |l: &[RawProposal]| {
+                    l.iter()
+                        .enumerate()
+                        .map(|(i, rp)| {
+                            Ok(Proposal {
+                                number: rp.number.unwrap_or((i + 1).min(255) as u8),
+                                protocol: protocol(&rp.protocol)?,
+                                transforms: rp.transforms.iter().map(|t| parse_transform(t)).collect::<Result<_, _>>()?,
+                            })
                         })
-                    })
-                    .collect::<Result<Vec<_>, String>>()?;
+                        .collect::<Result<Vec<_>, String>>()
+                };
+                let proposals = list(&p.proposals)?;
                 if raw.decision == "select-proposal" {
-                    DecisionRequest::SelectProposal { ctx, kind, offered: proposals }
+                    let configured = match &p.configured {
+                        Some(c) => list(c)?,
+                        None => proposals.clone(),
+                    };
+                    DecisionRequest::SelectProposal { ctx, kind, offered: proposals, configured }
                 } else {
+                    if p.configured.is_some() {
+                        return Err("input.configured: only for select-proposal (order-proposals gets `proposals`)".into());
+                    }
                     DecisionRequest::OrderProposals { ctx, kind, configured: proposals }
                 }
             }
@@ -668,7 +697,15 @@ impl Fixture {
             expects.push(Expect::Allow);
         }
         if let Some(i) = e.index {
-            expects.push(Expect::Index(i));
+            let named = e
+                .transforms
+                .iter()
+                .flatten()
+                .map(|t| parse_transform(t))
+                .collect::<Result<Vec<_>, _>>()?;
+            expects.push(Expect::Index(i, named));
+        } else if e.transforms.is_some() {
+            return Err("expect.transforms: only with expect.index".into());
         }
         if let Some(o) = &e.order {
             expects.push(Expect::Order(o.clone()));
@@ -692,7 +729,7 @@ impl Fixture {
         let fits = matches!(
             (&request, &expect),
             (_, Expect::Refuse(_) | Expect::ConfigureError(_))
-                | (DecisionRequest::SelectProposal { .. }, Expect::Index(_))
+                | (DecisionRequest::SelectProposal { .. }, Expect::Index(..))
                 | (DecisionRequest::OrderProposals { .. }, Expect::Order(_))
                 | (DecisionRequest::Authorize { .. }, Expect::Allow)
                 | (
@@ -737,7 +774,7 @@ impl Fixture {
     pub fn check(&self, answer: &Answer) -> Result<(), String> {
         let ok = match (&self.expect, answer) {
             (Expect::Allow, Answer::Allow) => true,
-            (Expect::Index(a), Answer::Index(b)) => a == b,
+            (Expect::Index(a, ta), Answer::Index(b, tb)) => a == b && same_transforms(ta, tb),
             (Expect::Order(a), Answer::Order(b)) => a == b,
             (Expect::Selectors(a), Answer::Selectors(b)) => a == b,
             (Expect::Refuse(sub), Answer::Refused(r)) => {
@@ -758,7 +795,7 @@ impl Fixture {
     fn expect_text(&self) -> String {
         match &self.expect {
             Expect::Allow => "allow".into(),
-            Expect::Index(i) => format!("index {i}"),
+            Expect::Index(i, t) => Answer::Index(*i, t.clone()).to_string(),
             Expect::Order(o) => format!("order {o:?}"),
             Expect::Selectors(p) => Answer::Selectors(p.clone()).to_string(),
             Expect::Refuse(None) => "a refusal".into(),
@@ -789,7 +826,12 @@ impl fmt::Display for Answer {
             |l: &[TrafficSelector]| l.iter().map(format_selector).collect::<Vec<_>>().join(", ");
         match self {
             Answer::Allow => write!(f, "allow"),
-            Answer::Index(i) => write!(f, "index {i}"),
+            Answer::Index(i, t) if t.is_empty() => write!(f, "index {i}"),
+            Answer::Index(i, t) => write!(
+                f,
+                "index {i} with {}",
+                t.iter().map(transform_label).collect::<Vec<_>>().join(", ")
+            ),
             Answer::Order(o) => write!(f, "order {o:?}"),
             Answer::Selectors(p) => write!(
                 f,
@@ -812,7 +854,10 @@ impl Answer {
         let list = |l: &[TrafficSelector]| l.iter().map(format_selector).collect::<Vec<_>>();
         match self {
             Answer::Allow => json!({ "allow": true }),
-            Answer::Index(i) => json!({ "index": i }),
+            Answer::Index(i, t) if t.is_empty() => json!({ "index": i }),
+            Answer::Index(i, t) => {
+                json!({ "index": i, "transforms": t.iter().map(transform_label).collect::<Vec<_>>() })
+            }
             Answer::Order(o) => json!({ "order": o }),
             Answer::Selectors(p) => {
                 json!({ "selectors": { "remote": list(&p.remote), "local": list(&p.local) } })
@@ -822,6 +867,27 @@ impl Answer {
             Answer::Failed(r) => json!({ "failed": r }),
             Answer::ConfigureFailed(r) => json!({ "configure_error": r }),
         }
+    }
+}
+
+/// Named transforms compared as sets (the order a plugin lists them in does not
+/// matter).
+fn same_transforms(a: &[Transform], b: &[Transform]) -> bool {
+    let key = |t: &Transform| (t.kind.raw(), t.id, t.key_length);
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+/// A transform as fixtures write it: the host's name, `-BITS` for a key
+/// length (`AES_GCM_16-256`, `PRF_HMAC_SHA2_256`).
+pub fn transform_label(t: &Transform) -> String {
+    let name = transform_name(t.kind, t.id);
+    match t.key_length {
+        Some(b) => format!("{name}-{b}"),
+        None => name,
     }
 }
 
@@ -840,7 +906,17 @@ pub fn eval_loaded(plugin: &LoadedPlugin, fixture: &Fixture) -> Result<Answer, F
 /// Run one decision on a loaded plugin and express the outcome as an [`Answer`].
 pub fn decide(p: &LoadedPlugin, req: &DecisionRequest) -> Answer {
     match p.decide(req) {
-        Ok(DecisionAnswer::Proposal(i)) => Answer::Index(i),
+        Ok(DecisionAnswer::Proposal(c)) => {
+            let named = match req {
+                DecisionRequest::SelectProposal { offered, .. } => c
+                    .transforms
+                    .iter()
+                    .filter_map(|&t| offered.get(c.index)?.transforms.get(t).cloned())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Answer::Index(c.index, named)
+        }
         Ok(DecisionAnswer::Order(o)) => Answer::Order(o),
         Ok(DecisionAnswer::Authorized) => Answer::Allow,
         Ok(DecisionAnswer::Selectors(s)) => Answer::Selectors(s),

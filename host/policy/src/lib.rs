@@ -37,9 +37,9 @@ pub use check::{check, check_with, CheckReport};
 pub use convert::{transform_name, Setting, SettingValue};
 pub use error::{DecisionError, DecisionKind, LoadError, PluginLabel};
 pub use plugin::{
-    load, DecisionAnswer, DecisionRequest, InstanceMode, Limits, LoadedPlugin, PluginConfig, PluginMeta,
-    DECISIONS_EXPORT, DECISION_FUNCTIONS, WORLD,
+    load, read_plugin_file, DecisionAnswer, DecisionRequest, InstanceMode, Limits, LoadedPlugin, PluginConfig,
+    PluginMeta, DECISIONS_EXPORT, DECISION_FUNCTIONS, DEFAULT_MAX_SIZE, WORLD,
 };
-pub use runtime::{sha256_hex, EPOCH_TICK};
-pub use slot::{LoadFailure, PolicySlot, ReloadOutcome, SlotStatus, DEBOUNCE};
+pub use runtime::{sha256_hex, EPOCH_TICK, MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
+pub use slot::{LoadFailure, PolicySlot, ReloadOutcome, SlotStatus, SwapListener, DEBOUNCE};
 pub use wisp_policy_api as api;

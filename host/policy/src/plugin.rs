@@ -10,7 +10,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, SaKind, SaView,
+    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SaView,
     SelectorPair, SelectorRequest,
 };
 
@@ -21,9 +21,11 @@ use crate::runtime::{self, DeadlineExceeded, MemoryCapExceeded, StoreState};
 use crate::validate::{self, Problem};
 
 /// The export every plugin must provide.
-pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.1.0";
+pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.2.0";
 /// The world's full name.
-pub const WORLD: &str = "wisp:policy/policy-plugin@0.1.0";
+pub const WORLD: &str = "wisp:policy/policy-plugin@0.2.0";
+/// The WIT package version this host implements.
+pub const WIT_VERSION: &str = "0.2.0";
 /// Functions of `decisions`, all required.
 pub const DECISION_FUNCTIONS: [&str; 6] =
     ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
@@ -56,7 +58,13 @@ pub struct Limits {
     pub mode: InstanceMode,
     /// Idle instances kept for reuse (mode `Reuse`).
     pub max_idle: usize,
+    /// Largest component accepted, in bytes: a bigger file is refused before
+    /// it is read whole or compiled (compile time and memory grow with size).
+    pub max_size: u64,
 }
+
+/// Default [`Limits::max_size`]: 64 MiB (the Python example is about 19 MB).
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -67,6 +75,7 @@ impl Default for Limits {
             memory: 16 << 20,
             mode: InstanceMode::Reuse,
             max_idle: 32,
+            max_size: DEFAULT_MAX_SIZE,
         }
     }
 }
@@ -128,7 +137,7 @@ pub struct PluginMeta {
 /// A decision request, for callers that dispatch generically (eval, bench).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionRequest {
-    SelectProposal { ctx: PeerContext, kind: SaKind, offered: Vec<Proposal> },
+    SelectProposal { ctx: PeerContext, kind: SaKind, offered: Vec<Proposal>, configured: Vec<Proposal> },
     OrderProposals { ctx: PeerContext, kind: SaKind, configured: Vec<Proposal> },
     Authorize { ctx: PeerContext, auth: AuthInfo },
     NarrowSelectors { ctx: PeerContext, request: SelectorRequest },
@@ -148,8 +157,8 @@ impl DecisionRequest {
 /// A validated "yes".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecisionAnswer {
-    /// Index into the offered proposals.
-    Proposal(usize),
+    /// The chosen offered proposal (and transforms inside it).
+    Proposal(ProposalChoice),
     /// Indices into the configured proposals, in order of preference.
     Order(Vec<usize>),
     Authorized,
@@ -173,6 +182,8 @@ pub struct LoadedPlugin {
     settings_wit: Vec<wit::Setting>,
     pool: Mutex<Vec<Instance>>,
     instances_created: AtomicU64,
+    /// Log lines the plugin wrote beyond the per-call cap.
+    log_dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -189,8 +200,7 @@ pub fn load(path: impl AsRef<Path>, config: &PluginConfig) -> Result<Arc<LoadedP
 impl LoadedPlugin {
     /// Loads `path` as load number `number`.
     pub fn load_file(path: &Path, config: &PluginConfig, number: u64) -> Result<Arc<Self>, LoadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
+        let bytes = read_plugin_file(path, config.limits.max_size)?;
         Self::load_bytes(&bytes, path, config, number)
     }
 
@@ -202,6 +212,10 @@ impl LoadedPlugin {
         number: u64,
     ) -> Result<Arc<Self>, LoadError> {
         let started = Instant::now();
+        if bytes.len() as u64 > config.limits.max_size {
+            let (size, limit) = (bytes.len() as u64, config.limits.max_size);
+            return Err(LoadError::TooLarge { path: source.to_path_buf(), size, limit });
+        }
         let prepared = prepare(bytes, config)?;
         let fallback: Arc<str> = Arc::from(
             source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into()),
@@ -234,6 +248,7 @@ impl LoadedPlugin {
             settings_wit,
             pool: Mutex::new(Vec::new()),
             instances_created: AtomicU64::new(1),
+            log_dropped: AtomicU64::new(0),
         };
         plugin.checkin(inst);
         Ok(Arc::new(plugin))
@@ -268,6 +283,7 @@ impl LoadedPlugin {
             settings_wit,
             pool: Mutex::new(Vec::new()),
             instances_created: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
         };
         let inst = plugin.new_instance().map_err(|e| LoadError::Configure {
             plugin: plugin.meta.label.to_string(),
@@ -297,6 +313,12 @@ impl LoadedPlugin {
     /// made at load time).
     pub fn instances_created(&self) -> u64 {
         self.instances_created.load(Ordering::Relaxed)
+    }
+
+    /// Log lines this version wrote beyond the per-call caps
+    /// ([`crate::MAX_LOG_LINES_PER_CALL`], [`crate::MAX_LOG_BYTES_PER_CALL`]), dropped.
+    pub fn log_lines_dropped(&self) -> u64 {
+        self.log_dropped.load(Ordering::Relaxed)
     }
 
     /// Idle instances currently pooled.
@@ -348,7 +370,9 @@ impl LoadedPlugin {
     ) -> Result<R, DecisionError> {
         let mut inst = self.checkout(decision)?;
         runtime::arm(&mut inst.store, self.config.limits.deadline, self.config.limits.wall_deadline);
-        match f(&mut inst.store, inst.bindings.wisp_policy_decisions()) {
+        let result = f(&mut inst.store, inst.bindings.wisp_policy_decisions());
+        self.report_dropped_logs(&mut inst.store, decision);
+        match result {
             Ok(_) if runtime::wall_overrun(&inst.store).is_some() => {
                 let deadline = self.config.limits.wall_deadline;
                 Err(DecisionError::Timeout { plugin: self.meta.label.clone(), decision, deadline })
@@ -359,6 +383,21 @@ impl LoadedPlugin {
             }
             Err(e) => Err(self.classify(decision, &e)),
         }
+    }
+
+    /// One warning per call that went over the log caps, and the count.
+    fn report_dropped_logs(&self, store: &mut Store<StoreState>, decision: DecisionKind) {
+        let log = &mut store.data_mut().log;
+        if log.dropped_lines == 0 {
+            return;
+        }
+        let (lines, bytes) = (log.dropped_lines, log.dropped_bytes);
+        log.dropped_lines = 0;
+        log.dropped_bytes = 0;
+        self.log_dropped.fetch_add(lines, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.meta.label, dropped_lines = lines, dropped_bytes = bytes,
+            "plugin log lines dropped during {decision} (at most {} lines / {} bytes per call)",
+            runtime::MAX_LOG_LINES_PER_CALL, runtime::MAX_LOG_BYTES_PER_CALL);
     }
 
     fn classify(&self, decision: DecisionKind, e: &wasmtime::Error) -> DecisionError {
@@ -393,20 +432,25 @@ impl LoadedPlugin {
         r
     }
 
-    /// Responder: which offered proposal (index), with typed errors.
+    /// Responder: which offered proposal (and transforms inside it), with
+    /// typed errors. The answer is checked for shape here (index and transform
+    /// indices in range, one transform per type); the IKE engine checks it
+    /// against the configured proposals.
     pub fn try_select_proposal(
         &self,
         ctx: &PeerContext,
         kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<usize, DecisionError> {
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, DecisionError> {
         let d = DecisionKind::SelectProposal;
         let wctx = convert::ctx_to_wit(ctx);
         let props: Vec<wit::Proposal> = offered.iter().map(convert::proposal_to_wit).collect();
+        let conf: Vec<wit::Proposal> = configured.iter().map(convert::proposal_to_wit).collect();
         let kind = convert::sa_kind_to_wit(kind);
         let r = self
-            .call(d, |s, g| g.call_select_proposal(s, &wctx, kind, &props))
-            .and_then(|a| self.finish(d, validate::proposal_index(a, offered.len())));
+            .call(d, |s, g| g.call_select_proposal(s, &wctx, kind, &props, &conf))
+            .and_then(|a| self.finish(d, validate::proposal_choice(a, offered)));
         self.log(r)
     }
 
@@ -456,8 +500,8 @@ impl LoadedPlugin {
     /// Any decision, dispatched.
     pub fn decide(&self, req: &DecisionRequest) -> Result<DecisionAnswer, DecisionError> {
         match req {
-            DecisionRequest::SelectProposal { ctx, kind, offered } => {
-                self.try_select_proposal(ctx, *kind, offered).map(DecisionAnswer::Proposal)
+            DecisionRequest::SelectProposal { ctx, kind, offered, configured } => {
+                self.try_select_proposal(ctx, *kind, offered, configured).map(DecisionAnswer::Proposal)
             }
             DecisionRequest::OrderProposals { ctx, kind, configured } => {
                 self.try_order_proposals(ctx, *kind, configured).map(DecisionAnswer::Order)
@@ -476,8 +520,14 @@ impl Policy for LoadedPlugin {
     fn describe(&self) -> String {
         self.meta.label.to_string()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.try_select_proposal(ctx, kind, offered).map_err(Into::into)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.try_select_proposal(ctx, kind, offered, configured).map_err(Into::into)
     }
     fn order_proposals(
         &self,
@@ -493,6 +543,34 @@ impl Policy for LoadedPlugin {
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<api::SelectorPair, PolicyError> {
         self.try_narrow_selectors(ctx, request).map_err(Into::into)
     }
+}
+
+/// Reads a plugin file after checking it: a regular file, not writable by
+/// group or others (whoever can write it decides who gets in), at most
+/// `max_size` bytes (checked before reading, and while reading, as the file
+/// may grow in between).
+pub fn read_plugin_file(path: &Path, max_size: u64) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let read_err = |e: std::io::Error| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(LoadError::Read { path: path.to_path_buf(), detail: "not a regular file".into() });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(LoadError::UnsafeMode { path: path.to_path_buf(), mode });
+    }
+    if meta.len() > max_size {
+        return Err(LoadError::TooLarge { path: path.to_path_buf(), size: meta.len(), limit: max_size });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_size.saturating_add(1)).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > max_size {
+        return Err(LoadError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit: max_size });
+    }
+    Ok(bytes)
 }
 
 /// A compiled component that matches the world and links.
@@ -587,12 +665,18 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
 
-    let wanted_prefix = "wisp:policy/decisions@0.1.";
+    let wanted_prefix = "wisp:policy/decisions@0.2.";
     let found = ty.exports(engine).find(|(n, _)| *n == DECISIONS_EXPORT || n.starts_with(wanted_prefix));
     let Some((name, item)) = found else {
         let other = exports.iter().find(|n| n.starts_with("wisp:policy/decisions@"));
         let detail = match other {
-            Some(o) => format!("exports `{o}`, but this host needs `{DECISIONS_EXPORT}` (incompatible version)"),
+            Some(o) => {
+                let built = o.trim_start_matches("wisp:policy/decisions@");
+                format!(
+                    "built for wisp:policy@{built}, this host needs {WIT_VERSION} (the component exports `{o}`, \
+                     this host calls `{DECISIONS_EXPORT}`): rebuild it against wit/policy.wit {WIT_VERSION}"
+                )
+            }
             None => format!(
                 "missing export `{DECISIONS_EXPORT}` (the component exports: {})",
                 if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
@@ -618,11 +702,11 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     }
     for imp in &imports {
         let ok = imp.starts_with("wasi:")
-            || imp.starts_with("wisp:policy/host@0.1.")
-            || imp.starts_with("wisp:policy/types@0.1.");
+            || imp.starts_with("wisp:policy/host@0.2.")
+            || imp.starts_with("wisp:policy/types@0.2.");
         if !ok {
             return Err(LoadError::UnsupportedImport {
-                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.1.0 and WASI only)"),
+                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.2.0 and WASI only)"),
             });
         }
     }

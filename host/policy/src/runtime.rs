@@ -105,6 +105,9 @@ fn on_epoch(state: &mut StoreState) -> wasmtime::Result<UpdateDeadline> {
 pub(crate) fn arm(store: &mut Store<StoreState>, cpu: Duration, wall: Duration) {
     store.data_mut().budget =
         Budget { cpu_start: thread_cpu_time(), wall_start: Instant::now(), cpu, wall };
+    let log = &mut store.data_mut().log;
+    log.lines = 0;
+    log.bytes = 0;
     store.set_epoch_deadline(deadline_ticks(cpu.min(wall)));
 }
 
@@ -189,6 +192,24 @@ pub(crate) struct StoreState {
     pub label: Arc<str>,
     pub sa_view: Arc<dyn SaView>,
     pub clock: Arc<dyn Clock>,
+    /// Log lines and bytes of the call in progress, and what was dropped.
+    pub log: LogBudget,
+}
+
+/// Log lines one call (decision, or instantiation + `configure`) may write;
+/// the rest is dropped and counted.
+pub const MAX_LOG_LINES_PER_CALL: u32 = 32;
+/// Log bytes one call may write (after each line is cut to 2 KiB).
+pub const MAX_LOG_BYTES_PER_CALL: usize = 16 << 10;
+
+/// What the plugin logged during the call in progress.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LogBudget {
+    pub lines: u32,
+    pub bytes: usize,
+    /// Dropped since the last report (see `LoadedPlugin::call`).
+    pub dropped_lines: u64,
+    pub dropped_bytes: u64,
 }
 
 impl StoreState {
@@ -216,6 +237,7 @@ impl StoreState {
             label,
             sa_view,
             clock,
+            log: LogBudget::default(),
         }
     }
 }
@@ -231,6 +253,15 @@ const MAX_LOG_LINE: usize = 2048;
 
 impl bindings::wisp::policy::host::Host for StoreState {
     fn log(&mut self, level: wit::LogLevel, message: String) {
+        let b = &mut self.log;
+        let cost = message.len().min(MAX_LOG_LINE);
+        if b.lines >= MAX_LOG_LINES_PER_CALL || b.bytes + cost > MAX_LOG_BYTES_PER_CALL {
+            b.dropped_lines += 1;
+            b.dropped_bytes += message.len() as u64;
+            return;
+        }
+        b.lines += 1;
+        b.bytes += cost;
         let mut msg: String =
             message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         if msg.len() > MAX_LOG_LINE {

@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{
+    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
+};
 
 use crate::convert::Setting;
 use crate::error::LoadError;
@@ -58,6 +60,11 @@ pub struct SlotStatus {
     pub last_error: Option<LoadFailure>,
 }
 
+/// Called with the new version's label after every swap (file reload seen by
+/// the watcher, explicit reload, new settings), on the thread that loaded it.
+/// The gateway re-checks live SAs from here.
+pub type SwapListener = Arc<dyn Fn(&crate::PluginLabel) + Send + Sync>;
+
 /// Result of an explicit [`PolicySlot::reload`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
@@ -75,6 +82,7 @@ struct Inner {
     last_error: Mutex<Option<LoadFailure>>,
     /// Serializes loads (watcher, explicit reloads, settings changes).
     load_lock: Mutex<()>,
+    listeners: Mutex<Vec<SwapListener>>,
 }
 
 /// The plugin in charge for one gateway, hot-reloadable. Implements [`Policy`].
@@ -103,6 +111,7 @@ impl PolicySlot {
                 last_number: AtomicU64::new(1),
                 last_error: Mutex::new(None),
                 load_lock: Mutex::new(()),
+                listeners: Mutex::new(Vec::new()),
             }),
             watcher: Mutex::new(None),
         })
@@ -150,6 +159,13 @@ impl PolicySlot {
         Ok(())
     }
 
+    /// Calls `f` after every future swap (see [`SwapListener`]).
+    pub fn on_swap(&self, f: SwapListener) {
+        if let Ok(mut l) = self.inner.listeners.lock() {
+            l.push(f);
+        }
+    }
+
     /// The version in charge. A caller that keeps the `Arc` keeps deciding on
     /// that version even after a swap.
     pub fn current(&self) -> Arc<LoadedPlugin> {
@@ -179,6 +195,7 @@ impl PolicySlot {
                 if let Ok(mut e) = inner.last_error.lock() {
                     *e = None;
                 }
+                inner.swapped();
                 Ok(number)
             }
             Err(e) => {
@@ -212,10 +229,10 @@ impl PolicySlot {
 impl Inner {
     fn reload_from_disk(&self) -> Result<ReloadOutcome, LoadError> {
         let _g = self.load_lock.lock().map_err(|_| host_err("load lock poisoned"))?;
-        let bytes = match std::fs::read(&self.path) {
+        let max_size = self.config.lock().map_err(|_| host_err("config lock poisoned"))?.limits.max_size;
+        let bytes = match crate::plugin::read_plugin_file(&self.path, max_size) {
             Ok(b) => b,
-            Err(e) => {
-                let err = LoadError::Read { path: self.path.clone(), detail: e.to_string() };
+            Err(err) => {
                 self.record_failure(None, err.clone());
                 return Err(err);
             }
@@ -235,12 +252,21 @@ impl Inner {
                 }
                 tracing::info!(old = %old.label(), new = %self.current.load().label(),
                     "policy plugin reloaded");
+                self.swapped();
                 Ok(ReloadOutcome::Loaded(number))
             }
             Err(e) => {
                 self.record_failure(Some(sha), e.clone());
                 Err(e)
             }
+        }
+    }
+
+    fn swapped(&self) {
+        let label = self.current.load().label().clone();
+        let listeners = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+        for f in listeners {
+            f(&label);
         }
     }
 
@@ -254,7 +280,8 @@ impl Inner {
 
     /// True when the file's content is what we already have or what already failed.
     fn already_seen(&self) -> bool {
-        let Ok(bytes) = std::fs::read(&self.path) else { return false };
+        let Ok(max_size) = self.config.lock().map(|c| c.limits.max_size) else { return false };
+        let Ok(bytes) = crate::plugin::read_plugin_file(&self.path, max_size) else { return false };
         let sha = sha256_hex(&bytes);
         if sha == self.current.load().meta().sha256 {
             return true;
@@ -299,8 +326,14 @@ impl Policy for PolicySlot {
     fn describe(&self) -> String {
         self.current().describe()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<usize, PolicyError> {
-        self.current().select_proposal(ctx, kind, offered)
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        self.current().select_proposal(ctx, kind, offered, configured)
     }
     fn order_proposals(
         &self,

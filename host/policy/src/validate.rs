@@ -41,17 +41,44 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
-/// `select-proposal`: the index must point into `offered`.
-pub fn proposal_index(answer: Result<u32, wit::Refusal>, offered: usize) -> Result<usize, Problem> {
-    match answer {
-        Err(r) => Err(Problem::Refused(sanitize(&r.reason))),
-        Ok(i) => match usize::try_from(i) {
-            Ok(i) if i < offered => Ok(i),
-            _ => Err(Problem::Invalid(format!(
-                "proposal index {i} out of range ({offered} offered)"
-            ))),
-        },
+/// `select-proposal`: the index must point into `offered`; each named
+/// transform must be one of the chosen proposal's, at most one per transform
+/// type. (Whether the result lies inside a configured proposal is checked by the
+/// IKE engine, which enforces that for every policy.)
+pub fn proposal_choice(
+    answer: Result<wit::ProposalChoice, wit::Refusal>,
+    offered: &[api::Proposal],
+) -> Result<api::ProposalChoice, Problem> {
+    let choice = answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))?;
+    let i = choice.proposal;
+    let Some((index, chosen)) = usize::try_from(i).ok().and_then(|i| offered.get(i).map(|p| (i, p))) else {
+        return Err(Problem::Invalid(format!("proposal index {i} out of range ({} offered)", offered.len())));
+    };
+    if choice.transforms.len() > chosen.transforms.len() {
+        return Err(Problem::Invalid(format!(
+            "{} transforms named for a proposal of {}",
+            choice.transforms.len(),
+            chosen.transforms.len()
+        )));
     }
+    let mut transforms = Vec::with_capacity(choice.transforms.len());
+    for t in choice.transforms {
+        let Some((ti, tr)) = usize::try_from(t).ok().and_then(|ti| chosen.transforms.get(ti).map(|tr| (ti, tr))) else {
+            return Err(Problem::Invalid(format!(
+                "transform index {t} out of range (proposal #{} has {} transforms)",
+                chosen.number,
+                chosen.transforms.len()
+            )));
+        };
+        if transforms.iter().any(|&o: &usize| chosen.transforms[o].kind == tr.kind) {
+            return Err(Problem::Invalid(format!(
+                "two transforms of type {} named (one per type)",
+                tr.kind.raw()
+            )));
+        }
+        transforms.push(ti);
+    }
+    Ok(api::ProposalChoice { index, transforms })
 }
 
 /// `order-proposals`: indices into `configured`, no duplicates, not empty.
@@ -159,15 +186,42 @@ mod tests {
         }
     }
 
+    fn prop(kinds: &[(api::TransformType, u16)]) -> api::Proposal {
+        api::Proposal {
+            number: 1,
+            protocol: api::Protocol::Ike,
+            transforms: kinds.iter().map(|&(kind, id)| api::Transform { kind, id, key_length: None }).collect(),
+        }
+    }
+
+    fn choice(proposal: u32, transforms: Vec<u32>) -> Result<wit::ProposalChoice, wit::Refusal> {
+        Ok(wit::ProposalChoice { proposal, transforms })
+    }
+
     #[test]
     fn index_checks() {
-        assert_eq!(proposal_index(Ok(1), 2), Ok(1));
-        assert!(matches!(proposal_index(Ok(2), 2), Err(Problem::Invalid(_))));
-        assert!(matches!(proposal_index(Ok(u32::MAX), 0), Err(Problem::Invalid(_))));
+        use api::TransformType::*;
+        let offered = vec![prop(&[(Encryption, 20)]), prop(&[(Encryption, 28), (Prf, 2), (Prf, 5)])];
+        assert_eq!(proposal_choice(choice(1, vec![]), &offered), Ok(api::ProposalChoice::index(1)));
+        assert!(matches!(proposal_choice(choice(2, vec![]), &offered), Err(Problem::Invalid(_))));
+        assert!(matches!(proposal_choice(choice(u32::MAX, vec![]), &[]), Err(Problem::Invalid(_))));
         assert_eq!(
-            proposal_index(Err(wit::Refusal { reason: "no\nway".into() }), 2),
+            proposal_choice(Err(wit::Refusal { reason: "no\nway".into() }), &offered),
             Err(Problem::Refused("no way".into()))
         );
+    }
+
+    #[test]
+    fn named_transforms_are_checked() {
+        use api::TransformType::*;
+        let offered = vec![prop(&[(Encryption, 28), (Prf, 2), (Prf, 5)])];
+        assert_eq!(
+            proposal_choice(choice(0, vec![2, 0]), &offered),
+            Ok(api::ProposalChoice { index: 0, transforms: vec![2, 0] })
+        );
+        assert!(matches!(proposal_choice(choice(0, vec![3]), &offered), Err(Problem::Invalid(_))), "out of range");
+        assert!(matches!(proposal_choice(choice(0, vec![1, 2]), &offered), Err(Problem::Invalid(_))), "two PRFs");
+        assert!(matches!(proposal_choice(choice(0, vec![0; 100_000]), &offered), Err(Problem::Invalid(_))), "huge list");
     }
 
     #[test]

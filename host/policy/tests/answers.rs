@@ -59,16 +59,43 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn proposal_index_never_panics(answer in prop_oneof![any::<u32>().prop_map(Ok), refusal().prop_map(Err)],
-                                   offered in 0usize..300) {
-        match validate::proposal_index(answer.clone(), offered) {
-            Ok(i) => { prop_assert!(i < offered); prop_assert_eq!(Ok(i as u32), answer.map_err(|_| ())); }
+    fn proposal_choice_never_panics(
+        answer in prop_oneof![
+            (prop_oneof![0u32..4, any::<u32>()], prop::collection::vec(prop_oneof![0u32..6, any::<u32>()], 0..8))
+                .prop_map(|(proposal, transforms)| Ok(wit::ProposalChoice { proposal, transforms })),
+            refusal().prop_map(Err)
+        ],
+        offered in prop::collection::vec(prop::collection::vec((1u8..6, 0u16..40), 0..6), 0..4),
+    ) {
+        let offered: Vec<api::Proposal> = offered
+            .into_iter()
+            .enumerate()
+            .map(|(n, ts)| api::Proposal {
+                number: n as u8 + 1,
+                protocol: api::Protocol::Ike,
+                transforms: ts
+                    .into_iter()
+                    .map(|(k, id)| api::Transform { kind: api::TransformType::from_raw(k), id, key_length: None })
+                    .collect(),
+            })
+            .collect();
+        match validate::proposal_choice(answer.clone(), &offered) {
+            Ok(c) => {
+                let Ok(raw) = &answer else { panic!("accepted a refusal") };
+                prop_assert_eq!(c.index as u32, raw.proposal);
+                let p = &offered[c.index];
+                let mut kinds = std::collections::HashSet::new();
+                for &t in &c.transforms {
+                    prop_assert!(t < p.transforms.len());
+                    prop_assert!(kinds.insert(p.transforms[t].kind), "two transforms of one type accepted");
+                }
+            }
             Err(Problem::Refused(r)) => {
                 prop_assert!(answer.is_err());
                 prop_assert!(r.len() <= validate::MAX_REASON_LEN + 3);
                 prop_assert!(!r.chars().any(char::is_control));
             }
-            Err(Problem::Invalid(_)) => prop_assert!(matches!(answer, Ok(i) if i as usize >= offered)),
+            Err(Problem::Invalid(_)) => prop_assert!(answer.is_ok()),
         }
     }
 

@@ -353,6 +353,7 @@ fn generated_requests_agree_across_languages() {
             nat_detected: next(2) == 0,
             local_is_initiator: false,
             peer_identity: Some(identity.clone()),
+            trigger: Default::default(),
         };
         let req = if round % 2 == 0 {
             DecisionRequest::Authorize {

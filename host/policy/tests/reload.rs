@@ -51,11 +51,11 @@ fn new_version_via_rename_is_active_within_a_second() {
     let st = slot.status();
     assert_eq!((st.name.as_str(), st.version.as_str(), st.number), ("hostile-reload", "1.0.0", 1));
     assert!(st.watching);
-    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V1_ANSWER);
+    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 
     install(&plugin("hostile-v2"), &path);
     let took = wait_for("v2 to answer", Duration::from_secs(1), || {
-        slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap() == V2_ANSWER
+        slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index == V2_ANSWER
     });
     eprintln!("rename -> v2 answering: {took:?}");
     let st = slot.status();
@@ -63,7 +63,7 @@ fn new_version_via_rename_is_active_within_a_second() {
     assert_eq!(st.sha256, wisp_policy::sha256_hex(&std::fs::read(plugin("hostile-v2")).unwrap()));
     assert!(st.last_error.is_none());
     // Order differs as well.
-    assert_eq!(slot.current().try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap(), vec![2, 1, 0]);
+    assert_eq!(slot.current().try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap().index, vec![2, 1, 0]);
 
     // Rewriting identical content does not make a new version.
     install(&plugin("hostile-v2"), &path);
@@ -86,8 +86,8 @@ fn broken_new_version_leaves_the_old_one_in_charge() {
     assert_eq!((st.version.as_str(), st.number), ("1.0.0", 1), "v1 stays in charge");
     let failure = st.last_error.unwrap();
     assert!(matches!(failure.error, LoadError::MissingExport { .. }), "{:?}", failure.error);
-    assert!(failure.error.to_string().contains("wisp:policy/decisions@0.1.0"));
-    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V1_ANSWER);
+    assert!(failure.error.to_string().contains("wisp:policy/decisions@0.2.0"));
+    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 
     // Garbage is refused the same way, with its own reason.
     let garbage = dir.path().join("garbage");
@@ -97,7 +97,7 @@ fn broken_new_version_leaves_the_old_one_in_charge() {
         matches!(slot.status().last_error, Some(f) if matches!(f.error, LoadError::NotAComponent { .. }))
     });
     assert_eq!(slot.status().number, 1);
-    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V1_ANSWER);
+    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 
     // A good version afterwards takes over and clears the error.
     install(&plugin("hostile-v2"), &path);
@@ -117,8 +117,8 @@ fn decision_in_flight_finishes_on_its_version() {
     let held = slot.current();
     install(&plugin("hostile-v2"), &path);
     assert_eq!(slot.reload().unwrap(), ReloadOutcome::Loaded(2));
-    assert_eq!(held.try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V1_ANSWER);
-    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V2_ANSWER);
+    assert_eq!(held.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
+    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V2_ANSWER);
     assert!(!slot.status().watching);
 }
 
@@ -149,14 +149,14 @@ fn thousand_concurrent_decisions_across_a_reload() {
                     let mut answers = Vec::new();
                     start.wait();
                     // One decision that runs while the reload is being prepared...
-                    answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props));
+                    answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props, &props).map(|c| c.index));
                     before_done.fetch_add(1, Ordering::SeqCst);
                     // ...and more until the swap is visible, then one after it.
                     while !swapped.load(Ordering::SeqCst) {
-                        answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props));
+                        answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props, &props).map(|c| c.index));
                         std::thread::sleep(Duration::from_millis(20));
                     }
-                    answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props));
+                    answers.push(slot.current().try_select_proposal(&ctx(), SaKind::Child, &props, &props).map(|c| c.index));
                     answers
                 })
                 .unwrap()
@@ -212,5 +212,5 @@ fn new_settings_make_a_new_version_and_bad_ones_are_refused() {
     let st = slot.status();
     assert_eq!(st.number, 2);
     assert!(st.last_error.is_some());
-    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals()).unwrap(), V1_ANSWER);
+    assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 }

@@ -10,10 +10,13 @@
 //! Proposals: AEAD only — AES-GCM-16 with a key of at least 128 bits, or
 //! ChaCha20-Poly1305 — with PRF HMAC-SHA2-256/384/512 (IKE SAs) and a modern
 //! key exchange: Curve25519 (31), ECP-256/384/521 (19, 20, 21); Child SAs may
-//! also offer no key exchange (no PFS). Every alternative inside a proposal must
-//! be acceptable, because the plugin chooses a proposal and the host then picks
-//! the transforms inside it. As initiator, the configured proposals keep their
-//! order, minus the unacceptable ones.
+//! also offer no key exchange (no PFS). A proposal is an OR within each
+//! transform type (RFC 7296 3.3): alternatives the policy does not accept
+//! (AES-CCM, SHA-1, MODP groups next to acceptable ones) are excluded by naming
+//! the accepted transform of that type, inside the configured proposals; a
+//! proposal is refused only when a type has no acceptable transform. As
+//! initiator, the configured proposals keep their order, minus the unacceptable
+//! ones.
 //!
 //! Traffic selectors: each side narrowed to the intersection of what was
 //! proposed and the connection's configured ranges (TS_UNACCEPTABLE if empty).
@@ -39,7 +42,45 @@ fn label(t: &Transform) -> String {
     }
 }
 
-/// Why one proposal is unacceptable, or `None` when it is acceptable.
+/// Why one transform is unacceptable, or `None` when it is acceptable.
+fn transform_problem(kind: SaKind, t: &Transform) -> Option<String> {
+    match t.kind {
+        TransformType::Encryption => match t.id {
+            ids::ENCR_AES_GCM_16 => match t.key_length {
+                Some(b) if b >= 128 => None,
+                Some(b) => Some(format!("{} key of {b} bits is below 128", label(t))),
+                None => Some(format!("{} without a key length", label(t))),
+            },
+            ids::ENCR_CHACHA20_POLY1305 => None,
+            _ if ids::AEAD.contains(&t.id) => Some(format!("{} is not an accepted AEAD", label(t))),
+            _ => Some(format!("{} is not AEAD", label(t))),
+        },
+        TransformType::Integrity if t.id == ids::AUTH_NONE => None,
+        TransformType::Integrity => Some(format!("integrity {} (AEAD needs none)", label(t))),
+        TransformType::Prf if kind == SaKind::Child => Some(format!("PRF {} in a Child SA proposal", label(t))),
+        TransformType::Prf if SHA2_PRF.contains(&t.id) => None,
+        TransformType::Prf => Some(format!("{} is not HMAC-SHA2", label(t))),
+        TransformType::KeyExchange if t.id == ids::KE_NONE => {
+            (kind == SaKind::Ike).then(|| "KE NONE for an IKE SA".to_string())
+        }
+        TransformType::KeyExchange if MODERN_DH.contains(&t.id) => None,
+        TransformType::KeyExchange => Some(format!("{} is not a modern DH group", label(t))),
+        TransformType::Esn => None,
+        TransformType::Unknown => Some(format!("unknown transform type {} ({})", t.raw_type, label(t))),
+    }
+}
+
+const TYPES: [(TransformType, &str); 5] = [
+    (TransformType::Encryption, "encryption"),
+    (TransformType::Prf, "PRF"),
+    (TransformType::Integrity, "integrity"),
+    (TransformType::KeyExchange, "DH group"),
+    (TransformType::Esn, "ESN"),
+];
+
+/// Why one proposal is unacceptable (some transform type without an acceptable
+/// transform, a required type missing, an unknown type, another protocol), or
+/// `None` when at least one transform of each type is acceptable.
 fn problems(kind: SaKind, p: &Proposal) -> Option<String> {
     let mut why: Vec<String> = Vec::new();
     let want = match kind {
@@ -53,55 +94,21 @@ fn problems(kind: SaKind, p: &Proposal) -> Option<String> {
             if kind == SaKind::Ike { "IKE" } else { "ESP" }
         ));
     }
-    let enc = p.encryption();
-    if enc.is_empty() {
-        why.push("no encryption transform".into());
-    }
-    for t in &enc {
-        match t.id {
-            ids::ENCR_AES_GCM_16 => match t.key_length {
-                Some(b) if b >= 128 => {}
-                Some(b) => why.push(format!("{} key of {b} bits is below 128", label(t))),
-                None => why.push(format!("{} without a key length", label(t))),
-            },
-            ids::ENCR_CHACHA20_POLY1305 => {}
-            _ if ids::AEAD.contains(&t.id) => why.push(format!("{} is not an accepted AEAD", label(t))),
-            _ => why.push(format!("{} is not AEAD", label(t))),
+    let required: &[TransformType] = match kind {
+        SaKind::Ike => &[TransformType::Encryption, TransformType::Prf, TransformType::KeyExchange],
+        SaKind::Child => &[TransformType::Encryption],
+    };
+    for (ty, name) in TYPES {
+        let of: Vec<&Transform> = p.of_type(ty);
+        if of.is_empty() {
+            if required.contains(&ty) {
+                why.push(if ty == TransformType::KeyExchange { "no DH group".into() } else { format!("no {name}") });
+            }
+            continue;
         }
-    }
-    for t in p.integrity() {
-        why.push(format!("integrity {} (AEAD needs none)", label(t)));
-    }
-    let prfs = p.prfs();
-    match kind {
-        SaKind::Ike => {
-            if prfs.is_empty() {
-                why.push("no PRF".into());
-            }
-            for t in &prfs {
-                if !SHA2_PRF.contains(&t.id) {
-                    why.push(format!("{} is not HMAC-SHA2", label(t)));
-                }
-            }
-        }
-        SaKind::Child => {
-            for t in &prfs {
-                why.push(format!("PRF {} in a Child SA proposal", label(t)));
-            }
-        }
-    }
-    let ke: Vec<&Transform> = p.of_type(TransformType::KeyExchange);
-    let groups = p.dh_groups();
-    if kind == SaKind::Ike && groups.is_empty() {
-        why.push("no DH group".into());
-    }
-    for t in ke {
-        if t.id == ids::KE_NONE {
-            if kind == SaKind::Ike {
-                why.push("KE NONE for an IKE SA".into());
-            }
-        } else if !MODERN_DH.contains(&t.id) {
-            why.push(format!("{} is not a modern DH group", label(t)));
+        let bad: Vec<String> = of.iter().filter_map(|t| transform_problem(kind, t)).collect();
+        if bad.len() == of.len() {
+            why.push(format!("no acceptable {name}: {}", bad.join(", ")));
         }
     }
     for t in &p.transforms {
@@ -114,6 +121,24 @@ fn problems(kind: SaKind, p: &Proposal) -> Option<String> {
     } else {
         Some(why.join(", "))
     }
+}
+
+/// The transforms to name for an acceptable proposal: for each type that also
+/// carries unacceptable alternatives, the accepted one, chosen inside the
+/// configured proposals. Types whose every alternative is acceptable are left
+/// to the host (which then prefers, for the key exchange, the peer's KE).
+fn exclusions(kind: SaKind, p: &Proposal, configured: &[Proposal]) -> Result<Vec<u32>, String> {
+    let mixed: Vec<TransformType> = TYPES
+        .iter()
+        .map(|(ty, _)| *ty)
+        .filter(|ty| p.of_type(*ty).iter().any(|t| transform_problem(kind, t).is_some()))
+        .collect();
+    if mixed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = choose_within(p, configured, |t| transform_problem(kind, t).is_none())
+        .ok_or_else(|| "no acceptable combination inside the configured proposals".to_string())?;
+    Ok(all.into_iter().filter(|&i| mixed.contains(&p.transforms[i as usize].kind)).collect())
 }
 
 fn id_matches(allowed: &str, id: &Identity) -> bool {
@@ -156,15 +181,25 @@ impl Policy for DefaultPolicy {
         Ok(DefaultPolicy { allowed_ids, allow_any })
     }
 
-    fn select_proposal(&self, _ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<u32, Refusal> {
+    fn select_proposal(
+        &self,
+        _ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, Refusal> {
         if offered.is_empty() {
             return Err(refuse("peer offered no proposal"));
         }
         let mut rejected = Vec::new();
         for (i, p) in offered.iter().enumerate() {
-            match problems(kind, p) {
-                None => return Ok(i as u32),
-                Some(why) => rejected.push(format!("#{} {} ({why})", p.number, p.summary())),
+            let verdict = match problems(kind, p) {
+                None => exclusions(kind, p, configured),
+                Some(why) => Err(why),
+            };
+            match verdict {
+                Ok(transforms) => return Ok(ProposalChoice { proposal: i as u32, transforms }),
+                Err(why) => rejected.push(format!("#{} {} ({why})", p.number, p.summary())),
             }
         }
         Err(refuse(format!("peer offered {}; {POLICY_TEXT}", rejected.join("; "))))
@@ -173,7 +208,9 @@ impl Policy for DefaultPolicy {
     fn order_proposals(&self, _ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Vec<u32> {
         let mut out = Vec::new();
         for (i, p) in configured.iter().enumerate() {
-            match problems(kind, p) {
+            // What we offer ourselves carries no alternative we would not accept.
+            let weak: Vec<String> = p.transforms.iter().filter_map(|t| transform_problem(kind, t)).collect();
+            match problems(kind, p).or_else(|| (!weak.is_empty()).then(|| weak.join(", "))) {
                 None => out.push(i as u32),
                 Some(why) => host::warn(&format!(
                     "wisp-default: not offering configured proposal #{} {} ({why})",

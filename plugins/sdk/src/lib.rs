@@ -54,12 +54,13 @@ mod settings;
 pub mod ts;
 
 pub use bindings::wisp::policy::types::{
-    AuthInfo, AuthMethod, Datetime, IdType, Identity, IpAddress, LogLevel, PeerContext,
-    PluginInfo, Proposal, Protocol, Refusal, LiveSas, SaKind, SelectorPair, SelectorRequest,
-    Setting, SettingValue, TrafficSelector, Transform, TransformType,
+    AuthInfo, AuthMethod, Datetime, DecisionTrigger, IdType, Identity, IpAddress, LogLevel,
+    PeerContext, PluginInfo, Proposal, ProposalChoice, Protocol, Refusal, LiveSas, SaKind,
+    SelectorPair, SelectorRequest, Setting, SettingValue, TrafficSelector, Transform,
+    TransformType,
 };
 pub use cidr::{ip_from_wit, ip_to_wit, Cidr};
-pub use proposal::{ids, ProposalExt};
+pub use proposal::{choose_within, ids, ProposalExt};
 pub use settings::Settings;
 
 /// What the host offers a plugin: log, clock, live-SA counts.
@@ -99,8 +100,9 @@ pub fn refuse(reason: impl Into<String>) -> Refusal {
 /// has a default, so implement the ones your policy cares about and call
 /// [`export_policy!`] once.
 ///
-/// Defaults: `select_proposal` takes the peer's first proposal (the host only
-/// offers proposals it implements), `order_proposals` offers the configured list
+/// Defaults: `select_proposal` takes the peer's first proposal and leaves its
+/// transforms to the host (the host only offers proposals it can implement
+/// inside the configured ones, and enforces them), `order_proposals` offers the configured list
 /// unchanged, `authorize` denies everyone (deny by default), `narrow_selectors`
 /// narrows to the intersection of proposed and configured ranges
 /// ([`ts::narrow_to_configured`]).
@@ -114,17 +116,21 @@ pub trait Policy: Sized + 'static {
     /// previous version stays in charge on reload).
     fn configure(settings: &Settings) -> Result<Self, String>;
 
-    /// As responder: index into `offered` of the proposal to accept.
+    /// As responder: which offered proposal to accept and, optionally, the
+    /// transform taken for some of its types (indices into its `transforms`;
+    /// [`choose_within`] computes them). `configured` is the ceiling the host
+    /// enforces. `ctx.trigger` says whether this is a rekey.
     fn select_proposal(
         &self,
         _ctx: &PeerContext,
         _kind: SaKind,
         offered: &[Proposal],
-    ) -> Result<u32, Refusal> {
+        _configured: &[Proposal],
+    ) -> Result<ProposalChoice, Refusal> {
         if offered.is_empty() {
             Err(refuse("no proposal offered"))
         } else {
-            Ok(0)
+            Ok(ProposalChoice { proposal: 0, transforms: Vec::new() })
         }
     }
 
@@ -212,9 +218,10 @@ macro_rules! export_policy {
                 ctx: $crate::PeerContext,
                 kind: $crate::SaKind,
                 offered: ::std::vec::Vec<$crate::Proposal>,
-            ) -> ::core::result::Result<u32, $crate::Refusal> {
+                configured: ::std::vec::Vec<$crate::Proposal>,
+            ) -> ::core::result::Result<$crate::ProposalChoice, $crate::Refusal> {
                 $crate::__rt::with::<$ty, _>(&__WISP_POLICY_STATE, |p| {
-                    <$ty as $crate::Policy>::select_proposal(p, &ctx, kind, &offered)
+                    <$ty as $crate::Policy>::select_proposal(p, &ctx, kind, &offered, &configured)
                 })?
             }
             fn order_proposals(

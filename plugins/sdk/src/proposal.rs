@@ -129,3 +129,54 @@ impl ProposalExt for Proposal {
         }
     }
 }
+
+fn same(a: &Transform, b: &Transform) -> bool {
+    a.kind == b.kind && a.raw_type == b.raw_type && a.id == b.id && a.key_length == b.key_length
+}
+
+/// RFC 7296 3.3: a proposal is an OR within each transform type. Picks, inside
+/// ONE of the `configured` proposals (tried in order), one transform of every
+/// type `offered` carries that `accept` takes, preferring the configured order;
+/// alternatives `accept` refuses or the configured proposal lacks are ignored.
+/// A type the configured proposal does not list is answered only by a NONE
+/// transform (integrity, key exchange) or "no ESN". Returns the indices into
+/// `offered.transforms` (for [`crate::ProposalChoice::transforms`]), or `None` when
+/// no configured proposal leaves every offered type an acceptable transform.
+pub fn choose_within(
+    offered: &Proposal,
+    configured: &[Proposal],
+    accept: impl Fn(&Transform) -> bool,
+) -> Option<Vec<u32>> {
+    let mut kinds: Vec<(TransformType, u8)> = Vec::new();
+    for t in &offered.transforms {
+        if !kinds.contains(&(t.kind, t.raw_type)) {
+            kinds.push((t.kind, t.raw_type));
+        }
+    }
+    'conf: for c in configured {
+        if c.protocol != offered.protocol || c.raw_protocol != offered.raw_protocol {
+            continue;
+        }
+        let mut out = Vec::with_capacity(kinds.len());
+        for &(kind, raw) in &kinds {
+            let conf: Vec<&Transform> = c.transforms.iter().filter(|t| t.kind == kind && t.raw_type == raw).collect();
+            let pick = conf
+                .iter()
+                .find_map(|ct| offered.transforms.iter().position(|t| same(t, ct) && accept(t)))
+                .or_else(|| {
+                    let none_ok = conf.is_empty()
+                        && matches!(kind, TransformType::Integrity | TransformType::KeyExchange | TransformType::Esn);
+                    if !none_ok {
+                        return None;
+                    }
+                    offered.transforms.iter().position(|t| t.kind == kind && t.id == 0 && accept(t))
+                });
+            match pick {
+                Some(i) => out.push(i as u32),
+                None => continue 'conf,
+            }
+        }
+        return Some(out);
+    }
+    None
+}

@@ -284,6 +284,25 @@ struct Tables {
     traps: Vec<Arc<Trap>>,
 }
 
+impl Tables {
+    /// Swap the outbound entry of the Child SA with inbound SPI `old_spi_in`
+    /// for `o` (appended if there is none) and add `i` unless present.
+    fn replace_outbound(&mut self, old_spi_in: u32, i: Arc<InEntry>, o: Arc<OutEntry>) {
+        let new_in = i.sa.spi();
+        self.inbound.entry(new_in).or_insert(i);
+        match self.outbound.iter().position(|e| e.spi_in == old_spi_in) {
+            Some(pos) => self.outbound[pos] = o,
+            None => self.outbound.push(o),
+        }
+    }
+
+    /// Remove both halves of the Child SA whose inbound SPI (ours) is `spi_in`.
+    fn remove_child(&mut self, spi_in: u32) {
+        self.inbound.remove(&spi_in);
+        self.outbound.retain(|e| e.spi_in != spi_in);
+    }
+}
+
 struct Shared {
     tables: ArcSwap<Tables>,
     /// Serialises control-side table edits and route changes.
@@ -441,18 +460,18 @@ impl Dataplane {
 
     /// Make-before-break rekey: install `new`'s inbound SA (unless
     /// [`install_inbound`](Self::install_inbound) did already), then swap the
-    /// outbound entry of `old_spi_out` for `new`'s in one atomic store. The
+    /// outbound entry of the old Child SA for `new`'s in one atomic store. The
     /// old inbound SA keeps accepting until [`remove_child`](Self::remove_child).
+    ///
+    /// Outbound entries are found by the Child SA's inbound SPI (ours,
+    /// unique); the outbound SPI is the peer's choice, and another peer may
+    /// well have chosen the same (`old_spi_out` is only informative).
     pub fn replace_child(&self, old_spi_in: u32, old_spi_out: u32, new: ChildSaSpec) -> Result<(), DataplaneError> {
-        let _ = old_spi_in;
+        let _ = old_spi_out;
         let (i, o) = self.entries(&new)?;
         let mut routes = self.lock();
         let mut t = Tables::clone(&self.shared.tables.load());
-        t.inbound.entry(new.spi_in).or_insert(i);
-        match t.outbound.iter().position(|e| e.sa.spi() == old_spi_out) {
-            Some(pos) => t.outbound[pos] = o,
-            None => t.outbound.push(o),
-        }
+        t.replace_outbound(old_spi_in, i, o);
         self.shared.tables.store(Arc::new(t));
         self.sync_routes(&mut routes)
     }
@@ -490,7 +509,7 @@ impl Dataplane {
             *e = Arc::new(InEntry { peer, ..InEntry::clone(e) });
             found = true;
         }
-        for e in t.outbound.iter_mut().filter(|e| e.sa.spi() == spi_out) {
+        for e in t.outbound.iter_mut().filter(|e| e.spi_in == spi_in) {
             *e = Arc::new(OutEntry { peer, dst: sys::to_sockaddr(peer, self.shared.udp_v6), ..OutEntry::clone(e) });
             found = true;
         }
@@ -505,9 +524,9 @@ impl Dataplane {
     /// may already be gone), and routes no remaining SA needs.
     pub fn remove_child(&self, spi_in: u32, spi_out: u32) -> Result<(), DataplaneError> {
         let mut routes = self.lock();
+        let _ = spi_out;
         let mut t = Tables::clone(&self.shared.tables.load());
-        t.inbound.remove(&spi_in);
-        t.outbound.retain(|e| e.sa.spi() != spi_out);
+        t.remove_child(spi_in);
         self.shared.tables.store(Arc::new(t));
         self.sync_routes(&mut routes)
     }
@@ -556,7 +575,7 @@ impl Dataplane {
     pub fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters> {
         let t = self.shared.tables.load();
         let i = t.inbound.get(&spi_in);
-        let o = t.outbound.iter().find(|e| e.sa.spi() == spi_out);
+        let o = t.outbound.iter().find(|e| e.spi_in == spi_in);
         if i.is_none() && o.is_none() {
             return None;
         }
@@ -575,7 +594,7 @@ impl Dataplane {
             .inbound
             .values()
             .map(|i| {
-                let o = t.outbound.iter().find(|e| e.sa.spi() == i.spi_out);
+                let o = t.outbound.iter().find(|e| e.spi_in == i.sa.spi());
                 ChildCounters {
                     spi_in: i.sa.spi(),
                     spi_out: i.spi_out,
@@ -964,5 +983,66 @@ fn keepalive_loop(s: &Shared, every: Duration) {
                 s.global.tx_keepalive.fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod spi_ownership {
+    use super::*;
+
+    fn child(spi_in: u32, spi_out: u32, peer: &str, net: &str) -> (Arc<InEntry>, Arc<OutEntry>) {
+        let km = Keymat::new(&[7u8; 36]);
+        let peer: SocketAddr = peer.parse().unwrap();
+        let ts = vec![crate::config::parse_ts(net).unwrap()];
+        let i = InEntry {
+            sa: Arc::new(InboundSa::new(spi_in, Aead::AesGcm256, &km, false, Limits::default()).unwrap()),
+            spi_out,
+            local_ts: ts.clone(),
+            remote_ts: ts.clone(),
+            peer,
+            moved_reported: AtomicBool::new(false),
+        };
+        let o = OutEntry {
+            sa: Arc::new(OutboundSa::new(spi_out, Aead::AesGcm256, &km, false, Limits::default()).unwrap()),
+            spi_in,
+            local_ts: ts.clone(),
+            remote_ts: ts,
+            peer,
+            dst: sys::to_sockaddr(peer, false),
+        };
+        (Arc::new(i), Arc::new(o))
+    }
+
+    fn install(t: &mut Tables, (i, o): (Arc<InEntry>, Arc<OutEntry>)) {
+        t.inbound.insert(i.sa.spi(), i);
+        t.outbound.push(o);
+    }
+
+    fn outbound_of(t: &Tables, spi_in: u32) -> Option<(u32, SocketAddr)> {
+        t.outbound.iter().find(|e| e.spi_in == spi_in).map(|e| (e.sa.spi(), e.peer))
+    }
+
+    /// Finding (issue 10): outbound entries were found by the outbound SPI,
+    /// which the peer chooses; a peer choosing the SPI another connection
+    /// sends with removed or replaced that connection's outbound SA.
+    #[test]
+    fn peer_choosing_another_connections_esp_spi_disturbs_nothing() {
+        let mut t = Tables::default();
+        install(&mut t, child(0x1000_0001, 0xcafe_0001, "192.0.2.1:4500", "10.1.0.0/16"));
+        // Peer B picked the same SPI for its inbound SA (our outbound).
+        install(&mut t, child(0x2000_0002, 0xcafe_0001, "192.0.2.2:4500", "10.2.0.0/16"));
+        // B rekeys: its outbound entry (found by our inbound SPI) is swapped.
+        let (ni, no) = child(0x2000_0003, 0xcafe_0001, "192.0.2.2:4500", "10.2.0.0/16");
+        t.replace_outbound(0x2000_0002, ni, no);
+        assert_eq!(outbound_of(&t, 0x1000_0001), Some((0xcafe_0001, "192.0.2.1:4500".parse().unwrap())), "A untouched by B's rekey");
+        assert!(outbound_of(&t, 0x2000_0003).is_some());
+        assert!(outbound_of(&t, 0x2000_0002).is_none());
+        // B's old and new Child SAs go away.
+        t.remove_child(0x2000_0002);
+        t.remove_child(0x2000_0003);
+        assert_eq!(outbound_of(&t, 0x1000_0001), Some((0xcafe_0001, "192.0.2.1:4500".parse().unwrap())), "A untouched by B's delete");
+        assert!(t.inbound.contains_key(&0x1000_0001));
+        assert_eq!(t.outbound.len(), 1);
+        assert_eq!(t.inbound.len(), 1);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wisp_policy_api::{SaKind, SelectorRequest, TrafficSelector};
+use wisp_policy_api::{self as api, DecisionTrigger, PeerContext, SaKind, SelectorRequest, TrafficSelector};
 
 use crate::codec::{self, ExchangeType, KePayload, NotifyPayload, NotifyType, Payload, ProtocolId, SaPayload};
 use crate::config::Mode;
@@ -79,11 +79,55 @@ fn spi64(v: &[u8]) -> Option<u64> {
 }
 
 impl Engine {
+    /// Responder: the policy chooses among `usable` (the offered proposals that
+    /// have a reduction inside `ceiling`), then the host enforces the ceiling
+    /// on its answer, whatever it was: the result is one transform of each
+    /// offered type, all inside one configured proposal (RFC 7296 3.3).
+    /// Returns the index into `usable` and the reduced proposal.
+    pub(super) fn choose_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        usable: &[&codec::Proposal],
+        ceiling: &[api::Proposal],
+        ke_group: Option<u16>,
+        ignore_ke: bool,
+    ) -> Result<(usize, codec::Proposal), String> {
+        let api_props: Vec<api::Proposal> = usable.iter().map(|p| convert::to_api_proposal(p)).collect();
+        let choice = self.policy.select_proposal(ctx, kind, &api_props, ceiling).map_err(|e| policy_reason(&e))?;
+        let Some(p) = usable.get(choice.index) else {
+            return Err(format!("policy {} chose proposal index {} out of range", self.policy.describe(), choice.index));
+        };
+        convert::negotiate(p, kind, ceiling, &choice.transforms, ke_group, ignore_ke).map(|r| (choice.index, r)).map_err(|why| {
+            format!(
+                "policy {} chose proposal #{} ({}) outside the configured proposals ({why})",
+                self.policy.describe(),
+                p.number,
+                convert::summary(std::slice::from_ref(*p))
+            )
+        })
+    }
+
+    /// `authorize` again for an IKE SA rekey (either role), with the identity and
+    /// auth facts the IKE SA was authenticated with.
+    pub(super) fn reauthorize(&self, sa: &IkeSa, ctx: &PeerContext) -> Result<(), String> {
+        let Some(auth) = &sa.auth else {
+            return Err("the IKE SA has no authenticated peer".into());
+        };
+        self.policy.authorize(ctx, auth).map_err(|e| format!("peer {} no longer authorized: {}", auth.peer_identity, policy_reason(&e)))
+    }
+
     /// Prepare a Child SA request for template `child` (or a rekey of child `rekey_idx`).
     pub(super) fn child_nego(&mut self, sa: &IkeSa, child: &str, rekey_idx: Option<usize>, with_ke: bool) -> Result<ChildNego, EngineError> {
         let conn = &self.config.connections[sa.conn];
         let ch = conn.child(child).ok_or_else(|| EngineError::UnknownChild(conn.name.clone(), child.into()))?;
-        let ctx = self.ctx(sa, sa.conn, true);
+        if rekey_idx.is_none() {
+            self.child_cap_allows(sa.conn, Some(sa)).map_err(EngineError::Limit)?;
+        }
+        let mut ctx = self.ctx(sa, sa.conn, true);
+        if rekey_idx.is_some() {
+            ctx.trigger = DecisionTrigger::Rekey;
+        }
         let order = self.ordered(&ctx, SaKind::Child, &ch.esp_proposals).map_err(EngineError::Policy)?;
         let (ts_i, ts_r) = match rekey_idx.and_then(|i| sa.children.get(i)) {
             Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
@@ -153,45 +197,25 @@ impl Engine {
             return Err(refuse(NotifyType::INVALID_SYNTAX, "Child SA request lacks SA, TSi or TSr".into()));
         };
         let conn_i = sa.conn;
-        let usable: Vec<codec::Proposal> = sa_p
+        if rekey_idx.is_none() {
+            self.child_cap_allows(conn_i, Some(&*sa)).map_err(|r| refuse(NotifyType::NO_ADDITIONAL_SAS, r))?;
+        }
+        for (side, n) in [("TSi", tsi.selectors.len()), ("TSr", tsr.selectors.len())] {
+            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("peer proposed {r}")))?;
+        }
+        // Proposals with an ESP SPI, without KE inside IKE_AUTH (its Child SA
+        // has no key exchange of its own).
+        let offered: Vec<codec::Proposal> = sa_p
             .proposals
             .iter()
             .filter(|p| p.spi.len() == 4)
             .map(|p| if in_auth { strip_ke(p) } else { p.clone() })
-            .filter(|p| convert::implementable(p, SaKind::Child))
             .collect();
         let conn = &self.config.connections[conn_i];
-        let all_esp: Vec<wisp_policy_api::Proposal> = conn.children.iter().flat_map(|c| c.esp_proposals.iter().cloned()).collect();
-        if usable.is_empty() {
-            return Err(refuse(
-                NotifyType::NO_PROPOSAL_CHOSEN,
-                format!(
-                    "peer offered ESP {}; we implement AES_GCM_16 (128/256) or CHACHA20_POLY1305 (connection accepts {})",
-                    convert::summary(&sa_p.proposals),
-                    all_esp.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", ")
-                ),
-            ));
+        let mut ctx = self.ctx(sa, conn_i, false);
+        if rekey_idx.is_some() {
+            ctx.trigger = DecisionTrigger::Rekey;
         }
-        let ctx = self.ctx(sa, conn_i, false);
-        let api_props: Vec<_> = usable.iter().map(convert::to_api_proposal).collect();
-        let idx = match self.policy.select_proposal(&ctx, SaKind::Child, &api_props) {
-            Ok(i) if i < usable.len() => i,
-            Ok(i) => return Err(refuse(NotifyType::NO_PROPOSAL_CHOSEN, format!("policy chose ESP proposal index {i} out of range"))),
-            Err(e) => return Err(refuse(NotifyType::NO_PROPOSAL_CHOSEN, policy_reason(&e))),
-        };
-        let offered = &usable[idx];
-        let mut chosen = convert::reduce(offered, SaKind::Child, &all_esp, ke.map(|k| k.group));
-        chosen.transforms.retain(|t| !(t.transform_type == codec::TransformType::DH && t.id == 0));
-        let spi_out = spi32(&offered.spi).ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "ESP SPI must be 4 bytes".into()))?;
-        let group = convert::pick(&chosen, codec::TransformType::DH).map(|t| t.id).unwrap_or(0);
-        if group != 0 && ke.map(|k| k.group) != Some(group) {
-            return Err(ChildRefusal {
-                notify: NotifyType::INVALID_KE_PAYLOAD,
-                data: group.to_be_bytes().to_vec(),
-                reason: format!("peer sent KE for group {:?}, we selected {group}", ke.map(|k| k.group)),
-            });
-        }
-        let cipher = convert::esp_cipher(&chosen).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "no usable ESP cipher".into()))?;
         // Traffic selectors, from our perspective: the peer initiated, so TSi is remote.
         let remote_proposed = convert::ts_from_wire(tsi);
         let local_proposed = convert::ts_from_wire(tsr);
@@ -199,10 +223,16 @@ impl Engine {
             Some(old) => conn.children.iter().position(|c| c.name == old.name).into_iter().collect(),
             None => (0..conn.children.len()).collect(),
         };
-        let mut last_reason = format!("connection {} has no child configured", conn.name);
+        // The Child SA template comes first (its selectors), then the proposal,
+        // inside that child's configured ESP proposals only: the proposals of
+        // the connection's children are never pooled.
+        let mut ts_reason = format!("connection {} has no child configured", conn.name);
+        let mut prop_reason = None;
         let mut picked = None;
         for ti in templates {
             let ch = &self.config.connections[conn_i].children[ti];
+            let usable: Vec<&codec::Proposal> =
+                offered.iter().filter(|p| convert::negotiate(p, SaKind::Child, &ch.esp_proposals, &[], None, in_auth).is_ok()).collect();
             let (remote_configured, local_configured) = match rekey_idx.and_then(|i| sa.children.get(i)) {
                 Some(old) => (old.remote_ts.clone(), old.local_ts.clone()),
                 None => (ch.remote_ts.clone(), ch.local_ts.clone()),
@@ -213,18 +243,53 @@ impl Engine {
                 remote_configured,
                 local_configured,
             };
-            match self.policy.narrow_selectors(&ctx, &req) {
-                Ok(pair) if within(&pair.remote, &remote_proposed) && within(&pair.local, &local_proposed) => {
-                    picked = Some((ti, pair));
+            let pair = match self.policy.narrow_selectors(&ctx, &req) {
+                Ok(pair) if within(&pair.remote, &remote_proposed) && within(&pair.local, &local_proposed) => pair,
+                Ok(_) => {
+                    ts_reason = format!("policy {} returned selectors outside the proposal", self.policy.describe());
+                    continue;
+                }
+                Err(e) => {
+                    ts_reason = format!("child {}: {}", ch.name, policy_reason(&e));
+                    continue;
+                }
+            };
+            if usable.is_empty() {
+                prop_reason = Some(format!(
+                    "peer offered ESP {}; child {} accepts {} (we implement AES_GCM_16 128/256 and CHACHA20_POLY1305)",
+                    convert::summary(&sa_p.proposals),
+                    ch.name,
+                    ch.esp_proposals.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
+            match self.choose_proposal(&ctx, SaKind::Child, &usable, &ch.esp_proposals, ke.map(|k| k.group), in_auth) {
+                Ok((i, chosen)) => {
+                    picked = Some((ti, pair, usable[i].spi.clone(), chosen));
                     break;
                 }
-                Ok(_) => last_reason = format!("policy {} returned selectors outside the proposal", self.policy.describe()),
-                Err(e) => last_reason = format!("child {}: {}", ch.name, policy_reason(&e)),
+                Err(reason) => prop_reason = Some(format!("child {}: {reason}", ch.name)),
             }
         }
-        let Some((ti, pair)) = picked else {
-            return Err(refuse(NotifyType::TS_UNACCEPTABLE, last_reason));
+        let Some((ti, pair, peer_spi, chosen)) = picked else {
+            return Err(match prop_reason {
+                Some(reason) => refuse(NotifyType::NO_PROPOSAL_CHOSEN, reason),
+                None => refuse(NotifyType::TS_UNACCEPTABLE, ts_reason),
+            });
         };
+        for (side, n) in [("remote", pair.remote.len()), ("local", pair.local.len())] {
+            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("policy narrowed to {r}")))?;
+        }
+        let spi_out = spi32(&peer_spi).ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "ESP SPI must be 4 bytes".into()))?;
+        let group = convert::pick(&chosen, codec::TransformType::DH).map(|t| t.id).unwrap_or(0);
+        if group != 0 && ke.map(|k| k.group) != Some(group) {
+            return Err(ChildRefusal {
+                notify: NotifyType::INVALID_KE_PAYLOAD,
+                data: group.to_be_bytes().to_vec(),
+                reason: format!("peer sent KE for group {:?}, we selected {group}", ke.map(|k| k.group)),
+            });
+        }
+        let cipher = convert::esp_cipher(&chosen).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "no usable ESP cipher".into()))?;
         let ch = &self.config.connections[conn_i].children[ti];
         let transport = find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some() && ch.mode == Mode::Transport;
         let name = ch.name.clone();
@@ -346,8 +411,14 @@ impl Engine {
             return fail(self, Side::Remote, Some(NotifyType::INVALID_SYNTAX), "Child SA answer lacks SA, TSi or TSr".into());
         };
         let offered: Vec<codec::Proposal> = if in_auth { nego.proposals.iter().map(strip_ke).collect() } else { nego.proposals.clone() };
-        if sa_p.proposals.len() != 1 || !convert::answer_within(&sa_p.proposals[0], &offered) {
-            return fail(self, Side::Local, Some(NotifyType::NO_PROPOSAL_CHOSEN), format!("peer chose ESP {} which we did not offer", convert::summary(&sa_p.proposals)));
+        // Exactly one transform of each type of the proposal we sent: an answer
+        // that drops the KE transform (PFS) or ESN is refused.
+        let answer = match sa_p.proposals.as_slice() {
+            [one] => convert::check_answer(one, &offered),
+            _ => Err(format!("{} proposals in the answer", sa_p.proposals.len())),
+        };
+        if let Err(why) = answer {
+            return fail(self, Side::Local, Some(NotifyType::NO_PROPOSAL_CHOSEN), format!("peer's ESP answer {} refused: {why}", convert::summary(&sa_p.proposals)));
         }
         let chosen = &sa_p.proposals[0];
         let Some(spi_out) = spi32(&chosen.spi) else {
@@ -375,6 +446,11 @@ impl Engine {
                 "peer narrowed to {} / {} outside our {} / {}",
                 crate::native_policy::ts_list(&ts_i), crate::native_policy::ts_list(&ts_r),
                 crate::native_policy::ts_list(&nego.ts_i), crate::native_policy::ts_list(&nego.ts_r)));
+        }
+        for (side, n) in [("TSi", ts_i.len()), ("TSr", ts_r.len())] {
+            if let Err(r) = self.selector_cap_allows(sa.conn, side, n) {
+                return fail(self, Side::Local, Some(NotifyType::TS_UNACCEPTABLE), format!("peer narrowed to {r}"));
+            }
         }
         let transport = nego.mode == Mode::Transport && find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some();
         let Some(keys) = sa.keys.as_ref() else {
@@ -427,7 +503,13 @@ impl Engine {
             }
             Task::RekeyIke => {
                 let Some(cur) = sa.suite else { return };
-                let ctx = self.ctx(sa, sa.conn, true);
+                let mut ctx = self.ctx(sa, sa.conn, true);
+                ctx.trigger = DecisionTrigger::Rekey;
+                if let Err(reason) = self.reauthorize(sa, &ctx) {
+                    let remote = sa.remote;
+                    self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, format!("IKE SA rekey refused: {reason}"), None);
+                    return;
+                }
                 let conn = &self.config.connections[sa.conn];
                 let order = match self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals) {
                     Ok(o) => o,
@@ -457,6 +539,7 @@ impl Engine {
                 let nego = IkeRekeyNego { new_spi, proposals, ni, dh, group, ke_retries: 0 };
                 self.send_request(now, sa, ExchangeType::CREATE_CHILD_SA, p, Pending::RekeyIke(nego));
             }
+            Task::DeleteRemoved(spis) => self.send_delete_removed(now, sa, spis),
             Task::DeleteChild(spi) => {
                 let Some(i) = sa.child_idx(spi) else { return };
                 if sa.children[i].state != ChildState::Rekeyed {
@@ -570,20 +653,26 @@ impl Engine {
             self.put(sa);
             return;
         };
-        let usable: Vec<&codec::Proposal> = sa_p.proposals.iter().filter(|p| p.spi.len() == 8 && convert::implementable(p, SaKind::Ike)).collect();
-        let ctx = self.ctx(&sa, sa.conn, false);
-        let api_props: Vec<_> = usable.iter().map(|p| convert::to_api_proposal(p)).collect();
+        let ceiling = &self.config.connections[sa.conn].ike_proposals;
+        let usable: Vec<&codec::Proposal> = sa_p
+            .proposals
+            .iter()
+            .filter(|p| p.spi.len() == 8 && convert::negotiate(p, SaKind::Ike, ceiling, &[], None, false).is_ok())
+            .collect();
+        let mut ctx = self.ctx(&sa, sa.conn, false);
+        ctx.trigger = DecisionTrigger::Rekey;
         let sel = if usable.is_empty() {
-            Err(format!("peer offered {} for the IKE rekey; nothing we implement", convert::summary(&sa_p.proposals)))
+            Err(format!(
+                "peer offered {} for the IKE rekey; connection {} accepts {}",
+                convert::summary(&sa_p.proposals),
+                self.config.connections[sa.conn].name,
+                ceiling.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", ")
+            ))
         } else {
-            match self.policy.select_proposal(&ctx, SaKind::Ike, &api_props) {
-                Ok(i) if i < usable.len() => Ok(i),
-                Ok(i) => Err(format!("policy chose index {i} out of range")),
-                Err(e) => Err(policy_reason(&e)),
-            }
+            self.choose_proposal(&ctx, SaKind::Ike, &usable, ceiling, Some(ke.group), false)
         };
-        let idx = match sel {
-            Ok(i) => i,
+        let (idx, chosen) = match sel {
+            Ok(c) => c,
             Err(reason) => {
                 reply(self, &mut sa, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
                 let remote = sa.remote;
@@ -592,7 +681,6 @@ impl Engine {
                 return;
             }
         };
-        let chosen = convert::reduce(usable[idx], SaKind::Ike, &self.config.connections[sa.conn].ike_proposals, Some(ke.group));
         let Some(new_suite) = super::init::ike_suite(&chosen) else {
             reply(self, &mut sa, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
             self.put(sa);
@@ -600,6 +688,15 @@ impl Engine {
         };
         if ke.group != new_suite.dh {
             reply(self, &mut sa, vec![notify(NotifyType::INVALID_KE_PAYLOAD, new_suite.dh.to_be_bytes().to_vec())]);
+            self.put(sa);
+            return;
+        }
+        // The peer keeps its authenticated identity only while the policy still
+        // authorizes it: a rekey asks again.
+        if let Err(reason) = self.reauthorize(&sa, &ctx) {
+            reply(self, &mut sa, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
+            let remote = sa.remote;
+            self.failure(Some(&sa), remote, None, Side::Local, ex, reason, Some(NotifyType::AUTHENTICATION_FAILED));
             self.put(sa);
             return;
         }
@@ -631,6 +728,7 @@ impl Engine {
             sa.rekey_theirs = Some(IkeRekeyRecord { min_nonce: min_nonce(&ni, &nr), new_sa: new_id });
         } else {
             sa.state = IkeState::Rekeyed;
+            sa.rekeyed_at = Some(now);
             new.tasks.extend(sa.tasks.drain(..).filter(|t| !matches!(t, Task::DeleteIke | Task::RekeyIke)));
         }
         let mut answer = chosen.clone();
@@ -659,6 +757,7 @@ impl Engine {
         n.nat = old.nat;
         n.peer_frag = old.peer_frag;
         n.remote_id = old.remote_id.clone();
+        n.auth = old.auth.clone();
         n.suite = Some(s);
         n.group = s.dh;
         n.keys = Some(keys);
@@ -816,7 +915,7 @@ impl Engine {
             let sa_p = sa_p?;
             let ke = ke?;
             let nr = nr?;
-            if sa_p.proposals.len() != 1 || !convert::answer_within(&sa_p.proposals[0], &nego.proposals) || ke.group != nego.group {
+            if sa_p.proposals.len() != 1 || convert::check_answer(&sa_p.proposals[0], &nego.proposals).is_err() || ke.group != nego.group {
                 return None;
             }
             let s = super::init::ike_suite(&sa_p.proposals[0]).filter(|s| s.dh == nego.group)?;

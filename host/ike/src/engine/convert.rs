@@ -62,63 +62,125 @@ fn transform_supported(t: &codec::Transform, kind: api::SaKind) -> bool {
     }
 }
 
-/// Can the engine implement at least one reduction of this proposal?
-pub fn implementable(p: &codec::Proposal, kind: api::SaKind) -> bool {
+/// The transform types a proposal may carry, in answer order.
+const TYPES: [TransformType; 5] = [TransformType::ENCR, TransformType::PRF, TransformType::INTEG, TransformType::DH, TransformType::ESN];
+
+fn type_name(ty: TransformType) -> &'static str {
+    match ty {
+        TransformType::ENCR => "encryption",
+        TransformType::PRF => "PRF",
+        TransformType::INTEG => "integrity",
+        TransformType::DH => "key exchange",
+        TransformType::ESN => "ESN",
+        _ => "unknown",
+    }
+}
+
+fn same(t: &codec::Transform, c: &api::Transform) -> bool {
+    c.kind.raw() == t.transform_type.0 && c.id == t.id && c.key_length == t.key_length()
+}
+
+/// RFC 7296 3.3: a proposal is an OR within each transform type. Reduce
+/// `offered` to one transform of every type it carries, inside ONE of
+/// `ceiling` (the configured proposals, in our order of preference), ignoring
+/// alternatives we do not implement or did not configure.
+///
+/// - `named`: indices into `offered.transforms` the policy chose (at most one
+///   per type); a named transform must itself be acceptable.
+/// - `ke_group`: the group of the peer's KE payload, preferred when acceptable.
+/// - `ignore_ke`: IKE_AUTH's Child SA, which has no key exchange of its own
+///   (the caller already removed the KE transforms of the offer); the ceiling's
+///   KE transforms are ignored too. Everywhere else a configured key exchange
+///   (PFS) must be in the answer.
+///
+/// A type of the ceiling's proposal that the offer lacks fails that proposal
+/// (e.g. PFS configured, no KE offered); a type the offer carries but the
+/// ceiling's proposal lacks is acceptable only as NONE (integrity, KE) or, for
+/// ESN, as "no ESN".
+pub fn negotiate(
+    offered: &codec::Proposal,
+    kind: api::SaKind,
+    ceiling: &[api::Proposal],
+    named: &[usize],
+    ke_group: Option<u16>,
+    ignore_ke: bool,
+) -> Result<codec::Proposal, String> {
     let want_proto = match kind {
         api::SaKind::Ike => ProtocolId::IKE,
         api::SaKind::Child => ProtocolId::ESP,
     };
-    if p.protocol != want_proto {
-        return false;
+    if offered.protocol != want_proto {
+        return Err(format!("protocol {} instead of {}", offered.protocol.0, want_proto.0));
     }
-    let has = |ty: TransformType| p.transforms_of(ty).any(|t| transform_supported(t, kind));
-    let present = |ty: TransformType| p.transforms_of(ty).next().is_some();
-    if !has(TransformType::ENCR) {
-        return false;
+    if let Some(t) = offered.transforms.iter().find(|t| !TYPES.contains(&t.transform_type)) {
+        return Err(format!("transform type {} we cannot answer", t.transform_type.0));
     }
-    // AEAD only: an INTEG transform other than NONE means the peer wants a non-AEAD
-    // combination of this proposal; fine as long as NONE is also offered.
-    if present(TransformType::INTEG) && !has(TransformType::INTEG) {
-        return false;
+    let mut chosen: Vec<&codec::Transform> = Vec::with_capacity(named.len());
+    for &i in named {
+        let Some(t) = offered.transforms.get(i) else {
+            return Err(format!("policy named transform #{i} of a proposal of {}", offered.transforms.len()));
+        };
+        if chosen.iter().any(|c| c.transform_type == t.transform_type) {
+            return Err(format!("policy named two {} transforms", type_name(t.transform_type)));
+        }
+        chosen.push(t);
     }
-    match kind {
-        api::SaKind::Ike => has(TransformType::PRF) && has(TransformType::DH),
-        api::SaKind::Child => (!present(TransformType::DH) || has(TransformType::DH)) && (!present(TransformType::ESN) || has(TransformType::ESN)),
+    if ceiling.is_empty() {
+        return Err("no proposal configured".into());
     }
-}
-
-/// Reduce a chosen proposal to one transform per type. `prefer` lists the
-/// configured proposals (their transforms win ties); `ke_group` is the group
-/// of a received KE payload to prefer.
-pub fn reduce(p: &codec::Proposal, kind: api::SaKind, prefer: &[api::Proposal], ke_group: Option<u16>) -> codec::Proposal {
-    let mut out = codec::Proposal { number: p.number, protocol: p.protocol, spi: Vec::new(), transforms: Vec::new() };
-    for ty in [TransformType::ENCR, TransformType::PRF, TransformType::INTEG, TransformType::DH, TransformType::ESN] {
-        let cands: Vec<&codec::Transform> = p.transforms_of(ty).filter(|t| transform_supported(t, kind)).collect();
-        if cands.is_empty() {
+    let mut why = Vec::new();
+    'conf: for (ci, c) in ceiling.iter().enumerate() {
+        if c.protocol.raw() != offered.protocol.0 {
+            why.push(format!("configured #{}: other protocol", ci + 1));
             continue;
         }
-        let configured = |t: &codec::Transform| {
-            prefer.iter().any(|pp| {
-                pp.transforms.iter().any(|c| c.kind.raw() == ty.0 && c.id == t.id && c.key_length == t.key_length())
-            })
-        };
-        let pick = if ty == TransformType::DH {
-            ke_group
-                .and_then(|g| cands.iter().find(|t| t.id == g && configured(t)).copied())
-                .or_else(|| {
-                    // Our configured order of groups.
-                    prefer
-                        .iter()
-                        .flat_map(|pp| pp.transforms.iter().filter(|c| c.kind == api::TransformType::KeyExchange))
-                        .find_map(|c| cands.iter().find(|t| t.id == c.id).copied())
-                })
-                .unwrap_or(cands[0])
-        } else {
-            cands.iter().find(|t| configured(t)).copied().unwrap_or(cands[0])
-        };
-        out.transforms.push(pick.clone());
+        let mut out = codec::Proposal { number: offered.number, protocol: offered.protocol, spi: Vec::new(), transforms: Vec::new() };
+        for ty in TYPES {
+            let conf: Vec<&api::Transform> =
+                c.transforms.iter().filter(|t| t.kind.raw() == ty.0 && !(ignore_ke && ty == TransformType::DH)).collect();
+            let offer: Vec<&codec::Transform> = offered.transforms_of(ty).collect();
+            if offer.is_empty() {
+                let optional = ty == TransformType::ESN && conf.iter().any(|t| t.id == 0);
+                if !conf.is_empty() && !optional {
+                    why.push(format!("configured #{}: peer offers no {} transform", ci + 1, type_name(ty)));
+                    continue 'conf;
+                }
+                continue;
+            }
+            let none_ok = matches!(ty, TransformType::INTEG | TransformType::DH | TransformType::ESN) && conf.is_empty();
+            let acceptable = |t: &codec::Transform| {
+                transform_supported(t, kind) && (conf.iter().any(|c| same(t, c)) || (none_ok && t.id == 0))
+            };
+            let named_ty = chosen.iter().find(|t| t.transform_type == ty);
+            let pick = match named_ty {
+                Some(t) => acceptable(t).then_some(*t),
+                None => {
+                    let by_ke = (ty == TransformType::DH)
+                        .then(|| ke_group.and_then(|g| offer.iter().copied().find(|t| t.id == g && acceptable(t))))
+                        .flatten();
+                    by_ke
+                        .or_else(|| conf.iter().find_map(|c| offer.iter().copied().find(|t| same(t, c) && acceptable(t))))
+                        .or_else(|| offer.iter().copied().find(|t| acceptable(t)))
+                }
+            };
+            let Some(pick) = pick else {
+                let what = match named_ty {
+                    Some(t) => format!("the policy's {} {}", type_name(ty), transform_label(t)),
+                    None => format!("no acceptable {} transform", type_name(ty)),
+                };
+                why.push(format!("configured #{}: {what}", ci + 1));
+                continue 'conf;
+            };
+            out.transforms.push(pick.clone());
+        }
+        return Ok(out);
     }
-    out
+    Err(why.join("; "))
+}
+
+fn transform_label(t: &codec::Transform) -> String {
+    let api_t = api::Transform { kind: api::TransformType::from_raw(t.transform_type.0), id: t.id, key_length: t.key_length() };
+    crate::config::transform_name(&api_t)
 }
 
 /// One transform of a type from a reduced proposal.
@@ -126,15 +188,25 @@ pub fn pick(p: &codec::Proposal, ty: TransformType) -> Option<&codec::Transform>
     p.transforms_of(ty).next()
 }
 
-/// Is `chosen` (single transform per type) acceptable as an answer to `offered`?
-pub fn answer_within(chosen: &codec::Proposal, offered: &[codec::Proposal]) -> bool {
-    offered.iter().any(|o| {
-        o.number == chosen.number
-            && o.protocol == chosen.protocol
-            && chosen.transforms.iter().all(|t| {
-                o.transforms.iter().any(|x| x.transform_type == t.transform_type && x.id == t.id && x.key_length() == t.key_length())
-            })
-    })
+/// Initiator: is the peer's `answer` a proper answer to what we `offered`? It
+/// must name a proposal we sent, carry exactly one transform of each type that
+/// proposal carries (so an answer without the KE transform to a PFS offer is
+/// refused), and nothing else.
+pub fn check_answer(answer: &codec::Proposal, offered: &[codec::Proposal]) -> Result<(), String> {
+    let Some(o) = offered.iter().find(|o| o.number == answer.number && o.protocol == answer.protocol) else {
+        return Err(format!("peer chose proposal #{} which we did not offer", answer.number));
+    };
+    if let Some(t) = answer.transforms.iter().find(|t| !o.transforms.iter().any(|x| x.transform_type == t.transform_type && x.id == t.id && x.key_length() == t.key_length())) {
+        return Err(format!("peer chose {} which we did not offer in proposal #{}", transform_label(t), o.number));
+    }
+    for ty in TYPES {
+        let offered_ty = o.transforms_of(ty).next().is_some();
+        let n = answer.transforms_of(ty).count();
+        if offered_ty && n != 1 {
+            return Err(format!("peer answered {n} {} transforms to proposal #{} (one expected)", type_name(ty), o.number));
+        }
+    }
+    Ok(())
 }
 
 pub fn esp_cipher(p: &codec::Proposal) -> Option<crate::event::EspCipher> {
@@ -231,5 +303,84 @@ pub fn unspecified_like(a: IpAddr) -> IpAddr {
     match a {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_proposal;
+
+    fn wire(s: &str, kind: api::SaKind, number: u8) -> codec::Proposal {
+        to_wire_proposal(&parse_proposal(s, kind).unwrap(), number, vec![0, 0, 0, 1], true)
+    }
+
+    #[test]
+    fn initiator_refuses_answer_without_dh_when_pfs_configured() {
+        let child = api::SaKind::Child;
+        let offered = vec![wire("aes256gcm16-x25519", child, 1)];
+        let mut answer = offered[0].clone();
+        assert!(check_answer(&answer, &offered).is_ok());
+        answer.transforms.retain(|t| t.transform_type != TransformType::DH);
+        let e = check_answer(&answer, &offered).unwrap_err();
+        assert!(e.contains("key exchange"), "{e}");
+        // ESN dropped: refused the same way.
+        let mut answer = offered[0].clone();
+        answer.transforms.retain(|t| t.transform_type != TransformType::ESN);
+        assert!(check_answer(&answer, &offered).is_err());
+        // Two groups, or a group we did not offer.
+        let two = wire("aes256gcm16-x25519-ecp256", child, 1);
+        assert!(check_answer(&two, &[two.clone()]).is_err(), "two transforms of one type");
+        let other = wire("aes256gcm16-ecp256", child, 1);
+        assert!(check_answer(&other, &offered).is_err());
+        // A proposal number we did not send.
+        assert!(check_answer(&wire("aes256gcm16-x25519", child, 2), &offered).is_err());
+    }
+
+    #[test]
+    fn negotiation_picks_one_per_type_inside_one_configured_proposal() {
+        let ike = api::SaKind::Ike;
+        let ceiling = vec![
+            parse_proposal("aes256gcm16-prfsha384-ecp384", ike).unwrap(),
+            parse_proposal("aes128gcm16-prfsha256-x25519", ike).unwrap(),
+        ];
+        // Mixing AES-256 from the first with SHA-256/x25519 of the second is not allowed.
+        let mixed = wire("aes256gcm16-prfsha256-x25519", ike, 1);
+        assert!(negotiate(&mixed, ike, &ceiling, &[], Some(31), false).is_err());
+        // Alternatives across both: the first configured proposal that fits wins.
+        let wide = wire("aes128gcm16-aes256gcm16-aes128gcm12-prfsha1-prfsha256-prfsha384-x25519-ecp384-modp2048", ike, 1);
+        let r = negotiate(&wide, ike, &ceiling, &[], Some(31), false).unwrap();
+        let ids: Vec<(u8, u16)> = r.transforms.iter().map(|t| (t.transform_type.0, t.id)).collect();
+        assert_eq!(ids, vec![(1, 20), (2, 6), (4, 20)]);
+        assert_eq!(r.transforms[0].key_length(), Some(256));
+        // Naming x25519 moves the choice to the second configured proposal.
+        let x = wide.transforms.iter().position(|t| t.transform_type == TransformType::DH && t.id == 31).unwrap();
+        let r = negotiate(&wide, ike, &ceiling, &[x], None, false).unwrap();
+        assert_eq!(r.transforms.iter().map(|t| t.id).collect::<Vec<_>>(), vec![20, 5, 31]);
+        assert_eq!(r.transforms[0].key_length(), Some(128));
+        // Naming MODP-2048 (offered, not configured or implemented) fails.
+        let m = wide.transforms.iter().position(|t| t.id == 14 && t.transform_type == TransformType::DH).unwrap();
+        assert!(negotiate(&wide, ike, &ceiling, &[m], None, false).is_err());
+        // An unknown transform type cannot be answered.
+        let mut odd = mixed.clone();
+        odd.transforms.push(codec::Transform::new(TransformType(9), 1));
+        assert!(negotiate(&odd, ike, &ceiling[1..], &[], None, false).is_err());
+    }
+
+    #[test]
+    fn child_pfs_and_esn_follow_the_ceiling() {
+        let child = api::SaKind::Child;
+        let pfs = vec![parse_proposal("aes256gcm16-x25519", child).unwrap()];
+        let no_ke = wire("aes256gcm16", child, 1);
+        assert!(negotiate(&no_ke, child, &pfs, &[], None, false).is_err(), "PFS configured, no KE offered");
+        assert!(negotiate(&no_ke, child, &pfs, &[], None, true).is_ok(), "IKE_AUTH has no KE");
+        let no_pfs = vec![parse_proposal("aes256gcm16", child).unwrap()];
+        let ke = wire("aes256gcm16-x25519", child, 1);
+        assert!(negotiate(&ke, child, &no_pfs, &[], Some(31), false).is_err(), "KE offered, none configured, no NONE");
+        let esn_only = wire("aes256gcm16-esn", child, 1);
+        assert!(negotiate(&esn_only, child, &no_pfs, &[], None, false).is_err(), "ESN configured off");
+        let either = wire("aes256gcm16-esn-noesn", child, 1);
+        let r = negotiate(&either, child, &no_pfs, &[], None, false).unwrap();
+        assert_eq!(pick(&r, TransformType::ESN).map(|t| t.id), Some(0));
     }
 }

@@ -21,6 +21,8 @@ impl Engine {
         let local_ip = conn.local_addr.unwrap_or_else(|| convert::unspecified_like(remote_ip));
         let local = SocketAddr::new(local_ip, 500);
         let remote = SocketAddr::new(remote_ip, conn.remote_port);
+        let probe = self.skeleton(IkeSaId(0), 0, 0);
+        self.ike_cap_allows(&probe, ci, false).map_err(EngineError::Limit)?;
         let id = self.new_id();
         let spi_i = self.alloc_ike_spi();
         let mut sa = self.skeleton(id, spi_i, 0);
@@ -145,8 +147,16 @@ impl Engine {
             self.fail_sa(sa, Side::Remote, ex, "IKE_SA_INIT response lacks SA, KE or Nonce".into(), Some(NotifyType::INVALID_SYNTAX));
             return;
         };
-        if sa_p.proposals.len() != 1 || !convert::answer_within(&sa_p.proposals[0], &sa.offered) || nonce.len() < 16 || nonce.len() > 256 || h.spi_r == 0 {
-            self.fail_sa(sa, Side::Local, ex, format!("peer chose a proposal we did not offer: {}", convert::summary(&sa_p.proposals)), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+        let answer = match sa_p.proposals.as_slice() {
+            [one] => convert::check_answer(one, &sa.offered),
+            _ => Err(format!("peer answered with {} proposals", sa_p.proposals.len())),
+        };
+        if let Err(why) = answer {
+            self.fail_sa(sa, Side::Local, ex, format!("peer's answer {} refused: {why}", convert::summary(&sa_p.proposals)), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+            return;
+        }
+        if nonce.len() < 16 || nonce.len() > 256 || h.spi_r == 0 {
+            self.fail_sa(sa, Side::Local, ex, "IKE_SA_INIT response has a bad nonce or responder SPI".into(), Some(NotifyType::INVALID_SYNTAX));
             return;
         }
         let chosen = &sa_p.proposals[0];
@@ -325,7 +335,9 @@ impl Engine {
         sa.conn = ci;
         sa.candidates = candidates;
         // Proposal selection.
-        let usable: Vec<&codec::Proposal> = sa_p.proposals.iter().filter(|p| convert::implementable(p, SaKind::Ike)).collect();
+        let ceiling = &self.config.connections[ci].ike_proposals;
+        let usable: Vec<&codec::Proposal> =
+            sa_p.proposals.iter().filter(|p| convert::negotiate(p, SaKind::Ike, ceiling, &[], None, false).is_ok()).collect();
         let refuse = |this: &mut Engine, reason: String| {
             reply_plain(this, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
             this.events.push_back(Event::Failure(Failure {
@@ -347,20 +359,14 @@ impl Engine {
             refuse(self, reason);
             return;
         }
-        let api_props: Vec<_> = usable.iter().map(|p| convert::to_api_proposal(p)).collect();
         let ctx = self.ctx(&sa, ci, false);
-        let idx = match self.policy.select_proposal(&ctx, SaKind::Ike, &api_props) {
-            Ok(i) if i < usable.len() => i,
-            Ok(i) => {
-                refuse(self, format!("policy {} chose proposal index {i} out of range", self.policy.describe()));
-                return;
-            }
-            Err(e) => {
-                refuse(self, policy_reason(&e));
+        let chosen = match self.choose_proposal(&ctx, SaKind::Ike, &usable, &self.config.connections[ci].ike_proposals, Some(ke.group), false) {
+            Ok((_, chosen)) => chosen,
+            Err(reason) => {
+                refuse(self, reason);
                 return;
             }
         };
-        let chosen = convert::reduce(usable[idx], SaKind::Ike, &self.config.connections[ci].ike_proposals, Some(ke.group));
         let Some(suite) = ike_suite(&chosen) else {
             refuse(self, "selected proposal lacks a usable algorithm".into());
             return;
@@ -476,6 +482,11 @@ impl Engine {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
             return;
         }
+        if let Err(reason) = self.ike_cap_allows(&sa, ci, find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some()) {
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+            return;
+        }
+        sa.auth = Some(info);
         // Authenticated.
         sa.candidates.clear();
         let keys = sa.keys.as_ref().expect("checked");
@@ -605,8 +616,9 @@ impl Engine {
         if problem.is_none() {
             let ctx = self.ctx(&sa, sa.conn, true);
             let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
-            if let Err(e) = self.policy.authorize(&ctx, &info) {
-                problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
+            match self.policy.authorize(&ctx, &info) {
+                Ok(()) => sa.auth = Some(info),
+                Err(e) => problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e))),
             }
         }
         if let Some(reason) = problem {

@@ -5,8 +5,13 @@
 //! The engine owns no socket, no clock, no thread. The caller passes the current
 //! time as a [`Duration`] since any fixed epoch (e.g. `Instant::now() - start`),
 //! feeds received IKE datagrams in, and takes datagrams, timer deadlines and
-//! events out. Randomness comes from a 32-byte seed given to [`Engine::new`]
-//! (seed it from the OS RNG in production; fixed seeds make tests reproducible).
+//! events out. Randomness comes from a ChaCha20 generator seeded with the
+//! 32 bytes given to [`Engine::new`] and reseeded for every new IKE SA, from
+//! [`Engine::set_entropy`]'s source when given one (the gateway: the OS RNG;
+//! fixed seeds without a source make tests reproducible). A daemon running
+//! several engines shares [`Engine::set_admission`] (half-open caps, see
+//! [`crate::admission`]) and [`Engine::set_spi_pool`] (our SPIs unique
+//! daemon-wide) between them.
 //!
 //! ```text
 //! let mut e = Engine::new(config, Arc::new(policy), seed)?;   // Config: crate::config
@@ -45,25 +50,31 @@
 mod convert;
 mod rng;
 mod sa;
+mod shared;
 pub(crate) mod suite;
 
 mod child;
 mod info;
 mod init;
+mod revoke;
+
+pub use revoke::Recheck;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wisp_policy_api::{PeerContext, Policy, PolicyError, SaKind};
+use wisp_policy_api::{DecisionTrigger, PeerContext, Policy, PolicyError, SaKind};
 
 use crate::codec::{self, ExchangeType, Header, NotifyPayload, NotifyType, Payload};
 use crate::config::{Config, ConfigError, Lifetimes};
 use crate::event::*;
 
+pub use rng::EntropySource;
 use rng::Drbg;
 use sa::*;
+use shared::{EspSpis, IkeSpis, SharedState};
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +105,9 @@ pub enum EngineError {
     NotEstablished(IkeSaId),
     #[error("policy refused: {0}")]
     Policy(String),
+    /// A per-connection cap ([`crate::config::Caps`]) is reached.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }
@@ -117,15 +131,18 @@ pub struct Engine {
     policy: Arc<dyn Policy>,
     rng: Drbg,
     sas: BTreeMap<IkeSaId, IkeSa>,
-    by_spi: HashMap<u64, IkeSaId>,
+    /// Our IKE SPIs (the only ones datagrams are routed by).
+    by_spi: IkeSpis,
     half_open_index: HashMap<(u64, SocketAddr), IkeSaId>,
-    spis_in: HashSet<u32>,
+    spis_in: EspSpis,
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     cookie_secret: [u8; 32],
     /// Zombies: SAs that only answer retransmits until the deadline.
     zombies: HashMap<IkeSaId, Duration>,
+    /// Daemon-wide admission, SPI pool and entropy (see `shared.rs`).
+    shared: SharedState,
 }
 
 impl Engine {
@@ -139,14 +156,15 @@ impl Engine {
             policy,
             rng,
             sas: BTreeMap::new(),
-            by_spi: HashMap::new(),
+            by_spi: IkeSpis::default(),
             half_open_index: HashMap::new(),
-            spis_in: HashSet::new(),
+            spis_in: EspSpis::default(),
             next_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             cookie_secret,
             zombies: HashMap::new(),
+            shared: SharedState::default(),
         })
     }
 
@@ -279,14 +297,12 @@ impl Engine {
     /// Data-plane counters for a Child SA (inbound or outbound SPI): adds to its
     /// byte/packet totals and triggers soft (rekey) / hard (delete) limits.
     pub fn child_traffic(&mut self, now: Duration, spi: u32, bytes: u64, packets: u64) {
-        let found = self
-            .sas
-            .values()
-            .find(|s| s.children.iter().any(|c| c.spi_in == spi || c.spi_out == spi))
-            .map(|s| s.id);
-        let Some(id) = found else { return };
+        // Our inbound SPI first: it is unique, the peer's choice is not.
+        let by_in = self.sas.values().find(|s| s.children.iter().any(|c| c.spi_in == spi)).map(|s| (s.id, true));
+        let found = by_in.or_else(|| self.sas.values().find(|s| s.children.iter().any(|c| c.spi_out == spi)).map(|s| (s.id, false)));
+        let Some((id, inbound)) = found else { return };
         let Ok(mut sa) = self.take(id) else { return };
-        if let Some(i) = sa.children.iter().position(|c| c.spi_in == spi || c.spi_out == spi) {
+        if let Some(i) = sa.children.iter().position(|c| if inbound { c.spi_in == spi } else { c.spi_out == spi }) {
             let c = &mut sa.children[i];
             c.bytes = c.bytes.saturating_add(bytes);
             c.packets = c.packets.saturating_add(packets);
@@ -430,7 +446,7 @@ impl Engine {
         let h = info.header;
         if h.exchange == ExchangeType::IKE_SA_INIT && !h.flags.response() && h.spi_r == 0 {
             if h.flags.initiator() {
-                self.responder_init(now, local, remote, bytes, &h);
+                self.init_request(now, local, remote, bytes, &h);
             }
             return;
         }
@@ -463,6 +479,7 @@ impl Engine {
         } else {
             self.handle_request(now, local, remote, bytes, sa, &h);
         }
+        self.settle_half_open(id);
     }
 
     // ----- internals -------------------------------------------------------
@@ -514,10 +531,14 @@ impl Engine {
         id
     }
 
+    /// A new IKE SPI of ours, i.e. a new IKE SA: the generator is reseeded
+    /// first (fresh entropy per IKE SA), and the SPI is unique daemon-wide
+    /// when the engine shares an SPI pool.
     fn alloc_ike_spi(&mut self) -> u64 {
+        self.reseed();
         loop {
             let s = self.rng.u64();
-            if s != 0 && !self.by_spi.contains_key(&s) {
+            if s != 0 && self.by_spi.is_free(s) {
                 return s;
             }
         }
@@ -554,6 +575,7 @@ impl Engine {
             nat_detected: sa.nat.local_behind_nat || sa.nat.remote_behind_nat,
             local_is_initiator,
             peer_identity: sa.remote_id.clone(),
+            trigger: DecisionTrigger::Initial,
         }
     }
 
@@ -661,6 +683,7 @@ impl Engine {
     }
 
     fn forget(&mut self, sa: &IkeSa) {
+        self.forget_half_open(sa.id);
         if self.by_spi.get(&sa.local_spi()) == Some(&sa.id) {
             self.by_spi.remove(&sa.local_spi());
         }
@@ -677,9 +700,12 @@ impl Engine {
     }
 
     fn kick(&mut self, now: Duration, sa: &mut IkeSa) {
+        if sa.state == IkeState::Rekeyed && sa.rekeyed_at.is_none() {
+            sa.rekeyed_at = Some(now);
+        }
         while sa.outstanding.is_none() {
             let ok_state = sa.state == IkeState::Established
-                || (sa.state == IkeState::Rekeyed && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_))));
+                || (sa.state == IkeState::Rekeyed && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_)) | Some(Task::DeleteRemoved(_))));
             if !ok_state {
                 return;
             }
@@ -714,6 +740,7 @@ impl Engine {
                     consider(c.hard_at);
                 }
             }
+            IkeState::Rekeyed => consider(sa.rekeyed_at.map(|t| t + self.config.rekeyed_grace)),
             _ => {}
         }
         best
@@ -734,7 +761,12 @@ impl Engine {
                         self.failure(Some(&taken), taken.remote, None, Side::Remote, exchange,
                             format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote), None);
                     }
-                    self.teardown(taken, if was_delete { DownReason::LocalDelete } else { DownReason::Timeout });
+                    let reason = match (&taken.delete_reason, was_delete) {
+                        (Some(r @ DownReason::Revoked(_)), true) => r.clone(),
+                        (_, true) => DownReason::LocalDelete,
+                        (_, false) => DownReason::Timeout,
+                    };
+                    self.teardown(taken, reason);
                     return false;
                 }
                 let wait = rt.timeout.mul_f64(rt.backoff.powi(o.sends as i32));
@@ -749,6 +781,11 @@ impl Engine {
             IkeState::InitResponded if sa.created + self.config.half_open_timeout <= now => {
                 let taken = std::mem::replace(sa, self.skeleton(sa.id, 0, 0));
                 self.teardown(taken, DownReason::Timeout);
+                return false;
+            }
+            IkeState::Rekeyed if self.rekeyed_expired(now, sa) => {
+                let taken = std::mem::replace(sa, self.skeleton(sa.id, 0, 0));
+                self.teardown(taken, DownReason::Rekeyed);
                 return false;
             }
             IkeState::Established => {
@@ -826,6 +863,7 @@ impl Engine {
             nat: NatState::default(),
             peer_frag: false,
             remote_id: None,
+            auth: None,
             next_msg_id: 0,
             outstanding: None,
             tasks: VecDeque::new(),
@@ -841,6 +879,7 @@ impl Engine {
             replaces: None,
             reasm: None,
             delete_reason: None,
+            rekeyed_at: None,
         }
     }
 

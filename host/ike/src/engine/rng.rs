@@ -1,58 +1,55 @@
-//! Deterministic random source seeded by the caller (SHA-256 in counter mode).
-//! Reproducible for tests; a caller seeding from the OS RNG gets fresh values.
+//! The engine's random source: ChaCha20 ([`rand_chacha::ChaCha20Rng`]), a
+//! vetted CSPRNG, seeded by the caller. The engine reseeds it for every new
+//! IKE SA ([`Drbg::reseed`]): with fresh entropy when the caller gave it an
+//! entropy source (the gateway: the OS RNG), else by ratcheting its own
+//! state (tests: reproducible from the 32-byte seed).
 
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
-pub struct Drbg {
-    key: [u8; 32],
-    counter: u64,
-    buf: [u8; 32],
-    pos: usize,
-}
+/// Fresh entropy for [`Drbg::reseed`] (e.g. 32 bytes from `getrandom`);
+/// `None` when none could be had (the generator then ratchets its own state).
+pub type EntropySource = Box<dyn FnMut() -> Option<[u8; 32]> + Send>;
 
-impl Drop for Drbg {
-    fn drop(&mut self) {
-        self.key.zeroize();
-        self.buf.zeroize();
-    }
+pub struct Drbg {
+    rng: ChaCha20Rng,
 }
 
 impl Drbg {
     pub fn new(seed: [u8; 32]) -> Self {
-        Drbg { key: seed, counter: 0, buf: [0; 32], pos: 32 }
+        Drbg { rng: ChaCha20Rng::from_seed(seed) }
     }
 
-    fn refill(&mut self) {
+    /// A new key: SHA-256 over 32 bytes of the current stream and `fresh`
+    /// (if any). The old key cannot be recovered from the new state.
+    pub fn reseed(&mut self, fresh: Option<[u8; 32]>) {
+        let mut cur = [0u8; 32];
+        self.rng.fill_bytes(&mut cur);
         let mut h = Sha256::new();
-        h.update(b"wisp-ike drbg");
-        h.update(self.key);
-        h.update(self.counter.to_be_bytes());
-        self.counter = self.counter.wrapping_add(1);
-        self.buf.copy_from_slice(&h.finalize());
-        self.pos = 0;
+        h.update(b"wisp-ike reseed");
+        h.update(cur);
+        if let Some(mut f) = fresh {
+            h.update(f);
+            f.zeroize();
+        }
+        cur.zeroize();
+        let mut key: [u8; 32] = h.finalize().into();
+        self.rng = ChaCha20Rng::from_seed(key);
+        key.zeroize();
     }
 
     pub fn fill(&mut self, out: &mut [u8]) {
-        for b in out.iter_mut() {
-            if self.pos == 32 {
-                self.refill();
-            }
-            *b = self.buf[self.pos];
-            self.pos += 1;
-        }
+        self.rng.fill_bytes(out)
     }
 
     pub fn u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.fill(&mut b);
-        u64::from_be_bytes(b)
+        self.rng.next_u64()
     }
 
     pub fn u32(&mut self) -> u32 {
-        let mut b = [0u8; 4];
-        self.fill(&mut b);
-        u32::from_be_bytes(b)
+        self.rng.next_u32()
     }
 
     pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
@@ -77,7 +74,7 @@ impl Drbg {
     }
 }
 
-impl rand_core::RngCore for Drbg {
+impl RngCore for Drbg {
     fn next_u32(&mut self) -> u32 {
         self.u32()
     }
@@ -94,3 +91,20 @@ impl rand_core::RngCore for Drbg {
 }
 
 impl rand_core::CryptoRng for Drbg {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_stream_reseed_changes_it() {
+        let (mut a, mut b) = (Drbg::new([7; 32]), Drbg::new([7; 32]));
+        assert_eq!(a.bytes::<32>(), b.bytes::<32>());
+        a.reseed(None);
+        b.reseed(None);
+        assert_eq!(a.u64(), b.u64(), "ratchet without entropy is deterministic");
+        a.reseed(Some([1; 32]));
+        b.reseed(Some([2; 32]));
+        assert_ne!(a.bytes::<32>(), b.bytes::<32>(), "fresh entropy enters the state");
+    }
+}

@@ -106,6 +106,9 @@ pub(crate) enum Task {
     DeleteChild(u32),
     DeleteIke,
     Dpd,
+    /// DELETE for Child SAs (our inbound SPIs) already removed locally
+    /// (revoked on reload): only the peer is left to tell.
+    DeleteRemoved(Vec<u32>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +186,9 @@ pub(crate) struct IkeSa {
     pub nat: NatState,
     pub peer_frag: bool,
     pub remote_id: Option<Identity>,
+    /// What the peer authenticated with (set with `remote_id` once AUTH
+    /// verified; kept across IKE SA rekeys, which authorize it again).
+    pub auth: Option<wisp_policy_api::AuthInfo>,
     pub next_msg_id: u32,
     pub outstanding: Option<Outstanding>,
     pub tasks: VecDeque<Task>,
@@ -202,6 +208,8 @@ pub(crate) struct IkeSa {
     pub reasm: Option<(u32, crate::codec::sk::Reassembler)>,
     /// Why our DELETE of this IKE SA was sent.
     pub delete_reason: Option<crate::event::DownReason>,
+    /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
+    pub rekeyed_at: Option<Duration>,
 }
 
 impl IkeSa {

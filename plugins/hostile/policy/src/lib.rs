@@ -11,6 +11,11 @@
 //! | `bad-index`      | `select-proposal` answers an index past the end,        |
 //! |                  | `order-proposals` lists an index twice                  |
 //! | `wide-selector`  | `narrow-selectors` widens the remote selector           |
+//! | `recursion`      | `select-proposal` recurses without end (stack overflow) |
+//! | `log-flood`      | `authorize` logs 20,000 lines of 1 KiB, then allows     |
+//! | `huge-answer`    | `order-proposals` answers 1,000,000 indices,            |
+//! |                  | `narrow-selectors` 100,000 selectors, `select-proposal` |
+//! |                  | refuses with a 4 MiB reason                              |
 //!
 //! Only the decision named misbehaves; the others answer normally, so a test can
 //! check that the host still works after the misbehaviour.
@@ -22,11 +27,21 @@ wit_bindgen::generate!({
 
 use exports::wisp::policy::decisions::Guest;
 use wisp::policy::types::{
-    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, Refusal, SaKind, SelectorPair,
+    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, ProposalChoice, Refusal, SaKind, SelectorPair,
     SelectorRequest, Setting,
 };
 
 struct Hostile;
+
+/// Recursion the optimizer cannot turn into a loop: every frame keeps a
+/// buffer alive across the call.
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn deeper(n: u64) -> u64 {
+    let frame = core::hint::black_box([n; 16]);
+    let below = deeper(core::hint::black_box(n + 1));
+    below.wrapping_add(frame[(n % 16) as usize])
+}
 
 const NAME: &str = if cfg!(feature = "trap") {
     "hostile-trap"
@@ -40,6 +55,12 @@ const NAME: &str = if cfg!(feature = "trap") {
     "hostile-bad-index"
 } else if cfg!(feature = "wide-selector") {
     "hostile-wide-selector"
+} else if cfg!(feature = "recursion") {
+    "hostile-recursion"
+} else if cfg!(feature = "log-flood") {
+    "hostile-log-flood"
+} else if cfg!(feature = "huge-answer") {
+    "hostile-huge-answer"
 } else {
     "hostile-reload"
 };
@@ -58,7 +79,12 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn select_proposal(_ctx: PeerContext, _kind: SaKind, offered: Vec<Proposal>) -> Result<u32, Refusal> {
+    fn select_proposal(
+        _ctx: PeerContext,
+        _kind: SaKind,
+        offered: Vec<Proposal>,
+        _configured: Vec<Proposal>,
+    ) -> Result<ProposalChoice, Refusal> {
         if cfg!(feature = "trap") {
             core::arch::wasm32::unreachable();
         }
@@ -71,6 +97,12 @@ impl Guest for Hostile {
         if cfg!(feature = "sleep") {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
+        if cfg!(feature = "recursion") {
+            return Ok(deeper(0) as u32);
+        }
+        if cfg!(feature = "huge-answer") {
+            return Err(Refusal { reason: "no ".repeat((4 << 20) / 3) });
+        }
         if cfg!(feature = "bomb") {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
@@ -82,18 +114,22 @@ impl Guest for Hostile {
         if offered.is_empty() {
             return Err(Refusal { reason: "nothing offered".to_string() });
         }
+        let choice = |proposal: u32| Ok(ProposalChoice { proposal, transforms: Vec::new() });
         if cfg!(feature = "bad-index") {
-            return Ok(offered.len() as u32 + 5);
+            return choice(offered.len() as u32 + 5);
         }
         if cfg!(feature = "v2") {
-            return Ok(offered.len() as u32 - 1);
+            return choice(offered.len() as u32 - 1);
         }
-        Ok(0)
+        choice(0)
     }
 
     fn order_proposals(_ctx: PeerContext, _kind: SaKind, configured: Vec<Proposal>) -> Vec<u32> {
         if cfg!(feature = "bad-index") {
             return vec![0, 0];
+        }
+        if cfg!(feature = "huge-answer") {
+            return (0..1_000_000u32).collect();
         }
         let mut order: Vec<u32> = (0..configured.len() as u32).collect();
         if cfg!(feature = "v2") {
@@ -103,6 +139,12 @@ impl Guest for Hostile {
     }
 
     fn authorize(_ctx: PeerContext, auth: AuthInfo) -> Result<(), Refusal> {
+        if cfg!(feature = "log-flood") {
+            let line = "x".repeat(1024);
+            for i in 0..20_000u32 {
+                wisp::policy::host::log(wisp::policy::host::LogLevel::Info, &format!("{i} {line}"));
+            }
+        }
         if auth.peer_identity.value.starts_with("deny") {
             return Err(Refusal { reason: format!("{} is not welcome ({VERSION})", auth.peer_identity.value) });
         }
@@ -111,6 +153,11 @@ impl Guest for Hostile {
 
     fn narrow_selectors(_ctx: PeerContext, request: SelectorRequest) -> Result<SelectorPair, Refusal> {
         let mut remote = request.remote_proposed.clone();
+        if cfg!(feature = "huge-answer") {
+            if let Some(first) = remote.first().cloned() {
+                remote = vec![first; 100_000];
+            }
+        }
         if cfg!(feature = "wide-selector") {
             for ts in &mut remote {
                 ts.start_address = match ts.start_address {

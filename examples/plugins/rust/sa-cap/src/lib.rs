@@ -9,9 +9,8 @@
 //! - `allowed_ids` (text list, optional): if set, the identity must be listed.
 //!
 //! The host counts SAs that are established; the one being negotiated is not
-//! counted. The WIT does not tell a Child SA rekey from a new Child SA, so a
-//! rekey of an identity exactly at the cap is refused too: set the cap one
-//! above the steady-state number of Child SAs if peers rekey by make-before-break.
+//! counted. A rekey (`ctx.trigger == rekey`) replaces an SA the identity already
+//! holds, so the caps do not apply to it (the allow-list still does).
 
 use wisp_plugin_sdk::*;
 
@@ -39,8 +38,9 @@ impl Policy for SaCap {
         })
     }
 
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<u32, Refusal> {
-        if kind == SaKind::Child {
+    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal], _configured: &[Proposal]) -> Result<ProposalChoice, Refusal> {
+        // A rekey (or re-check) concerns a Child SA the identity already holds.
+        if kind == SaKind::Child && ctx.trigger == DecisionTrigger::Initial {
             if let Some(id) = &ctx.peer_identity {
                 let n = host::sa_counts(id);
                 if n.child_sas >= self.max_child {
@@ -54,10 +54,10 @@ impl Policy for SaCap {
         if offered.is_empty() {
             return Err(refuse("no proposal offered"));
         }
-        Ok(0)
+        Ok(ProposalChoice { proposal: 0, transforms: Vec::new() })
     }
 
-    fn authorize(&self, _ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
+    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
         let id = &auth.peer_identity;
         if let Some(ids) = &self.allowed_ids {
             if !ids.contains(&id.value) {
@@ -65,7 +65,7 @@ impl Policy for SaCap {
             }
         }
         let n = host::sa_counts(id);
-        if n.ike_sas >= self.max_ike {
+        if ctx.trigger == DecisionTrigger::Initial && n.ike_sas >= self.max_ike {
             return Err(refuse(format!(
                 "identity '{}' already holds {} IKE SAs (max_ike_sas = {})",
                 id.value, n.ike_sas, self.max_ike

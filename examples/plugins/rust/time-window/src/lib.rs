@@ -90,7 +90,7 @@ impl Policy for TimeWindow {
         Ok(TimeWindow { start_hour, end_hour, weekdays, allowed_ids })
     }
 
-    fn select_proposal(&self, _ctx: &PeerContext, kind: SaKind, offered: &[Proposal]) -> Result<u32, Refusal> {
+    fn select_proposal(&self, _ctx: &PeerContext, kind: SaKind, offered: &[Proposal], _configured: &[Proposal]) -> Result<ProposalChoice, Refusal> {
         if kind == SaKind::Child {
             if let Some(why) = self.outside(&host::now()) {
                 return Err(refuse(format!("new Child SA refused: {why}")));
@@ -99,7 +99,7 @@ impl Policy for TimeWindow {
         if offered.is_empty() {
             return Err(refuse("no proposal offered"));
         }
-        Ok(0)
+        Ok(ProposalChoice { proposal: 0, transforms: Vec::new() })
     }
 
     fn authorize(&self, _ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
