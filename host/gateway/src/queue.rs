@@ -449,6 +449,12 @@ remote_ts = ["10.97.2.0/24"]
             dataplane: Arc::new(NullDataplane),
             ike_sockets: Arc::new(vec![UdpSocket::bind("127.0.0.1:0").unwrap()]),
             spis: Arc::new(driver::SpiTable::default()),
+            admission: Arc::new(std::sync::Mutex::new(wisp_ike::admission::Admission::new(
+                wisp_ike::admission::AdmissionConfig::default(),
+                [7; 32],
+                Duration::ZERO,
+            ))),
+            spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: Arc::new(Global::default()),
         };
         let gate = Arc::new(Gate::default());

@@ -9,7 +9,7 @@
 //!
 //! * Every IKE_SA_INIT request counts as an attempt, whatever becomes of it
 //!   (bad KE, INVALID_KE_PAYLOAD, plugin refusal, success). Cookies are
-//!   demanded while the attempt rate (sliding one-second window) reaches
+//!   demanded while the attempt rate (sliding one-second window) exceeds
 //!   [`AdmissionConfig::cookie_rate_threshold`] or the half-open IKE SAs
 //!   reach [`AdmissionConfig::cookie_threshold`].
 //! * Hard caps: [`AdmissionConfig::init_limit_half_open`] half-open SAs in
@@ -42,7 +42,8 @@ pub struct AdmissionConfig {
     /// Half-open IKE SAs (all connections) from which cookies are demanded.
     pub cookie_threshold: u32,
     /// IKE_SA_INIT attempts per second (all connections, successful or not)
-    /// from which cookies are demanded.
+    /// beyond which cookies are demanded: with 100, the 101st attempt within
+    /// a second must bring one.
     pub cookie_rate_threshold: u32,
     /// Most half-open IKE SAs one source address may hold.
     pub block_threshold: u32,
@@ -222,7 +223,7 @@ impl Admission {
 
     /// Whether a request arriving at `now` must carry a valid cookie.
     pub fn cookies_required(&self, now: Duration) -> bool {
-        self.half_open_total >= self.cfg.cookie_threshold || self.attempt_rate(now) >= self.cfg.cookie_rate_threshold as u64
+        self.half_open_total >= self.cfg.cookie_threshold || self.attempt_rate(now) > self.cfg.cookie_rate_threshold as u64
     }
 
     /// Decide on one IKE_SA_INIT request (`datagram` without the non-ESP

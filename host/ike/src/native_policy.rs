@@ -146,10 +146,13 @@ pub fn ts_list(v: &[TrafficSelector]) -> String {
     v.iter().map(ts_string).collect::<Vec<_>>().join(",")
 }
 
-/// `10.0.0.0-10.0.0.255[proto/ports]` for diagnostics.
+/// `10.0.0.0/24[proto/ports]` (a range that is no prefix as
+/// `10.0.0.1-10.0.0.9`) for diagnostics.
 pub fn ts_string(t: &TrafficSelector) -> String {
     let mut s = if t.start_address == t.end_address {
         t.start_address.to_string()
+    } else if let Some(len) = prefix_len(t.start_address, t.end_address) {
+        format!("{}/{len}", t.start_address)
     } else {
         format!("{}-{}", t.start_address, t.end_address)
     };
@@ -157,6 +160,21 @@ pub fn ts_string(t: &TrafficSelector) -> String {
         s.push_str(&format!("[{}/{}-{}]", t.ip_protocol, t.start_port, t.end_port));
     }
     s
+}
+
+/// The prefix length when `start..=end` is exactly one CIDR block.
+fn prefix_len(start: IpAddr, end: IpAddr) -> Option<u32> {
+    let (a, b, bits) = match (start, end) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return None,
+    };
+    let host = a ^ b;
+    // The differing low bits must all be 0 in start and 1 in end.
+    if host.count_ones() != 128 - host.leading_zeros() || a & host != 0 {
+        return None;
+    }
+    Some(bits - (128 - host.leading_zeros()))
 }
 
 /// Intersection of two selectors, if not empty.
@@ -209,6 +227,27 @@ mod tests {
         assert_eq!(intersect(&a, &b), Some(b.clone()));
         assert_eq!(intersect(&b, &selector("10.1.0.0/24").unwrap()), None);
         assert_eq!(intersect(&b, &selector("fd00::/64").unwrap()), None);
+    }
+
+    #[test]
+    fn selectors_print_as_prefixes_where_they_are_one() {
+        let ts = |a: &str, b: &str| TrafficSelector {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start_address: a.parse().unwrap(),
+            end_address: b.parse().unwrap(),
+        };
+        assert_eq!(ts_string(&ts("10.1.0.0", "10.1.0.63")), "10.1.0.0/26");
+        assert_eq!(ts_string(&ts("0.0.0.0", "255.255.255.255")), "0.0.0.0/0");
+        assert_eq!(ts_string(&ts("10.0.0.1", "10.0.0.9")), "10.0.0.1-10.0.0.9");
+        assert_eq!(ts_string(&ts("10.0.0.64", "10.0.0.191")), "10.0.0.64-10.0.0.191");
+        assert_eq!(ts_string(&ts("10.0.0.1", "10.0.0.1")), "10.0.0.1");
+        assert_eq!(ts_string(&ts("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), "::/0");
+        assert_eq!(ts_string(&ts("fd00::", "fd00::ffff:ffff:ffff:ffff")), "fd00::/64");
+        let mut web = ts("10.0.0.0", "10.0.0.255");
+        (web.ip_protocol, web.start_port, web.end_port) = (6, 443, 443);
+        assert_eq!(ts_string(&web), "10.0.0.0/24[6/443-443]");
     }
 
     #[test]

@@ -396,6 +396,13 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
     assert_eq!(st[0].connection, "ra");
     assert_eq!((st[0].spi_i, st[0].spi_r), (sa_a.spi_i, sa_a.spi_r));
     assert_eq!((st[0].children[0].spi_in, st[0].children[0].spi_out), (ca.spi_in, ca.spi_out));
+    // C's ESP SPI is free at once; its IKE SPI stays held by the skeleton
+    // that answers a retransmitted DELETE for a while (10 s), then goes.
+    assert_eq!(pool.len(), (2, 1), "C's ESP SPI released, its IKE SPI lingers");
+    let now = now + Duration::from_secs(11);
+    resp.handle_timeout(now);
+    pa.handle_timeout(now);
+    assert_eq!(resp.status(now).len(), 1);
     assert_eq!(pool.len(), (1, 1), "C's SPIs released, A's kept");
     // A still works: a liveness check round trip.
     let pa_ike = pa.ike_sas()[0];

@@ -75,8 +75,9 @@ impl Policy for Scripted {
             return Err(self.no("no rekeys today"));
         }
         match self.select {
-            SelectRule::Config => self.inner.select_proposal(ctx, kind, offered, configured),
-            SelectRule::Name(f) => Ok(ProposalChoice { index: 0, transforms: f(&offered[0]) }),
+            // Naming applies to the IKE SA; Child SAs follow the configuration.
+            SelectRule::Name(f) if kind == SaKind::Ike => Ok(ProposalChoice { index: 0, transforms: f(&offered[0]) }),
+            _ => self.inner.select_proposal(ctx, kind, offered, configured),
         }
     }
     fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {

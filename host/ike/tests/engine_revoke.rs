@@ -196,7 +196,12 @@ fn recheck_deletes_sa_now_denied_even_without_peer_answer() {
     rules.lock().unwrap().deny.push("a.example".into());
     p.blackhole = true;
     p.b.recheck(p.now);
+    // The Child SAs go at once; the IKE SA waits for the DELETE's
+    // retransmissions to run out (4 s x 1.8^n, 5 retransmits: about 165 s).
+    assert!(live_children(&p.b, p.now).is_empty());
     p.advance(Duration::from_secs(60));
+    assert_eq!(p.b.ike_sas().len(), 1, "still retransmitting the DELETE");
+    p.advance(Duration::from_secs(140));
     assert!(p.b.ike_sas().is_empty(), "{:?}", p.b.status(p.now));
     assert!(
         matches!(ike_downs(&p.ev_b).last(), Some((_, DownReason::Revoked(_)))),

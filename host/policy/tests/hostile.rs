@@ -266,7 +266,7 @@ fn deep_recursion_overflows_the_stack_and_fails_closed() {
     let p = load(plugin("hostile-recursion"), &PluginConfig::default()).unwrap();
     for _ in 0..3 {
         let started = Instant::now();
-        let err = p.try_select_proposal(&ctx(), SaKind::Ike, &proposals()).unwrap_err();
+        let err = p.try_select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()).unwrap_err();
         let took = started.elapsed();
         eprintln!("recursion stopped after {took:?}: {err}");
         match &err {
@@ -277,7 +277,7 @@ fn deep_recursion_overflows_the_stack_and_fails_closed() {
             other => panic!("expected a stack overflow trap, got {other:?}"),
         }
         assert!(took < Duration::from_millis(500), "overflowing 1 MiB of wasm stack took {took:?}");
-        assert!(matches!(p.select_proposal(&ctx(), SaKind::Ike, &proposals()), Err(PolicyError::Failed { .. })));
+        assert!(matches!(p.select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()), Err(PolicyError::Failed { .. })));
     }
     // The host (this thread's own stack included) and the plugin's other decisions are fine.
     p.try_authorize(&ctx(), &auth("alice.example.com")).unwrap();
@@ -323,7 +323,7 @@ fn huge_answers_fail_closed_with_bounded_memory() {
         let err = p.try_narrow_selectors(&ctx(), &selector_request()).unwrap_err();
         assert!(matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("100000 remote selectors returned")), "{err:?}");
         // A 4 MiB refusal reason is cut to MAX_REASON_LEN.
-        match p.select_proposal(&ctx(), SaKind::Ike, &proposals()) {
+        match p.select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()) {
             Err(PolicyError::Refused { reason, .. }) => assert!(reason.len() <= 512 + 3, "{} bytes of reason", reason.len()),
             other => panic!("expected a refusal, got {other:?}"),
         }

@@ -63,7 +63,7 @@ fn new_version_via_rename_is_active_within_a_second() {
     assert_eq!(st.sha256, wisp_policy::sha256_hex(&std::fs::read(plugin("hostile-v2")).unwrap()));
     assert!(st.last_error.is_none());
     // Order differs as well.
-    assert_eq!(slot.current().try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap().index, vec![2, 1, 0]);
+    assert_eq!(slot.current().try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap(), vec![2, 1, 0]);
 
     // Rewriting identical content does not make a new version.
     install(&plugin("hostile-v2"), &path);

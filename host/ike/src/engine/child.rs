@@ -33,6 +33,17 @@ fn within(got: &[TrafficSelector], proposed: &[TrafficSelector]) -> bool {
     !got.is_empty() && got.iter().all(|g| proposed.iter().any(|p| g.is_subset_of(p)))
 }
 
+/// How well configured selectors fit proposed ones: 2 equal (as sets),
+/// 1 the proposal lies inside the configuration, 0 narrowing is needed.
+fn ts_fit(configured: &[TrafficSelector], proposed: &[TrafficSelector]) -> u8 {
+    let inside = within(proposed, configured);
+    if inside && within(configured, proposed) {
+        2
+    } else {
+        u8::from(inside)
+    }
+}
+
 /// Payloads of a Child SA request: IKE_AUTH (`create` false) or CREATE_CHILD_SA.
 pub(super) fn child_request_payloads(nego: &ChildNego, create: bool) -> Vec<Payload> {
     let mut v = Vec::new();
@@ -221,7 +232,18 @@ impl Engine {
         let local_proposed = convert::ts_from_wire(tsr);
         let templates: Vec<usize> = match rekey_idx.and_then(|i| sa.children.get(i)) {
             Some(old) => conn.children.iter().position(|c| c.name == old.name).into_iter().collect(),
-            None => (0..conn.children.len()).collect(),
+            None => {
+                // The child whose selectors fit the proposal best is tried
+                // first (as charon's child config selection does): equal
+                // selectors before a proposal inside them before narrowing;
+                // configuration order among equals.
+                let mut v: Vec<usize> = (0..conn.children.len()).collect();
+                v.sort_by_key(|&i| {
+                    let ch = &conn.children[i];
+                    std::cmp::Reverse(ts_fit(&ch.remote_ts, &remote_proposed) + ts_fit(&ch.local_ts, &local_proposed))
+                });
+                v
+            }
         };
         // The Child SA template comes first (its selectors), then the proposal,
         // inside that child's configured ESP proposals only: the proposals of

@@ -352,9 +352,10 @@ impl Engine {
         };
         if usable.is_empty() {
             let reason = format!(
-                "peer offered {}; we implement AES_GCM_16 (128/256) or CHACHA20_POLY1305 with PRF_HMAC_SHA1/SHA2 and CURVE25519/ECP_256/ECP_384 (connection accepts {})",
+                "peer offered {}; we accept {} (connection {}; wisp implements AES_GCM_16 128/256 and CHACHA20_POLY1305 with PRF_HMAC_SHA1/SHA2 and CURVE25519/ECP_256/ECP_384)",
                 convert::summary(&sa_p.proposals),
-                self.config.connections[ci].ike_proposals.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", ")
+                self.config.connections[ci].ike_proposals.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", "),
+                self.config.connections[ci].name
             );
             refuse(self, reason);
             return;

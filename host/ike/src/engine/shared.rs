@@ -55,10 +55,6 @@ impl IkeSpis {
         self.map.get(spi)
     }
 
-    pub(super) fn contains_key(&self, spi: &u64) -> bool {
-        self.map.contains_key(spi)
-    }
-
     /// Whether `spi` is free here and in the daemon's pool.
     pub(super) fn is_free(&self, spi: u64) -> bool {
         !self.map.contains_key(&spi) && !self.pool.as_ref().is_some_and(|p| p.ike_taken(spi))

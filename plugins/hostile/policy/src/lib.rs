@@ -98,7 +98,7 @@ impl Guest for Hostile {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         }
         if cfg!(feature = "recursion") {
-            return Ok(deeper(0) as u32);
+            return Ok(ProposalChoice { proposal: deeper(0) as u32, transforms: Vec::new() });
         }
         if cfg!(feature = "huge-answer") {
             return Err(Refusal { reason: "no ".repeat((4 << 20) / 3) });
