@@ -33,14 +33,16 @@ use wisp::policy::types::{
 
 struct Hostile;
 
-/// Recursion the optimizer cannot turn into a loop: every frame keeps a
-/// buffer alive across the call.
+/// Recursion the optimizer cannot turn into a loop (the result is mixed
+/// with two different operations after the call), kept in wasm locals only:
+/// no frame goes to the shadow stack in linear memory, so what runs out is
+/// the engine's native call stack (wasmtime's `max_wasm_stack`), which is
+/// what this plugin tests.
 #[inline(never)]
 #[allow(unconditional_recursion)]
 fn deeper(n: u64) -> u64 {
-    let frame = core::hint::black_box([n; 16]);
-    let below = deeper(core::hint::black_box(n + 1));
-    below.wrapping_add(frame[(n % 16) as usize])
+    let below = deeper(n.wrapping_add(1));
+    (below.wrapping_add(n.rotate_left(7))) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 const NAME: &str = if cfg!(feature = "trap") {
