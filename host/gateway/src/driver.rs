@@ -89,32 +89,36 @@ pub struct Env {
 /// of another connection's SA cannot redirect or replace its routing.
 #[derive(Default)]
 pub struct SpiTable {
-    map: std::sync::RwLock<HashMap<u64, String>>,
+    map: std::sync::RwLock<HashMap<u64, (String, bool)>>,
 }
 
 impl SpiTable {
     /// The connection owning a datagram, by the SPIs in its IKE header.
     pub fn lookup(&self, ike: &[u8]) -> Option<String> {
-        if ike.len() < 16 {
+        if ike.len() < 20 {
             return None;
         }
         let spi_i = u64::from_be_bytes(ike[0..8].try_into().ok()?);
         let spi_r = u64::from_be_bytes(ike[8..16].try_into().ok()?);
         // The I flag says who the sender is: from the original initiator the
         // responder SPI is ours, from the original responder the initiator SPI.
-        let ours = if ike[19] & wisp_ike::codec::Flags::INITIATOR != 0 { spi_r } else { spi_i };
+        let from_initiator = ike[19] & wisp_ike::codec::Flags::INITIATOR != 0;
+        let ours = if from_initiator { spi_r } else { spi_i };
         if ours == 0 {
             return None;
         }
         let m = self.map.read().unwrap_or_else(|p| p.into_inner());
-        m.get(&ours).cloned()
+        // Our SPI must also sit on our side of the header: an SA we
+        // initiated is addressed by SPIi, one we answered by SPIr.
+        m.get(&ours).filter(|(_, we_initiated)| *we_initiated != from_initiator).map(|(c, _)| c.clone())
     }
 
-    fn replace(&self, conn: &str, spis: &[u64]) {
+    /// The IKE SAs of `conn`: our SPI and whether we initiated the SA.
+    fn replace(&self, conn: &str, spis: &[(u64, bool)]) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, c| c != conn);
-        for s in spis.iter().filter(|s| **s != 0) {
-            m.insert(*s, conn.to_string());
+        m.retain(|_, (c, _)| c != conn);
+        for &(s, we_initiated) in spis.iter().filter(|(s, _)| *s != 0) {
+            m.insert(s, (conn.to_string(), we_initiated));
         }
     }
 }
@@ -816,7 +820,7 @@ impl Driver {
             })
             .collect();
         self.env.registry.publish(&self.name, counts);
-        let spis: Vec<u64> = st.iter().map(|s| if s.initiator { s.spi_i } else { s.spi_r }).collect();
+        let spis: Vec<(u64, bool)> = st.iter().map(|s| (if s.initiator { s.spi_i } else { s.spi_r }, s.initiator)).collect();
         self.env.spis.replace(&self.name, &spis);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if ikes.iter().any(|i| i.state == "ESTABLISHED") {
@@ -933,8 +937,8 @@ life_packets = 1000
     fn spi_table_routes_by_our_spi() {
         let t = SpiTable::default();
         // a: we initiated (our SPI is SPIi); b: we responded (ours is SPIr).
-        t.replace("a", &[0x1111]);
-        t.replace("b", &[0x3333]);
+        t.replace("a", &[(0x1111, true)]);
+        t.replace("b", &[(0x3333, false)]);
         assert_eq!(t.lookup(&hdr(0x1111, 0x2222, false)).as_deref(), Some("a"), "b's answer to our request");
         assert_eq!(t.lookup(&hdr(0x9999, 0x3333, true)).as_deref(), Some("b"));
         assert_eq!(t.lookup(&hdr(0x9999, 0, true)), None, "a new IKE_SA_INIT: route by address");
@@ -950,9 +954,9 @@ life_packets = 1000
     fn peer_chosen_ike_spi_does_not_reroute_another_connection() {
         let t = SpiTable::default();
         // Connection a: we responded, our SPIr 0xa0a0; its peer chose SPIi 0x5555.
-        t.replace("a", &[0xa0a0]);
+        t.replace("a", &[(0xa0a0, false)]);
         // Connection b's peer chooses the same SPIi 0x5555, and then a's SPIr as its own.
-        t.replace("b", &[0xb0b0]);
+        t.replace("b", &[(0xb0b0, false)]);
         assert_eq!(t.lookup(&hdr(0x5555, 0xa0a0, true)).as_deref(), Some("a"));
         assert_eq!(t.lookup(&hdr(0x5555, 0xb0b0, true)).as_deref(), Some("b"));
         // b's peer as original responder using a's SPI as "its" SPIr: we route by
