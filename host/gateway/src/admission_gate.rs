@@ -16,7 +16,7 @@ pub struct Gate {
     admission: Arc<Mutex<Admission>>,
     epoch: Instant,
     /// The IKE sockets (port 500) and the dataplane (NAT-T port), for cookie answers.
-    senders: OnceLock<(Vec<UdpSocket>, Arc<dyn Dataplane>)>,
+    senders: OnceLock<(Vec<(SocketAddr, UdpSocket)>, Arc<dyn Dataplane>)>,
     cookie_send_errors: AtomicU64,
 }
 
@@ -27,7 +27,8 @@ impl Gate {
 
     /// Where cookie answers go out (set once the sockets exist).
     pub fn set_senders(&self, sockets: &[UdpSocket], dataplane: Arc<dyn Dataplane>) {
-        let socks = sockets.iter().filter_map(|s| s.try_clone().ok()).collect();
+        // Each socket with its bound address, read once (not per answer).
+        let socks = sockets.iter().filter_map(|s| Some((s.local_addr().ok()?, s.try_clone().ok()?))).collect();
         let _ = self.senders.set((socks, dataplane));
     }
 
@@ -69,9 +70,10 @@ impl Gate {
         let Some((socks, dp)) = self.senders.get() else {
             return Err(std::io::Error::other("no sockets yet"));
         };
-        let sock = socks.iter().find(|s| {
-            s.local_addr().is_ok_and(|a| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
-        });
+        let sock = socks
+            .iter()
+            .find(|(a, _)| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
+            .map(|(_, s)| s);
         match sock {
             Some(s) => s.send_to(bytes, remote).map(|_| ()),
             // Not one of the port-500 sockets: it came in on the NAT-T port.
