@@ -160,8 +160,7 @@ pub fn child_keys(log: &str) -> Vec<ChildKeys> {
         let last = |label: &str| {
             dumps
                 .iter()
-                .filter(|d| d.thread == est.thread && d.line < est.line && d.label == label)
-                .next_back()
+                .rfind(|d| d.thread == est.thread && d.line < est.line && d.label == label)
                 .map(|d| d.bytes.clone())
         };
         if let (Some(ei), Some(er)) = (last("encryption initiator key"), last("encryption responder key")) {

@@ -103,7 +103,7 @@ pub fn table(title: &str, results: &[CaseResult], wall: Duration) -> String {
     let mut o = String::new();
     let w = results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(o, "\n== {title} ==");
-    let _ = writeln!(o, "{:<w$}  {:<4}  {:>6}  {}", "case", "res", "secs", "negotiated / note");
+    let _ = writeln!(o, "{:<w$}  {:<4}  {:>6}  negotiated / note", "case", "res", "secs");
     for r in results {
         let (res, detail) = match &r.result {
             Ok(out) => ("pass", if out.note.is_empty() { out.algorithms.clone() } else { format!("{}  ({})", out.algorithms, out.note) }),

@@ -407,7 +407,7 @@ fn default_proposals_case(who: Who, pfs: bool) -> R<Outcome> {
     let env = Env::new("mxd", &s, false)?;
     env.establish(who, &["net"])?;
     let (ike, _) = env.wait_both(1)?;
-    if ike.proposal().replace('_', "").to_ascii_uppercase() != "AESGCM16128/PRFHMACSHA2256/CURVE25519" {
+    if !ike.proposal().replace('_', "").eq_ignore_ascii_case("AESGCM16128/PRFHMACSHA2256/CURVE25519") {
         return env.fail(format!("negotiated {} (wisp configured aes128gcm16-prfsha256-x25519)", ike.proposal()));
     }
     let note = env.traffic("10.1.0.1", "10.2.0.1", 128 << 10)?;

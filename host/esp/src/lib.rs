@@ -96,32 +96,6 @@ pub fn frame_ike(ike: &[u8], out: &mut [u8]) -> Option<usize> {
 /// The NAT keepalive payload (RFC 3948 §2.3).
 pub const NAT_KEEPALIVE: [u8; 1] = [0xFF];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classify_cases() {
-        assert_eq!(classify(&[0xFF]), Classified::Keepalive);
-        assert_eq!(classify(&[]), Classified::Malformed);
-        assert_eq!(classify(&[0, 0, 0, 0]), Classified::Malformed);
-        let mut ike = vec![0u8; 4 + 28];
-        ike[4] = 0x11;
-        assert_eq!(classify(&ike), Classified::Ike);
-        assert_eq!(classify(&[0, 0, 1, 0, 0, 0, 0, 1]), Classified::Esp(256));
-        assert_eq!(classify(&[0, 0, 1, 0, 0, 0, 0]), Classified::Malformed);
-        assert_eq!(classify(&[0xFF, 0xFF]), Classified::Malformed);
-    }
-
-    #[test]
-    fn frame_ike_adds_marker() {
-        let mut out = [9u8; 40];
-        let n = frame_ike(&[1, 2, 3], &mut out).unwrap();
-        assert_eq!(&out[..n], &[0, 0, 0, 0, 1, 2, 3]);
-        assert!(frame_ike(&[0; 40], &mut out).is_none());
-    }
-}
-
 /// Body of the `open` fuzz target (also run on random inputs by a stable
 /// test): decodes a transform choice from the input, seals a valid packet,
 /// mutates it with the rest of the input and opens it, plus opens the raw
@@ -175,5 +149,31 @@ pub fn fuzz_open(data: &[u8]) {
             Ok(o) => assert_eq!(&buf[o.range], &inner[..], "roundtrip mismatch"),
             Err(e) => panic!("valid packet rejected: {e:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_cases() {
+        assert_eq!(classify(&[0xFF]), Classified::Keepalive);
+        assert_eq!(classify(&[]), Classified::Malformed);
+        assert_eq!(classify(&[0, 0, 0, 0]), Classified::Malformed);
+        let mut ike = vec![0u8; 4 + 28];
+        ike[4] = 0x11;
+        assert_eq!(classify(&ike), Classified::Ike);
+        assert_eq!(classify(&[0, 0, 1, 0, 0, 0, 0, 1]), Classified::Esp(256));
+        assert_eq!(classify(&[0, 0, 1, 0, 0, 0, 0]), Classified::Malformed);
+        assert_eq!(classify(&[0xFF, 0xFF]), Classified::Malformed);
+    }
+
+    #[test]
+    fn frame_ike_adds_marker() {
+        let mut out = [9u8; 40];
+        let n = frame_ike(&[1, 2, 3], &mut out).unwrap();
+        assert_eq!(&out[..n], &[0, 0, 0, 0, 1, 2, 3]);
+        assert!(frame_ike(&[0; 40], &mut out).is_none());
     }
 }

@@ -12,11 +12,15 @@ use wisp_ike::admission::{is_init_request, Admission, AdmissionConfig, Verdict};
 
 use crate::dp::Dataplane;
 
+/// The sockets cookie answers leave by: each IKE socket with its bound
+/// address, and the dataplane for the NAT-T port.
+type Senders = (Vec<(SocketAddr, UdpSocket)>, Arc<dyn Dataplane>);
+
 pub struct Gate {
     admission: Arc<Mutex<Admission>>,
     epoch: Instant,
     /// The IKE sockets (port 500) and the dataplane (NAT-T port), for cookie answers.
-    senders: OnceLock<(Vec<(SocketAddr, UdpSocket)>, Arc<dyn Dataplane>)>,
+    senders: OnceLock<Senders>,
     cookie_send_errors: AtomicU64,
 }
 

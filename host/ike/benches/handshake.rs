@@ -118,8 +118,10 @@ fn main() {
 
     let path = plugin_path();
     if path.exists() {
-        let mut pc = wisp_policy::PluginConfig::default();
-        pc.settings = vec![wisp_policy::Setting::new("allow_any", wisp_policy::SettingValue::Boolean(true))];
+        let pc = wisp_policy::PluginConfig {
+            settings: vec![wisp_policy::Setting::new("allow_any", wisp_policy::SettingValue::Boolean(true))],
+            ..Default::default()
+        };
         let slot_a = wisp_policy::PolicySlot::open(&path, pc.clone()).expect("load default.wasm");
         let slot_b = wisp_policy::PolicySlot::open(&path, pc).expect("load default.wasm");
         let (pa, pb): (Arc<dyn Policy>, Arc<dyn Policy>) = (Arc::new(slot_a), Arc::new(slot_b));

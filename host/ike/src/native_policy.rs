@@ -110,7 +110,7 @@ impl Policy for ConfigPolicy {
     }
 
     fn authorize(&self, _ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
-        if self.deny_identities.iter().any(|d| *d == auth.peer_identity.value) {
+        if self.deny_identities.contains(&auth.peer_identity.value) {
             return Err(PolicyError::Refused {
                 decider: self.describe(),
                 reason: format!("identity {} is denied", auth.peer_identity.value),

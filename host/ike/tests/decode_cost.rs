@@ -240,11 +240,9 @@ fn fragment_sets_are_bounded() {
     let (_, peak, res) = cost(|| {
         for f in &frags {
             let f = decrypt_fragment(f, &c).unwrap();
-            if let Err(e) = r.add(f) {
-                return Err(e);
-            }
+            r.add(f)?;
         }
-        Ok(())
+        Ok::<(), wisp_ike::codec::sk::SkError>(())
     });
     assert!(res.is_err(), "a 200 kB message must not be reassembled");
     assert!(peak <= 2 * Reassembler::MAX_BYTES + 64 * 1024, "peak {peak}");

@@ -123,7 +123,7 @@ pub fn range_to_cidrs(start: IpAddr, end: IpAddr) -> Vec<(IpAddr, u8)> {
         out.push((addr, (bits - size) as u8));
         let span = if size >= 128 { u128::MAX } else { (1u128 << size) - 1 };
         match s.checked_add(span).and_then(|l| l.checked_add(1)) {
-            Some(next) if next <= e && (v4 && next <= u32::MAX as u128 || !v4) => s = next,
+            Some(next) if next <= e && (!v4 || next <= u32::MAX as u128) => s = next,
             _ => break,
         }
     }

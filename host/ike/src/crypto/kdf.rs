@@ -45,6 +45,8 @@ pub struct IkeKeys {
 ///
 /// `encr_keymat_len` includes any salt (see [`super::EncrAlg::keymat_len`]);
 /// `integ_key_len` is 0 for AEAD ciphers.
+// The arguments are RFC 7296 2.14's inputs, one each.
+#[allow(clippy::too_many_arguments)]
 pub fn derive_ike_keys(
     alg: PrfAlg,
     skeyseed: &[u8],

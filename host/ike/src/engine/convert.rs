@@ -257,7 +257,7 @@ pub fn identity_from_wire(p: &IdPayload) -> api::Identity {
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 != 0 || s.is_empty() {
+    if !s.len().is_multiple_of(2) || s.is_empty() {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -330,7 +330,7 @@ mod tests {
         assert!(check_answer(&answer, &offered).is_err());
         // Two groups, or a group we did not offer.
         let two = wire("aes256gcm16-x25519-ecp256", child, 1);
-        assert!(check_answer(&two, &[two.clone()]).is_err(), "two transforms of one type");
+        assert!(check_answer(&two, std::slice::from_ref(&two)).is_err(), "two transforms of one type");
         let other = wire("aes256gcm16-ecp256", child, 1);
         assert!(check_answer(&other, &offered).is_err());
         // A proposal number we did not send.

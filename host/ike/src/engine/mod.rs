@@ -623,6 +623,8 @@ impl Engine {
         self.transmits.push_back(t);
     }
 
+    // Issue 11's typed FailureReason replaces this signature.
+    #[allow(clippy::too_many_arguments)]
     fn failure(&mut self, sa: Option<&IkeSa>, remote: SocketAddr, conn: Option<usize>, side: Side, exchange: Exchange, reason: String, notify: Option<NotifyType>) {
         self.events.push_back(Event::Failure(Failure {
             ike: sa.map(|s| s.id),

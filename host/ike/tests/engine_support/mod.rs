@@ -15,6 +15,7 @@ pub const A_IP: &str = "10.0.0.1";
 pub const B_IP: &str = "10.0.0.2";
 
 /// Connection from `me` to `peer` with one child `net` (and `net2`).
+#[allow(clippy::too_many_arguments)] // a test helper: every field the tests vary
 pub fn conn(name: &str, me: &str, peer: &str, psk: &[u8], ike: &[&str], esp: &[&str], local_ts: &str, remote_ts: &str) -> ConnectionConfig {
     let mut c = ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), psk, ike).unwrap();
     c.local_addr = Some(if me == "a" { A_IP } else { B_IP }.parse().unwrap());
