@@ -6,12 +6,12 @@
 //! kernel-netlink: userspace ESP over a TUN, since this kernel has no ESP), a
 //! private vici socket and a file log. See `../shared/interop/STRONGSWAN.md`.
 
+use crate::err;
 use crate::netns::Netns;
 use crate::proc::Proc;
 use crate::sas::{parse_list_sas, IkeSaInfo};
 use crate::swanctl::SwanctlConf;
 use crate::util::{tail, wait_for, Result};
-use crate::err;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -110,10 +110,7 @@ impl Charon {
         std::fs::write(&conf, opts.render(dir))?;
         let stdout = std::fs::File::create(dir.join("charon.stdout"))?;
         let stderr = stdout.try_clone()?;
-        let script = format!(
-            "mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF={} {CHARON}",
-            conf.display()
-        );
+        let script = format!("mount -t tmpfs tmpfs /run && exec env STRONGSWAN_CONF={} {CHARON}", conf.display());
         let child = ns
             .command("unshare")
             .args(["-m", "sh", "-c", &script])
@@ -238,11 +235,7 @@ impl Charon {
     }
 
     /// Wait until `pred` holds for the SA list (polling every 50 ms).
-    pub fn wait_sas(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&[IkeSaInfo]) -> bool,
-    ) -> Result<Vec<IkeSaInfo>> {
+    pub fn wait_sas(&self, timeout: Duration, mut pred: impl FnMut(&[IkeSaInfo]) -> bool) -> Result<Vec<IkeSaInfo>> {
         let mut last = Vec::new();
         let r = wait_for(timeout, || match self.list_sas() {
             Ok(s) if pred(&s) => Some(s),

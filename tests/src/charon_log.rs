@@ -157,12 +157,8 @@ pub fn child_keys(log: &str) -> Vec<ChildKeys> {
     let dumps = hex_dumps(log);
     let mut v = Vec::new();
     for est in children_established(log) {
-        let last = |label: &str| {
-            dumps
-                .iter()
-                .rfind(|d| d.thread == est.thread && d.line < est.line && d.label == label)
-                .map(|d| d.bytes.clone())
-        };
+        let last =
+            |label: &str| dumps.iter().rfind(|d| d.thread == est.thread && d.line < est.line && d.label == label).map(|d| d.bytes.clone());
         if let (Some(ei), Some(er)) = (last("encryption initiator key"), last("encryption responder key")) {
             v.push(ChildKeys {
                 name: est.name.clone(),

@@ -81,12 +81,7 @@ pub fn run_cases(cases: Vec<Case>) -> Vec<CaseResult> {
                         .unwrap_or_else(|| "panic".into())),
                 };
                 let res = CaseResult { name, result, elapsed: start.elapsed() };
-                eprintln!(
-                    "[matrix] {:<44} {} ({:.1}s)",
-                    res.name,
-                    if res.passed() { "pass" } else { "FAIL" },
-                    res.elapsed.as_secs_f64()
-                );
+                eprintln!("[matrix] {:<44} {} ({:.1}s)", res.name, if res.passed() { "pass" } else { "FAIL" }, res.elapsed.as_secs_f64());
                 res
             })
         })

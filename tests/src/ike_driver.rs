@@ -7,9 +7,9 @@
 //! transmits (adding the marker when asked), runs its timers, forwards events to
 //! the test, and executes closures the test sends ([`EngineDriver::call`]).
 
+use crate::err;
 use crate::netns::Netns;
 use crate::util::Result;
-use crate::err;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,11 +57,7 @@ fn poll2(a: &UdpSocket, b: &UdpSocket, timeout: Duration) {
 impl EngineDriver {
     /// Start the driver in `ns`, bound to `local` ports 500 and 4500. `make`
     /// builds the engine on the driver thread.
-    pub fn spawn(
-        ns: &Netns,
-        local: IpAddr,
-        make: impl FnOnce() -> Engine + Send + 'static,
-    ) -> Result<EngineDriver> {
+    pub fn spawn(ns: &Netns, local: IpAddr, make: impl FnOnce() -> Engine + Send + 'static) -> Result<EngineDriver> {
         let (cmd_tx, cmd_rx) = channel::<Cmd>();
         let (ev_tx, ev_rx) = channel::<Event>();
         let (ready_tx, ready_rx) = channel::<Result<()>>();
@@ -158,9 +154,7 @@ impl EngineDriver {
                         return Ok(ev);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(err!("no matching engine event within {timeout:?}; seen: {:#?}", self.seen))
-                }
+                Err(RecvTimeoutError::Timeout) => return Err(err!("no matching engine event within {timeout:?}; seen: {:#?}", self.seen)),
                 Err(RecvTimeoutError::Disconnected) => return Err(err!("engine driver stopped")),
             }
         }

@@ -5,8 +5,8 @@
 //! thread (only that thread moves; sockets it creates stay in the namespace and
 //! may be used from any thread afterwards).
 
-use crate::util::{unique_name, Result};
 use crate::err;
+use crate::util::{unique_name, Result};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
@@ -111,10 +111,7 @@ impl Netns {
     }
 
     /// Spawn a thread inside this namespace.
-    pub fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<std::thread::JoinHandle<T>> {
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<std::thread::JoinHandle<T>> {
         let path = format!("/run/netns/{}", self.name);
         let file = std::fs::File::open(&path).map_err(|e| err!("open {path}: {e}"))?;
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -143,11 +140,7 @@ impl Netns {
     pub fn pids(&self) -> Vec<i32> {
         let mut c = Command::new(ip_program());
         c.args(["netns", "pids", &self.name]);
-        run_checked(c, "ip netns pids")
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
+        run_checked(c, "ip netns pids").unwrap_or_default().split_whitespace().filter_map(|p| p.parse().ok()).collect()
     }
 }
 

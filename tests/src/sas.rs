@@ -4,8 +4,8 @@
 //! `list-sa event {gw {uniqueid=1 ... child-sas {net-1 {spi-in=fcd0299f ...}}}}`:
 //! sections `name {...}`, values `key=value`, lists `key=[a b]`.
 
-use crate::util::Result;
 use crate::err;
+use crate::util::Result;
 use std::collections::BTreeMap;
 
 /// A value in a vici message.

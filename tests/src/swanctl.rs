@@ -66,15 +66,7 @@ pub struct Conn {
 
 impl Conn {
     /// A PSK connection with encap on and one child.
-    pub fn psk(
-        name: &str,
-        local_addr: &str,
-        remote_addr: &str,
-        proposal: &str,
-        local_id: &str,
-        remote_id: &str,
-        child: ChildConf,
-    ) -> Conn {
+    pub fn psk(name: &str, local_addr: &str, remote_addr: &str, proposal: &str, local_id: &str, remote_id: &str, child: ChildConf) -> Conn {
         Conn {
             name: name.into(),
             local_addrs: vec![local_addr.into()],
@@ -195,20 +187,8 @@ mod tests {
         let mut child = ChildConf::new("net", "10.2.0.1/32", "10.1.0.1/32", "aes256gcm16");
         child.rekey_time = Some("5s".into());
         let conf = SwanctlConf {
-            conns: vec![Conn::psk(
-                "gw",
-                "10.99.0.2",
-                "10.99.0.1",
-                "aes256gcm16-prfsha256-x25519",
-                "right",
-                "left",
-                child,
-            )],
-            secrets: vec![PskSecret {
-                name: "1".into(),
-                ids: vec!["left".into(), "right".into()],
-                secret: "a \"q\"".into(),
-            }],
+            conns: vec![Conn::psk("gw", "10.99.0.2", "10.99.0.1", "aes256gcm16-prfsha256-x25519", "right", "left", child)],
+            secrets: vec![PskSecret { name: "1".into(), ids: vec!["left".into(), "right".into()], secret: "a \"q\"".into() }],
         };
         let s = conf.render();
         assert!(s.contains("\n    proposals = aes256gcm16-prfsha256-x25519\n"), "{s}");

@@ -1,8 +1,8 @@
 //! Real traffic through a tunnel: ping (iputils) and a checksummed TCP transfer.
 
+use crate::err;
 use crate::netns::Netns;
 use crate::util::Result;
-use crate::err;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

@@ -3,10 +3,10 @@
 //! The binary is located by [`wisp_bin`]: `$WISP_BIN` (set by `scripts/test.sh`),
 //! else `$CARGO_TARGET_DIR/debug/wisp`, else `<workspace>/target/debug/wisp`.
 
+use crate::err;
 use crate::netns::Netns;
 use crate::proc::Proc;
 use crate::util::{tail, wait_for, Result};
-use crate::err;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -43,9 +43,7 @@ pub fn wisp_bin() -> Result<PathBuf> {
             tried.push(p);
         }
     }
-    Err(err!(
-        "wisp binary not found (tried {tried:?}); build it with `cargo build -p wisp --bins` or set WISP_BIN"
-    ))
+    Err(err!("wisp binary not found (tried {tried:?}); build it with `cargo build -p wisp --bins` or set WISP_BIN"))
 }
 
 /// A `wisp run` daemon inside a namespace, with its config, control socket and
@@ -93,8 +91,7 @@ impl WispDaemon {
             if !d.proc.is_running() {
                 return Some(false);
             }
-            (sock.exists() && d.cli(&["status", "--json"]).map(|o| o.status.success()).unwrap_or(false))
-                .then_some(true)
+            (sock.exists() && d.cli(&["status", "--json"]).map(|o| o.status.success()).unwrap_or(false)).then_some(true)
         });
         if ok != Some(true) {
             return Err(err!("wisp in {} did not come up; log:\n{}", d.ns, d.log_tail(40)));
@@ -159,11 +156,7 @@ impl WispDaemon {
     }
 
     /// Poll `status` until `pred` holds.
-    pub fn wait_status(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&serde_json::Value) -> bool,
-    ) -> Result<serde_json::Value> {
+    pub fn wait_status(&self, timeout: Duration, mut pred: impl FnMut(&serde_json::Value) -> bool) -> Result<serde_json::Value> {
         let mut last = serde_json::Value::Null;
         wait_for(timeout, || match self.status() {
             Ok(v) if pred(&v) => Some(v),

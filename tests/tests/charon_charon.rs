@@ -106,10 +106,7 @@ fn charon_to_charon_establish_ping_tcp_rekey() {
     let new_child = r2[0].children[0].clone();
     assert_eq!(new_child.proposal(), "AES_GCM_16_128/CURVE_25519", "PFS on rekey");
     b.left.rekey_ike("gw").unwrap();
-    let l3 = b
-        .left
-        .wait_sas(Duration::from_secs(10), |s| s.len() == 1 && s[0].spi_i != l[0].spi_i && s[0].state == "ESTABLISHED")
-        .unwrap();
+    let l3 = b.left.wait_sas(Duration::from_secs(10), |s| s.len() == 1 && s[0].spi_i != l[0].spi_i && s[0].state == "ESTABLISHED").unwrap();
     assert_eq!(l3[0].children[0].spi_out, new_child.spi_in, "child survives IKE rekey");
     let keys = charon_log::child_keys(&b.left.log());
     assert_eq!(keys.len(), 2, "a new Child SA was keyed by the rekey");

@@ -36,8 +36,7 @@ fn engine_config(ike: &str, esp: &str, psk: &str, local_ts: &str) -> Config {
     c.remote_addr = Some("10.99.0.2".parse().unwrap());
     c.retransmit = Retransmit { timeout: Duration::from_secs(1), backoff: 1.5, tries: 4 };
     c.children.push(
-        ChildConfig::new("net", vec![selector(local_ts).unwrap()], vec![selector("10.2.0.0/24").unwrap()], &[esp])
-            .expect("child config"),
+        ChildConfig::new("net", vec![selector(local_ts).unwrap()], vec![selector("10.2.0.0/24").unwrap()], &[esp]).expect("child config"),
     );
     Config { connections: vec![c], ..Default::default() }
 }
@@ -104,10 +103,8 @@ fn assert_child_matches(b: &Bed, c: &ChildSaInfo) {
     let cc = ike.children.iter().find(|x| x.spi_in == c.spi_out).unwrap();
     assert_eq!(cc.spi_out, c.spi_in, "charon's outbound SPI is the engine's inbound SPI");
     let keys = charon_log::child_keys(&b.charon.log());
-    let k = keys
-        .iter()
-        .find(|k| k.spi_in == c.spi_out)
-        .unwrap_or_else(|| panic!("charon logged no keys for SPI {:08x}: {keys:?}", c.spi_out));
+    let k =
+        keys.iter().find(|k| k.spi_in == c.spi_out).unwrap_or_else(|| panic!("charon logged no keys for SPI {:08x}: {keys:?}", c.spi_out));
     let (want_out, want_in) = if c.initiator { (&k.encr_i, &k.encr_r) } else { (&k.encr_r, &k.encr_i) };
     assert_eq!(c.key_out.as_bytes(), &want_out[..], "outbound key differs from charon's");
     assert_eq!(c.key_in.as_bytes(), &want_in[..], "inbound key differs from charon's");
@@ -261,8 +258,7 @@ fn failure(tag: &str, engine_initiates: bool, cfg: Config, sw: SwanctlConf, noti
     assert!(!f.reason.is_empty());
     println!("engine reported: {f}");
     let log = b.charon.log();
-    let charon_saw =
-        if engine_initiates { charon_log::sent_notifies(&log) } else { charon_log::received_notifies(&log) };
+    let charon_saw = if engine_initiates { charon_log::sent_notifies(&log) } else { charon_log::received_notifies(&log) };
     assert!(charon_saw.contains(&name.to_string()), "charon log lacks {name}: {charon_saw:?}");
     // No Child SA anywhere.
     assert!(b.charon.list_sas().unwrap().iter().all(|s| s.children.is_empty()));
@@ -276,8 +272,22 @@ fn engine_vs_charon_failures() {
     }
     let (ike, esp) = ("aes256gcm16-prfsha256-x25519", "aes256gcm16");
     // wrong PSK, each side initiating
-    failure("efp", true, engine_config(ike, esp, "wrong", "10.1.0.0/24"), swan(ike, esp, PSK), AUTHENTICATION_FAILED, "AUTHENTICATION_FAILED");
-    failure("efq", false, engine_config(ike, esp, "wrong", "10.1.0.0/24"), swan(ike, esp, PSK), AUTHENTICATION_FAILED, "AUTHENTICATION_FAILED");
+    failure(
+        "efp",
+        true,
+        engine_config(ike, esp, "wrong", "10.1.0.0/24"),
+        swan(ike, esp, PSK),
+        AUTHENTICATION_FAILED,
+        "AUTHENTICATION_FAILED",
+    );
+    failure(
+        "efq",
+        false,
+        engine_config(ike, esp, "wrong", "10.1.0.0/24"),
+        swan(ike, esp, PSK),
+        AUTHENTICATION_FAILED,
+        "AUTHENTICATION_FAILED",
+    );
     // no common IKE proposal
     let other = "chacha20poly1305-prfsha384-ecp384";
     failure("efn", true, engine_config(other, esp, PSK, "10.1.0.0/24"), swan(ike, esp, PSK), NO_PROPOSAL_CHOSEN, "NO_PROPOSAL_CHOSEN");

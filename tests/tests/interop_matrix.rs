@@ -198,13 +198,14 @@ impl Env {
         let (w_spi_i, w_spi_r) = {
             let l = spi(&w["local_spi"])?;
             let r = spi(&w["remote_spi"])?;
-            if w_init { (l, r) } else { (r, l) }
+            if w_init {
+                (l, r)
+            } else {
+                (r, l)
+            }
         };
         if (w_spi_i, w_spi_r) != (ike.spi_i, ike.spi_r) {
-            return Err(format!(
-                "IKE SPIs differ: wisp {w_spi_i:016x}/{w_spi_r:016x}, charon {:016x}/{:016x}",
-                ike.spi_i, ike.spi_r
-            ));
+            return Err(format!("IKE SPIs differ: wisp {w_spi_i:016x}/{w_spi_r:016x}, charon {:016x}/{:016x}", ike.spi_i, ike.spi_r));
         }
         let w_alg = w["algorithms"].as_str().unwrap_or("");
         if norm(w_alg) != norm(&ike.proposal()) {
@@ -248,11 +249,7 @@ impl Env {
         if p1.received < 5 || p2.received < 5 {
             return self.fail(format!("ping loss: {p1:?} {p2:?}"));
         }
-        let lost = if p1.lost() + p2.lost() > 0 {
-            format!(", ping lost {}+{}/10", p1.lost(), p2.lost())
-        } else {
-            String::new()
-        };
+        let lost = if p1.lost() + p2.lost() > 0 { format!(", ping lost {}+{}/10", p1.lost(), p2.lost()) } else { String::new() };
         let (wa, ca): (IpAddr, IpAddr) = (w.parse().map_err(e)?, c.parse().map_err(e)?);
         let t1 = tcp_transfer(&self.pair.right, ca, port(), &self.pair.left, wa, bytes, Duration::from_secs(20))
             .map_err(|x| format!("tcp wisp->charon: {x}{}", self.ctx()))?;
@@ -429,7 +426,10 @@ fn default_proposals_case(who: Who, pfs: bool) -> R<Outcome> {
                     return env.fail(format!("rekeyed child without PFS: {c:?}"));
                 }
                 env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
-                return Ok(Outcome { algorithms: algos(&ike1), note: format!("charon ESP with CCM/MODP alternatives, {note}, PFS rekey ok") });
+                return Ok(Outcome {
+                    algorithms: algos(&ike1),
+                    note: format!("charon ESP with CCM/MODP alternatives, {note}, PFS rekey ok"),
+                });
             }
         }
         if Instant::now() > deadline {
@@ -446,8 +446,14 @@ fn matrix_default_proposals() {
     }
     let mut cases: Vec<Case> = Vec::new();
     for who in [Who::Wisp, Who::Charon] {
-        cases.push((format!("{}-init charon proposals = default / esp_proposals = default", who.tag()), Box::new(move || default_proposals_case(who, false))));
-        cases.push((format!("{}-init charon proposals = default / ESP with alternatives +pfs", who.tag()), Box::new(move || default_proposals_case(who, true))));
+        cases.push((
+            format!("{}-init charon proposals = default / esp_proposals = default", who.tag()),
+            Box::new(move || default_proposals_case(who, false)),
+        ));
+        cases.push((
+            format!("{}-init charon proposals = default / ESP with alternatives +pfs", who.tag()),
+            Box::new(move || default_proposals_case(who, true)),
+        ));
     }
     report("interop matrix: charon at its default proposals (wisp <-> strongSwan 5.9.8)", cases);
 }
@@ -718,9 +724,7 @@ fn dpd_case() -> R<Outcome> {
     env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
     let t0 = Instant::now();
     env.charon.kill_hard();
-    env.wisp()
-        .wait_status(Duration::from_secs(20), |st| wisp_ike_count(st) == 0)
-        .map_err(|x| format!("wisp DPD did not clean up: {x}"))?;
+    env.wisp().wait_status(Duration::from_secs(20), |st| wisp_ike_count(st) == 0).map_err(|x| format!("wisp DPD did not clean up: {x}"))?;
     Ok(Outcome { algorithms: algos(&ike), note: format!("charon SIGKILLed, wisp cleaned up in {:.1}s", t0.elapsed().as_secs_f64()) })
 }
 
@@ -860,9 +864,7 @@ fn failure_case(f: Fail, who: Who) -> R<Outcome> {
         }
     };
     // wisp's reason: the `up` output and/or the connection's last_error.
-    let st = env.wisp().wait_status(Duration::from_secs(5), |st| {
-        wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false)
-    });
+    let st = env.wisp().wait_status(Duration::from_secs(5), |st| wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false));
     let last_error = st.as_ref().ok().and_then(|st| wisp_conn(st).ok()).and_then(|c| c["last_error"].as_str().map(String::from));
     let reason = format!("{wisp_said} {}", last_error.clone().unwrap_or_default());
     if !reason.contains(notify) {

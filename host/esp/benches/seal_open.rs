@@ -102,9 +102,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") && std::env::var("WISP_BENCH_MS").is_err() {
         std::env::set_var("WISP_BENCH_MS", "5");
     }
-    println!(
-        "| transform | bytes | op | ESP ns/pkt | ESP Gbit/s | bare ns/pkt | bare Gbit/s | ESP/bare |"
-    );
+    println!("| transform | bytes | op | ESP ns/pkt | ESP Gbit/s | bare ns/pkt | bare Gbit/s | ESP/bare |");
     println!("|---|---:|---|---:|---:|---:|---:|---:|");
     for alg in [Aead::AesGcm128, Aead::AesGcm256, Aead::ChaCha20Poly1305] {
         let km: Vec<u8> = (0..alg.keymat_len() as u8).map(|i| i.wrapping_mul(7) ^ 0x5a).collect();

@@ -20,13 +20,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, for iteration.
-    pub const ALL: [DropReason; 5] = [
-        DropReason::Replay,
-        DropReason::Auth,
-        DropReason::Malformed,
-        DropReason::Policy,
-        DropReason::Expired,
-    ];
+    pub const ALL: [DropReason; 5] = [DropReason::Replay, DropReason::Auth, DropReason::Malformed, DropReason::Policy, DropReason::Expired];
     /// Lower-case name.
     pub const fn name(self) -> &'static str {
         match self {

@@ -30,15 +30,14 @@ mod counters;
 mod replay;
 mod sa;
 
+pub use cipher::KeyLengthError;
 pub use cipher::{Aead, Keymat};
 pub use counters::{CounterSnapshot, Counters, DropReason};
 pub use replay::{ReplayWindow, REPLAY_WINDOW};
 pub use sa::{
-    InboundSa, LimitEvent, LimitKind, Limits, OpenError, Opened, OutboundSa, SealError, Sealed,
-    ESP_HEADER_LEN, ESP_OVERHEAD_MAX, ICV_LEN, IV_LEN, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6,
-    NEXT_HEADER_NONE, PAYLOAD_OFFSET,
+    InboundSa, LimitEvent, LimitKind, Limits, OpenError, Opened, OutboundSa, SealError, Sealed, ESP_HEADER_LEN, ESP_OVERHEAD_MAX, ICV_LEN,
+    IV_LEN, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, PAYLOAD_OFFSET,
 };
-pub use cipher::KeyLengthError;
 
 /// The UDP port for IKE and UDP-encapsulated ESP (RFC 3948).
 pub const NAT_T_PORT: u16 = 4500;
@@ -76,9 +75,7 @@ pub fn classify(payload: &[u8]) -> Classified {
                 Classified::Malformed
             }
         }
-        [a, b, c, d, ..] if payload.len() >= ESP_HEADER_LEN => {
-            Classified::Esp(u32::from_be_bytes([*a, *b, *c, *d]))
-        }
+        [a, b, c, d, ..] if payload.len() >= ESP_HEADER_LEN => Classified::Esp(u32::from_be_bytes([*a, *b, *c, *d])),
         _ => Classified::Malformed,
     }
 }
@@ -111,10 +108,9 @@ pub fn fuzz_open(data: &[u8]) {
     let esn = sel & 0x4 != 0;
     let km = Keymat::new(&[0x42u8; 36][..alg.keymat_len()]);
     let spi = 0x0102_0304;
-    let (Ok(out), Ok(inb)) = (
-        OutboundSa::new(spi, alg, &km, esn, Limits::default()),
-        InboundSa::new(spi, alg, &km, esn, Limits::default()),
-    ) else {
+    let (Ok(out), Ok(inb)) =
+        (OutboundSa::new(spi, alg, &km, esn, Limits::default()), InboundSa::new(spi, alg, &km, esn, Limits::default()))
+    else {
         return;
     };
     // Raw input as a packet.

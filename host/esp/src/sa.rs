@@ -64,13 +64,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            soft_packets: u64::MAX,
-            hard_packets: u64::MAX,
-            soft_bytes: u64::MAX,
-            hard_bytes: u64::MAX,
-            seq_soft_margin: 1 << 28,
-        }
+        Limits { soft_packets: u64::MAX, hard_packets: u64::MAX, soft_bytes: u64::MAX, hard_bytes: u64::MAX, seq_soft_margin: 1 << 28 }
     }
 }
 
@@ -203,13 +197,7 @@ impl std::fmt::Debug for OutboundSa {
 
 impl OutboundSa {
     /// A new outbound SA. `keymat` is `key || salt` for `alg`.
-    pub fn new(
-        spi: u32,
-        alg: Aead,
-        keymat: &Keymat,
-        esn: bool,
-        limits: Limits,
-    ) -> Result<Self, KeyLengthError> {
+    pub fn new(spi: u32, alg: Aead, keymat: &Keymat, esn: bool, limits: Limits) -> Result<Self, KeyLengthError> {
         Ok(OutboundSa {
             spi,
             alg,
@@ -286,12 +274,7 @@ impl OutboundSa {
     fn check_hard(&self, inner_len: usize) -> Result<(), SealError> {
         let kind = if self.counters.packets() >= self.limits.hard_packets {
             LimitKind::Packets
-        } else if self
-            .counters
-            .bytes()
-            .saturating_add(inner_len as u64)
-            > self.limits.hard_bytes
-        {
+        } else if self.counters.bytes().saturating_add(inner_len as u64) > self.limits.hard_bytes {
             LimitKind::Bytes
         } else {
             return Ok(());
@@ -303,32 +286,16 @@ impl OutboundSa {
     /// inner_len]` (`PAYLOAD_OFFSET` = 16: room for SPI, sequence number and
     /// IV), in place. Writes header, IV, padding, trailer and ICV; the ESP
     /// packet is `buf[..sealed.len]`.
-    pub fn seal_in_place(
-        &self,
-        buf: &mut [u8],
-        inner_len: usize,
-        next_header: u8,
-    ) -> Result<Sealed, SealError> {
+    pub fn seal_in_place(&self, buf: &mut [u8], inner_len: usize, next_header: u8) -> Result<Sealed, SealError> {
         let needed = Self::sealed_len(inner_len);
         if buf.len() < needed {
             return Err(SealError::BufferTooSmall { needed });
         }
         self.check_hard(inner_len)?;
         let max = self.max_seq();
-        let seq = match self.next_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-            if s > max {
-                None
-            } else {
-                Some(s + 1)
-            }
-        }) {
+        let seq = match self.next_seq.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| if s > max { None } else { Some(s + 1) }) {
             Ok(s) => s,
-            Err(_) => {
-                return Err(SealError::Expired {
-                    kind: LimitKind::Sequence,
-                    first: first_signal(&self.flags, HARD_SIGNALLED),
-                })
-            }
+            Err(_) => return Err(SealError::Expired { kind: LimitKind::Sequence, first: first_signal(&self.flags, HARD_SIGNALLED) }),
         };
         let pad = Self::pad_len(inner_len);
         let ct_end = PAYLOAD_OFFSET + inner_len + pad + 2;
@@ -389,13 +356,7 @@ impl std::fmt::Debug for InboundSa {
 
 impl InboundSa {
     /// A new inbound SA. `keymat` is `key || salt` for `alg`.
-    pub fn new(
-        spi: u32,
-        alg: Aead,
-        keymat: &Keymat,
-        esn: bool,
-        limits: Limits,
-    ) -> Result<Self, KeyLengthError> {
+    pub fn new(spi: u32, alg: Aead, keymat: &Keymat, esn: bool, limits: Limits) -> Result<Self, KeyLengthError> {
         Ok(InboundSa {
             spi,
             alg,
@@ -474,14 +435,8 @@ impl InboundSa {
             }
             seq
         };
-        if self.counters.packets() >= self.limits.hard_packets
-            || self.counters.bytes() >= self.limits.hard_bytes
-        {
-            let kind = if self.counters.packets() >= self.limits.hard_packets {
-                LimitKind::Packets
-            } else {
-                LimitKind::Bytes
-            };
+        if self.counters.packets() >= self.limits.hard_packets || self.counters.bytes() >= self.limits.hard_bytes {
+            let kind = if self.counters.packets() >= self.limits.hard_packets { LimitKind::Packets } else { LimitKind::Bytes };
             let first = first_signal(&self.flags, HARD_SIGNALLED);
             return Err(self.fail(OpenError::Expired { kind, first }));
         }
@@ -515,12 +470,7 @@ impl InboundSa {
         }
         self.counters.count_ok(inner_len);
         let event = self.soft_event();
-        Ok(Opened {
-            range: PAYLOAD_OFFSET..PAYLOAD_OFFSET + inner_len,
-            next_header,
-            seq,
-            event,
-        })
+        Ok(Opened { range: PAYLOAD_OFFSET..PAYLOAD_OFFSET + inner_len, next_header, seq, event })
     }
 
     fn soft_event(&self) -> Option<LimitEvent> {

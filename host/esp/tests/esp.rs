@@ -15,10 +15,7 @@ fn keymat(alg: Aead, seed: u8) -> Keymat {
 
 fn pair(alg: Aead, esn: bool, limits: Limits) -> (OutboundSa, InboundSa) {
     let km = keymat(alg, 1);
-    (
-        OutboundSa::new(0xc0ffee01, alg, &km, esn, limits).unwrap(),
-        InboundSa::new(0xc0ffee01, alg, &km, esn, limits).unwrap(),
-    )
+    (OutboundSa::new(0xc0ffee01, alg, &km, esn, limits).unwrap(), InboundSa::new(0xc0ffee01, alg, &km, esn, limits).unwrap())
 }
 
 fn seal_vec(out: &OutboundSa, inner: &[u8]) -> Vec<u8> {
@@ -67,9 +64,7 @@ fn layout_matches_independent_construction() {
     let km = hex("000102030405060708090a0b0c0d0e0f cafebabe");
     for esn in [false, true] {
         let start = if esn { (7u64 << 32) | 0xffff_fffe } else { 0x1234 };
-        let out = OutboundSa::new(0xdeadbeef, Aead::AesGcm128, &Keymat::new(&km), esn, Limits::default())
-            .unwrap()
-            .with_next_seq(start);
+        let out = OutboundSa::new(0xdeadbeef, Aead::AesGcm128, &Keymat::new(&km), esn, Limits::default()).unwrap().with_next_seq(start);
         let inner = b"hello, tunnel!!".to_vec(); // 15 bytes -> 3 bytes padding
         let mut pkt = vec![0u8; 100];
         let s = out.seal(&inner, NEXT_HEADER_IPV6, &mut pkt).unwrap();
@@ -110,12 +105,10 @@ fn rfc8439_vector_through_esp_open() {
     let mut km = key.clone();
     km.extend_from_slice(&hex("07000000"));
     let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
-    let ct = hex(
-        "d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6
+    let ct = hex("d31a8d34648e60db7b86afbc53ef7ec2a4aded51296e08fea9e2b5a736ee62d6
          3dbea45e8ca9671282fafb69da92728b1a71de0a9e060b2905d6a5b67ecd3b36
          92ddbd7f2d778b8c9803aee328091b58fab324e4fad675945585808b4831d7bc
-         3ff4def08e4b7a9de576d26586cec64b6116",
-    );
+         3ff4def08e4b7a9de576d26586cec64b6116");
     let tag = hex("1ae10b594f09e26a7e902ecbd0600691");
     let build = || {
         let mut p = hex("50515253 c4c5c6c7 4041424344454647");
@@ -313,14 +306,8 @@ fn sequence_exhaustion_without_esn_never_wraps() {
     }
     assert_eq!(events, vec![LimitEvent::Soft(LimitKind::Sequence)]);
     assert_eq!(out.next_seq(), u32::MAX as u64 + 1);
-    assert_eq!(
-        out.seal(b"abc", 4, &mut b),
-        Err(SealError::Expired { kind: LimitKind::Sequence, first: true })
-    );
-    assert_eq!(
-        out.seal(b"abc", 4, &mut b),
-        Err(SealError::Expired { kind: LimitKind::Sequence, first: false })
-    );
+    assert_eq!(out.seal(b"abc", 4, &mut b), Err(SealError::Expired { kind: LimitKind::Sequence, first: true }));
+    assert_eq!(out.seal(b"abc", 4, &mut b), Err(SealError::Expired { kind: LimitKind::Sequence, first: false }));
     assert_eq!(out.next_seq(), u32::MAX as u64 + 1, "never wraps");
     assert_eq!(out.counters().snapshot().packets, 7);
 }
@@ -356,9 +343,8 @@ fn packet_and_byte_limits() {
         ev_in.extend(inb.open(&mut p.clone()).unwrap().event);
     }
     assert_eq!(ev_in, vec![LimitEvent::Soft(LimitKind::Packets)]);
-    let extra = OutboundSa::new(0xc0ffee01, Aead::AesGcm128, &keymat(Aead::AesGcm128, 1), false, Limits::default())
-        .unwrap()
-        .with_next_seq(100);
+    let extra =
+        OutboundSa::new(0xc0ffee01, Aead::AesGcm128, &keymat(Aead::AesGcm128, 1), false, Limits::default()).unwrap().with_next_seq(100);
     let mut p = seal_vec(&extra, b"abcd");
     assert_eq!(inb.open(&mut p), Err(OpenError::Expired { kind: LimitKind::Packets, first: true }));
     assert_eq!(inb.counters().snapshot().drop_expired, 1);

@@ -22,7 +22,15 @@ use wisp_ike::native_policy::ConfigPolicy;
 fn template(target: IpAddr) -> Message {
     let mut c = ConnectionConfig::new("f", identity("flood.test"), None, b"0123456789abcdef", &["aes128gcm16-prfsha256-x25519"]).unwrap();
     c.remote_addr = Some(target);
-    c.children.push(ChildConfig::new("n", vec![wisp_ike::config::selector("10.0.0.0/8").unwrap()], vec![wisp_ike::config::selector("10.0.0.0/8").unwrap()], &["aes128gcm16"]).unwrap());
+    c.children.push(
+        ChildConfig::new(
+            "n",
+            vec![wisp_ike::config::selector("10.0.0.0/8").unwrap()],
+            vec![wisp_ike::config::selector("10.0.0.0/8").unwrap()],
+            &["aes128gcm16"],
+        )
+        .unwrap(),
+    );
     let cfg = Config { connections: vec![c], ..Config::default() };
     let mut e = Engine::new(cfg.clone(), Arc::new(ConfigPolicy::new(&cfg)), [3; 32]).unwrap();
     e.initiate(Duration::ZERO, "f").unwrap();

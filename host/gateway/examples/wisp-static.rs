@@ -77,8 +77,7 @@ fn main() -> Result<(), String> {
         tun_kind,
         ..DataplaneConfig::default()
     };
-    let dp = Dataplane::start(cfg, Box::new(|_, _, _| {}), Box::new(|e| eprintln!("event: {e:?}")))
-        .map_err(|e| format!("start: {e}"))?;
+    let dp = Dataplane::start(cfg, Box::new(|_, _, _| {}), Box::new(|e| eprintln!("event: {e:?}"))).map_err(|e| format!("start: {e}"))?;
     dp.install_child(spec).map_err(|e| format!("install: {e}"))?;
     let (tun_offload, udp_gro) = dp.offloads();
     println!("ready {} tun={tun_kind:?} tun_offload={tun_offload} udp_gro={udp_gro}", dp.tun_name());

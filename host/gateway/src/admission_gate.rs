@@ -74,10 +74,8 @@ impl Gate {
         let Some((socks, dp)) = self.senders.get() else {
             return Err(std::io::Error::other("no sockets yet"));
         };
-        let sock = socks
-            .iter()
-            .find(|(a, _)| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified()))
-            .map(|(_, s)| s);
+        let sock =
+            socks.iter().find(|(a, _)| a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified())).map(|(_, s)| s);
         match sock {
             Some(s) => s.send_to(bytes, remote).map(|_| ()),
             // Not one of the port-500 sockets: it came in on the NAT-T port.

@@ -59,7 +59,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use wisp_policy_api::{Protocol, Proposal, TrafficSelector, Transform, TransformType};
+use wisp_policy_api::{Proposal, Protocol, TrafficSelector, Transform, TransformType};
 use zeroize::Zeroizing;
 
 /// Default control socket path.
@@ -133,9 +133,7 @@ impl FromStr for Dur {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}` (expected e.g. 30s, 5m, 4h)"))?;
+        let n: u64 = num.parse().map_err(|_| format!("invalid duration `{s}` (expected e.g. 30s, 5m, 4h)"))?;
         let ms = match unit.trim() {
             "ms" => Some(n),
             "" | "s" => n.checked_mul(1000),
@@ -159,9 +157,7 @@ impl<'de> Deserialize<'de> for Dur {
             Str(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Int(i) if i >= 0 && (i as u64) <= bounds::DURATION_ANY.as_secs() => {
-                Ok(Dur(Duration::from_secs(i as u64)))
-            }
+            Raw::Int(i) if i >= 0 && (i as u64) <= bounds::DURATION_ANY.as_secs() => Ok(Dur(Duration::from_secs(i as u64))),
             Raw::Int(i) if i >= 0 => Err(serde::de::Error::custom(format!("duration {i}s too large"))),
             Raw::Int(i) => Err(serde::de::Error::custom(format!("negative duration {i}"))),
             Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
@@ -334,16 +330,12 @@ impl ProposalKind {
 
 fn de_ike_proposals<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ProposalSpec>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| ProposalSpec::parse(s, ProposalKind::Ike).map_err(serde::de::Error::custom))
-        .collect()
+    v.iter().map(|s| ProposalSpec::parse(s, ProposalKind::Ike).map_err(serde::de::Error::custom)).collect()
 }
 
 fn de_esp_proposals<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ProposalSpec>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| ProposalSpec::parse(s, ProposalKind::Esp).map_err(serde::de::Error::custom))
-        .collect()
+    v.iter().map(|s| ProposalSpec::parse(s, ProposalKind::Esp).map_err(serde::de::Error::custom)).collect()
 }
 
 fn default_ike_proposals() -> Vec<ProposalSpec> {
@@ -377,12 +369,8 @@ pub fn parse_ts(s: &str) -> Result<TrafficSelector, String> {
     } else if let Some((a, p)) = net.split_once('/') {
         let a: IpAddr = a.trim().parse().map_err(|_| format!("invalid address `{a}` in selector `{s}`"))?;
         let bits = if a.is_ipv4() { 32 } else { 128 };
-        let p: u32 = p
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p <= bits)
-            .ok_or_else(|| format!("invalid prefix length `{p}` in selector `{s}`"))?;
+        let p: u32 =
+            p.trim().parse().ok().filter(|p| *p <= bits).ok_or_else(|| format!("invalid prefix length `{p}` in selector `{s}`"))?;
         match a {
             IpAddr::V4(v) => {
                 let x = u32::from(v);
@@ -873,8 +861,7 @@ impl Config {
             let inner = e.into_inner();
             let (line, column) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             let field = if field == "." { String::new() } else { field };
-            let (line, column) =
-                if line == 0 { locate(text, &field).unwrap_or((0, 0)) } else { (line, column) };
+            let (line, column) = if line == 0 { locate(text, &field).unwrap_or((0, 0)) } else { (line, column) };
             ConfigError { file: path.to_path_buf(), line, column, field, message: inner.message().to_string() }
         })?;
         cfg.source = path.to_path_buf();
@@ -922,16 +909,14 @@ impl Config {
                 }
             }
             match (&conn.auth.psk, &conn.auth.psk_file) {
-                (Some(_), Some(_)) => {
-                    return Err(err(f("auth.psk_file"), "give either `psk` or `psk_file`, not both".into()))
-                }
+                (Some(_), Some(_)) => return Err(err(f("auth.psk_file"), "give either `psk` or `psk_file`, not both".into())),
                 (None, None) => return Err(err(f("auth"), "missing `psk` or `psk_file`".into())),
                 (None, Some(file)) => {
                     let file = if file.is_relative() { base.join(file) } else { file.clone() };
                     check_private(&file).map_err(|m| err(f("auth.psk_file"), m))?;
-                    let bytes = Zeroizing::new(std::fs::read(&file).map_err(|e| {
-                        err(f("auth.psk_file"), format!("cannot read {}: {e}", file.display()))
-                    })?);
+                    let bytes = Zeroizing::new(
+                        std::fs::read(&file).map_err(|e| err(f("auth.psk_file"), format!("cannot read {}: {e}", file.display())))?,
+                    );
                     let mut v: &[u8] = &bytes;
                     while let [rest @ .., b'\n' | b'\r'] = v {
                         v = rest;
@@ -1012,9 +997,7 @@ pub fn check_private(path: &Path) -> Result<(), String> {
 /// Errors carry the dotted field path.
 fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
     let range_d = |field: String, v: Option<Dur>, (lo, hi): (Duration, Duration)| match v {
-        Some(Dur(d)) if d < lo || d > hi => {
-            Err((field, format!("{} is out of range ({} to {})", fmt_dur(d), fmt_dur(lo), fmt_dur(hi))))
-        }
+        Some(Dur(d)) if d < lo || d > hi => Err((field, format!("{} is out of range ({} to {})", fmt_dur(d), fmt_dur(lo), fmt_dur(hi)))),
         _ => Ok(()),
     };
     let range_c = |field: String, v: Option<Count>, (lo, hi): (u64, u64)| match v {
@@ -1252,7 +1235,9 @@ rekey_bytes = "10M"
             assert!(e.message.contains("range") || e.message.contains("too large"), "{to}: {e}");
         }
         // The largest accepted values convert without overflow.
-        let max = GOOD.replace("dpd_delay = \"2s\"", "dpd_delay = \"1d\"\nrekey_time = \"365d\"").replace("rekey_time = \"5s\"", "rekey_time = \"365d\"");
+        let max = GOOD
+            .replace("dpd_delay = \"2s\"", "dpd_delay = \"1d\"\nrekey_time = \"365d\"")
+            .replace("rekey_time = \"5s\"", "rekey_time = \"365d\"");
         let c = Config::parse(&max, Path::new("a.toml")).unwrap();
         let b = &c.connections["b"];
         assert_eq!(b.dpd(), Some((Duration::from_secs(86_400), Duration::from_secs(5 * 86_400))));

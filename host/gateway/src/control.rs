@@ -47,8 +47,7 @@ pub enum ClientError {
 
 /// Send one request and wait for the answer.
 pub fn call(path: &Path, req: &Request, timeout: Option<Duration>) -> Result<Response, ClientError> {
-    let mut s = UnixStream::connect(path)
-        .map_err(|e| ClientError::Connect { path: path.display().to_string(), source: e })?;
+    let mut s = UnixStream::connect(path).map_err(|e| ClientError::Connect { path: path.display().to_string(), source: e })?;
     s.set_read_timeout(timeout)?;
     let mut line = serde_json::to_string(req).map_err(|e| ClientError::Malformed(e.to_string()))?;
     line.push('\n');
@@ -182,11 +181,7 @@ pub async fn read_request<R: AsyncBufRead + Unpin>(r: R, timeout: Duration) -> R
 pub fn bind(path: &Path, group: Option<&nix::unistd::Group>, dir_owner: Option<nix::unistd::Uid>) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o750).create(dir).with_context(|| format!("creating {}", dir.display()))?;
             // The umask may have taken bits away; and say exactly what we mean.
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
                 .with_context(|| format!("chmod 0750 {}", dir.display()))?;
@@ -220,8 +215,7 @@ pub fn bind(path: &Path, group: Option<&nix::unistd::Group>, dir_owner: Option<n
     nix::sys::stat::umask(old);
     let l = l.with_context(|| format!("binding control socket {}", path.display()))?;
     let mode = if group.is_some() { 0o660 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {mode:o} {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {mode:o} {}", path.display()))?;
     if let Some(g) = group {
         nix::unistd::chown(path, None, Some(g.gid)).with_context(|| format!("chown :{} {}", g.name, path.display()))?;
     }
@@ -360,7 +354,8 @@ mod server_tests {
         let dropped = Access { group: None, own_uid: 1234 };
         assert!(dropped.allows(1234, 1234).is_ok(), "the daemon's own user");
         assert!(dropped.allows(1235, 1234).is_err());
-        let g = nix::unistd::Group { name: "wispctl".into(), passwd: Default::default(), gid: nix::unistd::Gid::from_raw(4242), mem: vec![] };
+        let g =
+            nix::unistd::Group { name: "wispctl".into(), passwd: Default::default(), gid: nix::unistd::Gid::from_raw(4242), mem: vec![] };
         let grp = Access { group: Some(g), own_uid: 0 };
         assert!(grp.allows(5000, 4242).is_ok(), "primary group");
         assert!(grp.allows(5000, 4243).unwrap_err().contains("wispctl"));

@@ -162,9 +162,7 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Resul
             }
         },
     };
-    let mut out = serde_json::to_string(&resp).unwrap_or_else(|e| {
-        format!(r#"{{"result":"error","message":"cannot encode answer: {e}"}}"#)
-    });
+    let mut out = serde_json::to_string(&resp).unwrap_or_else(|e| format!(r#"{{"result":"error","message":"cannot encode answer: {e}"}}"#));
     out.push('\n');
     w.write_all(out.as_bytes()).await?;
     w.shutdown().await
@@ -173,9 +171,7 @@ async fn serve_client(stream: UnixStream, shared: Arc<Shared>) -> std::io::Resul
 async fn handle(req: Request, shared: &Arc<Shared>) -> Response {
     let gw = &shared.gateway;
     let result = match req {
-        Request::Up { name, timeout_secs } => {
-            gw.up(&name, Duration::from_secs(timeout_secs.unwrap_or(30))).await
-        }
+        Request::Up { name, timeout_secs } => gw.up(&name, Duration::from_secs(timeout_secs.unwrap_or(30))).await,
         Request::Down { name } => gw.down(&name).await,
         Request::Rekey { name, ike, child } => gw.rekey(&name, ike, child.as_deref()).await,
         Request::Status => {

@@ -9,9 +9,9 @@ use wisp_esp::{Aead, Keymat, Limits};
 use wisp_ike::event::{ChildSaInfo, EspCipher};
 
 use crate::config::Config;
-use wisp_policy_api::TrafficSelector;
 use crate::dataplane::{self, ChildSaSpec, DataplaneConfig, DataplaneEvent};
 use crate::dp::{ChildCounters, Dataplane, IkeSink, Notice, NoticeSink};
+use wisp_policy_api::TrafficSelector;
 
 /// The NAT-T socket: IPv4 only unless a connection has an IPv6 address, then
 /// one dual-stack `[::]` socket (IPv4 peers appear as v4-mapped addresses).

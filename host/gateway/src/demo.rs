@@ -191,11 +191,7 @@ fn start_gateway(ns: &Netns, exe: &Path, cfg: &Path, sock: &Path, log: &Path) ->
     while t0.elapsed() < Duration::from_secs(60) {
         check_interrupt()?;
         if let Ok(Some(st)) = d.child.try_wait() {
-            bail!(
-                "gateway in {} exited ({st}):\n{}",
-                ns.name,
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            bail!("gateway in {} exited ({st}):\n{}", ns.name, std::fs::read_to_string(log).unwrap_or_default());
         }
         if sock.exists() && control::call(sock, &Request::Status, Some(Duration::from_secs(2))).is_ok() {
             return Ok(d);

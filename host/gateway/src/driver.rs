@@ -35,23 +35,51 @@ use crate::status::{ChildSaStatus, ConnectionStatus, IkeSaStatus};
 pub type Reply = oneshot::Sender<Result<String, String>>;
 
 pub enum Cmd {
-    Datagram { local: SocketAddr, remote: SocketAddr, bytes: Vec<u8> },
-    Up { child: Option<String>, reply: Reply },
-    Down { reply: Reply },
-    Rekey { ike: bool, child: Option<String>, reply: Reply },
+    Datagram {
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Up {
+        child: Option<String>,
+        reply: Reply,
+    },
+    Down {
+        reply: Reply,
+    },
+    Rekey {
+        ike: bool,
+        child: Option<String>,
+        reply: Reply,
+    },
     /// New connection config (applied when the connection holds no SA).
-    Reconfigure { conn: Box<ikecfg::ConnectionConfig>, status: ConnectionStatus },
+    Reconfigure {
+        conn: Box<ikecfg::ConnectionConfig>,
+        status: ConnectionStatus,
+    },
     /// The dataplane hit a lifetime limit on the Child SA with inbound SPI `spi_in`.
-    Limit { spi_in: u32, event: wisp_esp::LimitEvent },
+    Limit {
+        spi_in: u32,
+        event: wisp_esp::LimitEvent,
+    },
     /// Authenticated ESP for the Child SA `spi_in` came from `from`, not from its peer.
-    PeerSeen { spi_in: u32, from: SocketAddr },
+    PeerSeen {
+        spi_in: u32,
+        from: SocketAddr,
+    },
     /// Traffic hit the dataplane trap `id` (a child with `start_action = trap`).
-    Acquire { id: u64 },
+    Acquire {
+        id: u64,
+    },
     /// Another policy version took charge (`why` names it): re-check the
     /// live SAs and take down what it refuses (`[plugin] on_change = "recheck"`).
-    Recheck { why: String },
+    Recheck {
+        why: String,
+    },
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
-    Shutdown { reply: oneshot::Sender<()> },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Handle to one driver thread.
@@ -144,14 +172,11 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
     let mut ec = ikecfg::ConnectionConfig::new(name, local_id, remote_id, psk.expose(), &ike_props)
         .map_err(|e| format!("connection {name}: {e}"))?;
     // Keep the numbering of our own parse (same transforms).
-    ec.ike_proposals = c
-        .proposals
-        .iter()
-        .enumerate()
-        .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike))
-        .collect();
+    ec.ike_proposals = c.proposals.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike)).collect();
     let caps = &mut ec.caps;
-    for (cap, v) in [(&mut caps.max_ike_sas, c.max_ike_sas), (&mut caps.max_child_sas, c.max_child_sas), (&mut caps.max_selectors, c.max_selectors)] {
+    for (cap, v) in
+        [(&mut caps.max_ike_sas, c.max_ike_sas), (&mut caps.max_child_sas, c.max_child_sas), (&mut caps.max_selectors, c.max_selectors)]
+    {
         if let Some(v) = v {
             *cap = v as usize;
         }
@@ -180,12 +205,7 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         let esp: Vec<&str> = ch.esp_proposals.iter().map(|p| p.text.as_str()).collect();
         let mut cc = ikecfg::ChildConfig::new(cname, ch.local_ts.clone(), ch.remote_ts.clone(), &esp)
             .map_err(|e| format!("connection {name} child {cname}: {e}"))?;
-        cc.esp_proposals = ch
-            .esp_proposals
-            .iter()
-            .enumerate()
-            .map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Esp))
-            .collect();
+        cc.esp_proposals = ch.esp_proposals.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Esp)).collect();
         cc.mode = match ch.mode {
             config::Mode::Tunnel => ikecfg::Mode::Tunnel,
             config::Mode::Transport => ikecfg::Mode::Transport,
@@ -221,12 +241,7 @@ pub fn seed() -> anyhow::Result<[u8; 32]> {
 }
 
 /// Start the driver thread of one connection.
-pub fn spawn(
-    env: Env,
-    conn: ikecfg::ConnectionConfig,
-    status: ConnectionStatus,
-    autostart: bool,
-) -> anyhow::Result<DriverHandle> {
+pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus, autostart: bool) -> anyhow::Result<DriverHandle> {
     let (tx, rx) = crate::queue::channel(env.queues.clone());
     let name = conn.name.clone();
     let engine = new_engine(&env, conn.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
@@ -361,9 +376,11 @@ impl Driver {
                     let _ = reply.send(Err(format!("connection {} has no children", self.name)));
                     return;
                 };
-                let established = self.engine.status(now).iter().any(|s| {
-                    s.state == "ESTABLISHED" && s.children.iter().any(|c| c.name == child && c.state == "INSTALLED")
-                });
+                let established = self
+                    .engine
+                    .status(now)
+                    .iter()
+                    .any(|s| s.state == "ESTABLISHED" && s.children.iter().any(|c| c.name == child && c.state == "INSTALLED"));
                 if established {
                     let _ = reply.send(Ok(format!("connection {} child {child} already established", self.name)));
                     return;
@@ -582,9 +599,10 @@ impl Driver {
             .iter()
             .find(|s| s.local_addr().is_ok_and(|a| a.ip() == t.local.ip()))
             .or_else(|| {
-                self.env.ike_sockets.iter().find(|s| {
-                    s.local_addr().is_ok_and(|a| a.ip().is_unspecified() && a.is_ipv4() == t.remote.is_ipv4())
-                })
+                self.env
+                    .ike_sockets
+                    .iter()
+                    .find(|s| s.local_addr().is_ok_and(|a| a.ip().is_unspecified() && a.is_ipv4() == t.remote.is_ipv4()))
             })
             .or_else(|| self.env.ike_sockets.first());
         match sock {

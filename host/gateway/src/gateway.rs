@@ -117,10 +117,7 @@ fn bind_ike_sockets(cfg: &Config) -> anyhow::Result<Vec<UdpSocket>> {
     addrs.retain(|a| a.is_unspecified() || !(if a.is_ipv4() { has_any4 } else { has_any6 }));
     addrs
         .into_iter()
-        .map(|a| {
-            UdpSocket::bind(SocketAddr::new(a, cfg.ike_port))
-                .with_context(|| format!("binding IKE socket {a} port {}", cfg.ike_port))
-        })
+        .map(|a| UdpSocket::bind(SocketAddr::new(a, cfg.ike_port)).with_context(|| format!("binding IKE socket {a} port {}", cfg.ike_port)))
         .collect()
 }
 
@@ -130,9 +127,7 @@ impl Gateway {
         let cfg2 = cfg.clone();
         let reg2 = registry.clone();
         // Compiling the plugin takes a while: off the reactor.
-        let policy = tokio::task::spawn_blocking(move || SwitchPolicy::open(&cfg2, reg2))
-            .await
-            .context("plugin load task")??;
+        let policy = tokio::task::spawn_blocking(move || SwitchPolicy::open(&cfg2, reg2)).await.context("plugin load task")??;
         let policy = Arc::new(policy);
         // No OS randomness, no daemon (and no time+pid fallback).
         let adm_seed = driver::seed().context("cannot start")?;
@@ -257,8 +252,7 @@ impl Gateway {
                 }
             }
         }
-        let mut routes: Vec<(String, Vec<IpAddr>)> =
-            cfg.connections.iter().map(|(n, c)| (n.clone(), c.remote_addrs.clone())).collect();
+        let mut routes: Vec<(String, Vec<IpAddr>)> = cfg.connections.iter().map(|(n, c)| (n.clone(), c.remote_addrs.clone())).collect();
         routes.sort();
         *self.inner.dispatch.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
         *self.inner.dispatch.drivers.write().unwrap_or_else(|p| p.into_inner()) =
@@ -270,10 +264,7 @@ impl Gateway {
         let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
         match drivers.get(name) {
             Some(h) => h.tx.send(cmd).map_err(|e| format!("connection {name}: {e}")),
-            None => Err(format!(
-                "no connection named `{name}` (known: {})",
-                drivers.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
+            None => Err(format!("no connection named `{name}` (known: {})", drivers.keys().cloned().collect::<Vec<_>>().join(", "))),
         }
     }
 
@@ -319,8 +310,7 @@ impl Gateway {
         for c in &mut connections {
             for ike in &mut c.ike_sas {
                 for ch in &mut ike.children {
-                    let (Ok(i), Ok(o)) = (u32::from_str_radix(&ch.spi_in, 16), u32::from_str_radix(&ch.spi_out, 16))
-                    else {
+                    let (Ok(i), Ok(o)) = (u32::from_str_radix(&ch.spi_in, 16), u32::from_str_radix(&ch.spi_out, 16)) else {
                         continue;
                     };
                     if let Some(k) = dp.child_counters(i, o) {

@@ -59,7 +59,8 @@ impl IkeSettings {
         if a.cookie_threshold > a.init_limit_half_open {
             return bad("cookie_threshold", "must not exceed init_limit_half_open (cookies must engage before the cap)");
         }
-        if a.cookie_secret_lifetime < std::time::Duration::from_secs(1) || a.cookie_secret_lifetime > std::time::Duration::from_secs(86400) {
+        if a.cookie_secret_lifetime < std::time::Duration::from_secs(1) || a.cookie_secret_lifetime > std::time::Duration::from_secs(86400)
+        {
             return bad("cookie_secret_lifetime", "must be between 1s and 24h");
         }
         if a.cookie_secret_uses == 0 {
@@ -91,7 +92,8 @@ remote_ts = ["10.98.2.0/24"]
     fn ike_section_defaults_and_overrides() {
         let cfg = crate::config::Config::parse(BASE, Path::new("t.toml")).unwrap();
         assert_eq!(cfg.ike.admission(), AdmissionConfig::default());
-        let text = format!("[ike]\ncookie_threshold = 3\nblock_threshold = 2\ncookie_secret_lifetime = \"30s\"\ncookie_grace = \"5s\"\n{BASE}");
+        let text =
+            format!("[ike]\ncookie_threshold = 3\nblock_threshold = 2\ncookie_secret_lifetime = \"30s\"\ncookie_grace = \"5s\"\n{BASE}");
         let cfg = crate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
         let a = cfg.ike.admission();
         assert_eq!((a.cookie_threshold, a.block_threshold), (3, 2));

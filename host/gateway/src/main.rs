@@ -105,9 +105,7 @@ fn main() -> ExitCode {
             client(&control, &req, Some(Duration::from_secs(timeout + 5)), false)
         }
         Cmd::Down { name } => client(&control, &Request::Down { name }, Some(Duration::from_secs(30)), false),
-        Cmd::Rekey { name, ike, child } => {
-            client(&control, &Request::Rekey { name, ike, child }, Some(Duration::from_secs(30)), false)
-        }
+        Cmd::Rekey { name, ike, child } => client(&control, &Request::Rekey { name, ike, child }, Some(Duration::from_secs(30)), false),
         Cmd::Status { json } => client(&control, &Request::Status, Some(Duration::from_secs(10)), json),
         Cmd::Reload => client(&control, &Request::Reload, Some(Duration::from_secs(30)), false),
         Cmd::Plugin { cmd: PluginCmd::Check { file } } => match wisp_gateway::plugin_tools::check(&file) {
@@ -120,22 +118,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Plugin { cmd: PluginCmd::Eval { file, fixture } } => {
-            match wisp_gateway::plugin_tools::eval(&file, &fixture) {
-                Ok((text, all_pass)) => {
-                    println!("{text}");
-                    if all_pass {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("wisp plugin eval: {e:#}");
+        Cmd::Plugin { cmd: PluginCmd::Eval { file, fixture } } => match wisp_gateway::plugin_tools::eval(&file, &fixture) {
+            Ok((text, all_pass)) => {
+                println!("{text}");
+                if all_pass {
+                    ExitCode::SUCCESS
+                } else {
                     ExitCode::FAILURE
                 }
             }
-        }
+            Err(e) => {
+                eprintln!("wisp plugin eval: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Demo { hold } => match wisp_gateway::demo::run(hold) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

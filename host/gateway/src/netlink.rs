@@ -126,11 +126,7 @@ fn parse_ack(buf: &[u8], seq: u32) -> Option<io::Result<()>> {
         }
         if ty == NLMSG_ERROR && s == seq && len >= 20 {
             let err = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().ok()?);
-            return Some(if err == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-err))
-            });
+            return Some(if err == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(-err)) });
         }
         off += len.div_ceil(4) * 4;
     }
@@ -145,13 +141,7 @@ struct Socket {
 impl Socket {
     fn open() -> io::Result<Socket> {
         // SAFETY: plain socket(2); the fd is owned below.
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        })?;
+        let fd = cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) })?;
         // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: zeroed sockaddr_nl is valid (pid 0: the kernel assigns one).
@@ -159,16 +149,9 @@ impl Socket {
         sa.nl_family = libc::AF_NETLINK as u16;
         // SAFETY: valid sockaddr_nl of the given size.
         cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            )
+            libc::bind(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as u32)
         })?;
-        let tv = libc::timeval {
-            tv_sec: 5,
-            tv_usec: 0,
-        };
+        let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
         // SAFETY: valid timeval.
         cvt(unsafe {
             libc::setsockopt(
@@ -182,13 +165,7 @@ impl Socket {
         Ok(Socket { fd, seq: 0 })
     }
 
-    fn request(
-        &mut self,
-        ty: u16,
-        flags: u16,
-        body: &[u8],
-        attrs: &[(u16, Vec<u8>)],
-    ) -> io::Result<()> {
+    fn request(&mut self, ty: u16, flags: u16, body: &[u8], attrs: &[(u16, Vec<u8>)]) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let m = encode(ty, flags, self.seq, body, attrs);
         // SAFETY: zeroed sockaddr_nl = the kernel (pid 0).
@@ -211,14 +188,7 @@ impl Socket {
         let mut buf = vec![0u8; 16384];
         loop {
             // SAFETY: buf is valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -266,91 +236,50 @@ impl Netlink {
     /// Open the netlink socket (in the calling thread's network namespace)
     /// for the device `ifname` and start its thread.
     pub fn start(ifname: &str) -> io::Result<Netlink> {
-        let cname = std::ffi::CString::new(ifname)
-            .map_err(|_| io::Error::other("interface name with NUL"))?;
+        let cname = std::ffi::CString::new(ifname).map_err(|_| io::Error::other("interface name with NUL"))?;
         // SAFETY: valid C string.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("no interface {ifname}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no interface {ifname}")));
         }
         let mut sock = Socket::open()?;
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("wisp-netlink".into())
-            .spawn(move || {
-                // Keep the permitted capabilities across a later change of user
-                // (only this thread's: every other thread loses them all).
-                // SAFETY: prctl with integer arguments.
-                if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-                    tracing::warn!("PR_SET_KEEPCAPS: {}", io::Error::last_os_error());
-                }
-                while let Ok(job) = rx.recv() {
-                    let r = match job.op {
-                        Op::Msg {
-                            what,
-                            ty,
-                            flags,
-                            body,
-                            attrs,
-                        } => {
-                            let mut r = sock.request(ty, flags, &body, &attrs);
-                            if r.as_ref()
-                                .is_err_and(|e| e.raw_os_error() == Some(libc::EPERM))
-                                && raise_net_admin()
-                            {
-                                // Caught between the change of user (effective set
-                                // emptied) and `restrict_all`: raise it and retry.
-                                r = sock.request(ty, flags, &body, &attrs);
-                            }
-                            r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+        std::thread::Builder::new().name("wisp-netlink".into()).spawn(move || {
+            // Keep the permitted capabilities across a later change of user
+            // (only this thread's: every other thread loses them all).
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+                tracing::warn!("PR_SET_KEEPCAPS: {}", io::Error::last_os_error());
+            }
+            while let Ok(job) = rx.recv() {
+                let r = match job.op {
+                    Op::Msg { what, ty, flags, body, attrs } => {
+                        let mut r = sock.request(ty, flags, &body, &attrs);
+                        if r.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EPERM)) && raise_net_admin() {
+                            // Caught between the change of user (effective set
+                            // emptied) and `restrict_all`: raise it and retry.
+                            r = sock.request(ty, flags, &body, &attrs);
                         }
-                        Op::Restrict => restrict_self(),
-                    };
-                    let _ = job.reply.send(r);
-                }
-            })?;
+                        r.map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+                    }
+                    Op::Restrict => restrict_self(),
+                };
+                let _ = job.reply.send(r);
+            }
+        })?;
         let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        THREADS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, tx.clone()));
-        Ok(Netlink {
-            id,
-            tx,
-            ifindex,
-            ifname: ifname.to_string(),
-        })
+        THREADS.lock().unwrap_or_else(|p| p.into_inner()).push((id, tx.clone()));
+        Ok(Netlink { id, tx, ifindex, ifname: ifname.to_string() })
     }
 
     fn call(tx: &Sender<Job>, op: Op) -> io::Result<()> {
         let (reply, rx) = mpsc::channel();
-        tx.send(Job { op, reply })
-            .map_err(|_| io::Error::other("netlink thread gone"))?;
-        rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| io::Error::other("netlink thread did not answer"))?
+        tx.send(Job { op, reply }).map_err(|_| io::Error::other("netlink thread gone"))?;
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| io::Error::other("netlink thread did not answer"))?
     }
 
-    fn msg(
-        &self,
-        what: String,
-        ty: u16,
-        flags: u16,
-        body: Vec<u8>,
-        attrs: Vec<(u16, Vec<u8>)>,
-    ) -> io::Result<()> {
-        Self::call(
-            &self.tx,
-            Op::Msg {
-                what,
-                ty,
-                flags,
-                body,
-                attrs,
-            },
-        )
+    fn msg(&self, what: String, ty: u16, flags: u16, body: Vec<u8>, attrs: Vec<(u16, Vec<u8>)>) -> io::Result<()> {
+        Self::call(&self.tx, Op::Msg { what, ty, flags, body, attrs })
     }
 
     fn ifinfo(&self, up: bool) -> Vec<u8> {
@@ -366,25 +295,13 @@ impl Netlink {
     /// `ip link set dev IF mtu MTU up`.
     pub fn link_up(&self, mtu: u16) -> io::Result<()> {
         let attrs = vec![(IFLA_MTU, u32::from(mtu).to_ne_bytes().to_vec())];
-        self.msg(
-            format!("link set {} mtu {mtu} up", self.ifname),
-            RTM_NEWLINK,
-            0,
-            self.ifinfo(true),
-            attrs,
-        )
+        self.msg(format!("link set {} mtu {mtu} up", self.ifname), RTM_NEWLINK, 0, self.ifinfo(true), attrs)
     }
 
     /// `ip link set dev IF gso_max_segs N`.
     pub fn set_gso_max_segs(&self, segs: u32) -> io::Result<()> {
         let attrs = vec![(IFLA_GSO_MAX_SEGS, segs.to_ne_bytes().to_vec())];
-        self.msg(
-            format!("link set {} gso_max_segs {segs}", self.ifname),
-            RTM_NEWLINK,
-            0,
-            self.ifinfo(false),
-            attrs,
-        )
+        self.msg(format!("link set {} gso_max_segs {segs}", self.ifname), RTM_NEWLINK, 0, self.ifinfo(false), attrs)
     }
 
     /// `ip addr add A/LEN dev IF`.
@@ -392,13 +309,7 @@ impl Netlink {
         let mut b = vec![family(a), len, 0, 0];
         b.extend_from_slice(&self.ifindex.to_ne_bytes());
         let attrs = vec![(IFA_LOCAL, octets(a)), (IFA_ADDRESS, octets(a))];
-        self.msg(
-            format!("addr add {a}/{len} dev {}", self.ifname),
-            RTM_NEWADDR,
-            NLM_F_CREATE | NLM_F_EXCL,
-            b,
-            attrs,
-        )
+        self.msg(format!("addr add {a}/{len} dev {}", self.ifname), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, b, attrs)
     }
 
     fn rtmsg(net: IpAddr, len: u8, protocol: u8, scope: u8, ty: u8) -> Vec<u8> {
@@ -409,56 +320,30 @@ impl Netlink {
 
     /// `ip route replace NET/LEN dev IF`.
     pub fn replace_route(&self, net: IpAddr, len: u8) -> io::Result<()> {
-        let attrs = vec![
-            (RTA_DST, octets(net)),
-            (RTA_OIF, self.ifindex.to_ne_bytes().to_vec()),
-        ];
+        let attrs = vec![(RTA_DST, octets(net)), (RTA_OIF, self.ifindex.to_ne_bytes().to_vec())];
         let body = Self::rtmsg(net, len, RTPROT_BOOT, RT_SCOPE_LINK, RTN_UNICAST);
-        self.msg(
-            format!("route replace {net}/{len} dev {}", self.ifname),
-            RTM_NEWROUTE,
-            NLM_F_CREATE | NLM_F_REPLACE,
-            body,
-            attrs,
-        )
+        self.msg(format!("route replace {net}/{len} dev {}", self.ifname), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, body, attrs)
     }
 
     /// `ip route del NET/LEN dev IF`.
     pub fn del_route(&self, net: IpAddr, len: u8) -> io::Result<()> {
-        let attrs = vec![
-            (RTA_DST, octets(net)),
-            (RTA_OIF, self.ifindex.to_ne_bytes().to_vec()),
-        ];
+        let attrs = vec![(RTA_DST, octets(net)), (RTA_OIF, self.ifindex.to_ne_bytes().to_vec())];
         let body = Self::rtmsg(net, len, 0, RT_SCOPE_NOWHERE, 0);
-        self.msg(
-            format!("route del {net}/{len} dev {}", self.ifname),
-            RTM_DELROUTE,
-            0,
-            body,
-            attrs,
-        )
+        self.msg(format!("route del {net}/{len} dev {}", self.ifname), RTM_DELROUTE, 0, body, attrs)
     }
 }
 
 impl Drop for Netlink {
     fn drop(&mut self) {
         // The thread ends when its last sender goes: drop ours from the registry.
-        THREADS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(id, _)| *id != self.id);
+        THREADS.lock().unwrap_or_else(|p| p.into_inner()).retain(|(id, _)| *id != self.id);
     }
 }
 
 /// After the process changed user: every netlink thread keeps `CAP_NET_ADMIN`
 /// and nothing else (the other threads already hold nothing).
 pub fn restrict_all() -> io::Result<usize> {
-    let threads: Vec<Sender<Job>> = THREADS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(_, t)| t.clone())
-        .collect();
+    let threads: Vec<Sender<Job>> = THREADS.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, t)| t.clone()).collect();
     for tx in &threads {
         Netlink::call(tx, Op::Restrict)?;
     }
@@ -471,32 +356,17 @@ mod tests {
 
     #[test]
     fn route_message_layout() {
-        let b = Netlink::rtmsg(
-            "10.98.2.0".parse().unwrap(),
-            24,
-            RTPROT_BOOT,
-            RT_SCOPE_LINK,
-            RTN_UNICAST,
-        );
+        let b = Netlink::rtmsg("10.98.2.0".parse().unwrap(), 24, RTPROT_BOOT, RT_SCOPE_LINK, RTN_UNICAST);
         let m = encode(
             RTM_NEWROUTE,
             NLM_F_CREATE | NLM_F_REPLACE,
             7,
             &b,
-            &[
-                (RTA_DST, vec![10, 98, 2, 0]),
-                (RTA_OIF, 5u32.to_ne_bytes().to_vec()),
-            ],
+            &[(RTA_DST, vec![10, 98, 2, 0]), (RTA_OIF, 5u32.to_ne_bytes().to_vec())],
         );
         assert_eq!(m.len(), 16 + 12 + 8 + 8);
-        assert_eq!(
-            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
-            m.len()
-        );
-        assert_eq!(
-            u16::from_ne_bytes(m[4..6].try_into().unwrap()),
-            RTM_NEWROUTE
-        );
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize, m.len());
+        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), RTM_NEWROUTE);
         assert_eq!(u16::from_ne_bytes(m[6..8].try_into().unwrap()), 0x505);
         assert_eq!(&m[16..24], &[2, 24, 0, 0, 254, 3, 253, 1]);
         assert_eq!(&m[28..36], &[8, 0, 1, 0, 10, 98, 2, 0]);
@@ -506,10 +376,7 @@ mod tests {
         assert!(parse_ack(&ack, 7).unwrap().is_ok());
         assert!(parse_ack(&ack, 8).is_none());
         let nack = encode(NLMSG_ERROR, 0, 7, &(-libc::EEXIST).to_ne_bytes(), &[]);
-        assert_eq!(
-            parse_ack(&nack, 7).unwrap().unwrap_err().raw_os_error(),
-            Some(libc::EEXIST)
-        );
+        assert_eq!(parse_ack(&nack, 7).unwrap().unwrap_err().raw_os_error(), Some(libc::EEXIST));
         assert!(parse_ack(&[1, 2, 3], 7).is_none());
     }
 }

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use wisp_policy::{PluginConfig, PolicySlot, Setting, SettingValue, SwapListener};
 use wisp_policy_api::{
-    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind, SaView, SelectorPair,
-    SelectorRequest,
+    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind, SaView, SelectorPair, SelectorRequest,
 };
 
 use crate::config::Config;
@@ -55,9 +54,7 @@ pub fn settings(cfg: &Config) -> Vec<Setting> {
                 toml::Value::String(s) => SettingValue::Text(s.clone()),
                 toml::Value::Integer(i) => SettingValue::Integer(*i),
                 toml::Value::Boolean(b) => SettingValue::Boolean(*b),
-                toml::Value::Array(a) => {
-                    SettingValue::TextList(a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                }
+                toml::Value::Array(a) => SettingValue::TextList(a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
                 _ => return None,
             };
             Some(Setting::new(k.clone(), value))
@@ -93,8 +90,8 @@ impl SwitchPolicy {
     /// Load the configured plugin and watch its file for hot reload.
     pub fn open(cfg: &Config, view: Arc<dyn SaView>) -> anyhow::Result<SwitchPolicy> {
         let path = cfg.plugin_path();
-        let slot = PolicySlot::open_watched(&path, plugin_config(cfg, view))
-            .map_err(|e| anyhow::anyhow!("plugin {}: {e}", path.display()))?;
+        let slot =
+            PolicySlot::open_watched(&path, plugin_config(cfg, view)).map_err(|e| anyhow::anyhow!("plugin {}: {e}", path.display()))?;
         Ok(SwitchPolicy { slot: RwLock::new(Arc::new(slot)), path: RwLock::new(path), listener: Mutex::new(None) })
     }
 
@@ -174,12 +171,7 @@ impl Policy for SwitchPolicy {
     ) -> Result<ProposalChoice, PolicyError> {
         self.current().select_proposal(ctx, kind, offered, configured)
     }
-    fn order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, PolicyError> {
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
         self.current().order_proposals(ctx, kind, configured)
     }
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {

@@ -38,11 +38,7 @@ pub fn resolve(name: &str) -> anyhow::Result<Target> {
     if u.uid.is_root() {
         anyhow::bail!("[daemon] user `{name}` is root: nothing to drop");
     }
-    Ok(Target {
-        name: u.name,
-        uid: u.uid,
-        gid: u.gid,
-    })
+    Ok(Target { name: u.name, uid: u.uid, gid: u.gid })
 }
 
 /// Could `t` read `path` (the file and the search permission on every
@@ -62,22 +58,12 @@ fn readable_by(t: &Target, path: &Path) -> Result<(), String> {
     for dir in abs.ancestors().skip(1) {
         let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !allowed(&m, 0o1) {
-            return Err(format!(
-                "directory {} (owner uid {}, mode {:04o}) is not searchable",
-                dir.display(),
-                m.uid(),
-                m.mode() & 0o7777
-            ));
+            return Err(format!("directory {} (owner uid {}, mode {:04o}) is not searchable", dir.display(), m.uid(), m.mode() & 0o7777));
         }
     }
     let m = std::fs::metadata(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
     if !allowed(&m, 0o4) {
-        return Err(format!(
-            "{} (owner uid {}, mode {:04o}) is not readable",
-            abs.display(),
-            m.uid(),
-            m.mode() & 0o7777
-        ));
+        return Err(format!("{} (owner uid {}, mode {:04o}) is not readable", abs.display(), m.uid(), m.mode() & 0o7777));
     }
     Ok(())
 }
@@ -103,17 +89,13 @@ pub fn check_readable(t: &Target, files: &[PathBuf]) -> anyhow::Result<()> {
 /// process afterwards: a partial drop is an error.
 pub fn drop_to(t: &Target) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        anyhow::bail!(
-            "[daemon] user = \"{}\" needs the daemon to start as root",
-            t.name
-        );
+        anyhow::bail!("[daemon] user = \"{}\" needs the daemon to start as root", t.name);
     }
     // glibc applies these to every thread of the process (setxid broadcast).
     nix::unistd::setgroups(&[t.gid]).context("setgroups")?;
     nix::unistd::setresgid(t.gid, t.gid, t.gid).context("setresgid")?;
     nix::unistd::setresuid(t.uid, t.uid, t.uid).context("setresuid")?;
-    let n =
-        crate::netlink::restrict_all().context("keeping CAP_NET_ADMIN for the netlink thread")?;
+    let n = crate::netlink::restrict_all().context("keeping CAP_NET_ADMIN for the netlink thread")?;
     verify(t).context("after dropping privileges")?;
     tracing::info!(user = %t.name, uid = t.uid.as_raw(), netlink_threads = n, "privileges dropped: CAP_NET_ADMIN kept by the netlink thread only");
     Ok(())
@@ -127,27 +109,13 @@ pub fn threads() -> std::io::Result<Vec<ThreadCreds>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc/self/task")? {
         let dir = e?.path();
-        let comm = std::fs::read_to_string(dir.join("comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_string();
         let Ok(st) = std::fs::read_to_string(dir.join("status")) else {
             continue;
         };
-        let field = |k: &str| {
-            st.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_default()
-        };
+        let field = |k: &str| st.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string()).unwrap_or_default();
         let hex = |k: &str| u64::from_str_radix(&field(k), 16).unwrap_or(u64::MAX);
-        out.push((
-            comm,
-            field("Uid:"),
-            field("Gid:"),
-            hex("CapPrm:"),
-            hex("CapEff:"),
-        ));
+        out.push((comm, field("Uid:"), field("Gid:"), hex("CapPrm:"), hex("CapEff:")));
     }
     Ok(out)
 }

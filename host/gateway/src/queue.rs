@@ -52,18 +52,9 @@ impl Global {
     pub fn counters(&self) -> Vec<(String, u64)> {
         vec![
             ("ike_queue_bytes".into(), self.bytes.load(Relaxed) as u64),
-            (
-                "ike_queue_dropped".into(),
-                self.dropped_datagrams.load(Relaxed),
-            ),
-            (
-                "notice_queue_dropped".into(),
-                self.dropped_notices.load(Relaxed),
-            ),
-            (
-                "command_queue_refused".into(),
-                self.refused_commands.load(Relaxed),
-            ),
+            ("ike_queue_dropped".into(), self.dropped_datagrams.load(Relaxed)),
+            ("notice_queue_dropped".into(), self.dropped_notices.load(Relaxed)),
+            ("command_queue_refused".into(), self.refused_commands.load(Relaxed)),
             ("ike_unrouted".into(), self.unrouted.load(Relaxed)),
         ]
     }
@@ -107,16 +98,12 @@ pub enum Refused {
 
 /// Take one slot of `counter` below `cap`; false when full.
 fn take(counter: &AtomicUsize, cap: usize) -> bool {
-    counter
-        .fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1))
-        .is_ok()
+    counter.fetch_update(Relaxed, Relaxed, |n| (n < cap).then_some(n + 1)).is_ok()
 }
 
 /// Take `n` bytes of `counter` below `cap`; false when they do not fit.
 fn take_bytes(counter: &AtomicUsize, n: usize, cap: usize) -> bool {
-    counter
-        .fetch_update(Relaxed, Relaxed, |b| b.checked_add(n).filter(|t| *t <= cap))
-        .is_ok()
+    counter.fetch_update(Relaxed, Relaxed, |b| b.checked_add(n).filter(|t| *t <= cap)).is_ok()
 }
 
 /// The sending side of a driver's queue.
@@ -137,14 +124,7 @@ pub struct DriverRx {
 pub fn channel(global: Arc<Global>) -> (DriverTx, DriverRx) {
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Stats::default());
-    (
-        DriverTx {
-            tx,
-            stats: stats.clone(),
-            global: global.clone(),
-        },
-        DriverRx { rx, stats, global },
-    )
+    (DriverTx { tx, stats: stats.clone(), global: global.clone() }, DriverRx { rx, stats, global })
 }
 
 impl DriverTx {
@@ -153,12 +133,7 @@ impl DriverTx {
     }
 
     /// Queue an IKE datagram, copying it only when it fits; counted drop otherwise.
-    pub fn datagram(
-        &self,
-        local: SocketAddr,
-        remote: SocketAddr,
-        bytes: &[u8],
-    ) -> Result<(), Refused> {
+    pub fn datagram(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> Result<(), Refused> {
         let s = &self.stats;
         if !take(&s.slots, DATAGRAM_SLOTS) {
             s.dropped_datagrams.fetch_add(1, Relaxed);
@@ -179,11 +154,7 @@ impl DriverTx {
             return Err(Refused::Full);
         }
         s.high_water.fetch_max(s.slots.load(Relaxed), Relaxed);
-        let cmd = Cmd::Datagram {
-            local,
-            remote,
-            bytes: bytes.to_vec(),
-        };
+        let cmd = Cmd::Datagram { local, remote, bytes: bytes.to_vec() };
         self.tx.send(cmd).map_err(|e| {
             release(&e.0, s, &self.global);
             Refused::Stopped
@@ -195,11 +166,7 @@ impl DriverTx {
     pub fn send(&self, cmd: Cmd) -> Result<(), Refused> {
         let s = &self.stats;
         match &cmd {
-            Cmd::Datagram {
-                local,
-                remote,
-                bytes,
-            } => return self.datagram(*local, *remote, bytes),
+            Cmd::Datagram { local, remote, bytes } => return self.datagram(*local, *remote, bytes),
             Cmd::Limit { .. } | Cmd::PeerSeen { .. } | Cmd::Acquire { .. } => {
                 if !take(&s.slots, DATAGRAM_SLOTS) {
                     s.dropped_notices.fetch_add(1, Relaxed);
@@ -277,9 +244,7 @@ mod tests {
     use std::time::Instant;
 
     use tokio::sync::oneshot;
-    use wisp_policy_api::{
-        AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
-    };
+    use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
 
     use super::*;
     use crate::config::Config;
@@ -312,22 +277,11 @@ mod tests {
         fn describe(&self) -> String {
             "gate".into()
         }
-        fn select_proposal(
-            &self,
-            _: &PeerContext,
-            _: SaKind,
-            _: &[Proposal],
-            _: &[Proposal],
-        ) -> Result<ProposalChoice, PolicyError> {
+        fn select_proposal(&self, _: &PeerContext, _: SaKind, _: &[Proposal], _: &[Proposal]) -> Result<ProposalChoice, PolicyError> {
             self.wait();
             Ok(ProposalChoice { index: 0, transforms: Vec::new() })
         }
-        fn order_proposals(
-            &self,
-            _: &PeerContext,
-            _: SaKind,
-            c: &[Proposal],
-        ) -> Result<Vec<usize>, PolicyError> {
+        fn order_proposals(&self, _: &PeerContext, _: SaKind, c: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
             self.wait();
             Ok((0..c.len()).collect())
         }
@@ -335,16 +289,9 @@ mod tests {
             self.wait();
             Ok(())
         }
-        fn narrow_selectors(
-            &self,
-            _: &PeerContext,
-            r: &SelectorRequest,
-        ) -> Result<SelectorPair, PolicyError> {
+        fn narrow_selectors(&self, _: &PeerContext, r: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
             self.wait();
-            Ok(SelectorPair {
-                remote: r.remote_configured.clone(),
-                local: r.local_configured.clone(),
-            })
+            Ok(SelectorPair { remote: r.remote_configured.clone(), local: r.local_configured.clone() })
         }
     }
 
@@ -353,12 +300,7 @@ mod tests {
         fn install_child(&self, _: &wisp_ike::event::ChildSaInfo) -> anyhow::Result<()> {
             Ok(())
         }
-        fn rekey_child(
-            &self,
-            _: u32,
-            _: u32,
-            _: &wisp_ike::event::ChildSaInfo,
-        ) -> anyhow::Result<()> {
+        fn rekey_child(&self, _: u32, _: u32, _: &wisp_ike::event::ChildSaInfo) -> anyhow::Result<()> {
             Ok(())
         }
         fn install_trap(
@@ -410,19 +352,11 @@ remote_ts = ["10.97.2.0/24"]
 
     fn rss() -> usize {
         let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-        s.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            * 4096
+        s.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
     }
 
     fn spawn(env: &Env, policy: Arc<Gate>, cfg: &Config, name: &str) -> driver::DriverHandle {
-        let env = Env {
-            policy,
-            ..env.clone()
-        };
+        let env = Env { policy, ..env.clone() };
         let c = &cfg.connections[name];
         let ec = driver::engine_conn(cfg, name, c).unwrap();
         driver::spawn(env, ec, crate::gateway::conn_status(name, c), false).unwrap()
@@ -431,10 +365,7 @@ remote_ts = ["10.97.2.0/24"]
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         let t = Instant::now();
         while !f() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "timed out waiting for {what}"
-            );
+            assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -465,22 +396,11 @@ remote_ts = ["10.97.2.0/24"]
 
         // `up` makes the stuck driver call the policy, which never returns.
         let (up_tx, _up_rx) = oneshot::channel();
-        stuck
-            .tx
-            .send(Cmd::Up {
-                child: None,
-                reply: up_tx,
-            })
-            .unwrap();
-        wait_until("the driver to enter the policy", || {
-            gate.calls.load(Relaxed) > 0
-        });
+        stuck.tx.send(Cmd::Up { child: None, reply: up_tx }).unwrap();
+        wait_until("the driver to enter the policy", || gate.calls.load(Relaxed) > 0);
 
         // 10,000 datagrams of 60,000 bytes (600 MB if queued) and 10,000 small ones.
-        let (l, r): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:500".parse().unwrap(),
-            "127.0.0.2:500".parse().unwrap(),
-        );
+        let (l, r): (SocketAddr, SocketAddr) = ("127.0.0.1:500".parse().unwrap(), "127.0.0.2:500".parse().unwrap());
         let before = rss();
         let big = vec![0x5au8; 60_000];
         let small = vec![0xa5u8; 100];
@@ -494,20 +414,13 @@ remote_ts = ["10.97.2.0/24"]
         }
         let grown = rss().saturating_sub(before);
         let q = stuck.tx.stats().snapshot();
-        println!(
-            "stuck engine: {accepted} of 20000 queued, {q:?}, RSS grew by {} KiB",
-            grown / 1024
-        );
+        println!("stuck engine: {accepted} of 20000 queued, {q:?}, RSS grew by {} KiB", grown / 1024);
         assert_eq!(q.depth, DATAGRAM_SLOTS as u64, "{q:?}");
         assert_eq!(accepted, DATAGRAM_SLOTS as u64);
         assert!(q.bytes <= DATAGRAM_BYTES as u64, "{q:?}");
         assert_eq!(q.dropped_datagrams, 20_000 - accepted);
-        assert!(
-            grown < 32 << 20,
-            "memory grew by {grown} bytes while the engine was stuck"
-        );
-        let global: std::collections::HashMap<String, u64> =
-            env.queues.counters().into_iter().collect();
+        assert!(grown < 32 << 20, "memory grew by {grown} bytes while the engine was stuck");
+        let global: std::collections::HashMap<String, u64> = env.queues.counters().into_iter().collect();
         assert_eq!(global["ike_queue_dropped"], 20_000 - accepted);
         assert_eq!(global["ike_queue_bytes"], q.bytes);
 
@@ -525,24 +438,14 @@ remote_ts = ["10.97.2.0/24"]
             }
         }
         let q = stuck.tx.stats().snapshot();
-        assert_eq!(
-            (q.dropped_notices, q.refused_commands, refused),
-            (100, 100 - COMMAND_SLOTS as u64, 100 - COMMAND_SLOTS as u64)
-        );
+        assert_eq!((q.dropped_notices, q.refused_commands, refused), (100, 100 - COMMAND_SLOTS as u64, 100 - COMMAND_SLOTS as u64));
 
         // The other connection keeps working meanwhile.
         let (t, mut rx) = oneshot::channel();
         other.tx.send(Cmd::Down { reply: t }).unwrap();
-        wait_until("the other driver to answer", || {
-            matches!(rx.try_recv(), Ok(Ok(_)))
-        });
-        other
-            .tx
-            .datagram(l, "127.0.0.3:500".parse().unwrap(), &small)
-            .unwrap();
-        wait_until("the other driver to take its datagram", || {
-            other.tx.stats().snapshot().depth == 0
-        });
+        wait_until("the other driver to answer", || matches!(rx.try_recv(), Ok(Ok(_))));
+        other.tx.datagram(l, "127.0.0.3:500".parse().unwrap(), &small).unwrap();
+        wait_until("the other driver to take its datagram", || other.tx.stats().snapshot().depth == 0);
 
         // Once the plugin returns, the backlog drains and the budget is given back.
         gate.release();
@@ -550,15 +453,7 @@ remote_ts = ["10.97.2.0/24"]
             let q = stuck.tx.stats().snapshot();
             q.depth == 0 && q.bytes == 0 && q.commands == 0
         });
-        assert_eq!(
-            env.queues
-                .counters()
-                .into_iter()
-                .find(|(k, _)| k == "ike_queue_bytes")
-                .unwrap()
-                .1,
-            0
-        );
+        assert_eq!(env.queues.counters().into_iter().find(|(k, _)| k == "ike_queue_bytes").unwrap().1, 0);
         for mut h in [stuck, other] {
             let (t, _r) = oneshot::channel();
             h.tx.send(Cmd::Shutdown { reply: t }).unwrap();

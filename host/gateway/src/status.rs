@@ -193,18 +193,10 @@ impl Status {
             let _ = writeln!(o, "ike: {}", self.ike.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         }
         if !self.daemon.is_empty() {
-            let _ = writeln!(
-                o,
-                "daemon: {}",
-                self.daemon.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-            );
+            let _ = writeln!(o, "daemon: {}", self.daemon.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         }
         if !self.dataplane.is_empty() {
-            let _ = writeln!(
-                o,
-                "dataplane: {}",
-                self.dataplane.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-            );
+            let _ = writeln!(o, "dataplane: {}", self.dataplane.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
         }
         o
     }

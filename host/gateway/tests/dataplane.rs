@@ -59,13 +59,7 @@ impl Drop for Ns {
 }
 
 fn ts(a: &str, b: &str) -> TrafficSelector {
-    TrafficSelector {
-        ip_protocol: 0,
-        start_port: 0,
-        end_port: 0xffff,
-        start_address: a.parse().unwrap(),
-        end_address: b.parse().unwrap(),
-    }
+    TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 0xffff, start_address: a.parse().unwrap(), end_address: b.parse().unwrap() }
 }
 
 fn km(aead: Aead, seed: u8) -> Keymat {
@@ -143,9 +137,7 @@ fn setup_full(tag: &str, tun_kind: TunKind, inner: (&str, &str, u8)) -> Pair {
         tun_kind,
         ..DataplaneConfig::default()
     };
-    let dp_a = a
-        .run(|| Dataplane::start(cfg(inner.0), Box::new(|_, _, _| {}), Box::new(|_| {})))
-        .expect("dataplane A");
+    let dp_a = a.run(|| Dataplane::start(cfg(inner.0), Box::new(|_, _, _| {}), Box::new(|_| {}))).expect("dataplane A");
     let (tx, ike_b) = mpsc::channel();
     let (etx, ev_b) = mpsc::channel();
     let etx = std::sync::Mutex::new(etx);
@@ -204,8 +196,7 @@ fn tcp_transfer_to(p: &Pair, to: SocketAddr, total: usize) -> (u64, u64, usize) 
             }
             (h, n)
         });
-        let mut c = p.a.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-            .expect("connect through the tunnel");
+        let mut c = p.a.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(5))).expect("connect through the tunnel");
         let mut h = 0xcbf29ce484222325u64;
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut sent = 0;

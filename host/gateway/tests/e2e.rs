@@ -36,7 +36,16 @@ struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { esp: "aes128gcm16", psk_b: PSK, allowed_by_b: "a.wisp.test", child_rekey: None, dpd: None, start_a: None, outer6: false, on_change: None }
+        Opts {
+            esp: "aes128gcm16",
+            psk_b: PSK,
+            allowed_by_b: "a.wisp.test",
+            child_rekey: None,
+            dpd: None,
+            start_a: None,
+            outer6: false,
+            on_change: None,
+        }
     }
 }
 
@@ -74,8 +83,11 @@ fn conf(o: &Opts, a_side: bool) -> WispConf {
     }];
     // A second connection from A's second address (10.99.0.3): "the next
     // negotiation" for policy checks while `site` keeps running.
-    let (l2, r2, lts2, rts2) =
-        if a_side { ("10.99.0.3", "10.99.0.2", "10.97.1.0/24", "10.97.2.0/24") } else { ("10.99.0.2", "10.99.0.3", "10.97.2.0/24", "10.97.1.0/24") };
+    let (l2, r2, lts2, rts2) = if a_side {
+        ("10.99.0.3", "10.99.0.2", "10.97.1.0/24", "10.97.2.0/24")
+    } else {
+        ("10.99.0.2", "10.99.0.3", "10.97.2.0/24", "10.97.1.0/24")
+    };
     conns.push(WispConn {
         name: "site2".into(),
         local_addrs: vec![l2.into()],
@@ -189,18 +201,15 @@ fn tunnel_chacha20_ping_and_100mb_tcp() {
     let before = s.a.status().unwrap();
     let out = s.a.cli_ok(&["rekey", "site"]).unwrap();
     assert!(out.contains("rekeying 1 Child SA"), "{out}");
-    let st = s
-        .a
-        .wait_status(Duration::from_secs(10), |st| rekeys(st) >= 1 && child(st, "site").len() == 1)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let st =
+        s.a.wait_status(Duration::from_secs(10), |st| rekeys(st) >= 1 && child(st, "site").len() == 1).unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(child(&st, "site")[0]["spi_in"], child(&before, "site")[0]["spi_in"]);
     let ike_spi = |st: &serde_json::Value| st["connections"][0]["ike_sas"][0]["local_spi"].clone();
     let out = s.a.cli_ok(&["rekey", "site", "--ike"]).unwrap();
     assert!(out.contains("rekeying 1 IKE SA"), "{out}");
     let old = ike_spi(&st);
-    let st = s
-        .a
-        .wait_status(Duration::from_secs(10), |st| {
+    let st =
+        s.a.wait_status(Duration::from_secs(10), |st| {
             st["connections"][0]["ike_sas"].as_array().is_some_and(|v| v.len() == 1) && ike_spi(st) != old
         })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -350,9 +359,8 @@ fn dpd_notices_dead_peer() {
     up(&s);
     s.b.kill_hard();
     let t0 = Instant::now();
-    let gone = s
-        .a
-        .wait_status(Duration::from_secs(10), |st| {
+    let gone =
+        s.a.wait_status(Duration::from_secs(10), |st| {
             st["connections"].as_array().unwrap().iter().all(|c| c["ike_sas"].as_array().unwrap().is_empty())
         })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -474,12 +482,7 @@ fn trap_negotiates_on_the_first_packet() {
     assert_eq!(p.received, 5, "{p:?}");
     let st = s.a.status().unwrap();
     assert_eq!(child(&st, "site").len(), 1, "{st:#}");
-    let acquires = st["dataplane"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|kv| kv[0] == "tx_acquire")
-        .and_then(|kv| kv[1].as_u64());
+    let acquires = st["dataplane"].as_array().into_iter().flatten().find(|kv| kv[0] == "tx_acquire").and_then(|kv| kv[1].as_u64());
     assert!(acquires.is_some_and(|n| n >= 1), "tx_acquire counted: {st:#}");
 }
 
@@ -513,7 +516,11 @@ fn snat(r: &Netns, base: u16) {
 }
 
 fn ike_remote(st: &serde_json::Value) -> Option<std::net::SocketAddr> {
-    st["connections"].as_array()?.iter().flat_map(|c| c["ike_sas"].as_array().into_iter().flatten()).find_map(|i| i["remote"].as_str()?.parse().ok())
+    st["connections"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["ike_sas"].as_array().into_iter().flatten())
+        .find_map(|i| i["remote"].as_str()?.parse().ok())
 }
 
 /// A behind a real NAT (nftables SNAT in a router namespace). The NAT then

@@ -92,9 +92,7 @@ pub fn parse_proposal(s: &str, kind: SaKind) -> Result<Proposal, ConfigError> {
             "modp1024" => dh.push(t(TransformType::KeyExchange, DH_MODP_1024, None)),
             "esn" => esn.push(t(TransformType::Esn, ESN_YES, None)),
             "noesn" => esn.push(t(TransformType::Esn, ESN_NO, None)),
-            other => {
-                return Err(ConfigError::UnknownAlgorithm { proposal: s.to_string(), token: other.to_string() })
-            }
+            other => return Err(ConfigError::UnknownAlgorithm { proposal: s.to_string(), token: other.to_string() }),
         }
     }
     if encr.is_empty() {
@@ -319,8 +317,7 @@ impl ChildConfig {
         remote_ts: Vec<TrafficSelector>,
         esp_proposals: &[&str],
     ) -> Result<Self, ConfigError> {
-        let esp_proposals =
-            esp_proposals.iter().map(|s| parse_proposal(s, SaKind::Child)).collect::<Result<Vec<_>, _>>()?;
+        let esp_proposals = esp_proposals.iter().map(|s| parse_proposal(s, SaKind::Child)).collect::<Result<Vec<_>, _>>()?;
         Ok(ChildConfig {
             name: name.to_string(),
             local_ts,
@@ -395,8 +392,7 @@ impl ConnectionConfig {
         psk: &[u8],
         ike_proposals: &[&str],
     ) -> Result<Self, ConfigError> {
-        let ike_proposals =
-            ike_proposals.iter().map(|s| parse_proposal(s, SaKind::Ike)).collect::<Result<Vec<_>, _>>()?;
+        let ike_proposals = ike_proposals.iter().map(|s| parse_proposal(s, SaKind::Ike)).collect::<Result<Vec<_>, _>>()?;
         if ike_proposals.is_empty() {
             return Err(ConfigError::BadConnection { conn: name.into(), what: "no IKE proposal".into() });
         }
@@ -443,7 +439,10 @@ impl ConnectionConfig {
                 return Err(bad(&format!("child {:?} needs local and remote traffic selectors", c.name)));
             }
             if c.local_ts.len().max(c.remote_ts.len()) > self.caps.max_selectors {
-                return Err(bad(&format!("child {:?} has more traffic selectors than max_selectors = {}", c.name, self.caps.max_selectors)));
+                return Err(bad(&format!(
+                    "child {:?} has more traffic selectors than max_selectors = {}",
+                    c.name, self.caps.max_selectors
+                )));
             }
         }
         if self.retransmit.tries == 0 {
@@ -555,10 +554,7 @@ mod tests {
         let p = parse_proposal("aes128gcm16-x25519", SaKind::Child).unwrap();
         assert_eq!(proposal_summary(&p), "AES_GCM_16_128/CURVE25519/NO_ESN");
         assert!(parse_proposal("aes256gcm16-x25519", SaKind::Ike).is_err(), "IKE needs a PRF");
-        assert!(matches!(
-            parse_proposal("aes256gcm16-blowfish", SaKind::Child),
-            Err(ConfigError::UnknownAlgorithm { .. })
-        ));
+        assert!(matches!(parse_proposal("aes256gcm16-blowfish", SaKind::Child), Err(ConfigError::UnknownAlgorithm { .. })));
     }
 
     #[test]

@@ -33,10 +33,14 @@ const MAX_ANSWERS_PER_STEP: usize = 8;
 fn conn(name: &str, me: &str, peer: &str, me_ip: Ipv4Addr, peer_ip: Ipv4Addr, local_ts: &str, remote_ts: &str) -> Option<ConnectionConfig> {
     let ike = ["aes256gcm16-prfsha256-x25519", "aes128gcm16-prfsha256-ecp256"];
     let esp = ["aes256gcm16", "chacha20poly1305"];
-    let mut c = ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), b"fuzz-psk", &ike).ok()?;
+    let mut c =
+        ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), b"fuzz-psk", &ike)
+            .ok()?;
     c.local_addr = Some(IpAddr::V4(me_ip));
     c.remote_addr = Some(IpAddr::V4(peer_ip));
-    for (child, l, r) in [("net", local_ts.to_string(), remote_ts.to_string()), ("net2", local_ts.replace("/24", "/25"), remote_ts.replace("/24", "/25"))] {
+    for (child, l, r) in
+        [("net", local_ts.to_string(), remote_ts.to_string()), ("net2", local_ts.replace("/24", "/25"), remote_ts.replace("/24", "/25"))]
+    {
         c.children.push(ChildConfig::new(child, vec![selector(&l).ok()?], vec![selector(&r).ok()?], &esp).ok()?);
     }
     Some(c)
@@ -193,7 +197,16 @@ pub struct Summary {
 /// Run one program (see the module documentation).
 pub fn engine_sequence(data: &[u8]) -> Summary {
     let Some((a, b)) = engines() else { panic!("fuzz configuration rejected") };
-    let mut sim = Sim { a, b, now: Duration::from_secs(1000), to_b: VecDeque::new(), last: None, a_children: Vec::new(), delivered: 0, children_up: 0 };
+    let mut sim = Sim {
+        a,
+        b,
+        now: Duration::from_secs(1000),
+        to_b: VecDeque::new(),
+        last: None,
+        a_children: Vec::new(),
+        delivered: 0,
+        children_up: 0,
+    };
     sim.a.start(sim.now);
     if sim.a.initiate(sim.now, "ab").is_err() {
         panic!("initiate failed");
@@ -239,7 +252,8 @@ pub fn engine_sequence(data: &[u8]) -> Summary {
                     let l = (m.len() as u32).to_be_bytes();
                     m[24..28].copy_from_slice(&l);
                 }
-                let t = Transmit { local: a_addr, remote: SocketAddr::new(IpAddr::V4(B_IP), 500), bytes: Vec::new(), non_esp_marker: false };
+                let t =
+                    Transmit { local: a_addr, remote: SocketAddr::new(IpAddr::V4(B_IP), 500), bytes: Vec::new(), non_esp_marker: false };
                 sim.deliver(&t, a_addr, &m);
             }
             // the next valid message from another address/port (NAT rebinding)

@@ -72,7 +72,9 @@ impl fmt::Display for Exchange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EspCipher {
     /// AES-GCM with a 16-byte ICV; key length in bits (128/192/256).
-    AesGcm16 { key_bits: u16 },
+    AesGcm16 {
+        key_bits: u16,
+    },
     ChaCha20Poly1305,
 }
 
@@ -244,18 +246,39 @@ pub struct IkeSaInfo {
 #[derive(Debug, Clone)]
 pub enum Event {
     IkeSaUp(IkeSaInfo),
-    IkeSaDown { ike: IkeSaId, connection: String, reason: DownReason },
+    IkeSaDown {
+        ike: IkeSaId,
+        connection: String,
+        reason: DownReason,
+    },
     /// The IKE SA `old` was rekeyed into `new` (its Child SAs moved to `new`).
-    IkeSaRekeyed { old: IkeSaId, new: IkeSaInfo },
+    IkeSaRekeyed {
+        old: IkeSaId,
+        new: IkeSaInfo,
+    },
     ChildSaUp(ChildSaInfo),
     /// Install `new` and send with it; the old SA (`old_spi_in`/`old_spi_out`) keeps
     /// receiving until its `ChildSaDown` follows.
-    ChildSaRekeyed { old_spi_in: u32, old_spi_out: u32, new: ChildSaInfo },
-    ChildSaDown { ike: IkeSaId, name: String, spi_in: u32, spi_out: u32, reason: DownReason },
+    ChildSaRekeyed {
+        old_spi_in: u32,
+        old_spi_out: u32,
+        new: ChildSaInfo,
+    },
+    ChildSaDown {
+        ike: IkeSaId,
+        name: String,
+        spi_in: u32,
+        spi_out: u32,
+        reason: DownReason,
+    },
     /// The peer's outer address changed (its NAT mapping moved: an
     /// authenticated request, or ESP reported through `Engine::peer_moved`,
     /// came from `remote`). Its Child SAs `(spi_in, spi_out)` must send there.
-    PeerMoved { ike: IkeSaId, remote: SocketAddr, children: Vec<(u32, u32)> },
+    PeerMoved {
+        ike: IkeSaId,
+        remote: SocketAddr,
+        children: Vec<(u32, u32)>,
+    },
     Failure(Failure),
 }
 

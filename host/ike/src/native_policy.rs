@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use wisp_policy_api::{
-    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
-    TrafficSelector, TransformType,
+    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest, TrafficSelector,
+    TransformType,
 };
 
 use crate::config::{proposal_summary, Config};
@@ -40,13 +40,7 @@ pub fn proposal_matches(offer: &Proposal, allowed: &Proposal, kind: SaKind) -> b
     if offer.protocol != allowed.protocol {
         return false;
     }
-    let types = [
-        TransformType::Encryption,
-        TransformType::Prf,
-        TransformType::Integrity,
-        TransformType::KeyExchange,
-        TransformType::Esn,
-    ];
+    let types = [TransformType::Encryption, TransformType::Prf, TransformType::Integrity, TransformType::KeyExchange, TransformType::Esn];
     if offer.transforms.iter().any(|t| !types.contains(&t.kind)) {
         return false;
     }
@@ -63,10 +57,7 @@ pub fn proposal_matches(offer: &Proposal, allowed: &Proposal, kind: SaKind) -> b
             continue;
         }
         let none_ok = allowed_t.is_empty() && ty != TransformType::Encryption && ty != TransformType::Prf;
-        if !offered_t
-            .iter()
-            .any(|o| allowed_t.iter().any(|a| a.id == o.id && a.key_length == o.key_length) || (none_ok && o.id == 0))
-        {
+        if !offered_t.iter().any(|o| allowed_t.iter().any(|a| a.id == o.id && a.key_length == o.key_length) || (none_ok && o.id == 0)) {
             return false;
         }
     }

@@ -37,10 +37,7 @@ impl SpiPool {
     }
     /// SPIs held now: `(ike, esp)`.
     pub fn len(&self) -> (usize, usize) {
-        (
-            self.ike.lock().unwrap_or_else(|p| p.into_inner()).len(),
-            self.esp.lock().unwrap_or_else(|p| p.into_inner()).len(),
-        )
+        (self.ike.lock().unwrap_or_else(|p| p.into_inner()).len(), self.esp.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)

@@ -334,7 +334,10 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
     let mut resp = Engine::new(rcfg.clone(), Arc::new(ConfigPolicy::new(&rcfg)), [2; 32]).unwrap();
     resp.set_spi_pool(pool.clone());
 
-    let pa_cfg = Config { connections: vec![conn("ab", "a", "b", b"psk-a-0123456789", &ike, &esp, "10.1.0.0/24", "10.2.0.0/24")], ..Config::default() };
+    let pa_cfg = Config {
+        connections: vec![conn("ab", "a", "b", b"psk-a-0123456789", &ike, &esp, "10.1.0.0/24", "10.2.0.0/24")],
+        ..Config::default()
+    };
     let mut c = conn("cb", "a", "b", b"psk-c-0123456789", &ike, &esp, "10.3.0.0/24", "10.2.0.0/24");
     c.local_addr = Some(c_ip);
     c.local_id = identity("c.example");

@@ -37,15 +37,20 @@ fn attribute() -> impl Strategy<Value = Attribute> {
 }
 
 fn transform() -> impl Strategy<Value = Transform> {
-    (any::<u8>(), any::<u16>(), proptest::collection::vec(attribute(), 0..3)).prop_map(|(t, id, attributes)| {
-        Transform { transform_type: TransformType(t), id, attributes }
+    (any::<u8>(), any::<u16>(), proptest::collection::vec(attribute(), 0..3)).prop_map(|(t, id, attributes)| Transform {
+        transform_type: TransformType(t),
+        id,
+        attributes,
     })
 }
 
 fn proposal() -> impl Strategy<Value = Proposal> {
-    (any::<u8>(), any::<u8>(), bytes(9), proptest::collection::vec(transform(), 0..6)).prop_map(
-        |(number, p, spi, transforms)| Proposal { number, protocol: ProtocolId(p), spi, transforms },
-    )
+    (any::<u8>(), any::<u8>(), bytes(9), proptest::collection::vec(transform(), 0..6)).prop_map(|(number, p, spi, transforms)| Proposal {
+        number,
+        protocol: ProtocolId(p),
+        spi,
+        transforms,
+    })
 }
 
 fn ts() -> impl Strategy<Value = TrafficSelector> {
@@ -76,8 +81,10 @@ fn ts() -> impl Strategy<Value = TrafficSelector> {
 fn delete() -> impl Strategy<Value = DeletePayload> {
     // SPI size 0 only without SPIs (RFC 7296 3.11; the decoder refuses the rest)
     (any::<u8>(), 0u8..9, 0usize..5).prop_map(|(p, size, n)| (p, size, if size == 0 { 0 } else { n })).prop_flat_map(|(p, size, n)| {
-        proptest::collection::vec(proptest::collection::vec(any::<u8>(), size as usize), n).prop_map(move |spis| {
-            DeletePayload { protocol: ProtocolId(p), spi_size: size, spis }
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), size as usize), n).prop_map(move |spis| DeletePayload {
+            protocol: ProtocolId(p),
+            spi_size: size,
+            spis,
         })
     })
 }
@@ -90,13 +97,15 @@ fn plain_payload() -> impl Strategy<Value = Payload> {
         (any::<u8>(), bytes(40)).prop_map(|(t, data)| Payload::IdI(IdPayload { id_type: IdType(t), data })),
         (any::<u8>(), bytes(40)).prop_map(|(t, data)| Payload::IdR(IdPayload { id_type: IdType(t), data })),
         (any::<u8>(), bytes(60)).prop_map(|(e, data)| Payload::Cert(CertPayload { encoding: CertEncoding(e), data })),
-        (any::<u8>(), bytes(60))
-            .prop_map(|(e, data)| Payload::CertReq(CertPayload { encoding: CertEncoding(e), data })),
+        (any::<u8>(), bytes(60)).prop_map(|(e, data)| Payload::CertReq(CertPayload { encoding: CertEncoding(e), data })),
         (any::<u8>(), bytes(64)).prop_map(|(m, data)| Payload::Auth(AuthPayload { method: AuthMethod(m), data })),
         bytes(64).prop_map(Payload::Nonce),
-        (any::<u8>(), bytes(9), any::<u16>(), bytes(40)).prop_map(|(p, spi, t, data)| Payload::Notify(
-            NotifyPayload { protocol: ProtocolId(p), spi, notify_type: NotifyType(t), data }
-        )),
+        (any::<u8>(), bytes(9), any::<u16>(), bytes(40)).prop_map(|(p, spi, t, data)| Payload::Notify(NotifyPayload {
+            protocol: ProtocolId(p),
+            spi,
+            notify_type: NotifyType(t),
+            data
+        })),
         delete().prop_map(Payload::Delete),
         bytes(40).prop_map(Payload::VendorId),
         proptest::collection::vec(ts(), 0..4).prop_map(|selectors| Payload::TsI(TsPayload { selectors })),
@@ -104,10 +113,7 @@ fn plain_payload() -> impl Strategy<Value = Payload> {
         (any::<u8>(), proptest::collection::vec((0u16..0x8000, bytes(20)), 0..4)).prop_map(|(t, attrs)| {
             Payload::Cp(CpPayload {
                 cfg_type: CfgType(t),
-                attributes: attrs
-                    .into_iter()
-                    .map(|(a, value)| ConfigAttribute { attr_type: ConfigAttrType(a), value })
-                    .collect(),
+                attributes: attrs.into_iter().map(|(a, value)| ConfigAttribute { attr_type: ConfigAttrType(a), value }).collect(),
             })
         }),
         bytes(40).prop_map(Payload::Eap),
@@ -119,8 +125,7 @@ fn plain_payload() -> impl Strategy<Value = Payload> {
 fn last_encrypted() -> impl Strategy<Value = Option<Payload>> {
     prop_oneof![
         Just(None),
-        (any::<u8>(), bytes(80))
-            .prop_map(|(np, data)| Some(Payload::Sk(SkPayload { next_payload: PayloadType(np), data }))),
+        (any::<u8>(), bytes(80)).prop_map(|(np, data)| Some(Payload::Sk(SkPayload { next_payload: PayloadType(np), data }))),
         (any::<u8>(), 1u16..20, bytes(80)).prop_flat_map(|(np, total, data)| {
             (1..=total).prop_map(move |n| {
                 Some(Payload::Skf(SkfPayload {
@@ -312,10 +317,7 @@ fn unknown_critical_payload_is_typed_error() {
     let pos = b.len() - 5;
     b[pos] = 0;
     let m = Message::decode(&b).unwrap();
-    assert_eq!(
-        m.payloads.last(),
-        Some(&Payload::Unknown { payload_type: PayloadType(200), critical: false, body: vec![0xaa, 0xbb] })
-    );
+    assert_eq!(m.payloads.last(), Some(&Payload::Unknown { payload_type: PayloadType(200), critical: false, body: vec![0xaa, 0xbb] }));
     assert_eq!(m.encode().unwrap(), b);
 }
 

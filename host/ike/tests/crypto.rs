@@ -16,16 +16,10 @@ fn h(s: &str) -> Vec<u8> {
 
 #[test]
 fn x25519_rfc7748_section6_1() {
-    let a = DhKeyPair::from_private_bytes(
-        DhGroup::Curve25519,
-        &h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
-    )
-    .unwrap();
-    let b = DhKeyPair::from_private_bytes(
-        DhGroup::Curve25519,
-        &h("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"),
-    )
-    .unwrap();
+    let a =
+        DhKeyPair::from_private_bytes(DhGroup::Curve25519, &h("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")).unwrap();
+    let b =
+        DhKeyPair::from_private_bytes(DhGroup::Curve25519, &h("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")).unwrap();
     assert_eq!(a.public_value(), &h("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")[..]);
     assert_eq!(b.public_value(), &h("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")[..]);
     let k = h("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");

@@ -133,8 +133,11 @@ fn delete_with_65535_zero_size_spis_allocates_nothing() {
 
 fn responder() -> (wisp_ike::config::Config, Arc<dyn wisp_policy_api::Policy>) {
     use wisp_ike::config::*;
-    let mut c = ConnectionConfig::new("ba", identity("b.example"), Some(identity("a.example")), b"psk", &["aes256gcm16-prfsha256-x25519"]).unwrap();
-    c.children.push(ChildConfig::new("net", vec![selector("10.2.0.0/24").unwrap()], vec![selector("10.1.0.0/24").unwrap()], &["aes256gcm16"]).unwrap());
+    let mut c =
+        ConnectionConfig::new("ba", identity("b.example"), Some(identity("a.example")), b"psk", &["aes256gcm16-prfsha256-x25519"]).unwrap();
+    c.children.push(
+        ChildConfig::new("net", vec![selector("10.2.0.0/24").unwrap()], vec![selector("10.1.0.0/24").unwrap()], &["aes256gcm16"]).unwrap(),
+    );
     let cfg = Config { connections: vec![c], ..Config::default() };
     let p: Arc<dyn wisp_policy_api::Policy> = Arc::new(wisp_ike::native_policy::ConfigPolicy::new(&cfg));
     (cfg, p)

@@ -327,7 +327,8 @@ fn transport_mode_negotiated() {
 fn chacha20_and_ecp256_suite() {
     let (mut a, mut b) = default_pair_configs();
     for (c, _) in [(&mut a, 0), (&mut b, 1)] {
-        c.connections[0].ike_proposals = vec![wisp_ike::config::parse_proposal("chacha20poly1305-prfsha512-ecp384", wisp_policy_api::SaKind::Ike).unwrap()];
+        c.connections[0].ike_proposals =
+            vec![wisp_ike::config::parse_proposal("chacha20poly1305-prfsha512-ecp384", wisp_policy_api::SaKind::Ike).unwrap()];
         for ch in &mut c.connections[0].children {
             ch.esp_proposals = vec![wisp_ike::config::parse_proposal("chacha20poly1305", wisp_policy_api::SaKind::Child).unwrap()];
         }

@@ -162,7 +162,11 @@ fn no_common_esp_proposal() {
     assert_eq!(ike_up(&p.ev_b).len(), 1);
     let fb = failures(&p.ev_b);
     assert_eq!(fb[0].notify, Some(NotifyType::NO_PROPOSAL_CHOSEN.0));
-    assert!(fb[0].reason.contains("peer offered ESP AES_GCM_16_256/NO_ESN") && fb[0].reason.contains("accepts CHACHA20_POLY1305/NO_ESN"), "{}", fb[0].reason);
+    assert!(
+        fb[0].reason.contains("peer offered ESP AES_GCM_16_256/NO_ESN") && fb[0].reason.contains("accepts CHACHA20_POLY1305/NO_ESN"),
+        "{}",
+        fb[0].reason
+    );
 }
 
 #[test]

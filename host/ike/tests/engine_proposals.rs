@@ -13,8 +13,8 @@ use wisp_ike::config::{selector, ChildConfig, Config};
 use wisp_ike::event::*;
 use wisp_ike::native_policy::ConfigPolicy;
 use wisp_policy_api::{
-    AuthInfo, DecisionTrigger, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair,
-    SelectorRequest, TransformType,
+    AuthInfo, DecisionTrigger, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
+    TransformType,
 };
 
 /// One policy call as the engine made it.
@@ -69,7 +69,13 @@ impl Policy for Scripted {
     fn describe(&self) -> String {
         "scripted".into()
     }
-    fn select_proposal(&self, ctx: &PeerContext, kind: SaKind, offered: &[Proposal], configured: &[Proposal]) -> Result<ProposalChoice, PolicyError> {
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
         self.log(Call::Select(kind, ctx.trigger));
         if ctx.trigger == DecisionTrigger::Rekey && self.refuse_rekey_select == Some(kind) {
             return Err(self.no("no rekeys today"));
@@ -98,8 +104,10 @@ impl Policy for Scripted {
 }
 
 fn configs(ike_a: &[&str], esp_a: &[&str], ike_b: &[&str], esp_b: &[&str]) -> (Config, Config) {
-    let a = Config { connections: vec![conn("ab", "a", "b", b"secret-psk", ike_a, esp_a, "10.1.0.0/24", "10.2.0.0/24")], ..Config::default() };
-    let b = Config { connections: vec![conn("ba", "b", "a", b"secret-psk", ike_b, esp_b, "10.2.0.0/24", "10.1.0.0/24")], ..Config::default() };
+    let a =
+        Config { connections: vec![conn("ab", "a", "b", b"secret-psk", ike_a, esp_a, "10.1.0.0/24", "10.2.0.0/24")], ..Config::default() };
+    let b =
+        Config { connections: vec![conn("ba", "b", "a", b"secret-psk", ike_b, esp_b, "10.2.0.0/24", "10.1.0.0/24")], ..Config::default() };
     (a, b)
 }
 
@@ -169,11 +177,13 @@ fn children_proposals_not_pooled() {
     // B's child `net` (the one whose selectors match) takes AES-GCM-256 only; its
     // other child `other` takes ChaCha20-Poly1305. A asks for `net` with ChaCha:
     // refused, although another child of the connection would take the cipher.
-    let (mut a, mut b) = configs(&["aes256gcm16-prfsha256-x25519"], &["chacha20poly1305"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    let (mut a, mut b) =
+        configs(&["aes256gcm16-prfsha256-x25519"], &["chacha20poly1305"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
     a.connections[0].children.truncate(1);
     b.connections[0].children = vec![
         ChildConfig::new("net", vec![selector("10.2.0.0/24").unwrap()], vec![selector("10.1.0.0/24").unwrap()], &["aes256gcm16"]).unwrap(),
-        ChildConfig::new("other", vec![selector("10.9.0.0/24").unwrap()], vec![selector("10.8.0.0/24").unwrap()], &["chacha20poly1305"]).unwrap(),
+        ChildConfig::new("other", vec![selector("10.9.0.0/24").unwrap()], vec![selector("10.8.0.0/24").unwrap()], &["chacha20poly1305"])
+            .unwrap(),
     ];
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
@@ -209,7 +219,8 @@ fn responder_refuses_child_without_ke_when_pfs_configured() {
     assert_eq!(failure_notifies(&p.ev_b).len(), 2);
 
     // With PFS on both sides, the rekey carries KE and works.
-    let (a, b) = configs(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16-x25519"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16-x25519"]);
+    let (a, b) =
+        configs(&["aes256gcm16-prfsha256-x25519"], &["aes256gcm16-x25519"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16-x25519"]);
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
     p.run_until_quiet();
@@ -226,9 +237,12 @@ fn responder_refuses_child_without_ke_when_pfs_configured() {
 fn plugin_answer_outside_configured_proposal_refused() {
     // B's policy names AES-GCM-128, offered by A but not configured on B: the
     // host refuses instead of following the plugin or falling back.
-    let (a, b) = configs(&["aes128gcm16-aes256gcm16-prfsha256-x25519"], &["aes256gcm16"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
+    let (a, b) =
+        configs(&["aes128gcm16-aes256gcm16-prfsha256-x25519"], &["aes256gcm16"], &["aes256gcm16-prfsha256-x25519"], &["aes256gcm16"]);
     let pb = Arc::new(Scripted {
-        select: SelectRule::Name(|p| vec![p.transforms.iter().position(|t| t.kind == TransformType::Encryption && t.key_length == Some(128)).unwrap()]),
+        select: SelectRule::Name(|p| {
+            vec![p.transforms.iter().position(|t| t.kind == TransformType::Encryption && t.key_length == Some(128)).unwrap()]
+        }),
         ..Scripted::new()
     });
     let mut p = pair_with(a, b, Arc::new(ConfigPolicy::default()), pb.clone());
@@ -245,7 +259,8 @@ fn plugin_answer_outside_configured_proposal_refused() {
 fn plugin_names_transforms_to_exclude_a_weak_alternative() {
     // B configured both PRFs (SHA-1 first), A offers both; the policy takes the
     // proposal but names PRF_HMAC_SHA2_256, and the host follows it.
-    let (a, b) = configs(&["aes256gcm16-prfsha1-prfsha256-x25519"], &["aes256gcm16"], &["aes256gcm16-prfsha1-prfsha256-x25519"], &["aes256gcm16"]);
+    let (a, b) =
+        configs(&["aes256gcm16-prfsha1-prfsha256-x25519"], &["aes256gcm16"], &["aes256gcm16-prfsha1-prfsha256-x25519"], &["aes256gcm16"]);
     let mut p = pair_with(a.clone(), b.clone(), Arc::new(ConfigPolicy::default()), Arc::new(ConfigPolicy::default()));
     p.a.initiate(p.now, "ab").unwrap();
     p.run_until_quiet();
@@ -290,7 +305,10 @@ fn rekey_calls_policy_with_rekey_trigger() {
     p.a.rekey_ike(p.now, ike).unwrap();
     p.run_until_quiet();
     assert_eq!(p.ev_b.iter().filter(|e| matches!(e, Event::IkeSaRekeyed { .. })).count(), 1);
-    assert_eq!(pb.calls()[n_b..].to_vec(), vec![Call::Select(SaKind::Ike, DecisionTrigger::Rekey), Call::Authorize(DecisionTrigger::Rekey)]);
+    assert_eq!(
+        pb.calls()[n_b..].to_vec(),
+        vec![Call::Select(SaKind::Ike, DecisionTrigger::Rekey), Call::Authorize(DecisionTrigger::Rekey)]
+    );
     assert_eq!(pa.calls()[n_a..].to_vec(), vec![Call::Authorize(DecisionTrigger::Rekey), Call::Order(SaKind::Ike, DecisionTrigger::Rekey)]);
 
     // The rekeyed IKE SA still knows how its peer authenticated: rekey it again.

@@ -213,10 +213,8 @@ fn lifetimes_rekey_and_expire_by_time() {
 #[test]
 fn hard_lifetime_deletes_child_without_rekey() {
     let (mut a, b) = default_pair_configs();
-    a.connections[0].children[0].lifetimes = wisp_ike::config::Lifetimes {
-        hard_time: Some(Duration::from_secs(60)),
-        ..wisp_ike::config::Lifetimes::unlimited()
-    };
+    a.connections[0].children[0].lifetimes =
+        wisp_ike::config::Lifetimes { hard_time: Some(Duration::from_secs(60)), ..wisp_ike::config::Lifetimes::unlimited() };
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
     p.run_until_quiet();

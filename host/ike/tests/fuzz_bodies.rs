@@ -140,9 +140,9 @@ fn fuzz_body_decode() {
             (0..rng.below(300)).map(|_| rng.next() as u8).collect()
         } else {
             {
-            let k = rng.below(corpus.len());
-            mutate(&mut rng, &corpus[k])
-        }
+                let k = rng.below(corpus.len());
+                mutate(&mut rng, &corpus[k])
+            }
         };
         wisp_ike::codec::fuzz::decode(&input);
         if Message::decode(&input).is_ok() {
@@ -174,9 +174,9 @@ fn fuzz_body_decrypt_decode() {
             (0..rng.below(200)).map(|_| rng.next() as u8).collect()
         } else {
             {
-            let k = rng.below(seeds.len());
-            mutate(&mut rng, &seeds[k])
-        }
+                let k = rng.below(seeds.len());
+                mutate(&mut rng, &seeds[k])
+            }
         };
         wisp_ike::codec::fuzz::decrypt_decode(&input);
     }
@@ -195,11 +195,7 @@ fn fuzz_body_engine_sequence() {
     let n = if cfg!(debug_assertions) { 300 } else { 3000 };
     let mut deep = 0;
     for i in 0..n {
-        let input: Vec<u8> = if i % 3 == 0 {
-            (0..rng.below(96)).map(|_| rng.next() as u8).collect()
-        } else {
-            mutate(&mut rng, &valid)
-        };
+        let input: Vec<u8> = if i % 3 == 0 { (0..rng.below(96)).map(|_| rng.next() as u8).collect() } else { mutate(&mut rng, &valid) };
         if engine_sequence(&input).children_up > 0 {
             deep += 1;
         }

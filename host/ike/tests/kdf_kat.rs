@@ -2,9 +2,7 @@
 //! "kdf135 ikev2" vector in tests/data (copied from shared/vectors).
 
 use std::collections::BTreeMap;
-use wisp_ike::crypto::{
-    child_keymat, derive_ike_keys, prf, prf_plus, skeyseed, skeyseed_rekey, ChildKeys, PrfAlg,
-};
+use wisp_ike::crypto::{child_keymat, derive_ike_keys, prf, prf_plus, skeyseed, skeyseed_rekey, ChildKeys, PrfAlg};
 
 /// One test case: field name → bytes. The file holds `name = hex` lines and
 /// `#` comments; a PRF can be named by a `# PRF = HMAC-SHAx` comment or a

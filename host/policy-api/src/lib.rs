@@ -370,22 +370,13 @@ pub trait Policy: Send + Sync {
     ) -> Result<ProposalChoice, PolicyError>;
 
     /// Initiator: which of `configured` to offer, in order (indices).
-    fn order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, PolicyError>;
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError>;
 
     /// After AUTH verification: allow (Ok) or deny.
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError>;
 
     /// Narrow the proposed selectors.
-    fn narrow_selectors(
-        &self,
-        ctx: &PeerContext,
-        request: &SelectorRequest,
-    ) -> Result<SelectorPair, PolicyError>;
+    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError>;
 }
 
 impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
@@ -401,22 +392,13 @@ impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
     ) -> Result<ProposalChoice, PolicyError> {
         (**self).select_proposal(ctx, kind, offered, configured)
     }
-    fn order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, PolicyError> {
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
         (**self).order_proposals(ctx, kind, configured)
     }
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
         (**self).authorize(ctx, auth)
     }
-    fn narrow_selectors(
-        &self,
-        ctx: &PeerContext,
-        request: &SelectorRequest,
-    ) -> Result<SelectorPair, PolicyError> {
+    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
         (**self).narrow_selectors(ctx, request)
     }
 }
@@ -426,13 +408,7 @@ mod tests {
     use super::*;
 
     fn ts(a: &str, b: &str, p: u8, sp: u16, ep: u16) -> TrafficSelector {
-        TrafficSelector {
-            ip_protocol: p,
-            start_port: sp,
-            end_port: ep,
-            start_address: a.parse().unwrap(),
-            end_address: b.parse().unwrap(),
-        }
+        TrafficSelector { ip_protocol: p, start_port: sp, end_port: ep, start_address: a.parse().unwrap(), end_address: b.parse().unwrap() }
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wisp_policy::api::*;
-use wisp_policy::{
-    check_with, load, DecisionRequest, InstanceMode, Limits, PluginConfig, PolicySlot, Setting, SettingValue,
-};
+use wisp_policy::{check_with, load, DecisionRequest, InstanceMode, Limits, PluginConfig, PolicySlot, Setting, SettingValue};
 
 fn plugins_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../build/plugins")
@@ -62,10 +60,7 @@ fn requests() -> Vec<(&'static str, DecisionRequest)> {
             "select-proposal",
             DecisionRequest::SelectProposal { ctx: ctx(None), kind: SaKind::Ike, offered: ike_proposals(), configured: ike_proposals() },
         ),
-        (
-            "order-proposals",
-            DecisionRequest::OrderProposals { ctx: ctx(None), kind: SaKind::Ike, configured: ike_proposals() },
-        ),
+        ("order-proposals", DecisionRequest::OrderProposals { ctx: ctx(None), kind: SaKind::Ike, configured: ike_proposals() }),
         (
             "authorize",
             DecisionRequest::Authorize {
@@ -112,10 +107,7 @@ struct Target {
 
 fn main() {
     let dir = plugins_dir();
-    let allowed = Setting::new(
-        "allowed_ids",
-        SettingValue::TextList(vec!["alice@example.com".into(), "gw.example.net".into()]),
-    );
+    let allowed = Setting::new("allowed_ids", SettingValue::TextList(vec!["alice@example.com".into(), "gw.example.net".into()]));
     let peers = Setting::new(
         "peers",
         SettingValue::TextList(vec!["alice@example.com from 10.99.0.0/16, 192.0.2.0/24".into(), "gw.example.net".into()]),

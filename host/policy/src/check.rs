@@ -47,8 +47,7 @@ pub fn check(path: impl AsRef<Path>) -> Result<CheckReport, LoadError> {
 /// [`check`] with explicit limits and settings.
 pub fn check_with(path: impl AsRef<Path>, config: &PluginConfig) -> Result<CheckReport, LoadError> {
     let path = path.as_ref();
-    let bytes =
-        std::fs::read(path).map_err(|e| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
     let t0 = Instant::now();
     let prepared = plugin::prepare(&bytes, config)?;
     let compile_time = t0.elapsed();

@@ -26,9 +26,7 @@ pub fn ip_to_wit(a: IpAddr) -> wit::IpAddress {
 pub fn ip_from_wit(a: &wit::IpAddress) -> IpAddr {
     match *a {
         wit::IpAddress::Ipv4((a, b, c, d)) => IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
-        wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => {
-            IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h))
-        }
+        wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
     }
 }
 

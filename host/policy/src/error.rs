@@ -33,12 +33,8 @@ pub enum DecisionKind {
 }
 
 impl DecisionKind {
-    pub const ALL: [DecisionKind; 4] = [
-        DecisionKind::SelectProposal,
-        DecisionKind::OrderProposals,
-        DecisionKind::Authorize,
-        DecisionKind::NarrowSelectors,
-    ];
+    pub const ALL: [DecisionKind; 4] =
+        [DecisionKind::SelectProposal, DecisionKind::OrderProposals, DecisionKind::Authorize, DecisionKind::NarrowSelectors];
     /// The WIT function name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,27 +100,20 @@ impl From<DecisionError> for PolicyError {
     fn from(e: DecisionError) -> Self {
         let decider = e.plugin().to_string();
         match &e {
-            DecisionError::Refused { reason, .. } => {
-                PolicyError::Refused { decider, reason: reason.clone() }
-            }
+            DecisionError::Refused { reason, .. } => PolicyError::Refused { decider, reason: reason.clone() },
             DecisionError::InvalidAnswer { detail, .. } => {
                 PolicyError::Refused { decider, reason: format!("invalid plugin answer: {detail}") }
             }
-            DecisionError::Trap { decision, detail, .. } => {
-                PolicyError::Failed { decider, detail: format!("{decision}: trap: {detail}") }
+            DecisionError::Trap { decision, detail, .. } => PolicyError::Failed { decider, detail: format!("{decision}: trap: {detail}") },
+            DecisionError::Timeout { decision, deadline, .. } => {
+                PolicyError::Failed { decider, detail: format!("{decision}: deadline of {deadline:?} exceeded") }
             }
-            DecisionError::Timeout { decision, deadline, .. } => PolicyError::Failed {
-                decider,
-                detail: format!("{decision}: deadline of {deadline:?} exceeded"),
-            },
-            DecisionError::MemoryLimit { decision, limit, .. } => PolicyError::Failed {
-                decider,
-                detail: format!("{decision}: memory cap of {limit} bytes exceeded"),
-            },
-            DecisionError::Instantiate { decision, detail, .. } => PolicyError::Failed {
-                decider,
-                detail: format!("{decision}: instantiation failed: {detail}"),
-            },
+            DecisionError::MemoryLimit { decision, limit, .. } => {
+                PolicyError::Failed { decider, detail: format!("{decision}: memory cap of {limit} bytes exceeded") }
+            }
+            DecisionError::Instantiate { decision, detail, .. } => {
+                PolicyError::Failed { decider, detail: format!("{decision}: instantiation failed: {detail}") }
+            }
         }
     }
 }

@@ -9,13 +9,11 @@
 //! `examples/fixtures/` against every plugin it names.
 
 use crate::api::{
-    AuthInfo, AuthMethod, DecisionTrigger, IdType, Identity, PeerContext, Proposal, Protocol,
-    SaCounts, SaKind, SaView, SelectorPair, SelectorRequest, TrafficSelector, Transform,
-    TransformType,
+    AuthInfo, AuthMethod, DecisionTrigger, IdType, Identity, PeerContext, Proposal, Protocol, SaCounts, SaKind, SaView, SelectorPair,
+    SelectorRequest, TrafficSelector, Transform, TransformType,
 };
 use crate::{
-    load, transform_name, DecisionAnswer, DecisionError, DecisionRequest, LoadError, LoadedPlugin,
-    PluginConfig, Setting, SettingValue,
+    load, transform_name, DecisionAnswer, DecisionError, DecisionRequest, LoadError, LoadedPlugin, PluginConfig, Setting, SettingValue,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -208,9 +206,7 @@ struct RawSelectors {
 /// `ipv4:192.0.2.1`, `ipv6:fd99::1`, `dn:CN=carol, O=Example`, `gn:...`,
 /// `key-id:0a1b`.
 pub fn parse_identity(s: &str) -> Result<Identity, String> {
-    let (t, v) = s
-        .split_once(':')
-        .ok_or_else(|| format!("identity '{s}': expected TYPE:VALUE, e.g. fqdn:gw.example.net"))?;
+    let (t, v) = s.split_once(':').ok_or_else(|| format!("identity '{s}': expected TYPE:VALUE, e.g. fqdn:gw.example.net"))?;
     let kind = match t.trim().to_ascii_lowercase().as_str() {
         "ipv4" | "ipv4-addr" => IdType::Ipv4Addr,
         "fqdn" => IdType::Fqdn,
@@ -221,10 +217,7 @@ pub fn parse_identity(s: &str) -> Result<Identity, String> {
         "key-id" | "keyid" => IdType::KeyId,
         other => return Err(format!("identity '{s}': unknown type '{other}'")),
     };
-    Ok(Identity {
-        kind,
-        value: v.to_string(),
-    })
+    Ok(Identity { kind, value: v.to_string() })
 }
 
 fn method(s: &str) -> Result<AuthMethod, String> {
@@ -233,11 +226,7 @@ fn method(s: &str) -> Result<AuthMethod, String> {
         "rsa-signature" | "rsa" => AuthMethod::RsaSignature,
         "ecdsa-signature" | "ecdsa" => AuthMethod::EcdsaSignature,
         "digital-signature" | "signature" => AuthMethod::DigitalSignature,
-        o => {
-            return Err(format!(
-                "unknown auth method '{o}' (psk, rsa, ecdsa, signature)"
-            ))
-        }
+        o => return Err(format!("unknown auth method '{o}' (psk, rsa, ecdsa, signature)")),
     })
 }
 
@@ -271,38 +260,18 @@ fn transform_kind_prefix(p: &str) -> Option<TransformType> {
 pub fn parse_transform(s: &str) -> Result<Transform, String> {
     let s = s.trim();
     let (body, key_length) = match s.rsplit_once('-') {
-        Some((b, bits)) if !bits.is_empty() && bits.bytes().all(|c| c.is_ascii_digit()) => (
-            b,
-            Some(
-                bits.parse::<u16>()
-                    .map_err(|_| format!("transform '{s}': bad key length"))?,
-            ),
-        ),
+        Some((b, bits)) if !bits.is_empty() && bits.bytes().all(|c| c.is_ascii_digit()) => {
+            (b, Some(bits.parse::<u16>().map_err(|_| format!("transform '{s}': bad key length"))?))
+        }
         _ => (s, None),
     };
     let (only, name) = match body.split_once(':') {
-        Some((p, n)) => (
-            Some(
-                transform_kind_prefix(p)
-                    .ok_or_else(|| format!("transform '{s}': unknown type '{p}'"))?,
-            ),
-            n,
-        ),
+        Some((p, n)) => (Some(transform_kind_prefix(p).ok_or_else(|| format!("transform '{s}': unknown type '{p}'"))?), n),
         None => (None, body),
     };
-    let kinds = [
-        TransformType::Encryption,
-        TransformType::Prf,
-        TransformType::Integrity,
-        TransformType::KeyExchange,
-        TransformType::Esn,
-    ];
+    let kinds = [TransformType::Encryption, TransformType::Prf, TransformType::Integrity, TransformType::KeyExchange, TransformType::Esn];
     if let (Some(kind), Ok(id)) = (only, name.parse::<u16>()) {
-        return Ok(Transform {
-            kind,
-            id,
-            key_length,
-        });
+        return Ok(Transform { kind, id, key_length });
     }
     let mut found: Vec<(TransformType, u16)> = Vec::new();
     for &(n, k, id) in EXTRA_TRANSFORM_NAMES {
@@ -342,28 +311,18 @@ pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
     let (start_address, end_address) = if let Some((a, p)) = range.split_once('/') {
         let a = parse_addr(a)?;
         let bits: u32 = if a.is_ipv4() { 32 } else { 128 };
-        let p: u32 = p
-            .parse()
-            .ok()
-            .filter(|p| *p <= bits)
-            .ok_or_else(|| format!("selector '{s}': bad prefix"))?;
+        let p: u32 = p.parse().ok().filter(|p| *p <= bits).ok_or_else(|| format!("selector '{s}': bad prefix"))?;
         let host = bits - p;
         match a {
             IpAddr::V4(v) => {
                 let m: u32 = if host == 32 { 0 } else { u32::MAX << host };
                 let n = u32::from(v) & m;
-                (
-                    IpAddr::from(n.to_be_bytes()),
-                    IpAddr::from((n | !m).to_be_bytes()),
-                )
+                (IpAddr::from(n.to_be_bytes()), IpAddr::from((n | !m).to_be_bytes()))
             }
             IpAddr::V6(v) => {
                 let m: u128 = if host == 128 { 0 } else { u128::MAX << host };
                 let n = u128::from(v) & m;
-                (
-                    IpAddr::from(n.to_be_bytes()),
-                    IpAddr::from((n | !m).to_be_bytes()),
-                )
+                (IpAddr::from(n.to_be_bytes()), IpAddr::from((n | !m).to_be_bytes()))
             }
         }
     } else if let Some((a, b)) = range.split_once('-') {
@@ -372,46 +331,22 @@ pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
         let a = parse_addr(range)?;
         (a, a)
     };
-    let mut ts = TrafficSelector {
-        ip_protocol: 0,
-        start_port: 0,
-        end_port: 65535,
-        start_address,
-        end_address,
-    };
+    let mut ts = TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address, end_address };
     while let Some(w) = words.next() {
-        let v = words
-            .next()
-            .ok_or_else(|| format!("selector '{s}': '{w}' needs a value"))?;
+        let v = words.next().ok_or_else(|| format!("selector '{s}': '{w}' needs a value"))?;
         match w {
-            "proto" => {
-                ts.ip_protocol = v
-                    .parse()
-                    .map_err(|_| format!("selector '{s}': bad protocol '{v}'"))?
-            }
+            "proto" => ts.ip_protocol = v.parse().map_err(|_| format!("selector '{s}': bad protocol '{v}'"))?,
             "port" => {
-                let p = v
-                    .parse()
-                    .map_err(|_| format!("selector '{s}': bad port '{v}'"))?;
+                let p = v.parse().map_err(|_| format!("selector '{s}': bad port '{v}'"))?;
                 ts.start_port = p;
                 ts.end_port = p;
             }
             "ports" => {
-                let (a, b) = v
-                    .split_once('-')
-                    .ok_or_else(|| format!("selector '{s}': ports A-B"))?;
-                ts.start_port = a
-                    .parse()
-                    .map_err(|_| format!("selector '{s}': bad port '{a}'"))?;
-                ts.end_port = b
-                    .parse()
-                    .map_err(|_| format!("selector '{s}': bad port '{b}'"))?;
+                let (a, b) = v.split_once('-').ok_or_else(|| format!("selector '{s}': ports A-B"))?;
+                ts.start_port = a.parse().map_err(|_| format!("selector '{s}': bad port '{a}'"))?;
+                ts.end_port = b.parse().map_err(|_| format!("selector '{s}': bad port '{b}'"))?;
             }
-            o => {
-                return Err(format!(
-                    "selector '{s}': unknown word '{o}' (proto, port, ports)"
-                ))
-            }
+            o => return Err(format!("selector '{s}': unknown word '{o}' (proto, port, ports)")),
         }
     }
     Ok(ts)
@@ -428,11 +363,7 @@ pub fn format_selector(t: &TrafficSelector) -> String {
     let (_, e) = key(t.end_address);
     let span = e.wrapping_sub(s);
     let mut out = if e >= s && span.wrapping_add(1) & span == 0 && s & span == 0 {
-        let host = if span == u128::MAX {
-            128
-        } else {
-            128 - span.wrapping_add(1).leading_zeros() - 1
-        };
+        let host = if span == u128::MAX { 128 } else { 128 - span.wrapping_add(1).leading_zeros() - 1 };
         format!("{}/{}", t.start_address, bits - host.min(bits))
     } else {
         format!("{}-{}", t.start_address, t.end_address)
@@ -459,32 +390,15 @@ pub fn parse_time(v: &serde_json::Value) -> Result<SystemTime, String> {
     if let Some(n) = v.as_u64() {
         return Ok(UNIX_EPOCH + Duration::from_secs(n));
     }
-    let s = v
-        .as_str()
-        .ok_or("now: expected \"YYYY-MM-DDTHH:MM:SSZ\" or seconds")?;
+    let s = v.as_str().ok_or("now: expected \"YYYY-MM-DDTHH:MM:SSZ\" or seconds")?;
     let bad = || format!("now: '{s}' is not YYYY-MM-DDTHH:MM:SSZ (UTC)");
     let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
         return Err(bad());
     }
     let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 || y < 1970
-    {
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 || y < 1970 {
         return Err(bad());
     }
     // Days from civil (H. Hinnant's algorithm).
@@ -504,93 +418,56 @@ fn setting(key: &str, v: &serde_json::Value) -> Result<Setting, String> {
     let value = match v {
         J::String(s) => SettingValue::Text(s.clone()),
         J::Bool(b) => SettingValue::Boolean(*b),
-        J::Number(n) => SettingValue::Integer(
-            n.as_i64()
-                .ok_or_else(|| format!("setting '{key}': not an integer"))?,
-        ),
+        J::Number(n) => SettingValue::Integer(n.as_i64().ok_or_else(|| format!("setting '{key}': not an integer"))?),
         J::Array(a) => SettingValue::TextList(
             a.iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("setting '{key}': lists hold strings only"))
-                })
+                .map(|x| x.as_str().map(str::to_string).ok_or_else(|| format!("setting '{key}': lists hold strings only")))
                 .collect::<Result<_, _>>()?,
         ),
-        _ => {
-            return Err(format!(
-                "setting '{key}': use a string, integer, boolean or list of strings"
-            ))
-        }
+        _ => return Err(format!("setting '{key}': use a string, integer, boolean or list of strings")),
     };
     Ok(Setting::new(key, value))
 }
 
 fn protocol(v: &serde_json::Value) -> Result<Protocol, String> {
     if let Some(n) = v.as_u64() {
-        return u8::try_from(n)
-            .map(Protocol::from_raw)
-            .map_err(|_| format!("protocol {n} out of range"));
+        return u8::try_from(n).map(Protocol::from_raw).map_err(|_| format!("protocol {n} out of range"));
     }
     match v.as_str() {
         Some("ike") => Ok(Protocol::Ike),
         Some("esp") => Ok(Protocol::Esp),
         Some("ah") => Ok(Protocol::Ah),
-        _ => Err(format!(
-            "protocol {v}: use \"ike\", \"esp\", \"ah\" or a number"
-        )),
+        _ => Err(format!("protocol {v}: use \"ike\", \"esp\", \"ah\" or a number")),
     }
 }
 
 fn socket(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not ADDRESS:PORT (IPv6: [ADDR]:PORT)"))
+    s.parse().map_err(|_| format!("'{s}' is not ADDRESS:PORT (IPv6: [ADDR]:PORT)"))
 }
 
 impl Fixture {
     /// Read and parse a fixture file.
     pub fn load(path: impl AsRef<Path>) -> Result<Fixture, FixtureError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| FixtureError::Read {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "fixture".into());
+        let text = std::fs::read_to_string(path).map_err(|e| FixtureError::Read { path: path.to_path_buf(), detail: e.to_string() })?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "fixture".into());
         Fixture::parse(&name, &text)
     }
 
     /// Parse fixture JSON.
     pub fn parse(name: &str, json: &str) -> Result<Fixture, FixtureError> {
-        Self::parse_inner(name, json).map_err(|detail| FixtureError::Invalid {
-            name: name.to_string(),
-            detail,
-        })
+        Self::parse_inner(name, json).map_err(|detail| FixtureError::Invalid { name: name.to_string(), detail })
     }
 
     fn parse_inner(name: &str, json: &str) -> Result<Fixture, String> {
         let raw: RawFixture = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        let settings = raw
-            .settings
-            .iter()
-            .map(|(k, v)| setting(k, v))
-            .collect::<Result<Vec<_>, _>>()?;
+        let settings = raw.settings.iter().map(|(k, v)| setting(k, v)).collect::<Result<Vec<_>, _>>()?;
         let now = raw.host.now.as_ref().map(parse_time).transpose()?;
         let sa_counts = raw
             .host
             .sa_counts
             .iter()
-            .map(|c| {
-                Ok((
-                    parse_identity(&c.identity)?,
-                    SaCounts {
-                        ike_sas: c.ike_sas,
-                        child_sas: c.child_sas,
-                    },
-                ))
-            })
+            .map(|c| Ok((parse_identity(&c.identity)?, SaCounts { ike_sas: c.ike_sas, child_sas: c.child_sas })))
             .collect::<Result<Vec<_>, String>>()?;
         let c = &raw.context;
         let remote = socket(c.remote.as_deref().unwrap_or("192.0.2.10:4500"))?;
@@ -608,11 +485,7 @@ impl Fixture {
                 None | Some("initial") => DecisionTrigger::Initial,
                 Some("rekey") => DecisionTrigger::Rekey,
                 Some("recheck") => DecisionTrigger::Recheck,
-                Some(o) => {
-                    return Err(format!(
-                        "context.trigger '{o}': use initial, rekey or recheck"
-                    ))
-                }
+                Some(o) => return Err(format!("context.trigger '{o}': use initial, rekey or recheck")),
             },
         };
         let input = raw.input.clone();
@@ -675,11 +548,7 @@ impl Fixture {
                     },
                 }
             }
-            o => {
-                return Err(format!(
-                    "decision '{o}': use select-proposal, order-proposals, authorize or narrow-selectors"
-                ))
-            }
+            o => return Err(format!("decision '{o}': use select-proposal, order-proposals, authorize or narrow-selectors")),
         };
         let e = &raw.expect;
         let substring = |v: &serde_json::Value, what: &str| -> Result<Option<String>, String> {
@@ -697,12 +566,7 @@ impl Fixture {
             expects.push(Expect::Allow);
         }
         if let Some(i) = e.index {
-            let named = e
-                .transforms
-                .iter()
-                .flatten()
-                .map(|t| parse_transform(t))
-                .collect::<Result<Vec<_>, _>>()?;
+            let named = e.transforms.iter().flatten().map(|t| parse_transform(t)).collect::<Result<Vec<_>, _>>()?;
             expects.push(Expect::Index(i, named));
         } else if e.transforms.is_some() {
             return Err("expect.transforms: only with expect.index".into());
@@ -711,10 +575,7 @@ impl Fixture {
             expects.push(Expect::Order(o.clone()));
         }
         if let Some(p) = &e.selectors {
-            expects.push(Expect::Selectors(SelectorPair {
-                remote: selectors(&p.remote)?,
-                local: selectors(&p.local)?,
-            }));
+            expects.push(Expect::Selectors(SelectorPair { remote: selectors(&p.remote)?, local: selectors(&p.local)? }));
         }
         if let Some(r) = &e.refuse {
             expects.push(Expect::Refuse(substring(r, "refuse")?));
@@ -732,16 +593,10 @@ impl Fixture {
                 | (DecisionRequest::SelectProposal { .. }, Expect::Index(..))
                 | (DecisionRequest::OrderProposals { .. }, Expect::Order(_))
                 | (DecisionRequest::Authorize { .. }, Expect::Allow)
-                | (
-                    DecisionRequest::NarrowSelectors { .. },
-                    Expect::Selectors(_)
-                )
+                | (DecisionRequest::NarrowSelectors { .. }, Expect::Selectors(_))
         );
         if !fits {
-            return Err(format!(
-                "expect: {expect:?} is not an answer of {}",
-                raw.decision
-            ));
+            return Err(format!("expect: {expect:?} is not an answer of {}", raw.decision));
         }
         if raw.plugins.is_empty() {
             return Err("plugins: name at least one plugin".into());
@@ -777,12 +632,8 @@ impl Fixture {
             (Expect::Index(a, ta), Answer::Index(b, tb)) => a == b && same_transforms(ta, tb),
             (Expect::Order(a), Answer::Order(b)) => a == b,
             (Expect::Selectors(a), Answer::Selectors(b)) => a == b,
-            (Expect::Refuse(sub), Answer::Refused(r)) => {
-                sub.as_deref().is_none_or(|s| r.contains(s))
-            }
-            (Expect::ConfigureError(sub), Answer::ConfigureFailed(r)) => {
-                sub.as_deref().is_none_or(|s| r.contains(s))
-            }
+            (Expect::Refuse(sub), Answer::Refused(r)) => sub.as_deref().is_none_or(|s| r.contains(s)),
+            (Expect::ConfigureError(sub), Answer::ConfigureFailed(r)) => sub.as_deref().is_none_or(|s| r.contains(s)),
             _ => false,
         };
         if ok {
@@ -812,33 +663,19 @@ struct FixtureSas(Vec<(Identity, SaCounts)>);
 
 impl SaView for FixtureSas {
     fn sa_counts(&self, peer: &Identity) -> SaCounts {
-        self.0
-            .iter()
-            .find(|(i, _)| i == peer)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
+        self.0.iter().find(|(i, _)| i == peer).map(|(_, c)| *c).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list =
-            |l: &[TrafficSelector]| l.iter().map(format_selector).collect::<Vec<_>>().join(", ");
+        let list = |l: &[TrafficSelector]| l.iter().map(format_selector).collect::<Vec<_>>().join(", ");
         match self {
             Answer::Allow => write!(f, "allow"),
             Answer::Index(i, t) if t.is_empty() => write!(f, "index {i}"),
-            Answer::Index(i, t) => write!(
-                f,
-                "index {i} with {}",
-                t.iter().map(transform_label).collect::<Vec<_>>().join(", ")
-            ),
+            Answer::Index(i, t) => write!(f, "index {i} with {}", t.iter().map(transform_label).collect::<Vec<_>>().join(", ")),
             Answer::Order(o) => write!(f, "order {o:?}"),
-            Answer::Selectors(p) => write!(
-                f,
-                "selectors remote [{}] local [{}]",
-                list(&p.remote),
-                list(&p.local)
-            ),
+            Answer::Selectors(p) => write!(f, "selectors remote [{}] local [{}]", list(&p.remote), list(&p.local)),
             Answer::Refused(r) => write!(f, "refuse: {r}"),
             Answer::Invalid(r) => write!(f, "invalid answer (refused): {r}"),
             Answer::Failed(r) => write!(f, "failed: {r}"),
@@ -908,11 +745,9 @@ pub fn decide(p: &LoadedPlugin, req: &DecisionRequest) -> Answer {
     match p.decide(req) {
         Ok(DecisionAnswer::Proposal(c)) => {
             let named = match req {
-                DecisionRequest::SelectProposal { offered, .. } => c
-                    .transforms
-                    .iter()
-                    .filter_map(|&t| offered.get(c.index)?.transforms.get(t).cloned())
-                    .collect(),
+                DecisionRequest::SelectProposal { offered, .. } => {
+                    c.transforms.iter().filter_map(|&t| offered.get(c.index)?.transforms.get(t).cloned()).collect()
+                }
                 _ => Vec::new(),
             };
             Answer::Index(c.index, named)
@@ -938,10 +773,7 @@ pub fn eval(wasm: impl AsRef<Path>, fixture: &Fixture) -> Result<Answer, Fixture
 }
 
 /// [`eval`] with the fixture read from a file.
-pub fn eval_file(
-    wasm: impl AsRef<Path>,
-    fixture: impl AsRef<Path>,
-) -> Result<Answer, FixtureError> {
+pub fn eval_file(wasm: impl AsRef<Path>, fixture: impl AsRef<Path>) -> Result<Answer, FixtureError> {
     eval(wasm, &Fixture::load(fixture)?)
 }
 
@@ -952,19 +784,10 @@ mod tests {
     #[test]
     fn shorthands() {
         let t = parse_transform("AES_GCM_16-256").unwrap();
-        assert_eq!(
-            (t.kind, t.id, t.key_length),
-            (TransformType::Encryption, 20, Some(256))
-        );
+        assert_eq!((t.kind, t.id, t.key_length), (TransformType::Encryption, 20, Some(256)));
         assert_eq!(parse_transform("CURVE25519").unwrap().id, 31);
-        assert_eq!(
-            parse_transform("MODP_1024").unwrap().kind,
-            TransformType::KeyExchange
-        );
-        assert_eq!(
-            parse_transform("KE:NONE").unwrap().kind,
-            TransformType::KeyExchange
-        );
+        assert_eq!(parse_transform("MODP_1024").unwrap().kind, TransformType::KeyExchange);
+        assert_eq!(parse_transform("KE:NONE").unwrap().kind, TransformType::KeyExchange);
         assert!(parse_transform("NONE").unwrap_err().contains("ambiguous"));
         assert_eq!(parse_transform("ENCR:12").unwrap().id, 12);
         assert!(parse_transform("FOO").is_err());
@@ -974,38 +797,23 @@ mod tests {
         assert_eq!(s.end_address, "10.1.2.255".parse::<IpAddr>().unwrap());
         assert_eq!(format_selector(&s), "10.1.2.0/24 proto 6 ports 80-443");
         assert_eq!(format_selector(&parse_selector("::/0").unwrap()), "::/0");
-        assert_eq!(
-            format_selector(&parse_selector("0.0.0.0/0").unwrap()),
-            "0.0.0.0/0"
-        );
-        assert_eq!(
-            format_selector(&parse_selector("10.0.0.5-10.0.0.9 port 53").unwrap()),
-            "10.0.0.5-10.0.0.9 port 53"
-        );
+        assert_eq!(format_selector(&parse_selector("0.0.0.0/0").unwrap()), "0.0.0.0/0");
+        assert_eq!(format_selector(&parse_selector("10.0.0.5-10.0.0.9 port 53").unwrap()), "10.0.0.5-10.0.0.9 port 53");
         assert!(parse_selector("10.0.0.0/33").is_err());
 
-        assert_eq!(
-            parse_identity("email:a@b").unwrap().kind,
-            IdType::Rfc822Addr
-        );
+        assert_eq!(parse_identity("email:a@b").unwrap().kind, IdType::Rfc822Addr);
         assert_eq!(parse_identity("dn:CN=x, O=y").unwrap().value, "CN=x, O=y");
         assert!(parse_identity("nope").is_err());
 
         let t = parse_time(&serde_json::json!("2026-11-30T09:30:00Z")).unwrap();
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
-            1_796_031_000
-        );
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_796_031_000);
         assert!(parse_time(&serde_json::json!("2026-13-01T00:00:00Z")).is_err());
     }
 
     #[test]
     fn expectations() {
-        let f = Fixture::parse(
-            "t",
-            r#"{"plugins":["x"],"decision":"authorize","input":{"identity":"fqdn:a"},"expect":{"refuse":"nope"}}"#,
-        )
-        .unwrap();
+        let f = Fixture::parse("t", r#"{"plugins":["x"],"decision":"authorize","input":{"identity":"fqdn:a"},"expect":{"refuse":"nope"}}"#)
+            .unwrap();
         assert!(f.check(&Answer::Refused("it is nope".into())).is_ok());
         assert!(f.check(&Answer::Refused("other".into())).is_err());
         assert!(f.check(&Answer::Allow).is_err());
@@ -1016,15 +824,9 @@ mod tests {
             }
             _ => panic!("wrong request"),
         }
-        let bad = Fixture::parse(
-            "t",
-            r#"{"plugins":["x"],"decision":"authorize","input":{"identity":"fqdn:a"},"expect":{"index":0}}"#,
-        );
+        let bad = Fixture::parse("t", r#"{"plugins":["x"],"decision":"authorize","input":{"identity":"fqdn:a"},"expect":{"index":0}}"#);
         assert!(bad.is_err());
-        let typo = Fixture::parse(
-            "t",
-            r#"{"plugins":["x"],"decison":"authorize","input":{},"expect":{"allow":true}}"#,
-        );
+        let typo = Fixture::parse("t", r#"{"plugins":["x"],"decison":"authorize","input":{},"expect":{"allow":true}}"#);
         assert!(typo.is_err());
     }
 }

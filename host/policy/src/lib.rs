@@ -26,8 +26,8 @@
 pub mod bindings;
 mod check;
 pub mod convert;
-pub mod fixture;
 mod error;
+pub mod fixture;
 mod plugin;
 mod runtime;
 mod slot;
@@ -37,8 +37,8 @@ pub use check::{check, check_with, CheckReport};
 pub use convert::{transform_name, Setting, SettingValue};
 pub use error::{DecisionError, DecisionKind, LoadError, PluginLabel};
 pub use plugin::{
-    load, read_plugin_file, DecisionAnswer, DecisionRequest, InstanceMode, Limits, LoadedPlugin, PluginConfig,
-    PluginMeta, DECISIONS_EXPORT, DECISION_FUNCTIONS, DEFAULT_MAX_SIZE, WORLD,
+    load, read_plugin_file, DecisionAnswer, DecisionRequest, InstanceMode, Limits, LoadedPlugin, PluginConfig, PluginMeta,
+    DECISIONS_EXPORT, DECISION_FUNCTIONS, DEFAULT_MAX_SIZE, WORLD,
 };
 pub use runtime::{sha256_hex, EPOCH_TICK, MAX_LOG_BYTES_PER_CALL, MAX_LOG_LINES_PER_CALL};
 pub use slot::{LoadFailure, PolicySlot, ReloadOutcome, SlotStatus, SwapListener, DEBOUNCE};

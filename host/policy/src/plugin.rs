@@ -10,8 +10,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, Clock, NoSas, SystemClock, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SaView,
-    SelectorPair, SelectorRequest,
+    self as api, AuthInfo, Clock, NoSas, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SaView, SelectorPair,
+    SelectorRequest, SystemClock,
 };
 
 use crate::bindings::{self, wit, PolicyPlugin, PolicyPluginPre};
@@ -27,8 +27,7 @@ pub const WORLD: &str = "wisp:policy/policy-plugin@0.2.0";
 /// The WIT package version this host implements.
 pub const WIT_VERSION: &str = "0.2.0";
 /// Functions of `decisions`, all required.
-pub const DECISION_FUNCTIONS: [&str; 6] =
-    ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
+pub const DECISION_FUNCTIONS: [&str; 6] = ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
 
 /// How plugin instances are used across decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,28 +204,20 @@ impl LoadedPlugin {
     }
 
     /// Loads a component from memory; `source` is only recorded.
-    pub fn load_bytes(
-        bytes: &[u8],
-        source: &Path,
-        config: &PluginConfig,
-        number: u64,
-    ) -> Result<Arc<Self>, LoadError> {
+    pub fn load_bytes(bytes: &[u8], source: &Path, config: &PluginConfig, number: u64) -> Result<Arc<Self>, LoadError> {
         let started = Instant::now();
         if bytes.len() as u64 > config.limits.max_size {
             let (size, limit) = (bytes.len() as u64, config.limits.max_size);
             return Err(LoadError::TooLarge { path: source.to_path_buf(), size, limit });
         }
         let prepared = prepare(bytes, config)?;
-        let fallback: Arc<str> = Arc::from(
-            source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into()),
-        );
+        let fallback: Arc<str> = Arc::from(source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into()));
         let (mut inst, name, version) = first_instance(&prepared.pre, fallback, config)?;
         let label = PluginLabel { name, version, number };
         let label_str: Arc<str> = Arc::from(format!("{} {}", label.name, label.version));
         inst.store.data_mut().label = label_str.clone();
         let settings_wit = convert::settings_to_wit(&config.settings);
-        configure(&mut inst, &settings_wit, config)
-            .map_err(|detail| LoadError::Configure { plugin: label.to_string(), detail })?;
+        configure(&mut inst, &settings_wit, config).map_err(|detail| LoadError::Configure { plugin: label.to_string(), detail })?;
         let meta = PluginMeta {
             label,
             sha256: prepared.sha256,
@@ -260,16 +251,9 @@ impl LoadedPlugin {
         Self::from_component(self.component.clone(), &self.meta, config, number)
     }
 
-    fn from_component(
-        component: Component,
-        old: &PluginMeta,
-        config: &PluginConfig,
-        number: u64,
-    ) -> Result<Arc<Self>, LoadError> {
+    fn from_component(component: Component, old: &PluginMeta, config: &PluginConfig, number: u64) -> Result<Arc<Self>, LoadError> {
         let started = Instant::now();
-        let pre = runtime::linker()?
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::UnsupportedImport { detail: chain(&e) })?;
+        let pre = runtime::linker()?.instantiate_pre(&component).map_err(|e| LoadError::UnsupportedImport { detail: chain(&e) })?;
         let pre = PolicyPluginPre::new(pre).map_err(|e| LoadError::TypeMismatch { detail: chain(&e) })?;
         let label = PluginLabel { number, ..old.label.clone() };
         let label_str: Arc<str> = Arc::from(format!("{} {}", label.name, label.version));
@@ -285,10 +269,8 @@ impl LoadedPlugin {
             instances_created: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
         };
-        let inst = plugin.new_instance().map_err(|e| LoadError::Configure {
-            plugin: plugin.meta.label.to_string(),
-            detail: e.to_string(),
-        })?;
+        let inst =
+            plugin.new_instance().map_err(|e| LoadError::Configure { plugin: plugin.meta.label.to_string(), detail: e.to_string() })?;
         if plugin.config.limits.mode == InstanceMode::Reuse {
             plugin.checkin(inst);
         }
@@ -329,8 +311,7 @@ impl LoadedPlugin {
     fn new_instance(&self) -> Result<Instance, String> {
         let mut store = new_store(self.label_str.clone(), &self.config);
         runtime::arm(&mut store, self.config.limits.setup_deadline, setup_wall(&self.config.limits));
-        let bindings =
-            self.pre.instantiate(&mut store).map_err(|e| describe_setup_error(&e, &self.config))?;
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| describe_setup_error(&e, &self.config))?;
         let mut inst = Instance { store, bindings };
         configure(&mut inst, &self.settings_wit, &self.config)?;
         self.instances_created.fetch_add(1, Ordering::Relaxed);
@@ -343,11 +324,7 @@ impl LoadedPlugin {
                 return Ok(i);
             }
         }
-        self.new_instance().map_err(|detail| DecisionError::Instantiate {
-            plugin: self.meta.label.clone(),
-            decision,
-            detail,
-        })
+        self.new_instance().map_err(|detail| DecisionError::Instantiate { plugin: self.meta.label.clone(), decision, detail })
     }
 
     fn checkin(&self, inst: Instance) {
@@ -455,12 +432,7 @@ impl LoadedPlugin {
     }
 
     /// Initiator: which configured proposals to offer, in order.
-    pub fn try_order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, DecisionError> {
+    pub fn try_order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, DecisionError> {
         let d = DecisionKind::OrderProposals;
         let wctx = convert::ctx_to_wit(ctx);
         let props: Vec<wit::Proposal> = configured.iter().map(convert::proposal_to_wit).collect();
@@ -476,24 +448,16 @@ impl LoadedPlugin {
         let d = DecisionKind::Authorize;
         let wctx = convert::ctx_to_wit(ctx);
         let wauth = convert::auth_to_wit(auth);
-        let r = self
-            .call(d, |s, g| g.call_authorize(s, &wctx, &wauth))
-            .and_then(|a| self.finish(d, validate::authorization(a)));
+        let r = self.call(d, |s, g| g.call_authorize(s, &wctx, &wauth)).and_then(|a| self.finish(d, validate::authorization(a)));
         self.log(r)
     }
 
     /// Narrow the proposed selectors.
-    pub fn try_narrow_selectors(
-        &self,
-        ctx: &PeerContext,
-        request: &SelectorRequest,
-    ) -> Result<SelectorPair, DecisionError> {
+    pub fn try_narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, DecisionError> {
         let d = DecisionKind::NarrowSelectors;
         let wctx = convert::ctx_to_wit(ctx);
         let wreq = convert::selector_request_to_wit(request);
-        let r = self
-            .call(d, |s, g| g.call_narrow_selectors(s, &wctx, &wreq))
-            .and_then(|a| self.finish(d, validate::selectors(a, request)));
+        let r = self.call(d, |s, g| g.call_narrow_selectors(s, &wctx, &wreq)).and_then(|a| self.finish(d, validate::selectors(a, request)));
         self.log(r)
     }
 
@@ -506,12 +470,8 @@ impl LoadedPlugin {
             DecisionRequest::OrderProposals { ctx, kind, configured } => {
                 self.try_order_proposals(ctx, *kind, configured).map(DecisionAnswer::Order)
             }
-            DecisionRequest::Authorize { ctx, auth } => {
-                self.try_authorize(ctx, auth).map(|()| DecisionAnswer::Authorized)
-            }
-            DecisionRequest::NarrowSelectors { ctx, request } => {
-                self.try_narrow_selectors(ctx, request).map(DecisionAnswer::Selectors)
-            }
+            DecisionRequest::Authorize { ctx, auth } => self.try_authorize(ctx, auth).map(|()| DecisionAnswer::Authorized),
+            DecisionRequest::NarrowSelectors { ctx, request } => self.try_narrow_selectors(ctx, request).map(DecisionAnswer::Selectors),
         }
     }
 }
@@ -529,12 +489,7 @@ impl Policy for LoadedPlugin {
     ) -> Result<ProposalChoice, PolicyError> {
         self.try_select_proposal(ctx, kind, offered, configured).map_err(Into::into)
     }
-    fn order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, PolicyError> {
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
         self.try_order_proposals(ctx, kind, configured).map_err(Into::into)
     }
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
@@ -586,9 +541,7 @@ pub(crate) fn prepare(bytes: &[u8], config: &PluginConfig) -> Result<Prepared, L
     let sha256 = runtime::sha256_hex(bytes);
     let component = runtime::compile(bytes, &sha256, config.cache_dir.as_deref())?;
     let (imports, exports) = check_world(&component)?;
-    let pre = runtime::linker()?
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::UnsupportedImport { detail: chain(&e) })?;
+    let pre = runtime::linker()?.instantiate_pre(&component).map_err(|e| LoadError::UnsupportedImport { detail: chain(&e) })?;
     let pre = PolicyPluginPre::new(pre).map_err(|e| LoadError::TypeMismatch { detail: chain(&e) })?;
     Ok(Prepared { component, pre, sha256, imports, exports })
 }
@@ -601,9 +554,7 @@ pub(crate) fn first_instance(
 ) -> Result<(Instance, String, String), LoadError> {
     let mut store = new_store(fallback_label, config);
     runtime::arm(&mut store, config.limits.setup_deadline, setup_wall(&config.limits));
-    let bindings = pre
-        .instantiate(&mut store)
-        .map_err(|e| LoadError::Instantiate { detail: describe_setup_error(&e, config) })?;
+    let bindings = pre.instantiate(&mut store).map_err(|e| LoadError::Instantiate { detail: describe_setup_error(&e, config) })?;
     let info = bindings
         .wisp_policy_decisions()
         .call_info(&mut store)
@@ -623,10 +574,8 @@ pub(crate) fn configure(inst: &mut Instance, settings: &[wit::Setting], config: 
 }
 
 fn new_store(label: Arc<str>, config: &PluginConfig) -> Store<StoreState> {
-    let mut store = Store::new(
-        runtime::engine(),
-        StoreState::new(label, config.limits.memory, config.sa_view.clone(), config.clock.clone()),
-    );
+    let mut store =
+        Store::new(runtime::engine(), StoreState::new(label, config.limits.memory, config.sa_view.clone(), config.clock.clone()));
     store.limiter(|s| &mut s.limiter);
     runtime::install_deadline_callback(&mut store);
     store
@@ -691,9 +640,7 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     for f in DECISION_FUNCTIONS {
         match inst.get_export(engine, f).map(|e| e.ty) {
             Some(ComponentItem::ComponentFunc(_)) => {}
-            Some(_) => {
-                return Err(LoadError::TypeMismatch { detail: format!("`{name}#{f}` is not a function") })
-            }
+            Some(_) => return Err(LoadError::TypeMismatch { detail: format!("`{name}#{f}` is not a function") }),
             None => missing.push(format!("`{name}#{f}`")),
         }
     }
@@ -701,9 +648,7 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
         return Err(LoadError::MissingExport { detail: format!("missing export {}", missing.join(", ")) });
     }
     for imp in &imports {
-        let ok = imp.starts_with("wasi:")
-            || imp.starts_with("wisp:policy/host@0.2.")
-            || imp.starts_with("wisp:policy/types@0.2.");
+        let ok = imp.starts_with("wasi:") || imp.starts_with("wisp:policy/host@0.2.") || imp.starts_with("wisp:policy/types@0.2.");
         if !ok {
             return Err(LoadError::UnsupportedImport {
                 detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.2.0 and WASI only)"),

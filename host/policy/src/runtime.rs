@@ -103,8 +103,7 @@ fn on_epoch(state: &mut StoreState) -> wasmtime::Result<UpdateDeadline> {
 
 /// Arms the deadline for the next call on `store`.
 pub(crate) fn arm(store: &mut Store<StoreState>, cpu: Duration, wall: Duration) {
-    store.data_mut().budget =
-        Budget { cpu_start: thread_cpu_time(), wall_start: Instant::now(), cpu, wall };
+    store.data_mut().budget = Budget { cpu_start: thread_cpu_time(), wall_start: Instant::now(), cpu, wall };
     let log = &mut store.data_mut().log;
     log.lines = 0;
     log.bytes = 0;
@@ -143,12 +142,7 @@ pub(crate) struct Limiter {
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let wanted = self.memory_used.saturating_add(desired.saturating_sub(current));
         if wanted > self.memory_limit {
             return Err(wasmtime::Error::new(MemoryCapExceeded { limit: self.memory_limit, wanted }));
@@ -157,12 +151,7 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let wanted = self.table_elements.saturating_add(desired.saturating_sub(current));
         if wanted > MAX_TABLE_ELEMENTS {
             return Ok(false);
@@ -262,8 +251,7 @@ impl bindings::wisp::policy::host::Host for StoreState {
         }
         b.lines += 1;
         b.bytes += cost;
-        let mut msg: String =
-            message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let mut msg: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
         if msg.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
             while !msg.is_char_boundary(cut) {
@@ -304,8 +292,7 @@ pub(crate) fn linker() -> Result<&'static Linker<StoreState>, LoadError> {
             let mut l = Linker::new(engine());
             wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(|e| chain(&e))?;
             bound_sleeps(&mut l).map_err(|e| chain(&e))?;
-            bindings::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut l, |s| s)
-                .map_err(|e| chain(&e))?;
+            bindings::PolicyPlugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut l, |s| s).map_err(|e| chain(&e))?;
             Ok(l)
         })
         .as_ref()
@@ -378,9 +365,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// message a plugin author understands.
 fn precheck(bytes: &[u8]) -> Result<(), LoadError> {
     if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
-        return Err(LoadError::NotAComponent {
-            detail: "missing the \\0asm magic number (not a WebAssembly file)".into(),
-        });
+        return Err(LoadError::NotAComponent { detail: "missing the \\0asm magic number (not a WebAssembly file)".into() });
     }
     // Layer field: 0x0001 = component, 0x0000 = core module.
     if bytes[6..8] == [0, 0] {
@@ -394,11 +379,7 @@ fn precheck(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Compiles `bytes` (or loads the cached compilation keyed by its sha256).
-pub(crate) fn compile(
-    bytes: &[u8],
-    sha256: &str,
-    cache_dir: Option<&Path>,
-) -> Result<Component, LoadError> {
+pub(crate) fn compile(bytes: &[u8], sha256: &str, cache_dir: Option<&Path>) -> Result<Component, LoadError> {
     precheck(bytes)?;
     let engine = engine();
     let cached: Option<PathBuf> = cache_dir.map(|d| d.join(format!("{sha256}-{}.cwasm", engine_tag())));
@@ -414,8 +395,7 @@ pub(crate) fn compile(
             }
         }
     }
-    let component = Component::new(engine, bytes)
-        .map_err(|e| LoadError::NotAComponent { detail: chain(&e) })?;
+    let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent { detail: chain(&e) })?;
     if let Some(p) = &cached {
         if let Err(e) = write_cache(&component, p) {
             tracing::warn!(path = %p.display(), error = %e, "could not write plugin compilation cache");

@@ -21,9 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use wisp_policy_api::{
-    AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest,
-};
+use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
 
 use crate::convert::Setting;
 use crate::error::LoadError;
@@ -135,10 +133,7 @@ impl PolicySlot {
         let (tx, rx) = mpsc::channel::<()>();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let relevant = match &ev {
-                Ok(ev) => {
-                    ev.paths.is_empty()
-                        || ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == file_name)
-                }
+                Ok(ev) => ev.paths.is_empty() || ev.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == file_name),
                 Err(_) => true,
             };
             if relevant && !matches!(ev, Ok(notify::Event { kind: notify::EventKind::Access(_), .. })) {
@@ -146,9 +141,7 @@ impl PolicySlot {
             }
         })
         .map_err(|e| host_err(&format!("cannot watch {}: {e}", dir.display())))?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| host_err(&format!("cannot watch {}: {e}", dir.display())))?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(|e| host_err(&format!("cannot watch {}: {e}", dir.display())))?;
         let weak = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
             .name("wisp-policy-reload".into())
@@ -286,11 +279,7 @@ impl Inner {
         if sha == self.current.load().meta().sha256 {
             return true;
         }
-        self.last_error
-            .lock()
-            .ok()
-            .and_then(|e| e.as_ref().and_then(|f| f.sha256.clone()))
-            .is_some_and(|s| s == sha)
+        self.last_error.lock().ok().and_then(|e| e.as_ref().and_then(|f| f.sha256.clone())).is_some_and(|s| s == sha)
     }
 }
 
@@ -335,12 +324,7 @@ impl Policy for PolicySlot {
     ) -> Result<ProposalChoice, PolicyError> {
         self.current().select_proposal(ctx, kind, offered, configured)
     }
-    fn order_proposals(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        configured: &[Proposal],
-    ) -> Result<Vec<usize>, PolicyError> {
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
         self.current().order_proposals(ctx, kind, configured)
     }
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {

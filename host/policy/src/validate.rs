@@ -71,10 +71,7 @@ pub fn proposal_choice(
             )));
         };
         if transforms.iter().any(|&o: &usize| chosen.transforms[o].kind == tr.kind) {
-            return Err(Problem::Invalid(format!(
-                "two transforms of type {} named (one per type)",
-                tr.kind.raw()
-            )));
+            return Err(Problem::Invalid(format!("two transforms of type {} named (one per type)", tr.kind.raw())));
         }
         transforms.push(ti);
     }
@@ -87,21 +84,14 @@ pub fn proposal_order(answer: Vec<u32>, configured: usize) -> Result<Vec<usize>,
         return Err(Problem::Refused("plugin offers none of the configured proposals".into()));
     }
     if answer.len() > configured {
-        return Err(Problem::Invalid(format!(
-            "{} indices for {configured} configured proposals",
-            answer.len()
-        )));
+        return Err(Problem::Invalid(format!("{} indices for {configured} configured proposals", answer.len())));
     }
     let mut seen = vec![false; configured];
     let mut out = Vec::with_capacity(answer.len());
     for i in answer {
         let idx = match usize::try_from(i) {
             Ok(idx) if idx < configured => idx,
-            _ => {
-                return Err(Problem::Invalid(format!(
-                    "proposal index {i} out of range ({configured} configured)"
-                )))
-            }
+            _ => return Err(Problem::Invalid(format!("proposal index {i} out of range ({configured} configured)"))),
         };
         if seen[idx] {
             return Err(Problem::Invalid(format!("proposal index {i} listed twice")));
@@ -117,19 +107,12 @@ pub fn authorization(answer: Result<(), wit::Refusal>) -> Result<(), Problem> {
     answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))
 }
 
-fn side(
-    name: &str,
-    returned: &[wit::TrafficSelector],
-    proposed: &[api::TrafficSelector],
-) -> Result<Vec<api::TrafficSelector>, Problem> {
+fn side(name: &str, returned: &[wit::TrafficSelector], proposed: &[api::TrafficSelector]) -> Result<Vec<api::TrafficSelector>, Problem> {
     if returned.is_empty() {
         return Err(Problem::Refused(format!("no {name} traffic selector left after narrowing")));
     }
     if returned.len() > MAX_SELECTORS {
-        return Err(Problem::Invalid(format!(
-            "{} {name} selectors returned (at most {MAX_SELECTORS})",
-            returned.len()
-        )));
+        return Err(Problem::Invalid(format!("{} {name} selectors returned (at most {MAX_SELECTORS})", returned.len())));
     }
     let mut out = Vec::with_capacity(returned.len());
     for (n, t) in returned.iter().enumerate() {
@@ -147,10 +130,7 @@ fn side(
 
 /// `narrow-selectors`: every returned selector lies inside one proposed for the
 /// same side; neither side is empty.
-pub fn selectors(
-    answer: Result<wit::SelectorPair, wit::Refusal>,
-    request: &api::SelectorRequest,
-) -> Result<api::SelectorPair, Problem> {
+pub fn selectors(answer: Result<wit::SelectorPair, wit::Refusal>, request: &api::SelectorRequest) -> Result<api::SelectorPair, Problem> {
     let pair = answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))?;
     let remote = side("remote", &pair.remote, &request.remote_proposed)?;
     let local = side("local", &pair.local, &request.local_proposed)?;
@@ -159,9 +139,7 @@ pub fn selectors(
 
 /// `info()`: a name and version that are short printable text.
 pub fn info(i: &wit::PluginInfo) -> Result<(String, String), String> {
-    let ok = |s: &str| {
-        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic())
-    };
+    let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
     if !ok(&i.name) {
         return Err(format!("name {:?} must be 1-64 printable ASCII characters without spaces", sanitize(&i.name)));
     }
@@ -205,20 +183,14 @@ mod tests {
         assert_eq!(proposal_choice(choice(1, vec![]), &offered), Ok(api::ProposalChoice::index(1)));
         assert!(matches!(proposal_choice(choice(2, vec![]), &offered), Err(Problem::Invalid(_))));
         assert!(matches!(proposal_choice(choice(u32::MAX, vec![]), &[]), Err(Problem::Invalid(_))));
-        assert_eq!(
-            proposal_choice(Err(wit::Refusal { reason: "no\nway".into() }), &offered),
-            Err(Problem::Refused("no way".into()))
-        );
+        assert_eq!(proposal_choice(Err(wit::Refusal { reason: "no\nway".into() }), &offered), Err(Problem::Refused("no way".into())));
     }
 
     #[test]
     fn named_transforms_are_checked() {
         use api::TransformType::*;
         let offered = vec![prop(&[(Encryption, 28), (Prf, 2), (Prf, 5)])];
-        assert_eq!(
-            proposal_choice(choice(0, vec![2, 0]), &offered),
-            Ok(api::ProposalChoice { index: 0, transforms: vec![2, 0] })
-        );
+        assert_eq!(proposal_choice(choice(0, vec![2, 0]), &offered), Ok(api::ProposalChoice { index: 0, transforms: vec![2, 0] }));
         assert!(matches!(proposal_choice(choice(0, vec![3]), &offered), Err(Problem::Invalid(_))), "out of range");
         assert!(matches!(proposal_choice(choice(0, vec![1, 2]), &offered), Err(Problem::Invalid(_))), "two PRFs");
         assert!(matches!(proposal_choice(choice(0, vec![0; 100_000]), &offered), Err(Problem::Invalid(_))), "huge list");
@@ -245,10 +217,7 @@ mod tests {
             local: vec![ts_to_wit(&ts("10.1.0.0", "10.1.0.255"))],
         };
         assert!(selectors(Ok(inside.clone()), &req).is_ok());
-        let wide = wit::SelectorPair {
-            remote: vec![ts_to_wit(&ts("10.0.0.0", "10.0.1.0"))],
-            local: inside.local.clone(),
-        };
+        let wide = wit::SelectorPair { remote: vec![ts_to_wit(&ts("10.0.0.0", "10.0.1.0"))], local: inside.local.clone() };
         assert!(matches!(selectors(Ok(wide), &req), Err(Problem::Invalid(_))));
         let empty = wit::SelectorPair { remote: vec![], local: inside.local };
         assert!(matches!(selectors(Ok(empty), &req), Err(Problem::Refused(_))));

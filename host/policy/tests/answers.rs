@@ -50,8 +50,7 @@ fn pair(req: &api::SelectorRequest) -> impl Strategy<Value = wit::SelectorPair> 
         (prop::collection::vec(selector(), 0..6), prop::collection::vec(selector(), 0..6))
             .prop_map(|(remote, local)| wit::SelectorPair { remote, local }),
         Just(wit::SelectorPair { remote: r, local: l }),
-        prop::collection::vec(selector(), 250..300)
-            .prop_map(|v| wit::SelectorPair { remote: v.clone(), local: v }),
+        prop::collection::vec(selector(), 250..300).prop_map(|v| wit::SelectorPair { remote: v.clone(), local: v }),
     ]
 }
 

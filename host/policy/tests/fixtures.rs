@@ -9,15 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use wisp_policy::fixture::{eval_loaded, Answer, Fixture};
 use wisp_policy::{load, LoadedPlugin, PluginConfig};
 
-const PLUGINS: [&str; 7] = [
-    "default",
-    "allowlist",
-    "allowlist-py",
-    "allowlist-js",
-    "time-window",
-    "tenant-subnets",
-    "sa-cap",
-];
+const PLUGINS: [&str; 7] = ["default", "allowlist", "allowlist-py", "allowlist-js", "time-window", "tenant-subnets", "sa-cap"];
 const ALLOWLISTS: [&str; 3] = ["allowlist", "allowlist-py", "allowlist-js"];
 
 fn repo() -> PathBuf {
@@ -26,11 +18,7 @@ fn repo() -> PathBuf {
 
 fn wasm_path(name: &str) -> PathBuf {
     let p = repo().join("build/plugins").join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-plugins.sh",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/build-plugins.sh", p.display());
     p
 }
 
@@ -40,19 +28,10 @@ fn wasm_path(name: &str) -> PathBuf {
 fn plugin(name: &str) -> Arc<LoadedPlugin> {
     type Slot = Arc<OnceLock<Arc<LoadedPlugin>>>;
     static CACHE: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
-    let slot: Slot = CACHE
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .clone();
+    let slot: Slot = CACHE.get_or_init(Default::default).lock().unwrap().entry(name.to_string()).or_default().clone();
     slot.get_or_init(|| {
         let path = wasm_path(name);
-        let config = PluginConfig {
-            cache_dir: Some(repo().join("target/plugin-cache")),
-            ..PluginConfig::default()
-        };
+        let config = PluginConfig { cache_dir: Some(repo().join("target/plugin-cache")), ..PluginConfig::default() };
         if let Some(d) = &config.cache_dir {
             let _ = std::fs::create_dir_all(d);
         }
@@ -69,10 +48,7 @@ fn fixtures() -> Vec<Fixture> {
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();
-    paths
-        .iter()
-        .map(|p| Fixture::load(p).unwrap_or_else(|e| panic!("{e}")))
-        .collect()
+    paths.iter().map(|p| Fixture::load(p).unwrap_or_else(|e| panic!("{e}"))).collect()
 }
 
 /// Run every fixture naming `name` on it; fail listing every mismatch.
@@ -80,10 +56,7 @@ fn run_all_for(name: &str) {
     let p = plugin(name);
     let mut failures = Vec::new();
     let mut ran = 0;
-    for f in fixtures()
-        .iter()
-        .filter(|f| f.plugins.iter().any(|x| x == name))
-    {
+    for f in fixtures().iter().filter(|f| f.plugins.iter().any(|x| x == name)) {
         ran += 1;
         match eval_loaded(&p, f) {
             Ok(answer) => {
@@ -95,12 +68,7 @@ fn run_all_for(name: &str) {
         }
     }
     assert!(ran >= 5, "only {ran} fixtures for {name}");
-    assert!(
-        failures.is_empty(),
-        "{name}: {} of {ran} fixtures failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{name}: {} of {ran} fixtures failed:\n{}", failures.len(), failures.join("\n"));
     eprintln!("{name}: {ran} fixtures pass");
 }
 
@@ -110,29 +78,15 @@ fn fixtures_parse_and_cover_every_plugin() {
     let mut per_plugin: BTreeMap<&str, usize> = BTreeMap::new();
     for f in &all {
         for p in &f.plugins {
-            assert!(
-                PLUGINS.contains(&p.as_str()),
-                "{}: unknown plugin '{p}'",
-                f.name
-            );
+            assert!(PLUGINS.contains(&p.as_str()), "{}: unknown plugin '{p}'", f.name);
             *per_plugin.entry(p.as_str()).or_default() += 1;
         }
         // Fixtures of one allow-list are fixtures of all three.
-        let named = ALLOWLISTS
-            .iter()
-            .filter(|a| f.plugins.iter().any(|p| p == *a))
-            .count();
-        assert!(
-            named == 0 || named == 3,
-            "{}: names only some of the allow-lists",
-            f.name
-        );
+        let named = ALLOWLISTS.iter().filter(|a| f.plugins.iter().any(|p| p == *a)).count();
+        assert!(named == 0 || named == 3, "{}: names only some of the allow-lists", f.name);
     }
     for p in PLUGINS {
-        assert!(
-            per_plugin.get(p).copied().unwrap_or(0) >= 5,
-            "plugin {p} has fewer than 5 fixtures"
-        );
+        assert!(per_plugin.get(p).copied().unwrap_or(0) >= 5, "plugin {p} has fewer than 5 fixtures");
     }
 }
 
@@ -177,16 +131,10 @@ fn sa_cap() {
 #[test]
 fn python_and_js_agree_with_rust() {
     let rust = plugin("allowlist");
-    let others = [
-        ("allowlist-py", plugin("allowlist-py")),
-        ("allowlist-js", plugin("allowlist-js")),
-    ];
+    let others = [("allowlist-py", plugin("allowlist-py")), ("allowlist-js", plugin("allowlist-js"))];
     let mut compared = 0;
     let mut diffs = Vec::new();
-    for f in fixtures()
-        .iter()
-        .filter(|f| f.plugins.iter().any(|p| p == "allowlist"))
-    {
+    for f in fixtures().iter().filter(|f| f.plugins.iter().any(|p| p == "allowlist")) {
         let want = eval_loaded(&rust, f).unwrap_or_else(|e| panic!("{}: {e}", f.name));
         for (name, p) in &others {
             let got = eval_loaded(p, f).unwrap_or_else(|e| panic!("{}: {name}: {e}", f.name));
@@ -201,12 +149,7 @@ fn python_and_js_agree_with_rust() {
         }
     }
     assert!(compared >= 20, "only {compared} comparisons");
-    assert!(
-        diffs.is_empty(),
-        "{} disagreements:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert!(diffs.is_empty(), "{} disagreements:\n{}", diffs.len(), diffs.join("\n"));
 }
 
 /// `eval` (the `wisp plugin eval` path) loads from the file and answers like
@@ -219,17 +162,10 @@ fn eval_from_files() {
         Answer::Refused(r) => assert!(r.contains("203.0.113.7"), "{r}"),
         other => panic!("expected a refusal, got {other}"),
     }
-    assert_eq!(
-        answer.to_json()["refuse"]
-            .as_str()
-            .map(|s| s.contains("allowed: 10.99.0.0/16")),
-        Some(true)
-    );
+    assert_eq!(answer.to_json()["refuse"].as_str().map(|s| s.contains("allowed: 10.99.0.0/16")), Some(true));
     let fx = repo().join("examples/fixtures/time-window-weekend.json");
     let f = Fixture::load(&fx).unwrap();
-    assert!(f
-        .check(&wisp_policy::fixture::eval(wasm_path("time-window"), &f).unwrap())
-        .is_ok());
+    assert!(f.check(&wisp_policy::fixture::eval(wasm_path("time-window"), &f).unwrap()).is_ok());
 }
 
 /// Beyond the fixtures: a few hundred generated authorize and narrow-selectors
@@ -238,9 +174,7 @@ fn eval_from_files() {
 #[test]
 fn generated_requests_agree_across_languages() {
     use std::net::IpAddr;
-    use wisp_policy::api::{
-        AuthInfo, AuthMethod, IdType, Identity, PeerContext, SelectorRequest, TrafficSelector,
-    };
+    use wisp_policy::api::{AuthInfo, AuthMethod, IdType, Identity, PeerContext, SelectorRequest, TrafficSelector};
     use wisp_policy::fixture::decide;
     use wisp_policy::{DecisionRequest, Setting, SettingValue};
 
@@ -259,15 +193,9 @@ fn generated_requests_agree_across_languages() {
         "alice@example.com from 203.0.113.0/28".to_string(),
         "192.0.2.1 from 192.0.2.1".to_string(),
     ];
-    let config = PluginConfig {
-        settings: vec![Setting::new("peers", SettingValue::TextList(peers))],
-        ..PluginConfig::default()
-    };
+    let config = PluginConfig { settings: vec![Setting::new("peers", SettingValue::TextList(peers))], ..PluginConfig::default() };
     let names = ["allowlist", "allowlist-py", "allowlist-js"];
-    let loaded: Vec<_> = names
-        .iter()
-        .map(|n| plugin(n).reconfigure(&config, 1).unwrap())
-        .collect();
+    let loaded: Vec<_> = names.iter().map(|n| plugin(n).reconfigure(&config, 1).unwrap()).collect();
 
     let ids = [
         (IdType::Rfc822Addr, "alice@example.com"),
@@ -299,22 +227,8 @@ fn generated_requests_agree_across_languages() {
         "::",
     ];
     let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-    let v4 = [
-        "10.0.0.0",
-        "10.99.0.0",
-        "10.99.1.0",
-        "10.99.1.255",
-        "10.99.2.0",
-        "10.255.255.255",
-        "192.0.2.0",
-    ];
-    let v6 = [
-        "fd00::",
-        "fd99::",
-        "fd99::ff",
-        "fd99:0:0:1::",
-        "fdff:ffff::",
-    ];
+    let v4 = ["10.0.0.0", "10.99.0.0", "10.99.1.0", "10.99.1.255", "10.99.2.0", "10.255.255.255", "192.0.2.0"];
+    let v6 = ["fd00::", "fd99::", "fd99::ff", "fd99:0:0:1::", "fdff:ffff::"];
     let protos = [0u8, 0, 6, 17];
     let ports = [0u16, 53, 443, 1000, 2000, 65535];
 
@@ -336,19 +250,12 @@ fn generated_requests_agree_across_languages() {
     for round in 0..300 {
         let remote = ip(addrs[next(addrs.len())]);
         let (kind, value) = ids[next(ids.len())];
-        let identity = Identity {
-            kind,
-            value: value.to_string(),
-        };
+        let identity = Identity { kind, value: value.to_string() };
         let ctx = PeerContext {
             connection: "gen".into(),
             remote_address: remote,
             remote_port: 4500,
-            local_address: if remote.is_ipv4() {
-                ip("198.51.100.1")
-            } else {
-                ip("fd99::1")
-            },
+            local_address: if remote.is_ipv4() { ip("198.51.100.1") } else { ip("fd99::1") },
             local_port: 4500,
             nat_detected: next(2) == 0,
             local_is_initiator: false,
@@ -358,12 +265,7 @@ fn generated_requests_agree_across_languages() {
         let req = if round % 2 == 0 {
             DecisionRequest::Authorize {
                 ctx,
-                auth: AuthInfo {
-                    peer_identity: identity,
-                    method: AuthMethod::Psk,
-                    certificate_subject: None,
-                    key_fingerprint: None,
-                },
+                auth: AuthInfo { peer_identity: identity, method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None },
             }
         } else {
             let list = |next: &mut dyn FnMut(usize) -> usize| -> Vec<TrafficSelector> {
@@ -388,20 +290,12 @@ fn generated_requests_agree_across_languages() {
         *seen.entry(kind).or_default() += 1;
         for (i, a) in answers.iter().enumerate().skip(1) {
             if *a != answers[0] {
-                diffs.push(format!(
-                    "case {round}: rust {} vs {} {}\n  request: {req:?}",
-                    answers[0], names[i], a
-                ));
+                diffs.push(format!("case {round}: rust {} vs {} {}\n  request: {req:?}", answers[0], names[i], a));
             }
         }
         cases += 1;
     }
-    assert!(
-        diffs.is_empty(),
-        "{} disagreements in {cases} cases:\n{}",
-        diffs.len(),
-        diffs.join("\n")
-    );
+    assert!(diffs.is_empty(), "{} disagreements in {cases} cases:\n{}", diffs.len(), diffs.join("\n"));
     // The generator must exercise every outcome, or the comparison proves little.
     for k in ["allow", "selectors", "refused"] {
         assert!(seen.get(k).copied().unwrap_or(0) >= 20, "only {seen:?} outcomes in {cases} cases");

@@ -74,11 +74,7 @@ fn infinite_loop_is_stopped_within_twice_the_deadline() {
 /// The wall-clock cap stops a call even when its CPU budget is larger.
 #[test]
 fn wall_clock_cap_stops_a_loop_too() {
-    let limits = Limits {
-        deadline: Duration::from_secs(10),
-        wall_deadline: Duration::from_millis(60),
-        ..Limits::default()
-    };
+    let limits = Limits { deadline: Duration::from_secs(10), wall_deadline: Duration::from_millis(60), ..Limits::default() };
     let p = load(plugin("hostile-spin"), &config_with(limits)).unwrap();
     let started = Instant::now();
     match p.try_select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()) {
@@ -198,10 +194,7 @@ fn index_out_of_range_is_a_refusal() {
         other => panic!("expected an invalid answer, got {other:?}"),
     }
     assert!(err.is_refusal());
-    assert!(matches!(
-        p.select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()),
-        Err(PolicyError::Refused { .. })
-    ));
+    assert!(matches!(p.select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()), Err(PolicyError::Refused { .. })));
     // order-proposals repeating an index is refused as well.
     let err = p.try_order_proposals(&ctx(), SaKind::Ike, &proposals()).unwrap_err();
     assert!(matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("twice")), "{err:?}");
@@ -226,9 +219,7 @@ fn selector_wider_than_offered_is_a_refusal_and_logged() {
     let w = buf.clone();
     let subscriber = tracing_subscriber::fmt().with_writer(move || w.clone()).with_ansi(false).finish();
     let p = load(plugin("hostile-wide-selector"), &PluginConfig::default()).unwrap();
-    let err = tracing::subscriber::with_default(subscriber, || {
-        p.try_narrow_selectors(&ctx(), &selector_request()).unwrap_err()
-    });
+    let err = tracing::subscriber::with_default(subscriber, || p.try_narrow_selectors(&ctx(), &selector_request()).unwrap_err());
     match &err {
         DecisionError::InvalidAnswer { plugin, decision, detail } => {
             assert_eq!(plugin.name, "hostile-wide-selector");
@@ -313,7 +304,8 @@ fn log_flood_is_capped_per_call_and_counted() {
 #[test]
 fn huge_answers_fail_closed_with_bounded_memory() {
     let Some(out) = common::isolated("huge_answers_fail_closed_with_bounded_memory", || {
-        let p = load(plugin("hostile-huge-answer"), &config_with(Limits { deadline: Duration::from_secs(2), ..Limits::default() })).unwrap();
+        let p =
+            load(plugin("hostile-huge-answer"), &config_with(Limits { deadline: Duration::from_secs(2), ..Limits::default() })).unwrap();
         let (_, before) = memory_kib();
         let started = Instant::now();
         // 1,000,000 indices for 3 configured proposals.
@@ -321,7 +313,10 @@ fn huge_answers_fail_closed_with_bounded_memory() {
         assert!(matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("1000000 indices for 3")), "{err:?}");
         // 100,000 selectors.
         let err = p.try_narrow_selectors(&ctx(), &selector_request()).unwrap_err();
-        assert!(matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("100000 remote selectors returned")), "{err:?}");
+        assert!(
+            matches!(&err, DecisionError::InvalidAnswer { detail, .. } if detail.contains("100000 remote selectors returned")),
+            "{err:?}"
+        );
         // A 4 MiB refusal reason is cut to MAX_REASON_LEN.
         match p.select_proposal(&ctx(), SaKind::Ike, &proposals(), &proposals()) {
             Err(PolicyError::Refused { reason, .. }) => assert!(reason.len() <= 512 + 3, "{} bytes of reason", reason.len()),

@@ -93,9 +93,11 @@ fn broken_new_version_leaves_the_old_one_in_charge() {
     let garbage = dir.path().join("garbage");
     std::fs::write(&garbage, random_bytes(42, 3000)).unwrap();
     install(&garbage, &path);
-    wait_for("the garbage to be reported", Duration::from_secs(2), || {
-        matches!(slot.status().last_error, Some(f) if matches!(f.error, LoadError::NotAComponent { .. }))
-    });
+    wait_for(
+        "the garbage to be reported",
+        Duration::from_secs(2),
+        || matches!(slot.status().last_error, Some(f) if matches!(f.error, LoadError::NotAComponent { .. })),
+    );
     assert_eq!(slot.status().number, 1);
     assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 
@@ -205,9 +207,7 @@ fn new_settings_make_a_new_version_and_bad_ones_are_refused() {
     let slot = PolicySlot::open(&path, PluginConfig::default()).unwrap();
     assert_eq!(slot.set_settings(vec![Setting::new("a", SettingValue::Integer(1))]).unwrap(), 2);
     assert_eq!(slot.status().number, 2);
-    let err = slot
-        .set_settings(vec![Setting::new("refuse-settings", SettingValue::Boolean(true))])
-        .unwrap_err();
+    let err = slot.set_settings(vec![Setting::new("refuse-settings", SettingValue::Boolean(true))]).unwrap_err();
     assert!(matches!(err, LoadError::Configure { .. }));
     let st = slot.status();
     assert_eq!(st.number, 2);

@@ -64,9 +64,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use wisp_esp::{
-    Aead, Classified, CounterSnapshot, DropReason, InboundSa, Keymat, LimitEvent, Limits,
-    OpenError, OutboundSa, SealError, ESP_OVERHEAD_MAX, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6,
-    PAYLOAD_OFFSET,
+    Aead, Classified, CounterSnapshot, DropReason, InboundSa, Keymat, LimitEvent, Limits, OpenError, OutboundSa, SealError,
+    ESP_OVERHEAD_MAX, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, PAYLOAD_OFFSET,
 };
 use wisp_policy_api::TrafficSelector;
 
@@ -379,9 +378,7 @@ impl Dataplane {
         threads.push(std::thread::Builder::new().name("wisp-dp-rx".into()).spawn(move || rx_loop(&s, batch))?);
         if let Some(every) = cfg.keepalive {
             let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new().name("wisp-dp-ka".into()).spawn(move || keepalive_loop(&s, every))?,
-            );
+            threads.push(std::thread::Builder::new().name("wisp-dp-ka".into()).spawn(move || keepalive_loop(&s, every))?);
         }
         Ok(Dataplane { shared, threads: Mutex::new(threads) })
     }
@@ -761,12 +758,7 @@ fn tx_loop(s: &Shared, batch_size: usize) {
 
 /// SPD lookup and seal of the inner packet at `buf[PAYLOAD_OFFSET..][..n]`.
 /// Returns the ESP datagram length and destination, or `None` (counted).
-fn seal_one(
-    s: &Shared,
-    tables: &Tables,
-    buf: &mut [u8],
-    n: usize,
-) -> Option<(usize, (libc::sockaddr_storage, libc::socklen_t))> {
+fn seal_one(s: &Shared, tables: &Tables, buf: &mut [u8], n: usize) -> Option<(usize, (libc::sockaddr_storage, libc::socklen_t))> {
     let inner = &buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + n];
     let Some(flow) = selectors::parse(inner) else {
         s.global.tx_not_ip.fetch_add(1, Relaxed);
@@ -829,11 +821,7 @@ struct TunOut {
 
 impl TunOut {
     fn new(n: usize) -> Self {
-        TunOut {
-            bufs: (0..n).map(|_| Vec::with_capacity(tun::SCRATCH + 64)).collect(),
-            count: 0,
-            gro: tun_rs::GROTable::default(),
-        }
+        TunOut { bufs: (0..n).map(|_| Vec::with_capacity(tun::SCRATCH + 64)).collect(), count: 0, gro: tun_rs::GROTable::default() }
     }
     fn push(&mut self, s: &Shared, inner: &[u8]) {
         let b = &mut self.bufs[self.count];
@@ -931,8 +919,8 @@ fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_s
                     if let Some(ev) = o.event {
                         (s.event_sink)(DataplaneEvent::Limit { spi_in: spi, spi_out: e.spi_out, outbound: false, event: ev });
                     }
-                    let ok = selectors::parse(&pkt[o.range.clone()])
-                        .is_some_and(|f| selectors::matches_inbound(&e.local_ts, &e.remote_ts, &f));
+                    let ok =
+                        selectors::parse(&pkt[o.range.clone()]).is_some_and(|f| selectors::matches_inbound(&e.local_ts, &e.remote_ts, &f));
                     if !ok {
                         e.sa.counters().count_drop(DropReason::Policy);
                         s.global.rx_esp_dropped.fetch_add(1, Relaxed);

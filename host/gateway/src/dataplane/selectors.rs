@@ -17,10 +17,7 @@ pub struct Flow {
 
 fn ports_of(proto: u8, l4: &[u8]) -> (Option<u16>, Option<u16>) {
     match proto {
-        6 | 17 | 132 | 136 if l4.len() >= 4 => (
-            Some(u16::from_be_bytes([l4[0], l4[1]])),
-            Some(u16::from_be_bytes([l4[2], l4[3]])),
-        ),
+        6 | 17 | 132 | 136 if l4.len() >= 4 => (Some(u16::from_be_bytes([l4[0], l4[1]])), Some(u16::from_be_bytes([l4[2], l4[3]]))),
         _ => (None, None),
     }
 }
@@ -147,10 +144,7 @@ mod tests {
     #[test]
     fn cidrs() {
         let c = |a: &str, b: &str| {
-            range_to_cidrs(a.parse().unwrap(), b.parse().unwrap())
-                .into_iter()
-                .map(|(a, l)| format!("{a}/{l}"))
-                .collect::<Vec<_>>()
+            range_to_cidrs(a.parse().unwrap(), b.parse().unwrap()).into_iter().map(|(a, l)| format!("{a}/{l}")).collect::<Vec<_>>()
         };
         assert_eq!(c("10.0.0.0", "10.0.0.255"), ["10.0.0.0/24"]);
         assert_eq!(c("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);

@@ -50,9 +50,7 @@ pub fn set_bufs(fd: RawFd, bytes: i32) {
     for (opt, force) in [(libc::SO_RCVBUF, libc::SO_RCVBUFFORCE), (libc::SO_SNDBUF, libc::SO_SNDBUFFORCE)] {
         for o in [force, opt] {
             // SAFETY: an int option.
-            let r = unsafe {
-                libc::setsockopt(fd, libc::SOL_SOCKET, o, (&bytes as *const i32).cast(), 4)
-            };
+            let r = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, o, (&bytes as *const i32).cast(), 4) };
             if r == 0 {
                 break;
             }
@@ -105,10 +103,7 @@ pub fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: family says sockaddr_in.
             let sin: libc::sockaddr_in = unsafe { std::ptr::read((ss as *const libc::sockaddr_storage).cast()) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-                u16::from_be(sin.sin_port),
-            )))
+            Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), u16::from_be(sin.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: family says sockaddr_in6.
@@ -170,9 +165,7 @@ impl RecvBatch {
             self.hdrs[i].msg_len = 0;
         }
         // SAFETY: hdrs/iovs/bufs/addrs are valid for n entries.
-        let r = unsafe {
-            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as _, libc::MSG_DONTWAIT, std::ptr::null_mut())
-        };
+        let r = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), n as _, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
         if r < 0 {
             let e = io::Error::last_os_error();
             return match e.kind() {

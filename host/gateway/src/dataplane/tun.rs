@@ -80,11 +80,7 @@ impl Tun {
         }
         match kind {
             TunKind::Offload | TunKind::Plain => {
-                let dev = tun_rs::DeviceBuilder::new()
-                    .name(name)
-                    .offload(kind == TunKind::Offload)
-                    .enable(false)
-                    .build_sync()?;
+                let dev = tun_rs::DeviceBuilder::new().name(name).offload(kind == TunKind::Offload).enable(false).build_sync()?;
                 dev.set_nonblocking(true)?;
                 let offload = dev.tcp_gso();
                 let name = dev.name()?;
@@ -155,9 +151,7 @@ impl Tun {
                 Ok(_) => 0,
                 Err(_) => 1,
             },
-            Dev::Tokio { .. } => {
-                bufs.iter().filter(|b| sys::write(self.fd, &b[offset..]).is_err()).count()
-            }
+            Dev::Tokio { .. } => bufs.iter().filter(|b| sys::write(self.fd, &b[offset..]).is_err()).count(),
         }
     }
 }

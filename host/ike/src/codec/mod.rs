@@ -27,15 +27,14 @@
 //! assert_eq!(Message::decode(&bytes).unwrap(), msg);
 //! ```
 
+pub mod fuzz;
 pub mod registry;
 pub mod sk;
-pub mod fuzz;
 mod types;
 mod wire;
 
 pub use registry::{
-    AuthMethod, CertEncoding, CfgType, ConfigAttrType, ExchangeType, IdType, NotifyType, PayloadType, ProtocolId,
-    TransformType, TsType,
+    AuthMethod, CertEncoding, CfgType, ConfigAttrType, ExchangeType, IdType, NotifyType, PayloadType, ProtocolId, TransformType, TsType,
 };
 pub use types::*;
 pub use wire::{

@@ -181,13 +181,7 @@ pub fn decrypt_fragment(buf: &[u8], cipher: &SkCipher) -> Result<Fragment, SkErr
     let aad_len = buf.len() - skf.data.len();
     let plain = cipher.open(&buf[..aad_len], &skf.data)?;
     let data = strip_padding(plain)?;
-    Ok(Fragment {
-        header: outer.header,
-        number: skf.fragment_number,
-        total: skf.total_fragments,
-        next_payload: skf.next_payload,
-        data,
-    })
+    Ok(Fragment { header: outer.header, number: skf.fragment_number, total: skf.total_fragments, next_payload: skf.next_payload, data })
 }
 
 /// Reassembly of one fragmented message (one message ID, RFC 7383 2.6).
@@ -288,4 +282,3 @@ impl Reassembler {
         Ok(Some(Message { header, payloads }))
     }
 }
-

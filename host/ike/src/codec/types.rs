@@ -128,11 +128,7 @@ impl Transform {
     }
     /// A transform with a KEY_LENGTH attribute (bits).
     pub fn with_key_length(transform_type: TransformType, id: u16, bits: u16) -> Self {
-        Transform {
-            transform_type,
-            id,
-            attributes: vec![Attribute::Tv { attr_type: super::registry::attr::KEY_LENGTH, value: bits }],
-        }
+        Transform { transform_type, id, attributes: vec![Attribute::Tv { attr_type: super::registry::attr::KEY_LENGTH, value: bits }] }
     }
     /// The KEY_LENGTH attribute, if present.
     pub fn key_length(&self) -> Option<u16> {

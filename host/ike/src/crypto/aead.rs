@@ -114,9 +114,9 @@ impl SkCipher {
             EncrAlg::AesGcm16_256 => {
                 Inner::Gcm256(Box::new(Aes256Gcm::new_from_slice(key).map_err(|_| CryptoError::KeyLength("AES-256"))?))
             }
-            EncrAlg::ChaCha20Poly1305 => Inner::ChaCha(Box::new(
-                ChaCha20Poly1305::new_from_slice(key).map_err(|_| CryptoError::KeyLength("ChaCha20"))?,
-            )),
+            EncrAlg::ChaCha20Poly1305 => {
+                Inner::ChaCha(Box::new(ChaCha20Poly1305::new_from_slice(key).map_err(|_| CryptoError::KeyLength("ChaCha20"))?))
+            }
         };
         let mut salt = Zeroizing::new([0u8; SALT_LEN]);
         salt.copy_from_slice(salt_s);

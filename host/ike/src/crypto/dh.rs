@@ -164,8 +164,7 @@ impl DhKeyPair {
                 let mut sec1 = Vec::with_capacity(65);
                 sec1.push(4);
                 sec1.extend_from_slice(peer);
-                let pk = p256::PublicKey::from_sec1_bytes(&sec1)
-                    .map_err(|_| CryptoError::InvalidPublicValue("not a point on ECP-256"))?;
+                let pk = p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| CryptoError::InvalidPublicValue("not a point on ECP-256"))?;
                 let shared = p256::ecdh::diffie_hellman(s, pk.as_affine());
                 Ok(SecretBytes::from_slice(shared.raw_secret_bytes()))
             }
@@ -173,8 +172,7 @@ impl DhKeyPair {
                 let mut sec1 = Vec::with_capacity(97);
                 sec1.push(4);
                 sec1.extend_from_slice(peer);
-                let pk = p384::PublicKey::from_sec1_bytes(&sec1)
-                    .map_err(|_| CryptoError::InvalidPublicValue("not a point on ECP-384"))?;
+                let pk = p384::PublicKey::from_sec1_bytes(&sec1).map_err(|_| CryptoError::InvalidPublicValue("not a point on ECP-384"))?;
                 let shared = p384::ecdh::diffie_hellman(s, pk.as_affine());
                 Ok(SecretBytes::from_slice(shared.raw_secret_bytes()))
             }

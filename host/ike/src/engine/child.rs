@@ -26,7 +26,11 @@ fn refuse(notify: NotifyType, reason: String) -> ChildRefusal {
 }
 
 fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> Vec<u8> {
-    if a <= b { a.to_vec() } else { b.to_vec() }
+    if a <= b {
+        a.to_vec()
+    } else {
+        b.to_vec()
+    }
 }
 
 fn within(got: &[TrafficSelector], proposed: &[TrafficSelector]) -> bool {
@@ -58,11 +62,7 @@ pub(super) fn child_request_payloads(nego: &ChildNego, create: bool) -> Vec<Payl
     if nego.mode == Mode::Transport {
         v.push(notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()));
     }
-    let proposals = if create {
-        nego.proposals.clone()
-    } else {
-        nego.proposals.iter().map(strip_ke).collect()
-    };
+    let proposals = if create { nego.proposals.clone() } else { nego.proposals.iter().map(strip_ke).collect() };
     v.push(Payload::Sa(SaPayload { proposals }));
     if create {
         v.push(Payload::Nonce(nego.ni.clone()));
@@ -129,7 +129,13 @@ impl Engine {
     }
 
     /// Prepare a Child SA request for template `child` (or a rekey of child `rekey_idx`).
-    pub(super) fn child_nego(&mut self, sa: &IkeSa, child: &str, rekey_idx: Option<usize>, with_ke: bool) -> Result<ChildNego, EngineError> {
+    pub(super) fn child_nego(
+        &mut self,
+        sa: &IkeSa,
+        child: &str,
+        rekey_idx: Option<usize>,
+        with_ke: bool,
+    ) -> Result<ChildNego, EngineError> {
         let conn = &self.config.connections[sa.conn];
         let ch = conn.child(child).ok_or_else(|| EngineError::UnknownChild(conn.name.clone(), child.into()))?;
         if rekey_idx.is_none() {
@@ -218,12 +224,8 @@ impl Engine {
         }
         // Proposals with an ESP SPI, without KE inside IKE_AUTH (its Child SA
         // has no key exchange of its own).
-        let offered: Vec<codec::Proposal> = sa_p
-            .proposals
-            .iter()
-            .filter(|p| p.spi.len() == 4)
-            .map(|p| if in_auth { strip_ke(p) } else { p.clone() })
-            .collect();
+        let offered: Vec<codec::Proposal> =
+            sa_p.proposals.iter().filter(|p| p.spi.len() == 4).map(|p| if in_auth { strip_ke(p) } else { p.clone() }).collect();
         let conn = &self.config.connections[conn_i];
         let mut ctx = self.ctx(sa, conn_i, false);
         if rekey_idx.is_some() {
@@ -302,7 +304,8 @@ impl Engine {
             });
         };
         for (side, n) in [("remote", pair.remote.len()), ("local", pair.local.len())] {
-            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("policy narrowed to {r}")))?;
+            self.selector_cap_allows(conn_i, side, n)
+                .map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("policy narrowed to {r}")))?;
         }
         let spi_out = spi32(&peer_spi).ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "ESP SPI must be 4 bytes".into()))?;
         let group = convert::pick(&chosen, codec::TransformType::DH).map(|t| t.id).unwrap_or(0);
@@ -319,7 +322,8 @@ impl Engine {
         let name = ch.name.clone();
         let lifetimes = ch.lifetimes.clone();
         let (g_ir, ke_out) = if group != 0 {
-            let (dh, public) = suite::dh_generate(group, &mut self.rng).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "DH failed".into()))?;
+            let (dh, public) =
+                suite::dh_generate(group, &mut self.rng).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "DH failed".into()))?;
             let shared = suite::dh_compute(&dh, &ke.expect("checked above").data)
                 .ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "invalid KE value".into()))?;
             (Some(shared), Some(public))
@@ -327,8 +331,9 @@ impl Engine {
             (None, None)
         };
         let keys = sa.keys.as_ref().ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "no keys".into()))?;
-        let (i2r, r2i) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
-            .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "key derivation failed".into()))?;
+        let (i2r, r2i) =
+            suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
+                .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "key derivation failed".into()))?;
         let spi_in = self.alloc_esp_spi();
         let mut answer = chosen.clone();
         answer.spi = spi_in.to_be_bytes().to_vec();
@@ -345,17 +350,41 @@ impl Engine {
         }
         out.push(Payload::TsI(convert::ts_to_wire(&pair.remote)));
         out.push(Payload::TsR(convert::ts_to_wire(&pair.local)));
-        let child = self.new_child(now, name, spi_in, spi_out, if transport { Mode::Transport } else { Mode::Tunnel },
-            ChildAlgorithms { cipher, esn: convert::pick(&chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1), pfs_group: (group != 0).then_some(group) },
-            pair.local, pair.remote, lifetimes, false);
+        let child = self.new_child(
+            now,
+            name,
+            spi_in,
+            spi_out,
+            if transport { Mode::Transport } else { Mode::Tunnel },
+            ChildAlgorithms {
+                cipher,
+                esn: convert::pick(&chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1),
+                pfs_group: (group != 0).then_some(group),
+            },
+            pair.local,
+            pair.remote,
+            lifetimes,
+            false,
+        );
         let info = self.child_info(sa, &child, r2i, i2r);
         sa.children.push(child);
         Ok((out, info))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new_child(&mut self, now: Duration, name: String, spi_in: u32, spi_out: u32, mode: Mode, algs: ChildAlgorithms,
-        local_ts: Vec<TrafficSelector>, remote_ts: Vec<TrafficSelector>, lifetimes: crate::config::Lifetimes, initiator: bool) -> Child {
+    fn new_child(
+        &mut self,
+        now: Duration,
+        name: String,
+        spi_in: u32,
+        spi_out: u32,
+        mode: Mode,
+        algs: ChildAlgorithms,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+        lifetimes: crate::config::Lifetimes,
+        initiator: bool,
+    ) -> Child {
         let (soft_at, hard_at) = self.jittered(now, &lifetimes);
         Child {
             name,
@@ -442,7 +471,12 @@ impl Engine {
             _ => Err(format!("{} proposals in the answer", sa_p.proposals.len())),
         };
         if let Err(why) = answer {
-            return fail(self, Side::Local, Some(NotifyType::NO_PROPOSAL_CHOSEN), format!("peer's ESP answer {} refused: {why}", convert::summary(&sa_p.proposals)));
+            return fail(
+                self,
+                Side::Local,
+                Some(NotifyType::NO_PROPOSAL_CHOSEN),
+                format!("peer's ESP answer {} refused: {why}", convert::summary(&sa_p.proposals)),
+            );
         }
         let chosen = &sa_p.proposals[0];
         let Some(spi_out) = spi32(&chosen.spi) else {
@@ -466,10 +500,18 @@ impl Engine {
         let ts_i = convert::ts_from_wire(tsi);
         let ts_r = convert::ts_from_wire(tsr);
         if !within(&ts_i, &nego.ts_i) || !within(&ts_r, &nego.ts_r) {
-            return fail(self, Side::Local, Some(NotifyType::TS_UNACCEPTABLE), format!(
-                "peer narrowed to {} / {} outside our {} / {}",
-                crate::native_policy::ts_list(&ts_i), crate::native_policy::ts_list(&ts_r),
-                crate::native_policy::ts_list(&nego.ts_i), crate::native_policy::ts_list(&nego.ts_r)));
+            return fail(
+                self,
+                Side::Local,
+                Some(NotifyType::TS_UNACCEPTABLE),
+                format!(
+                    "peer narrowed to {} / {} outside our {} / {}",
+                    crate::native_policy::ts_list(&ts_i),
+                    crate::native_policy::ts_list(&ts_r),
+                    crate::native_policy::ts_list(&nego.ts_i),
+                    crate::native_policy::ts_list(&nego.ts_r)
+                ),
+            );
         }
         for (side, n) in [("TSi", ts_i.len()), ("TSr", ts_r.len())] {
             if let Err(r) = self.selector_cap_allows(sa.conn, side, n) {
@@ -482,13 +524,30 @@ impl Engine {
         };
         // IKE_AUTH: KEYMAT uses the IKE SA's nonces; CREATE_CHILD_SA the exchange's.
         let ni: &[u8] = if in_auth { &sa.ni } else { &nego.ni };
-        let Some((i2r, r2i)) = suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len()) else {
+        let Some((i2r, r2i)) =
+            suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
+        else {
             return fail(self, Side::Local, None, "key derivation failed".into());
         };
         let conn = &self.config.connections[sa.conn];
         let lifetimes = conn.child(&nego.child).map(|c| c.lifetimes.clone()).unwrap_or_else(crate::config::Lifetimes::child_default);
-        let algs = ChildAlgorithms { cipher, esn: convert::pick(chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1), pfs_group: (group != 0).then_some(group) };
-        let child = self.new_child(now, nego.child.clone(), nego.spi_in, spi_out, if transport { Mode::Transport } else { Mode::Tunnel }, algs, ts_i, ts_r, lifetimes, true);
+        let algs = ChildAlgorithms {
+            cipher,
+            esn: convert::pick(chosen, codec::TransformType::ESN).is_some_and(|t| t.id == 1),
+            pfs_group: (group != 0).then_some(group),
+        };
+        let child = self.new_child(
+            now,
+            nego.child.clone(),
+            nego.spi_in,
+            spi_out,
+            if transport { Mode::Transport } else { Mode::Tunnel },
+            algs,
+            ts_i,
+            ts_r,
+            lifetimes,
+            true,
+        );
         let info = self.child_info(sa, &child, i2r, r2i);
         sa.children.push(child);
         Ok(info)
@@ -531,7 +590,15 @@ impl Engine {
                 ctx.trigger = DecisionTrigger::Rekey;
                 if let Err(reason) = self.reauthorize(sa, &ctx) {
                     let remote = sa.remote;
-                    self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, format!("IKE SA rekey refused: {reason}"), None);
+                    self.failure(
+                        Some(sa),
+                        remote,
+                        None,
+                        Side::Local,
+                        Exchange::CreateChildSa,
+                        format!("IKE SA rekey refused: {reason}"),
+                        None,
+                    );
                     return;
                 }
                 let conn = &self.config.connections[sa.conn];
@@ -551,7 +618,8 @@ impl Engine {
                     .map(|(n, &i)| convert::to_wire_proposal(&conn.ike_proposals[i], n as u8 + 1, new_spi.to_be_bytes().to_vec(), true))
                     .collect();
                 let groups: Vec<u16> = proposals.iter().flat_map(|p| p.transforms_of(codec::TransformType::DH)).map(|t| t.id).collect();
-                let group = if groups.contains(&cur.dh) { cur.dh } else { groups.into_iter().find(|g| suite::dh_supported(*g)).unwrap_or(cur.dh) };
+                let group =
+                    if groups.contains(&cur.dh) { cur.dh } else { groups.into_iter().find(|g| suite::dh_supported(*g)).unwrap_or(cur.dh) };
                 let Some((dh, _)) = suite::dh_generate(group, &mut self.rng) else { return };
                 self.by_spi.insert(new_spi, sa.id);
                 let ni = self.nonce();
@@ -569,7 +637,11 @@ impl Engine {
                 if sa.children[i].state != ChildState::Rekeyed {
                     sa.children[i].state = ChildState::Deleting;
                 }
-                let p = vec![Payload::Delete(codec::DeletePayload { protocol: ProtocolId::ESP, spi_size: 4, spis: vec![spi.to_be_bytes().to_vec()] })];
+                let p = vec![Payload::Delete(codec::DeletePayload {
+                    protocol: ProtocolId::ESP,
+                    spi_size: 4,
+                    spis: vec![spi.to_be_bytes().to_vec()],
+                })];
                 self.send_request(now, sa, ExchangeType::INFORMATIONAL, p, Pending::DeleteChildren(vec![spi]));
             }
             Task::DeleteIke => {
@@ -607,7 +679,8 @@ impl Engine {
             self.put(sa);
             return;
         };
-        let is_ike = payloads.iter().any(|p| matches!(p, Payload::Sa(s) if s.proposals.first().is_some_and(|p| p.protocol == ProtocolId::IKE)));
+        let is_ike =
+            payloads.iter().any(|p| matches!(p, Payload::Sa(s) if s.proposals.first().is_some_and(|p| p.protocol == ProtocolId::IKE)));
         if is_ike {
             self.responder_ike_rekey(now, sa, h, payloads, ni);
             return;
@@ -757,11 +830,15 @@ impl Engine {
         }
         let mut answer = chosen.clone();
         answer.spi = our_spi.to_be_bytes().to_vec();
-        reply(self, &mut sa, vec![
-            Payload::Sa(SaPayload { proposals: vec![answer] }),
-            Payload::Nonce(nr),
-            Payload::Ke(KePayload { group: new_suite.dh, data: ke_r }),
-        ]);
+        reply(
+            self,
+            &mut sa,
+            vec![
+                Payload::Sa(SaPayload { proposals: vec![answer] }),
+                Payload::Nonce(nr),
+                Payload::Ke(KePayload { group: new_suite.dh, data: ke_r }),
+            ],
+        );
         self.by_spi.insert(our_spi, new_id);
         new.up_reported = true;
         let info = self.ike_info(&new);
@@ -771,7 +848,16 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rekeyed_sa(&self, old: &IkeSa, id: IkeSaId, initiator: bool, spi_i: u64, spi_r: u64, s: suite::IkeSuite, keys: suite::IkeKeys) -> IkeSa {
+    fn rekeyed_sa(
+        &self,
+        old: &IkeSa,
+        id: IkeSaId,
+        initiator: bool,
+        spi_i: u64,
+        spi_r: u64,
+        s: suite::IkeSuite,
+        keys: suite::IkeKeys,
+    ) -> IkeSa {
         let mut n = self.skeleton(id, spi_i, spi_r);
         n.conn = old.conn;
         n.initiator = initiator;
@@ -829,7 +915,11 @@ impl Engine {
             None => {
                 self.spis_in.remove(&nego.spi_in);
                 match first_error(&payloads) {
-                    Some(n) => Err((Side::Remote, Some(n.notify_type), format!("peer refused Child SA {} with {}", nego.child, notify_name(n.notify_type.0)))),
+                    Some(n) => Err((
+                        Side::Remote,
+                        Some(n.notify_type),
+                        format!("peer refused Child SA {} with {}", nego.child, notify_name(n.notify_type.0)),
+                    )),
                     None => Err((Side::Remote, Some(NotifyType::INVALID_SYNTAX), "CREATE_CHILD_SA answer lacks a nonce".into())),
                 }
             }
@@ -914,7 +1004,15 @@ impl Engine {
                 self.adopt_peer_rekey(&mut sa);
             } else {
                 let remote = sa.remote;
-                self.failure(Some(&sa), remote, None, Side::Remote, ex, format!("peer refused the IKE SA rekey with {}", notify_name(nt.0)), Some(nt));
+                self.failure(
+                    Some(&sa),
+                    remote,
+                    None,
+                    Side::Remote,
+                    ex,
+                    format!("peer refused the IKE SA rekey with {}", notify_name(nt.0)),
+                    Some(nt),
+                );
                 if nt == NotifyType::TEMPORARY_FAILURE {
                     sa.soft_at = Some(now + Duration::from_secs(10));
                 }
@@ -950,7 +1048,15 @@ impl Engine {
         let Some((new_suite, peer_spi, g_ir, nr)) = parsed else {
             release(self, nego.new_spi, sa.id);
             let remote = sa.remote;
-            self.failure(Some(&sa), remote, None, Side::Local, ex, "invalid answer to our IKE SA rekey".into(), Some(NotifyType::INVALID_SYNTAX));
+            self.failure(
+                Some(&sa),
+                remote,
+                None,
+                Side::Local,
+                ex,
+                "invalid answer to our IKE SA rekey".into(),
+                Some(NotifyType::INVALID_SYNTAX),
+            );
             self.kick(now, &mut sa);
             self.put(sa);
             return;

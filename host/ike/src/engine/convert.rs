@@ -34,11 +34,7 @@ pub fn to_api_proposal(p: &codec::Proposal) -> api::Proposal {
         transforms: p
             .transforms
             .iter()
-            .map(|t| api::Transform {
-                kind: api::TransformType::from_raw(t.transform_type.0),
-                id: t.id,
-                key_length: t.key_length(),
-            })
+            .map(|t| api::Transform { kind: api::TransformType::from_raw(t.transform_type.0), id: t.id, key_length: t.key_length() })
             .collect(),
     }
 }
@@ -148,9 +144,8 @@ pub fn negotiate(
                 continue;
             }
             let none_ok = matches!(ty, TransformType::INTEG | TransformType::DH | TransformType::ESN) && conf.is_empty();
-            let acceptable = |t: &codec::Transform| {
-                transform_supported(t, kind) && (conf.iter().any(|c| same(t, c)) || (none_ok && t.id == 0))
-            };
+            let acceptable =
+                |t: &codec::Transform| transform_supported(t, kind) && (conf.iter().any(|c| same(t, c)) || (none_ok && t.id == 0));
             let named_ty = chosen.iter().find(|t| t.transform_type == ty);
             let pick = match named_ty {
                 Some(t) => acceptable(t).then_some(*t),
@@ -196,7 +191,11 @@ pub fn check_answer(answer: &codec::Proposal, offered: &[codec::Proposal]) -> Re
     let Some(o) = offered.iter().find(|o| o.number == answer.number && o.protocol == answer.protocol) else {
         return Err(format!("peer chose proposal #{} which we did not offer", answer.number));
     };
-    if let Some(t) = answer.transforms.iter().find(|t| !o.transforms.iter().any(|x| x.transform_type == t.transform_type && x.id == t.id && x.key_length() == t.key_length())) {
+    if let Some(t) = answer
+        .transforms
+        .iter()
+        .find(|t| !o.transforms.iter().any(|x| x.transform_type == t.transform_type && x.id == t.id && x.key_length() == t.key_length()))
+    {
         return Err(format!("peer chose {} which we did not offer in proposal #{}", transform_label(t), o.number));
     }
     for ty in TYPES {
@@ -239,9 +238,7 @@ pub fn identity_to_wire(id: &api::Identity) -> IdPayload {
 pub fn identity_from_wire(p: &IdPayload) -> api::Identity {
     let kind = api::IdType::from_raw(p.id_type.0);
     let value = match kind {
-        api::IdType::Ipv4Addr if p.data.len() == 4 => {
-            Ipv4Addr::new(p.data[0], p.data[1], p.data[2], p.data[3]).to_string()
-        }
+        api::IdType::Ipv4Addr if p.data.len() == 4 => Ipv4Addr::new(p.data[0], p.data[1], p.data[2], p.data[3]).to_string(),
         api::IdType::Ipv6Addr if p.data.len() == 16 => {
             let mut b = [0u8; 16];
             b.copy_from_slice(&p.data);
@@ -284,15 +281,13 @@ pub fn ts_from_wire(p: &codec::TsPayload) -> Vec<api::TrafficSelector> {
     p.selectors
         .iter()
         .filter_map(|s| match s {
-            codec::TrafficSelector::Range(r) if r.start_addr.is_ipv4() == r.end_addr.is_ipv4() => {
-                Some(api::TrafficSelector {
-                    ip_protocol: r.ip_protocol,
-                    start_port: r.start_port,
-                    end_port: r.end_port,
-                    start_address: r.start_addr,
-                    end_address: r.end_addr,
-                })
-            }
+            codec::TrafficSelector::Range(r) if r.start_addr.is_ipv4() == r.end_addr.is_ipv4() => Some(api::TrafficSelector {
+                ip_protocol: r.ip_protocol,
+                start_port: r.start_port,
+                end_port: r.end_port,
+                start_address: r.start_addr,
+                end_address: r.end_addr,
+            }),
             _ => None,
         })
         .collect()

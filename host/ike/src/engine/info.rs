@@ -25,7 +25,13 @@ impl Engine {
                             self.spis_in.remove(&c.spi_in);
                             ours.push(c.spi_in.to_be_bytes().to_vec());
                             let reason = if c.state == ChildState::Rekeyed { DownReason::Rekeyed } else { DownReason::RemoteDelete };
-                            self.events.push_back(Event::ChildSaDown { ike: sa.id, name: c.name, spi_in: c.spi_in, spi_out: c.spi_out, reason });
+                            self.events.push_back(Event::ChildSaDown {
+                                ike: sa.id,
+                                name: c.name,
+                                spi_in: c.spi_in,
+                                spi_out: c.spi_out,
+                                reason,
+                            });
                             // Our own DELETE for it (if outstanding) will find nothing.
                         }
                     }

@@ -95,7 +95,15 @@ impl Engine {
         self.teardown(sa, DownReason::Failed(reason));
     }
 
-    pub(super) fn initiator_init_response(&mut self, now: Duration, mut sa: IkeSa, h: &Header, msg: Message, bytes: &[u8], remote: SocketAddr) {
+    pub(super) fn initiator_init_response(
+        &mut self,
+        now: Duration,
+        mut sa: IkeSa,
+        h: &Header,
+        msg: Message,
+        bytes: &[u8],
+        remote: SocketAddr,
+    ) {
         let _ = remote;
         let ex = Exchange::IkeSaInit;
         if let Some(c) = msg.notify(NotifyType::COOKIE) {
@@ -122,7 +130,8 @@ impl Engine {
                     return;
                 }
             }
-            let reason = format!("peer wants key exchange group {want}, which we did not offer (offered: {})", convert::summary(&sa.offered));
+            let reason =
+                format!("peer wants key exchange group {want}, which we did not offer (offered: {})", convert::summary(&sa.offered));
             self.fail_sa(sa, Side::Remote, ex, reason, Some(NotifyType::INVALID_KE_PAYLOAD));
             return;
         }
@@ -152,18 +161,36 @@ impl Engine {
             _ => Err(format!("peer answered with {} proposals", sa_p.proposals.len())),
         };
         if let Err(why) = answer {
-            self.fail_sa(sa, Side::Local, ex, format!("peer's answer {} refused: {why}", convert::summary(&sa_p.proposals)), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+            self.fail_sa(
+                sa,
+                Side::Local,
+                ex,
+                format!("peer's answer {} refused: {why}", convert::summary(&sa_p.proposals)),
+                Some(NotifyType::NO_PROPOSAL_CHOSEN),
+            );
             return;
         }
         if nonce.len() < 16 || nonce.len() > 256 || h.spi_r == 0 {
-            self.fail_sa(sa, Side::Local, ex, "IKE_SA_INIT response has a bad nonce or responder SPI".into(), Some(NotifyType::INVALID_SYNTAX));
+            self.fail_sa(
+                sa,
+                Side::Local,
+                ex,
+                "IKE_SA_INIT response has a bad nonce or responder SPI".into(),
+                Some(NotifyType::INVALID_SYNTAX),
+            );
             return;
         }
         let chosen = &sa_p.proposals[0];
         let suite = match ike_suite(chosen) {
             Some(s) if s.dh == sa.group && ke.group == sa.group => s,
             _ => {
-                self.fail_sa(sa, Side::Local, ex, format!("peer's answer {} does not match our key exchange", convert::summary(&sa_p.proposals)), Some(NotifyType::INVALID_SYNTAX));
+                self.fail_sa(
+                    sa,
+                    Side::Local,
+                    ex,
+                    format!("peer's answer {} does not match our key exchange", convert::summary(&sa_p.proposals)),
+                    Some(NotifyType::INVALID_SYNTAX),
+                );
                 return;
             }
         };
@@ -310,7 +337,10 @@ impl Engine {
             .connections
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.remote_addr.is_none_or(|a| a == remote.ip()) && c.local_addr.is_none_or(|a| a == local.ip() || local.ip().is_unspecified()))
+            .filter(|(_, c)| {
+                c.remote_addr.is_none_or(|a| a == remote.ip())
+                    && c.local_addr.is_none_or(|a| a == local.ip() || local.ip().is_unspecified())
+            })
             .map(|(i, _)| i)
             .collect();
         let id = self.new_id();
@@ -361,13 +391,14 @@ impl Engine {
             return;
         }
         let ctx = self.ctx(&sa, ci, false);
-        let chosen = match self.choose_proposal(&ctx, SaKind::Ike, &usable, &self.config.connections[ci].ike_proposals, Some(ke.group), false) {
-            Ok((_, chosen)) => chosen,
-            Err(reason) => {
-                refuse(self, reason);
-                return;
-            }
-        };
+        let chosen =
+            match self.choose_proposal(&ctx, SaKind::Ike, &usable, &self.config.connections[ci].ike_proposals, Some(ke.group), false) {
+                Ok((_, chosen)) => chosen,
+                Err(reason) => {
+                    refuse(self, reason);
+                    return;
+                }
+            };
         let Some(suite) = ike_suite(&chosen) else {
             refuse(self, "selected proposal lacks a usable algorithm".into());
             return;
@@ -455,8 +486,7 @@ impl Engine {
         let peer_id = identity_from_wire(idi);
         let pick = sa.candidates.iter().copied().find(|&ci| {
             let c = &self.config.connections[ci];
-            c.remote_id.as_ref().is_none_or(|r| identity_to_wire(r) == *idi)
-                && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
+            c.remote_id.as_ref().is_none_or(|r| identity_to_wire(r) == *idi) && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
         });
         let Some(ci) = pick else {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("no connection accepts peer identity {peer_id} from {}", h.spi_i));
@@ -466,7 +496,12 @@ impl Engine {
         let Some(keys) = sa.keys.as_ref() else { return };
         if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
             let m = auth.method;
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} authenticates with {m}, connection {} uses PSK", self.config.connections[ci].name));
+            deny(
+                self,
+                sa,
+                NotifyType::AUTHENTICATION_FAILED,
+                format!("peer {peer_id} authenticates with {m}, connection {} uses PSK", self.config.connections[ci].name),
+            );
             return;
         }
         let conn = &self.config.connections[ci];
@@ -494,7 +529,8 @@ impl Engine {
         let conn = &self.config.connections[ci];
         let idr_p = identity_to_wire(&conn.local_id);
         let auth_r = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_resp, &sa.ni, &keys.sk_pr, &idr_p.body_bytes());
-        let mut out = vec![Payload::IdR(idr_p), Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth_r.to_vec() })];
+        let mut out =
+            vec![Payload::IdR(idr_p), Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth_r.to_vec() })];
         self.establish(now, &mut sa);
         if find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some() {
             self.initial_contact(&sa);
@@ -547,7 +583,10 @@ impl Engine {
             local: sa.local,
             remote: sa.remote,
             local_id: conn.local_id.clone(),
-            remote_id: sa.remote_id.clone().unwrap_or_else(|| wisp_policy_api::Identity { kind: wisp_policy_api::IdType::Fqdn, value: String::new() }),
+            remote_id: sa
+                .remote_id
+                .clone()
+                .unwrap_or_else(|| wisp_policy_api::Identity { kind: wisp_policy_api::IdType::Fqdn, value: String::new() }),
             algorithms: sa.algorithms(),
             nat: sa.nat,
         }
@@ -604,7 +643,8 @@ impl Engine {
         let keys = sa.keys.as_ref().expect("response was decrypted");
         let mut problem = None;
         if conn.remote_id.as_ref().is_some_and(|r| identity_to_wire(r) != *idr) {
-            problem = Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id.as_ref().map(|r| r.value.as_str()).unwrap_or("")));
+            problem =
+                Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id.as_ref().map(|r| r.value.as_str()).unwrap_or("")));
         } else if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
             problem = Some(format!("peer {peer_id} authenticates with {}, we use PSK", auth.method));
         } else {
@@ -616,7 +656,8 @@ impl Engine {
         sa.remote_id = Some(peer_id.clone());
         if problem.is_none() {
             let ctx = self.ctx(&sa, sa.conn, true);
-            let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
+            let info =
+                AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
             match self.policy.authorize(&ctx, &info) {
                 Ok(()) => sa.auth = Some(info),
                 Err(e) => problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e))),
@@ -628,9 +669,16 @@ impl Engine {
             self.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(NotifyType::AUTHENTICATION_FAILED));
             sa.state = IkeState::Deleting;
             sa.delete_reason = Some(DownReason::Failed(reason));
-            self.send_request(now, &mut sa, ExchangeType::INFORMATIONAL,
-                vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new()), Payload::Delete(codec::DeletePayload { protocol: codec::ProtocolId::IKE, spi_size: 0, spis: Vec::new() })],
-                Pending::DeleteIke);
+            self.send_request(
+                now,
+                &mut sa,
+                ExchangeType::INFORMATIONAL,
+                vec![
+                    notify(NotifyType::AUTHENTICATION_FAILED, Vec::new()),
+                    Payload::Delete(codec::DeletePayload { protocol: codec::ProtocolId::IKE, spi_size: 0, spis: Vec::new() }),
+                ],
+                Pending::DeleteIke,
+            );
             // Do not wait for the answer.
             sa.outstanding = None;
             self.teardown(sa, DownReason::Failed("peer authentication failed".into()));

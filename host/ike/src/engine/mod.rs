@@ -71,8 +71,8 @@ use crate::codec::{self, ExchangeType, Header, NotifyPayload, NotifyType, Payloa
 use crate::config::{Config, ConfigError, Lifetimes};
 use crate::event::*;
 
-pub use rng::EntropySource;
 use rng::Drbg;
+pub use rng::EntropySource;
 use sa::*;
 use shared::{EspSpis, IkeSpis, SharedState};
 
@@ -182,11 +182,7 @@ impl Engine {
             .map(|c| {
                 (
                     c.name.clone(),
-                    c.children
-                        .iter()
-                        .filter(|ch| ch.start_action == crate::config::StartAction::Start)
-                        .map(|ch| ch.name.clone())
-                        .collect(),
+                    c.children.iter().filter(|ch| ch.start_action == crate::config::StartAction::Start).map(|ch| ch.name.clone()).collect(),
                 )
             })
             .filter(|(_, v): &(String, Vec<String>)| !v.is_empty())
@@ -485,11 +481,7 @@ impl Engine {
     // ----- internals -------------------------------------------------------
 
     fn conn_index(&self, conn: &str) -> Result<usize, EngineError> {
-        self.config
-            .connections
-            .iter()
-            .position(|c| c.name == conn)
-            .ok_or_else(|| EngineError::UnknownConnection(conn.into()))
+        self.config.connections.iter().position(|c| c.name == conn).ok_or_else(|| EngineError::UnknownConnection(conn.into()))
     }
 
     fn queue_task(&mut self, now: Duration, ike: IkeSaId, task: Task, spi_in: Option<u32>) -> Result<(), EngineError> {
@@ -625,7 +617,16 @@ impl Engine {
 
     // Issue 11's typed FailureReason replaces this signature.
     #[allow(clippy::too_many_arguments)]
-    fn failure(&mut self, sa: Option<&IkeSa>, remote: SocketAddr, conn: Option<usize>, side: Side, exchange: Exchange, reason: String, notify: Option<NotifyType>) {
+    fn failure(
+        &mut self,
+        sa: Option<&IkeSa>,
+        remote: SocketAddr,
+        conn: Option<usize>,
+        side: Side,
+        exchange: Exchange,
+        reason: String,
+        notify: Option<NotifyType>,
+    ) {
         self.events.push_back(Event::Failure(Failure {
             ike: sa.map(|s| s.id),
             connection: conn.or(sa.map(|s| s.conn)).map(|c| self.config.connections[c].name.clone()),
@@ -653,11 +654,7 @@ impl Engine {
             }
         }
         if sa.up_reported {
-            self.events.push_back(Event::IkeSaDown {
-                ike: sa.id,
-                connection: self.config.connections[sa.conn].name.clone(),
-                reason,
-            });
+            self.events.push_back(Event::IkeSaDown { ike: sa.id, connection: self.config.connections[sa.conn].name.clone(), reason });
             sa.up_reported = false;
         }
         self.forget(&sa);
@@ -707,7 +704,8 @@ impl Engine {
         }
         while sa.outstanding.is_none() {
             let ok_state = sa.state == IkeState::Established
-                || (sa.state == IkeState::Rekeyed && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_)) | Some(Task::DeleteRemoved(_))));
+                || (sa.state == IkeState::Rekeyed
+                    && matches!(sa.tasks.front(), Some(Task::DeleteIke) | Some(Task::DeleteChild(_)) | Some(Task::DeleteRemoved(_))));
             if !ok_state {
                 return;
             }
@@ -760,8 +758,15 @@ impl Engine {
                     sa.outstanding = None;
                     let taken = std::mem::replace(sa, self.skeleton(sa.id, 0, 0));
                     if !was_delete {
-                        self.failure(Some(&taken), taken.remote, None, Side::Remote, exchange,
-                            format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote), None);
+                        self.failure(
+                            Some(&taken),
+                            taken.remote,
+                            None,
+                            Side::Remote,
+                            exchange,
+                            format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote),
+                            None,
+                        );
                     }
                     let reason = match (&taken.delete_reason, was_delete) {
                         (Some(r @ DownReason::Revoked(_)), true) => r.clone(),
@@ -924,10 +929,23 @@ impl Engine {
             Err(suite::OpenError::Inner(e)) => {
                 // Authenticated but malformed: answer with the notify (RFC 7296 2.21).
                 sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
-                let n = NotifyPayload { protocol: codec::ProtocolId::NONE, spi: Vec::new(), notify_type: e.notify_type(), data: e.notify_data() };
+                let n = NotifyPayload {
+                    protocol: codec::ProtocolId::NONE,
+                    spi: Vec::new(),
+                    notify_type: e.notify_type(),
+                    data: e.notify_data(),
+                };
                 self.send_response(&mut sa, h.exchange, h.message_id, vec![Payload::Notify(n)]);
                 let ex = Exchange::from_raw(h.exchange.0).unwrap_or(Exchange::Informational);
-                self.failure(Some(&sa), remote, None, Side::Remote, ex, format!("peer sent a malformed {ex} request: {e}"), Some(e.notify_type()));
+                self.failure(
+                    Some(&sa),
+                    remote,
+                    None,
+                    Side::Remote,
+                    ex,
+                    format!("peer sent a malformed {ex} request: {e}"),
+                    Some(e.notify_type()),
+                );
                 if h.exchange == ExchangeType::IKE_AUTH {
                     self.linger(now, sa, DownReason::Failed(format!("malformed IKE_AUTH: {e}")));
                 } else {
@@ -956,7 +974,12 @@ impl Engine {
             ExchangeType::INFORMATIONAL => self.responder_informational(now, sa, h, payloads),
             _ => {
                 // Unexpected exchange in this state.
-                self.send_response(&mut sa, h.exchange, h.message_id, vec![Payload::Notify(NotifyPayload::new(NotifyType::INVALID_SYNTAX, Vec::new()))]);
+                self.send_response(
+                    &mut sa,
+                    h.exchange,
+                    h.message_id,
+                    vec![Payload::Notify(NotifyPayload::new(NotifyType::INVALID_SYNTAX, Vec::new()))],
+                );
                 self.put(sa);
             }
         }
@@ -1019,7 +1042,13 @@ impl Engine {
                         let c = sa.children.remove(i);
                         self.spis_in.remove(&c.spi_in);
                         let reason = if c.state == ChildState::Rekeyed { DownReason::Rekeyed } else { DownReason::LocalDelete };
-                        self.events.push_back(Event::ChildSaDown { ike: sa.id, name: c.name, spi_in: c.spi_in, spi_out: c.spi_out, reason });
+                        self.events.push_back(Event::ChildSaDown {
+                            ike: sa.id,
+                            name: c.name,
+                            spi_in: c.spi_in,
+                            spi_out: c.spi_out,
+                            reason,
+                        });
                     }
                 }
                 self.kick(now, &mut sa);
@@ -1066,8 +1095,15 @@ impl Engine {
         for p in payloads {
             if let Payload::Notify(n) = p {
                 if n.notify_type.is_error() {
-                    self.failure(Some(sa), remote, None, Side::Remote, Exchange::Informational,
-                        format!("peer reported {}", notify_name(n.notify_type.0)), Some(n.notify_type));
+                    self.failure(
+                        Some(sa),
+                        remote,
+                        None,
+                        Side::Remote,
+                        Exchange::Informational,
+                        format!("peer reported {}", notify_name(n.notify_type.0)),
+                        Some(n.notify_type),
+                    );
                 }
             }
         }
@@ -1102,9 +1138,5 @@ pub(crate) fn first_error(payloads: &[Payload]) -> Option<&NotifyPayload> {
 
 /// [`Event::PeerMoved`] for `sa` at its (new) remote address.
 fn peer_moved_event(sa: &IkeSa) -> Event {
-    Event::PeerMoved {
-        ike: sa.id,
-        remote: sa.remote,
-        children: sa.children.iter().map(|c| (c.spi_in, c.spi_out)).collect(),
-    }
+    Event::PeerMoved { ike: sa.id, remote: sa.remote, children: sa.children.iter().map(|c| (c.spi_in, c.spi_out)).collect() }
 }

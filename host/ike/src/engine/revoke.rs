@@ -48,9 +48,7 @@ fn verdict(r: Result<(), PolicyError>, what: impl FnOnce(&PolicyError) -> String
 
 /// True when every selector of `installed` lies inside one of `allowed`.
 fn covered(installed: &[TrafficSelector], allowed: &[TrafficSelector]) -> bool {
-    installed
-        .iter()
-        .all(|t| allowed.iter().any(|a| t.is_subset_of(a)))
+    installed.iter().all(|t| allowed.iter().any(|a| t.is_subset_of(a)))
 }
 
 impl Engine {
@@ -64,12 +62,8 @@ impl Engine {
     /// as usual), and the IKE SA's `IkeSaDown` when the peer answered it.
     pub fn recheck(&mut self, now: Duration) -> Recheck {
         let mut out = Recheck::default();
-        let ids: Vec<IkeSaId> = self
-            .sas
-            .values()
-            .filter(|s| s.state == IkeState::Established && !self.zombies.contains_key(&s.id))
-            .map(|s| s.id)
-            .collect();
+        let ids: Vec<IkeSaId> =
+            self.sas.values().filter(|s| s.state == IkeState::Established && !self.zombies.contains_key(&s.id)).map(|s| s.id).collect();
         for id in ids {
             let Ok(mut sa) = self.take(id) else { continue };
             out.ike_checked += 1;
@@ -88,11 +82,7 @@ impl Engine {
             }
             let mut revoked = Vec::new();
             let mut undecided = Vec::new();
-            for c in sa
-                .children
-                .iter()
-                .filter(|c| matches!(c.state, ChildState::Installed | ChildState::Rekeying))
-            {
+            for c in sa.children.iter().filter(|c| matches!(c.state, ChildState::Installed | ChildState::Rekeying)) {
                 out.children_checked += 1;
                 match self.reselect(&sa, c) {
                     Verdict::Allowed => {}
@@ -142,13 +132,7 @@ impl Engine {
         };
         let mut ctx = self.ctx(sa, sa.conn, sa.initiator);
         ctx.trigger = wisp_policy_api::DecisionTrigger::Recheck;
-        verdict(self.policy.authorize(&ctx, auth), |e| {
-            format!(
-                "peer {} not authorized: {}",
-                auth.peer_identity,
-                policy_reason(e)
-            )
-        })
+        verdict(self.policy.authorize(&ctx, auth), |e| format!("peer {} not authorized: {}", auth.peer_identity, policy_reason(e)))
     }
 
     /// `narrow-selectors` on the installed selectors of `c`: the answer must
@@ -210,13 +194,7 @@ impl Engine {
         };
         let c = sa.children.remove(i);
         self.spis_in.remove(&c.spi_in);
-        self.events.push_back(Event::ChildSaDown {
-            ike: sa.id,
-            name: c.name,
-            spi_in: c.spi_in,
-            spi_out: c.spi_out,
-            reason,
-        });
+        self.events.push_back(Event::ChildSaDown { ike: sa.id, name: c.name, spi_in: c.spi_in, spi_out: c.spi_out, reason });
     }
 
     /// Our outstanding rekey of a Child SA that was just revoked must not
@@ -243,98 +221,47 @@ impl Engine {
             spi_size: 4,
             spis: spis.iter().map(|s| s.to_be_bytes().to_vec()).collect(),
         })];
-        self.send_request(
-            now,
-            sa,
-            ExchangeType::INFORMATIONAL,
-            p,
-            Pending::DeleteChildren(Vec::new()),
-        );
+        self.send_request(now, sa, ExchangeType::INFORMATIONAL, p, Pending::DeleteChildren(Vec::new()));
     }
 
     /// A rekeyed IKE SA whose grace period is over (the peer never deleted it,
     /// or our DELETE got lost).
     pub(super) fn rekeyed_expired(&self, now: Duration, sa: &IkeSa) -> bool {
-        sa.rekeyed_at
-            .is_some_and(|t| t + self.config.rekeyed_grace <= now)
+        sa.rekeyed_at.is_some_and(|t| t + self.config.rekeyed_grace <= now)
     }
 
     /// Whether connection `ci` may hold one more established IKE SA besides
     /// `sa` (those an INITIAL_CONTACT from the same peer replaces excepted).
-    pub(super) fn ike_cap_allows(
-        &self,
-        sa: &IkeSa,
-        ci: usize,
-        initial_contact: bool,
-    ) -> Result<(), String> {
+    pub(super) fn ike_cap_allows(&self, sa: &IkeSa, ci: usize, initial_contact: bool) -> Result<(), String> {
         let conn = &self.config.connections[ci];
         let held = self
             .sas
             .values()
-            .filter(|s| {
-                s.id != sa.id
-                    && s.conn == ci
-                    && s.candidates.is_empty()
-                    && !self.zombies.contains_key(&s.id)
-            })
-            .filter(|s| {
-                matches!(
-                    s.state,
-                    IkeState::Established | IkeState::InitSent | IkeState::AuthSent
-                )
-            })
-            .filter(|s| {
-                !(initial_contact
-                    && s.state == IkeState::Established
-                    && s.remote_id == sa.remote_id)
-            })
+            .filter(|s| s.id != sa.id && s.conn == ci && s.candidates.is_empty() && !self.zombies.contains_key(&s.id))
+            .filter(|s| matches!(s.state, IkeState::Established | IkeState::InitSent | IkeState::AuthSent))
+            .filter(|s| !(initial_contact && s.state == IkeState::Established && s.remote_id == sa.remote_id))
             .count();
         if held >= conn.caps.max_ike_sas {
-            return Err(format!(
-                "connection {} already holds {held} IKE SAs (max_ike_sas = {})",
-                conn.name, conn.caps.max_ike_sas
-            ));
+            return Err(format!("connection {} already holds {held} IKE SAs (max_ike_sas = {})", conn.name, conn.caps.max_ike_sas));
         }
         Ok(())
     }
 
     /// Whether connection `ci` may hold one more Child SA.
-    pub(super) fn child_cap_allows(
-        &self,
-        ci: usize,
-        extra_sa: Option<&IkeSa>,
-    ) -> Result<(), String> {
+    pub(super) fn child_cap_allows(&self, ci: usize, extra_sa: Option<&IkeSa>) -> Result<(), String> {
         let conn = &self.config.connections[ci];
-        let live = |s: &IkeSa| {
-            s.children
-                .iter()
-                .filter(|c| !matches!(c.state, ChildState::Rekeyed | ChildState::Deleting))
-                .count()
-        };
-        let held: usize = self
-            .sas
-            .values()
-            .filter(|s| s.conn == ci && s.candidates.is_empty())
-            .map(live)
-            .sum::<usize>()
+        let live = |s: &IkeSa| s.children.iter().filter(|c| !matches!(c.state, ChildState::Rekeyed | ChildState::Deleting)).count();
+        let held: usize = self.sas.values().filter(|s| s.conn == ci && s.candidates.is_empty()).map(live).sum::<usize>()
             + extra_sa.filter(|s| s.conn == ci).map(live).unwrap_or(0);
         if held >= conn.caps.max_child_sas {
-            return Err(format!(
-                "connection {} already holds {held} Child SAs (max_child_sas = {})",
-                conn.name, conn.caps.max_child_sas
-            ));
+            return Err(format!("connection {} already holds {held} Child SAs (max_child_sas = {})", conn.name, conn.caps.max_child_sas));
         }
         Ok(())
     }
 
     /// Whether `n` traffic selectors on the `side` of a Child SA of connection
     /// `ci` are within its cap.
-    pub(super) fn selector_cap_allows(
-        &self,
-        ci: usize,
-        side: &str,
-        n: usize,
-    ) -> Result<(), String> {
+    pub(super) fn selector_cap_allows(&self, ci: usize, side: &str, n: usize) -> Result<(), String> {
         let conn = &self.config.connections[ci];
         if n > conn.caps.max_selectors {
             return Err(format!(

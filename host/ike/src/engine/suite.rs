@@ -100,7 +100,14 @@ pub fn skeyseed_rekey(old_prf: u16, old_sk_d: &[u8], g_ir: &[u8], ni: &[u8], nr:
 }
 
 /// Child SA KEYMAT (RFC 7296 2.17): (initiator→responder, responder→initiator).
-pub fn child_keymat(prf_alg: u16, sk_d: &[u8], g_ir: Option<&[u8]>, ni: &[u8], nr: &[u8], each: usize) -> Option<(SecretBytes, SecretBytes)> {
+pub fn child_keymat(
+    prf_alg: u16,
+    sk_d: &[u8],
+    g_ir: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+    each: usize,
+) -> Option<(SecretBytes, SecretBytes)> {
     let k = crypto::ChildKeys::derive(prf_of(prf_alg), sk_d, g_ir, ni, nr, each, 0).ok()?;
     Some((own(&k.encr_i), own(&k.encr_r)))
 }

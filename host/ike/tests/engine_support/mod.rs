@@ -17,7 +17,8 @@ pub const B_IP: &str = "10.0.0.2";
 /// Connection from `me` to `peer` with one child `net` (and `net2`).
 #[allow(clippy::too_many_arguments)] // a test helper: every field the tests vary
 pub fn conn(name: &str, me: &str, peer: &str, psk: &[u8], ike: &[&str], esp: &[&str], local_ts: &str, remote_ts: &str) -> ConnectionConfig {
-    let mut c = ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), psk, ike).unwrap();
+    let mut c =
+        ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), psk, ike).unwrap();
     c.local_addr = Some(if me == "a" { A_IP } else { B_IP }.parse().unwrap());
     c.remote_addr = Some(if me == "a" { B_IP } else { A_IP }.parse().unwrap());
     c.children.push(ChildConfig::new("net", vec![selector(local_ts).unwrap()], vec![selector(remote_ts).unwrap()], esp).unwrap());
@@ -36,8 +37,10 @@ pub fn conn(name: &str, me: &str, peer: &str, psk: &[u8], ike: &[&str], esp: &[&
 pub fn default_pair_configs() -> (Config, Config) {
     let ike = ["aes256gcm16-prfsha256-x25519"];
     let esp = ["aes256gcm16"];
-    let a = Config { connections: vec![conn("ab", "a", "b", b"secret-psk", &ike, &esp, "10.1.0.0/24", "10.2.0.0/24")], ..Config::default() };
-    let b = Config { connections: vec![conn("ba", "b", "a", b"secret-psk", &ike, &esp, "10.2.0.0/24", "10.1.0.0/24")], ..Config::default() };
+    let a =
+        Config { connections: vec![conn("ab", "a", "b", b"secret-psk", &ike, &esp, "10.1.0.0/24", "10.2.0.0/24")], ..Config::default() };
+    let b =
+        Config { connections: vec![conn("ba", "b", "a", b"secret-psk", &ike, &esp, "10.2.0.0/24", "10.1.0.0/24")], ..Config::default() };
     (a, b)
 }
 
@@ -231,7 +234,9 @@ pub fn rekeyed(ev: &[Event]) -> Vec<(u32, &ChildSaInfo)> {
 }
 
 pub fn child_downs(ev: &[Event]) -> Vec<(u32, DownReason)> {
-    ev.iter().filter_map(|e| if let Event::ChildSaDown { spi_in, reason, .. } = e { Some((*spi_in, reason.clone())) } else { None }).collect()
+    ev.iter()
+        .filter_map(|e| if let Event::ChildSaDown { spi_in, reason, .. } = e { Some((*spi_in, reason.clone())) } else { None })
+        .collect()
 }
 
 pub fn ike_downs(ev: &[Event]) -> Vec<(IkeSaId, DownReason)> {

@@ -9,11 +9,7 @@ use wisp_policy::api::*;
 /// when it is missing (CI builds them first).
 pub fn plugin(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../build/plugins").join(format!("{name}.wasm"));
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/build-plugins.sh (or plugins/hostile/build.sh)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/build-plugins.sh (or plugins/hostile/build.sh)", p.display());
     p
 }
 
@@ -39,21 +35,9 @@ fn t(kind: TransformType, id: u16, key_length: Option<u16>) -> Transform {
 pub fn proposals() -> Vec<Proposal> {
     let esn = t(TransformType::Esn, 0, None);
     vec![
-        Proposal {
-            number: 1,
-            protocol: Protocol::Esp,
-            transforms: vec![t(TransformType::Encryption, 20, Some(256)), esn.clone()],
-        },
-        Proposal {
-            number: 2,
-            protocol: Protocol::Esp,
-            transforms: vec![t(TransformType::Encryption, 28, None), esn.clone()],
-        },
-        Proposal {
-            number: 3,
-            protocol: Protocol::Esp,
-            transforms: vec![t(TransformType::Encryption, 20, Some(128)), esn],
-        },
+        Proposal { number: 1, protocol: Protocol::Esp, transforms: vec![t(TransformType::Encryption, 20, Some(256)), esn.clone()] },
+        Proposal { number: 2, protocol: Protocol::Esp, transforms: vec![t(TransformType::Encryption, 28, None), esn.clone()] },
+        Proposal { number: 3, protocol: Protocol::Esp, transforms: vec![t(TransformType::Encryption, 20, Some(128)), esn] },
     ]
 }
 
@@ -67,13 +51,7 @@ pub fn auth(id: &str) -> AuthInfo {
 }
 
 pub fn ts(a: &str, b: &str) -> TrafficSelector {
-    TrafficSelector {
-        ip_protocol: 0,
-        start_port: 0,
-        end_port: 65535,
-        start_address: a.parse().unwrap(),
-        end_address: b.parse().unwrap(),
-    }
+    TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address: a.parse().unwrap(), end_address: b.parse().unwrap() }
 }
 
 pub fn selector_request() -> SelectorRequest {
@@ -179,11 +157,7 @@ pub fn with_extra_core_module(component: &[u8], module: &[u8]) -> Vec<u8> {
 pub fn memory_kib() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
 }
