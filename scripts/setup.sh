@@ -26,6 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 rustup target add wasm32-wasip2
+rustup component add clippy rustfmt   # scripts/lint.sh
 
 # Plugin toolchains for the Python and JavaScript example plugins.
 python3 -m pip install -q -r scripts/requirements.txt
