@@ -24,6 +24,7 @@
 //! Both SA types take `&self` (atomics for sequence and counters, an
 //! uncontended mutex around the replay bitmap), so a dataplane can share them
 //! behind an `Arc` between its packet loops.
+#![forbid(unsafe_code)]
 
 mod cipher;
 mod counters;

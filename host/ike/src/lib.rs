@@ -1,4 +1,5 @@
 //! wisp-ike: IKEv2 (RFC 7296), sans-IO.
+#![forbid(unsafe_code)]
 pub mod admission;
 pub mod codec;
 pub mod config;

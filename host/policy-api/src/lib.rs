@@ -8,6 +8,7 @@
 //! The types mirror the WIT records one to one and are written from this
 //! gateway's perspective ("local" = us, "remote" = the peer). No secret ever
 //! appears in them.
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 

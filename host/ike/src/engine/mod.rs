@@ -319,16 +319,19 @@ impl Engine {
     }
 
     /// Next datagram to send.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// Next event.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// When [`Engine::handle_timeout`] must be called next.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Duration> {
         let mut best: Option<Duration> = None;
         let mut consider = |t: Option<Duration>| {
