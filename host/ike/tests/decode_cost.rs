@@ -37,21 +37,27 @@ fn note(add: usize, free: usize) {
     });
 }
 
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counting on the side never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size(), 0);
+        // SAFETY: the caller's contract, passed on to System as is.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         note(0, layout.size());
+        // SAFETY: the caller's contract, passed on to System as is.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size(), 0);
+        // SAFETY: the caller's contract, passed on to System as is.
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size, layout.size());
+        // SAFETY: the caller's contract, passed on to System as is.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }

@@ -260,6 +260,7 @@ struct OutEntry {
 
 // SAFETY: sockaddr_storage is plain data.
 unsafe impl Send for OutEntry {}
+// SAFETY: as above; shared references only read it.
 unsafe impl Sync for OutEntry {}
 
 /// An on-demand trap: traffic for these selectors with no SA for it asks

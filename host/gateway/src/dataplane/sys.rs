@@ -143,7 +143,9 @@ impl RecvBatch {
             segs: vec![0; n],
             // SAFETY: zeroed sockaddr_storage / iovec / mmsghdr are valid.
             addrs: vec![unsafe { std::mem::zeroed() }; n],
+            // SAFETY: a zeroed iovec (null base, length 0) is valid.
             iovs: vec![unsafe { std::mem::zeroed() }; n],
+            // SAFETY: a zeroed mmsghdr (null pointers, lengths 0) is valid.
             hdrs: vec![unsafe { std::mem::zeroed() }; n],
             cmsgs: vec![[0; 4]; n],
         }
@@ -257,9 +259,11 @@ impl SendBatch {
         SendBatch {
             bufs: (0..n).map(|_| vec![0u8; size]).collect(),
             lens: vec![0; n],
-            // SAFETY: zeroed values are valid.
+            // SAFETY: a zeroed sockaddr_storage is valid.
             addrs: vec![(unsafe { std::mem::zeroed() }, 0); n],
+            // SAFETY: a zeroed iovec (null base, length 0) is valid.
             iovs: vec![unsafe { std::mem::zeroed() }; n],
+            // SAFETY: a zeroed mmsghdr (null pointers, lengths 0) is valid.
             hdrs: vec![unsafe { std::mem::zeroed() }; n],
             segs: vec![0; n],
             cmsgs: vec![[0; 4]; n],
