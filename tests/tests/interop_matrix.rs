@@ -140,6 +140,33 @@ impl Env {
         )
     }
 
+    /// Rekey the one Child SA (`old` is its inbound SPI) from `who`'s side and
+    /// wait until both sides agree on the new one, which must carry the key
+    /// exchange `group` (PFS); traffic must pass through it.
+    fn rekey_child_with_pfs(&self, who: Who, old: u32, group: &str) -> R<IkeSaInfo> {
+        match who {
+            Who::Wisp => drop(self.wisp().cli_ok(&["rekey", "gw"]).map_err(e)?),
+            Who::Charon => drop(self.charon.rekey_child("net").map_err(e)?),
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok((ike1, _)) = self.agreed() {
+                if ike1.children.len() == 1 && ike1.children[0].spi_in != old {
+                    let c = &ike1.children[0];
+                    if c.dh_group.as_deref() != Some(group) {
+                        return self.fail(format!("rekeyed child without PFS group {group}: {c:?}"));
+                    }
+                    self.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+                    return Ok(ike1);
+                }
+            }
+            if Instant::now() > deadline {
+                return self.fail("PFS child rekey did not complete on both sides");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn fail<T>(&self, what: impl std::fmt::Display) -> R<T> {
         Err(format!("{what}{}", self.ctx()))
     }
@@ -337,29 +364,8 @@ fn algo_case(who: Who, ike: &str, esp: &str, pfs: bool) -> R<Outcome> {
         return Ok(Outcome { algorithms: first, note });
     }
     // PFS shows on CREATE_CHILD_SA: rekey the child from the initiator side.
-    let old = ike0.children[0].spi_in;
-    match who {
-        Who::Wisp => drop(env.wisp().cli_ok(&["rekey", "gw"]).map_err(e)?),
-        Who::Charon => drop(env.charon.rekey_child("net").map_err(e)?),
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok((ike1, _)) = env.agreed() {
-            if ike1.children.len() == 1 && ike1.children[0].spi_in != old {
-                let c = &ike1.children[0];
-                let want = charon_group(group);
-                if c.dh_group.as_deref() != Some(want) {
-                    return env.fail(format!("rekeyed child without PFS group {want}: {c:?}"));
-                }
-                env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
-                return Ok(Outcome { algorithms: algos(&ike1), note: format!("{note}, PFS rekey ok") });
-            }
-        }
-        if Instant::now() > deadline {
-            return env.fail("PFS child rekey did not complete on both sides");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ike1 = env.rekey_child_with_pfs(who, ike0.children[0].spi_in, charon_group(group))?;
+    Ok(Outcome { algorithms: algos(&ike1), note: format!("{note}, PFS rekey ok") })
 }
 
 fn charon_group(g: &str) -> &'static str {
@@ -412,31 +418,8 @@ fn default_proposals_case(who: Who, pfs: bool) -> R<Outcome> {
         return Ok(Outcome { algorithms: algos(&ike), note: format!("charon at proposals = default, {note}") });
     }
     // With PFS configured on wisp, a child rekey from either side carries the key exchange.
-    let old = ike.children[0].spi_in;
-    match who {
-        Who::Wisp => drop(env.wisp().cli_ok(&["rekey", "gw"]).map_err(e)?),
-        Who::Charon => drop(env.charon.rekey_child("net").map_err(e)?),
-    }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok((ike1, _)) = env.agreed() {
-            if ike1.children.len() == 1 && ike1.children[0].spi_in != old {
-                let c = &ike1.children[0];
-                if c.dh_group.as_deref() != Some("CURVE_25519") {
-                    return env.fail(format!("rekeyed child without PFS: {c:?}"));
-                }
-                env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
-                return Ok(Outcome {
-                    algorithms: algos(&ike1),
-                    note: format!("charon ESP with CCM/MODP alternatives, {note}, PFS rekey ok"),
-                });
-            }
-        }
-        if Instant::now() > deadline {
-            return env.fail("PFS child rekey did not complete on both sides");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ike1 = env.rekey_child_with_pfs(who, ike.children[0].spi_in, "CURVE_25519")?;
+    Ok(Outcome { algorithms: algos(&ike1), note: format!("charon ESP with CCM/MODP alternatives, {note}, PFS rekey ok") })
 }
 
 #[test]
