@@ -32,8 +32,8 @@ const TS_UNACCEPTABLE: u16 = 38;
 fn engine_config(ike: &str, esp: &str, psk: &str, local_ts: &str) -> Config {
     let mut c = ConnectionConfig::new("gw", identity("wisp.test"), Some(identity("charon.test")), psk.as_bytes(), &[ike])
         .expect("connection config");
-    c.local_addr = Some("10.99.0.1".parse().unwrap());
-    c.remote_addr = Some("10.99.0.2".parse().unwrap());
+    c.local_addrs = vec!["10.99.0.1".parse().unwrap()];
+    c.remote_addrs = vec!["10.99.0.2".parse::<std::net::IpAddr>().unwrap().into()];
     c.retransmit = Retransmit { timeout: Duration::from_secs(1), backoff: 1.5, tries: 4 };
     c.children.push(
         ChildConfig::new("net", vec![selector(local_ts).unwrap()], vec![selector("10.2.0.0/24").unwrap()], &[esp]).expect("child config"),

@@ -94,6 +94,8 @@ fn setup(ike: &str, esp: &str) -> Setup {
 struct Env {
     pair: Pair,
     charon: Charon,
+    /// More charon peers (see [`extra_peer`]), started before wisp.
+    extra: Vec<ExtraPeer>,
     wisp: Option<WispDaemon>,
     dw: TestDir,
     _dc: TestDir,
@@ -106,6 +108,12 @@ impl Env {
 
     /// `outer6`: the veth also carries fd00:99::1 (wisp) ~ fd00:99::2 (charon).
     fn build(tag: &str, s: &Setup, extra_inner: bool, outer6: bool) -> R<Env> {
+        Env::build_with_peers(tag, s, extra_inner, outer6, &[])
+    }
+
+    /// `peers`: numbers of extra charon peers (see [`extra_peer`]), with the
+    /// case's PSK.
+    fn build_with_peers(tag: &str, s: &Setup, extra_inner: bool, outer6: bool, peers: &[u8]) -> R<Env> {
         let mut right_inner = vec!["10.2.0.1/32"];
         if extra_inner {
             right_inner.push("10.2.1.1/32");
@@ -123,8 +131,9 @@ impl Env {
         let dc = TestDir::new(&format!("mx-{tag}-c")).map_err(e)?;
         let charon = Charon::start(&pair.right, dc.path(), &CharonOptions::default()).map_err(e)?;
         charon.load(&s.swan).map_err(e)?;
+        let extra = peers.iter().map(|&n| extra_peer(tag, &pair.left, n, PSK)).collect::<R<Vec<_>>>()?;
         let wisp = WispDaemon::start(&pair.left, dw.path(), &s.wisp.render()).map_err(e)?;
-        Ok(Env { pair, charon, wisp: Some(wisp), dw, _dc: dc })
+        Ok(Env { pair, charon, extra, wisp: Some(wisp), dw, _dc: dc })
     }
 
     fn wisp(&self) -> &WispDaemon {
@@ -789,6 +798,150 @@ fn matrix_lifecycle() {
     cases.push(("wisp restarted -> wisp re-initiates".into(), Box::new(restart_case)));
     cases.push(("wisp restarted -> charon DPD re-initiates".into(), Box::new(restart_charon_recovers_case)));
     report("interop matrix: lifecycle", cases);
+}
+
+// ---------------------------------------------------------------- many peers
+
+/// Extra charon peers beside the pair's: peer `n` (2, 3, ...) lives in its
+/// own namespace joined to wisp's by `wv{n}`: wisp 10.99.{n}.1, charon
+/// 10.99.{n}.2, inner 10.2.{n}.1/32, identity charon{n}.test.
+struct ExtraPeer {
+    ns: wisp_testbed::netns::Netns,
+    charon: Charon,
+    _dir: TestDir,
+}
+
+fn extra_peer(tag: &str, wisp_ns: &wisp_testbed::netns::Netns, n: u8, psk: &str) -> R<ExtraPeer> {
+    let ns = wisp_testbed::netns::Netns::new(&format!("{tag}{n}")).map_err(e)?;
+    let w_if = format!("wv{n}");
+    wisp_testbed::netns::veth(wisp_ns, &w_if, &ns, Pair::IFACE).map_err(e)?;
+    wisp_ns.addr_add(&w_if, &format!("10.99.{n}.1/24")).map_err(e)?;
+    ns.addr_add(Pair::IFACE, &format!("10.99.{n}.2/24")).map_err(e)?;
+    ns.addr_add("lo", &format!("10.2.{n}.1/32")).map_err(e)?;
+    let dir = TestDir::new(&format!("mx-{tag}-c{n}")).map_err(e)?;
+    let charon = Charon::start(&ns, dir.path(), &CharonOptions::default()).map_err(e)?;
+    charon.load(&peer_swan(n, psk)).map_err(e)?;
+    Ok(ExtraPeer { ns, charon, _dir: dir })
+}
+
+/// charon{n}.test's config towards wisp at 10.99.{n}.1 (n = 0: the pair's charon).
+fn peer_swan(n: u8, psk: &str) -> SwanctlConf {
+    let id = format!("charon{n}.test");
+    let mut child = ChildConf::new("net", &format!("10.2.{n}.0/24"), "10.1.0.0/24", "aes128gcm16");
+    child.rand_time = Some("0".into());
+    let mut conn = Conn::psk("gw", &format!("10.99.{n}.2"), &format!("10.99.{n}.1"), "aes128gcm16-prfsha256-x25519", &id, WISP_ID, child);
+    conn.rand_time = Some("0".into());
+    SwanctlConf { conns: vec![conn], secrets: vec![PskSecret { name: "1".into(), ids: vec![WISP_ID.into(), id], secret: psk.into() }] }
+}
+
+/// The IKE SAs of wisp's connection `gw`: (remote address, remote id, state).
+fn wisp_peers(st: &Value) -> R<Vec<(String, String, String)>> {
+    let c = wisp_conn(st)?;
+    Ok(c["ike_sas"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    let f = |k: &str| s[k].as_str().unwrap_or("").to_string();
+                    (f("remote"), f("remote_id"), f("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Three charon peers at once on one `%any` connection with a `*.test`
+/// remote.id: the plugin authorizes charon0 and charon2 and refuses charon3.
+fn many_peers_any_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.plugin_settings = vec!["allowed_ids = [\"charon0.test\", \"charon2.test\"]".into()];
+    let w = &mut s.wisp.conns[0];
+    w.local_addrs = vec![W_OUT.into(), "10.99.2.1".into(), "10.99.3.1".into()];
+    w.remote_addrs = vec!["%any".into()];
+    w.remote_id = "*.test".into();
+    w.children = vec![WispChild::new("net", "10.1.0.0/24", "10.2.0.0/16", "aes128gcm16")];
+    s.swan = peer_swan(0, PSK);
+    // The pair's charon must hold 10.2.0.1 (Env::new adds it) and talk from 10.99.0.2.
+    let env = Env::build_with_peers("mxp", &s, false, false, &[2, 3])?;
+    let (p2, p3) = (&env.extra[0], &env.extra[1]);
+    env.charon.initiate_child("net", 20).map_err(|x| format!("charon0: {x}{}", env.ctx()))?;
+    p2.charon.initiate_child("net", 20).map_err(|x| format!("charon2: {x}{}", env.ctx()))?;
+    if p3.charon.initiate_child("net", 10).is_ok() {
+        return env.fail("charon3 (not in allowed_ids) got a tunnel");
+    }
+    let st = env.wisp().status().map_err(e)?;
+    let mut peers = wisp_peers(&st)?;
+    peers.sort();
+    let want = vec![("10.99.0.2".to_string(), "charon0.test".to_string()), ("10.99.2.2".to_string(), "charon2.test".to_string())];
+    let ip_of = |a: &str| a.rsplit_once(':').map_or(a, |(ip, _)| ip).to_string();
+    let got: Vec<(String, String)> =
+        peers.iter().filter(|p| p.2.eq_ignore_ascii_case("established")).map(|p| (ip_of(&p.0), p.1.clone())).collect();
+    if got != want {
+        return env.fail(format!("wisp's connection gw holds {peers:?}, want {want:?}"));
+    }
+    // Both tunnels carry traffic at the same time, each to its own peer.
+    ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.0.1", 10).map_err(|x| format!("to charon0: {x}{}", env.ctx()))?;
+    ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.2.1", 10).map_err(|x| format!("to charon2: {x}{}", env.ctx()))?;
+    let a = ping(&env.pair.right, "10.2.0.1", "10.1.0.1", 10, 0.05).map_err(e)?;
+    let b = ping(&p2.ns, "10.2.2.1", "10.1.0.1", 10, 0.05).map_err(e)?;
+    if a.received < 5 || b.received < 5 {
+        return env.fail(format!("ping loss: {a:?} {b:?}"));
+    }
+    let log = env.wisp().log();
+    if !log.contains("charon3.test") || !log.contains("not authorized") {
+        return env.fail("wisp's log does not say charon3.test was not authorized");
+    }
+    let sas = env.charon.list_sas().map_err(e)?;
+    let algorithms = sas.first().map(algos).unwrap_or_default();
+    Ok(Outcome {
+        algorithms,
+        note: format!("charon0 + charon2 up together on %any (pings {}/10, {}/10), charon3 refused by the plugin", a.received, b.received),
+    })
+}
+
+/// A charon peer from an address inside a CIDR `remote_addrs`; then the same
+/// peer against a block it is not in: refused, and visible in `wisp status`.
+fn cidr_peer_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.conns[0].remote_addrs = vec!["10.99.0.0/24".into()];
+    let env = Env::new("mxr", &s, false)?;
+    env.establish(Who::Charon, &["net"])?;
+    let (ike, st) = env.wait_both(1)?;
+    let shown = wisp_conn(&st)?["remote_addrs"].to_string();
+    if !shown.contains("10.99.0.0/24") {
+        return env.fail(format!("status shows remote_addrs {shown}"));
+    }
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+    drop(env);
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.conns[0].remote_addrs = vec!["10.99.5.0/24".into(), "10.99.0.3-10.99.0.9".into()];
+    let env = Env::new("mxr", &s, false)?;
+    if env.charon.initiate_child("net", 6).is_ok() {
+        return env.fail("charon outside remote_addrs got a tunnel");
+    }
+    let st = env.wisp().status().map_err(e)?;
+    let unmatched =
+        st["daemon"].as_array().and_then(|a| a.iter().find(|kv| kv[0] == "ike_init_unmatched")).and_then(|kv| kv[1].as_u64()).unwrap_or(0);
+    let last = st["last_unmatched_init"]["source"].as_str().unwrap_or("");
+    if unmatched == 0 || !last.starts_with("10.99.0.2:") {
+        return env.fail(format!("status does not show the unmatched IKE_SA_INIT: count {unmatched}, last {last:?}"));
+    }
+    Ok(Outcome {
+        algorithms: algos(&ike),
+        note: format!("10.99.0.2 in 10.99.0.0/24: {note}; outside the blocks: {unmatched} unmatched IKE_SA_INIT, last from {last}"),
+    })
+}
+
+#[test]
+fn matrix_many_peers() {
+    if !require_root("matrix_many_peers") {
+        return;
+    }
+    let cases: Vec<Case> = vec![
+        ("3 charons on one %any connection, plugin authorizes 2".into(), Box::new(many_peers_any_case)),
+        ("charon from a CIDR remote_addrs; outside it: unmatched".into(), Box::new(cidr_peer_case)),
+    ];
+    report("interop matrix: many peers on one connection", cases);
 }
 
 // ---------------------------------------------------------------- failures

@@ -21,7 +21,7 @@ use wisp_ike::native_policy::ConfigPolicy;
 
 fn template(target: IpAddr) -> Message {
     let mut c = ConnectionConfig::new("f", identity("flood.test"), None, b"0123456789abcdef", &["aes128gcm16-prfsha256-x25519"]).unwrap();
-    c.remote_addr = Some(target);
+    c.remote_addrs = vec![target.into()];
     c.children.push(
         ChildConfig::new(
             "n",

@@ -59,6 +59,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+pub use wisp_ike::config::AddrMatch;
 use wisp_policy_api::{Proposal, Protocol, TrafficSelector, Transform, TransformType};
 use zeroize::Zeroizing;
 
@@ -461,6 +462,41 @@ pub fn format_ts(ts: &TrafficSelector) -> String {
     }
 }
 
+/// A list of strings, or one swanctl-style comma-separated string.
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match L::deserialize(d)? {
+        L::One(s) => s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect(),
+        L::Many(v) => v,
+    })
+}
+
+fn de_remote_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AddrMatch>, D::Error> {
+    let v = string_list(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom("at least one remote address is required (%any accepts every peer)"));
+    }
+    v.iter().map(|s| AddrMatch::parse(s).map_err(serde::de::Error::custom)).collect()
+}
+
+fn de_local_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    let mut out = Vec::new();
+    for s in string_list(d)? {
+        match s.as_str() {
+            "%any" | "%any4" | "%any6" => {}
+            _ => out.push(s.parse::<IpAddr>().map_err(|_| {
+                serde::de::Error::custom(format!("local address {s:?}: expected an IP address or %any (wisp does not resolve names)"))
+            })?),
+        }
+    }
+    Ok(out)
+}
+
 fn de_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TrafficSelector>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     if v.is_empty() {
@@ -684,9 +720,15 @@ pub enum OnChange {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
-    #[serde(default)]
+    /// Our addresses (empty or `%any`: any). A list, or swanctl's
+    /// comma-separated string.
+    #[serde(default, deserialize_with = "de_local_addrs")]
     pub local_addrs: Vec<IpAddr>,
-    pub remote_addrs: Vec<IpAddr>,
+    /// Peer addresses: hosts, CIDR blocks, ranges `a-b`, `%any` (`%any4`,
+    /// `%any6`). A list, or swanctl's comma-separated string. We initiate to
+    /// the first single host; a connection without one only responds.
+    #[serde(deserialize_with = "de_remote_addrs")]
+    pub remote_addrs: Vec<AddrMatch>,
     #[serde(default)]
     pub local: Endpoint,
     #[serde(default)]
@@ -717,9 +759,12 @@ pub struct Connection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// Identity: an IP address, `fqdn`, `user@fqdn`. Default: the first
-    /// address of `local_addrs` / `remote_addrs` as an IP identity (the peer
-    /// must then identify with exactly that address, as in strongSwan).
+    /// Identity: an IP address, `fqdn`, `user@fqdn`. `remote.id` may also be
+    /// a pattern: `%any`, `*.example.net`, `*@example.net`, `10.0.0.0/24`
+    /// (the plugin then authorizes the concrete identity). Default for
+    /// `local.id`: the first local address; for `remote.id`: the remote
+    /// address when `remote_addrs` is exactly one host (the peer must
+    /// identify with it), else `%any`.
     pub id: Option<String>,
 }
 
@@ -805,8 +850,16 @@ impl Connection {
     pub fn local_id(&self) -> Option<String> {
         self.local.id.clone().or_else(|| self.local_addrs.first().map(|a| a.to_string()))
     }
+    /// The remote identity (pattern) string; `None`: `%any`.
     pub fn remote_id(&self) -> Option<String> {
-        self.remote.id.clone().or_else(|| self.remote_addrs.first().map(|a| a.to_string()))
+        self.remote.id.clone().or_else(|| match self.remote_addrs.as_slice() {
+            [one] => one.host().map(|a| a.to_string()),
+            _ => None,
+        })
+    }
+    /// The address we initiate to (the first single host of `remote_addrs`).
+    pub fn initiate_to(&self) -> Option<IpAddr> {
+        self.remote_addrs.iter().find_map(AddrMatch::host)
     }
 }
 
@@ -903,9 +956,21 @@ impl Config {
             if conn.proposals.is_empty() {
                 return Err(err(f("proposals"), "at least one IKE proposal is required".into()));
             }
-            if let (Some(l), Some(r)) = (conn.local_addrs.first(), conn.remote_addrs.first()) {
-                if l.is_ipv4() != r.is_ipv4() {
-                    return Err(err(f("local_addrs"), "local and remote addresses are of different families".into()));
+            if let (Some(l), Some(r)) = (conn.local_addrs.first(), conn.initiate_to()) {
+                if !conn.local_addrs.iter().any(|a| a.is_ipv4() == r.is_ipv4()) {
+                    return Err(err(
+                        f("local_addrs"),
+                        format!("no local address of the family of the remote address {r} (first local: {l})"),
+                    ));
+                }
+            }
+            if conn.initiate_to().is_none() {
+                let starts = |a: Option<StartAction>| matches!(a, Some(StartAction::Start | StartAction::TrapIfFeasible));
+                if starts(Some(conn.start_action)) || conn.children.values().any(|c| starts(c.start_action)) {
+                    return Err(err(
+                        f("start_action"),
+                        "start and trap need a remote address to initiate to: remote_addrs has no single host (only %any, blocks or ranges); use start_action = \"none\" on a responder-only connection".into(),
+                    ));
                 }
             }
             match (&conn.auth.psk, &conn.auth.psk_file) {
@@ -1251,8 +1316,52 @@ rekey_bytes = "10M"
         let c = Config::parse(&GOOD.replace("remote.id = \"b.wisp.test\"\n", ""), Path::new("a.toml")).unwrap();
         assert_eq!(c.connections["b"].remote_id().as_deref(), Some("10.99.0.2"));
         let ec = crate::driver::engine_conn(&c, "b", &c.connections["b"]).unwrap();
-        let id = ec.remote_id.expect("an identity is required of the peer");
+        let id = ec.remote_id.exact().expect("an identity is required of the peer");
         assert_eq!((id.kind, id.value.as_str()), (wisp_policy_api::IdType::Ipv4Addr, "10.99.0.2"));
+    }
+
+    #[test]
+    fn remote_addrs_many_peers() {
+        let no_id = GOOD.replace("remote.id = \"b.wisp.test\"\n", "");
+        let with = |addrs: &str| no_id.replace("remote_addrs = [\"10.99.0.2\"]", addrs);
+        // swanctl's comma-separated string and a TOML list, with blocks, ranges, %any.
+        for text in [
+            "remote_addrs = \"10.99.0.0/24, 10.98.0.5-10.98.0.9,%any6\"",
+            "remote_addrs = [\"10.99.0.0/24\", \"10.98.0.5-10.98.0.9\", \"%any6\"]",
+        ] {
+            let c = Config::parse(&with(text).replace("start_action = \"start\"", ""), Path::new("a.toml")).unwrap();
+            let b = &c.connections["b"];
+            assert_eq!(b.remote_addrs.len(), 3, "{text}");
+            assert!(b.remote_addrs[0].contains("10.99.0.77".parse().unwrap()));
+            assert!(b.remote_addrs[1].contains("10.98.0.9".parse().unwrap()));
+            assert!(!b.remote_addrs[1].contains("10.98.0.10".parse().unwrap()));
+            assert!(b.remote_addrs[2].contains("fd00::1".parse().unwrap()));
+            // Many peers and no remote.id: any identity (the plugin authorizes it).
+            assert_eq!(b.remote_id(), None);
+            let ec = crate::driver::engine_conn(&c, "b", b).unwrap();
+            assert_eq!(ec.remote_id, wisp_ike::config::IdMatch::Any);
+            assert_eq!(ec.initiate_to(), None);
+        }
+        let c = Config::parse(&with("remote_addrs = \"%any\"").replace("start_action = \"start\"", ""), Path::new("a.toml")).unwrap();
+        assert_eq!(c.connections["b"].remote_addrs, vec![AddrMatch::Any]);
+        // A pattern for remote.id.
+        let pat = GOOD.replace("remote.id = \"b.wisp.test\"", "remote.id = \"*.wisp.test\"");
+        let c = Config::parse(&pat, Path::new("a.toml")).unwrap();
+        let ec = crate::driver::engine_conn(&c, "b", &c.connections["b"]).unwrap();
+        assert!(ec.remote_id.matches(&wisp_ike::config::identity("gw7.wisp.test")));
+        assert!(!ec.remote_id.matches(&wisp_ike::config::identity("gw7.wisp.example")));
+        for (bad, msg) in [
+            ("remote_addrs = [\"10.99.0.0/33\"]", "10.99.0.0/33"),
+            ("remote_addrs = [\"vpn.example.net\"]", "vpn.example.net"),
+            ("remote_addrs = []", "at least one remote address"),
+            ("remote_addrs = [\"10.9.0.9-10.9.0.1\"]", "10.9.0.9-10.9.0.1"),
+        ] {
+            let e = Config::parse(&with(bad), Path::new("a.toml")).unwrap_err().to_string();
+            assert!(e.contains(msg), "{bad}: {e}");
+        }
+        let start = with("remote_addrs = \"10.99.0.0/24\"").replace("dpd_delay = \"2s\"", "start_action = \"start\"");
+        let e = Config::parse(&start, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(e.contains("start_action") && e.contains("no single host"), "{e}");
     }
 
     #[test]

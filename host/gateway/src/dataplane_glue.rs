@@ -17,7 +17,12 @@ use wisp_policy_api::TrafficSelector;
 /// one dual-stack `[::]` socket (IPv4 peers appear as v4-mapped addresses).
 /// Binding `[::]` only when needed keeps hosts with IPv6 disabled working.
 fn natt_listen(cfg: &Config) -> SocketAddr {
-    let v6 = cfg.connections.values().any(|c| c.local_addrs.iter().chain(&c.remote_addrs).any(|a| a.is_ipv6()));
+    let v6 = cfg.connections.values().any(|c| {
+        c.local_addrs.iter().any(|a| a.is_ipv6())
+            || c.remote_addrs
+                .iter()
+                .any(|a| matches!(a, crate::config::AddrMatch::AnyV6 | crate::config::AddrMatch::Range(std::net::IpAddr::V6(_), _)))
+    });
     if v6 {
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, cfg.natt_port))
     } else {

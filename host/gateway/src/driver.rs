@@ -165,12 +165,13 @@ fn identity(s: &str) -> wisp_policy_api::Identity {
 pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::ConnectionConfig, String> {
     let psk = c.auth.secret().ok_or_else(|| format!("connection {name}: no PSK"))?;
     let local_id = identity(&c.local_id().unwrap_or_else(|| "0.0.0.0".into()));
-    // No `remote.id`: the peer must identify as the remote address (an IP
-    // identity), as the config documents; never "any identity".
-    let remote_id = c.remote_id().as_deref().map(identity);
+    // No `remote.id`: the peer must identify as the remote address when
+    // that is one host; `%any` only for connections that match many peers.
+    let remote_id = c.remote_id().as_deref().map_or(ikecfg::IdMatch::Any, ikecfg::IdMatch::parse);
     let ike_props: Vec<&str> = c.proposals.iter().map(|p| p.text.as_str()).collect();
-    let mut ec = ikecfg::ConnectionConfig::new(name, local_id, remote_id, psk.expose(), &ike_props)
-        .map_err(|e| format!("connection {name}: {e}"))?;
+    let mut ec =
+        ikecfg::ConnectionConfig::new(name, local_id, None, psk.expose(), &ike_props).map_err(|e| format!("connection {name}: {e}"))?;
+    ec.remote_id = remote_id;
     // Keep the numbering of our own parse (same transforms).
     ec.ike_proposals = c.proposals.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike)).collect();
     let caps = &mut ec.caps;
@@ -181,8 +182,8 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
             *cap = v as usize;
         }
     }
-    ec.local_addr = c.local_addrs.first().copied();
-    ec.remote_addr = c.remote_addrs.first().copied();
+    ec.local_addrs = c.local_addrs.clone();
+    ec.remote_addrs = c.remote_addrs.clone();
     ec.remote_port = cfg.ike_port;
     // The userspace dataplane only does UDP-encapsulated ESP: always move to 4500.
     ec.force_encap = true;
@@ -364,7 +365,7 @@ impl Driver {
                 // Wildcard sockets do not tell which address a datagram came to:
                 // use the connection's configured local address.
                 if local.ip().is_unspecified() {
-                    if let Some(a) = self.conn.local_addr {
+                    if let Some(&a) = self.conn.local_addrs.iter().find(|a| a.is_ipv4() == remote.is_ipv4()) {
                         local = SocketAddr::new(a, local.port());
                     }
                 }
@@ -889,8 +890,20 @@ impl Driver {
 /// Which connection an IKE datagram from `remote` belongs to: the first whose
 /// `remote_addrs` contains the address (several connections to the same peer
 /// address are not distinguished; the first wins).
-pub fn route(conns: &[(String, Vec<IpAddr>)], remote: IpAddr) -> Option<&str> {
-    conns.iter().find(|(_, addrs)| addrs.contains(&remote)).map(|(n, _)| n.as_str())
+pub fn route(conns: &[Route], local: IpAddr, remote: IpAddr) -> Option<&str> {
+    conns
+        .iter()
+        .filter_map(|r| Some((ikecfg::addr_fit(&r.local, &r.remote, local, remote)?, r)))
+        .min_by_key(|(fit, _)| *fit)
+        .map(|(_, r)| r.name.as_str())
+}
+
+/// A connection's addresses, for [`route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    pub local: Vec<IpAddr>,
+    pub remote: Vec<ikecfg::AddrMatch>,
 }
 
 #[cfg(test)]
@@ -921,11 +934,11 @@ life_packets = 1000
         let cfg = Config::parse(CFG, Path::new("t.toml")).unwrap();
         let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
         assert!(ec.force_encap, "ESP is always UDP-encapsulated");
-        let rid = ec.remote_id.as_ref().expect("no remote.id = the remote address, not any identity");
+        let rid = ec.remote_id.exact().expect("no remote.id = the remote address, not any identity");
         assert_eq!(rid.value, "10.99.0.2");
         assert_eq!(rid.kind, wisp_policy_api::IdType::Ipv4Addr);
         assert_eq!(ec.local_id.value, "a.wisp.test");
-        assert_eq!(ec.remote_addr, Some("10.99.0.2".parse().unwrap()));
+        assert_eq!(ec.initiate_to(), Some("10.99.0.2".parse().unwrap()));
         assert_eq!(ec.dpd_interval, Some(Duration::from_secs(2)));
         // Retransmissions give up after ~dpd_timeout.
         let r = &ec.retransmit;
@@ -985,11 +998,27 @@ life_packets = 1000
 
     #[test]
     fn route_by_remote_address() {
+        let r = |name: &str, local: &[&str], remote: &[&str]| Route {
+            name: name.into(),
+            local: local.iter().map(|a| a.parse().unwrap()).collect(),
+            remote: remote.iter().map(|a| ikecfg::AddrMatch::parse(a).unwrap()).collect(),
+        };
         let routes = vec![
-            ("a".to_string(), vec!["10.0.0.1".parse().unwrap()]),
-            ("b".to_string(), vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()]),
+            r("a", &[], &["10.0.0.1"]),
+            r("any", &[], &["%any"]),
+            r("b", &[], &["10.0.0.2", "10.0.0.3"]),
+            r("blk", &[], &["10.0.0.0/24"]),
+            r("only-v6", &[], &["%any6"]),
+            r("on-second", &["192.0.2.2"], &["10.0.1.0-10.0.1.9"]),
         ];
-        assert_eq!(route(&routes, "10.0.0.3".parse().unwrap()), Some("b"));
-        assert_eq!(route(&routes, "10.0.0.9".parse().unwrap()), None);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let wild = ip("0.0.0.0");
+        assert_eq!(route(&routes, wild, ip("10.0.0.3")), Some("b"), "a host beats a block and %any");
+        assert_eq!(route(&routes, wild, ip("10.0.0.9")), Some("blk"), "a block beats %any");
+        assert_eq!(route(&routes, wild, ip("10.7.0.9")), Some("any"));
+        assert_eq!(route(&routes, wild, ip("2001:db8::1")), Some("only-v6"), "%any6 is more specific than %any");
+        assert_eq!(route(&routes, ip("192.0.2.2"), ip("10.0.1.5")), Some("on-second"));
+        assert_eq!(route(&routes, ip("192.0.2.1"), ip("10.0.1.5")), Some("any"), "local address not of that connection");
+        assert_eq!(route(&routes[..1], wild, ip("10.0.0.9")), None);
     }
 }

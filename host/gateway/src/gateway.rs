@@ -24,7 +24,7 @@ pub struct Gateway {
 #[derive(Default)]
 pub struct Dispatch {
     spis: Arc<driver::SpiTable>,
-    routes: RwLock<Vec<(String, Vec<IpAddr>)>>,
+    routes: RwLock<Vec<driver::Route>>,
     drivers: RwLock<BTreeMap<String, crate::queue::DriverTx>>,
     queues: Arc<crate::queue::Global>,
     /// IKE_SA_INIT admission, consulted before a request reaches a driver.
@@ -40,9 +40,11 @@ impl Dispatch {
         }
         let by_spi = self.spis.lookup(bytes);
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, remote.ip())) else {
+        let Some(name) = by_spi.as_deref().or_else(|| driver::route(&routes, local.ip(), remote.ip())) else {
+            // An IKE_SA_INIT request carries no SPIr (and we hold no SA for it).
+            let init = bytes.len() >= 20 && bytes[8..16] == [0; 8] && bytes[18] == 34;
             tracing::debug!("IKE datagram from {remote}: no connection for this peer address");
-            self.queues.count_unrouted();
+            self.queues.count_unrouted(remote, init);
             return;
         };
         let drivers = self.drivers.read().unwrap_or_else(|p| p.into_inner());
@@ -97,7 +99,12 @@ fn bind_ike_sockets(cfg: &Config) -> anyhow::Result<Vec<UdpSocket>> {
     let mut addrs: Vec<IpAddr> = Vec::new();
     for c in cfg.connections.values() {
         if c.local_addrs.is_empty() {
-            let any = if c.remote_addrs.first().is_some_and(|a| a.is_ipv6()) {
+            let v6 = |a: &crate::config::AddrMatch| match a {
+                crate::config::AddrMatch::AnyV6 => true,
+                crate::config::AddrMatch::Range(a, _) => a.is_ipv6(),
+                _ => false,
+            };
+            let any = if c.remote_addrs.first().is_some_and(v6) {
                 IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
             } else {
                 IpAddr::from(Ipv4Addr::UNSPECIFIED)
@@ -252,8 +259,11 @@ impl Gateway {
                 }
             }
         }
-        let mut routes: Vec<(String, Vec<IpAddr>)> = cfg.connections.iter().map(|(n, c)| (n.clone(), c.remote_addrs.clone())).collect();
-        routes.sort();
+        let routes: Vec<driver::Route> = cfg
+            .connections
+            .iter()
+            .map(|(n, c)| driver::Route { name: n.clone(), local: c.local_addrs.clone(), remote: c.remote_addrs.clone() })
+            .collect();
         *self.inner.dispatch.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
         *self.inner.dispatch.drivers.write().unwrap_or_else(|p| p.into_inner()) =
             drivers.iter().map(|(n, h)| (n.clone(), h.tx.clone())).collect();
@@ -328,6 +338,12 @@ impl Gateway {
             dataplane: dp.counters(),
             ike: self.inner.dispatch.gate.as_ref().map(|g| g.counters()).unwrap_or_default(),
             daemon: self.inner.dispatch.queues.counters(),
+            last_unmatched_init: self
+                .inner
+                .dispatch
+                .queues
+                .last_unmatched()
+                .map(|(a, ago)| crate::status::Unmatched { source: a.to_string(), secs_ago: ago.as_secs() }),
             ..Default::default()
         }
     }

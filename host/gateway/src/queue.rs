@@ -41,11 +41,43 @@ pub struct Global {
     refused_commands: AtomicU64,
     /// IKE datagrams for which no connection exists (not queued at all).
     unrouted: AtomicU64,
+    /// Of those, IKE_SA_INIT requests whose addresses match no connection.
+    unmatched_init: AtomicU64,
+    /// The last such request: its source and when (for `wisp status` and
+    /// the rate-limited warning).
+    last_unmatched: std::sync::Mutex<Option<(std::net::SocketAddr, std::time::Instant)>>,
+    last_warned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
+/// The warning about IKE_SA_INIT requests that match no connection is
+/// logged at most this often (the counter counts them all).
+const UNMATCHED_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Global {
-    pub fn count_unrouted(&self) {
+    /// A datagram no connection takes. `init`: it is an IKE_SA_INIT request
+    /// (no SA of ours), counted and remembered apart.
+    pub fn count_unrouted(&self, remote: std::net::SocketAddr, init: bool) {
         self.unrouted.fetch_add(1, Relaxed);
+        if !init {
+            return;
+        }
+        let n = self.unmatched_init.fetch_add(1, Relaxed) + 1;
+        let now = std::time::Instant::now();
+        *self.last_unmatched.lock().unwrap_or_else(|p| p.into_inner()) = Some((remote, now));
+        let mut w = self.last_warned.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none_or(|t| now.duration_since(t) >= UNMATCHED_WARN_EVERY) {
+            *w = Some(now);
+            tracing::warn!(
+                "IKE_SA_INIT from {remote} matches no connection's local_addrs/remote_addrs ({n} such requests since start; logged at most every {}s)",
+                UNMATCHED_WARN_EVERY.as_secs()
+            );
+        }
+    }
+
+    /// The source of the last IKE_SA_INIT that matched no connection, and
+    /// how long ago it came.
+    pub fn last_unmatched(&self) -> Option<(std::net::SocketAddr, std::time::Duration)> {
+        self.last_unmatched.lock().unwrap_or_else(|p| p.into_inner()).map(|(a, t)| (a, t.elapsed()))
     }
 
     /// `(name, value)` pairs for `wisp status`.
@@ -56,6 +88,7 @@ impl Global {
             ("notice_queue_dropped".into(), self.dropped_notices.load(Relaxed)),
             ("command_queue_refused".into(), self.refused_commands.load(Relaxed)),
             ("ike_unrouted".into(), self.unrouted.load(Relaxed)),
+            ("ike_init_unmatched".into(), self.unmatched_init.load(Relaxed)),
         ]
     }
 }

@@ -21,6 +21,16 @@ pub struct Status {
     /// socket refusals), name → value.
     #[serde(default)]
     pub daemon: Vec<(String, u64)>,
+    /// The last IKE_SA_INIT whose addresses matched no connection.
+    #[serde(default)]
+    pub last_unmatched_init: Option<Unmatched>,
+}
+
+/// An IKE_SA_INIT no connection took: where from, how long ago.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Unmatched {
+    pub source: String,
+    pub secs_ago: u64,
 }
 
 /// A connection's engine queue (see `crate::queue`).
@@ -191,6 +201,9 @@ impl Status {
         }
         if !self.ike.is_empty() {
             let _ = writeln!(o, "ike: {}", self.ike.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        }
+        if let Some(u) = &self.last_unmatched_init {
+            let _ = writeln!(o, "last IKE_SA_INIT matching no connection: from {} {}s ago", u.source, u.secs_ago);
         }
         if !self.daemon.is_empty() {
             let _ = writeln!(o, "daemon: {}", self.daemon.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));

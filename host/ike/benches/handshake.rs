@@ -29,8 +29,8 @@ fn configs() -> (Config, Config) {
             &["aes256gcm16-prfsha256-x25519"],
         )
         .unwrap();
-        c.local_addr = Some(my_ip.parse().unwrap());
-        c.remote_addr = Some(peer_ip.parse().unwrap());
+        c.local_addrs = vec![my_ip.parse().unwrap()];
+        c.remote_addrs = vec![peer_ip.parse::<std::net::IpAddr>().unwrap().into()];
         c.initial_contact = false;
         c.children.push(ChildConfig::new("net", vec![selector(lts).unwrap()], vec![selector(rts).unwrap()], &["aes256gcm16"]).unwrap());
         c

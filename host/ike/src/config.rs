@@ -19,6 +19,8 @@ pub enum ConfigError {
     BadProposal { proposal: String, what: String },
     #[error("traffic selector {0:?}: expected ADDR[/PREFIX] or ADDR-ADDR")]
     BadSelector(String),
+    #[error("address {0:?}: expected %any, %any4, %any6, ADDR, ADDR/PREFIX or ADDR-ADDR")]
+    BadAddress(String),
     #[error("connection {conn:?}: {what}")]
     BadConnection { conn: String, what: String },
 }
@@ -334,15 +336,21 @@ impl ChildConfig {
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
     pub name: String,
-    /// Our address; `None` = any (responder side).
-    pub local_addr: Option<IpAddr>,
-    /// The peer's address; `None` = any (responder only; `initiate` needs it).
-    pub remote_addr: Option<IpAddr>,
+    /// Our addresses (swanctl `local_addrs`); empty = any. The responder
+    /// answers on any of them; the initiator sends from the first of the
+    /// remote address's family (the unspecified address without one).
+    pub local_addrs: Vec<IpAddr>,
+    /// Peer addresses accepted (swanctl `remote_addrs`): hosts, CIDR blocks,
+    /// ranges, `%any`; empty = any. `initiate` sends to the first single
+    /// host; a connection with none can only respond.
+    pub remote_addrs: Vec<AddrMatch>,
     /// IKE port we send to first (500; NAT-T moves to 4500).
     pub remote_port: u16,
     pub local_id: Identity,
-    /// The peer identity we accept; `None` = any identity that proves the PSK.
-    pub remote_id: Option<Identity>,
+    /// The peer identities we accept (swanctl `remote.id`): one identity,
+    /// a pattern (`*.example.net`, `*@example.net`, `10.0.0.0/24`) or `%any`
+    /// (any identity that proves the credentials; the policy authorizes it).
+    pub remote_id: IdMatch,
     pub psk: Secret,
     pub ike_proposals: Vec<Proposal>,
     pub children: Vec<ChildConfig>,
@@ -398,11 +406,11 @@ impl ConnectionConfig {
         }
         Ok(ConnectionConfig {
             name: name.to_string(),
-            local_addr: None,
-            remote_addr: None,
+            local_addrs: Vec::new(),
+            remote_addrs: Vec::new(),
             remote_port: 500,
             local_id,
-            remote_id,
+            remote_id: remote_id.map_or(IdMatch::Any, IdMatch::Exact),
             psk: Secret::new(psk.to_vec()),
             ike_proposals,
             children: Vec::new(),
@@ -415,6 +423,30 @@ impl ConnectionConfig {
             initial_contact: true,
             caps: Caps::default(),
         })
+    }
+
+    /// The address `initiate` sends to: the first remote address that is a
+    /// single host.
+    pub fn initiate_to(&self) -> Option<IpAddr> {
+        self.remote_addrs.iter().find_map(AddrMatch::host)
+    }
+
+    /// The address we initiate from towards `remote`: the first local
+    /// address of its family, else the unspecified address of that family.
+    pub fn local_for(&self, remote: IpAddr) -> IpAddr {
+        self.local_addrs.iter().copied().find(|a| a.is_ipv4() == remote.is_ipv4()).unwrap_or(match remote {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        })
+    }
+
+    /// How well a datagram from `remote` to `local` fits this connection's
+    /// addresses: `None` when it does not; otherwise the number of remote
+    /// addresses of the smallest matching entry (lower is a better fit:
+    /// a host beats a block, a block beats `%any`). A wildcard `local`
+    /// (socket bound to the unspecified address) fits every local address.
+    pub fn addr_fit(&self, local: IpAddr, remote: IpAddr) -> Option<u128> {
+        addr_fit(&self.local_addrs, &self.remote_addrs, local, remote)
     }
 
     /// The child template called `name`.
@@ -453,6 +485,212 @@ impl ConnectionConfig {
         }
         Ok(())
     }
+}
+
+/// See [`ConnectionConfig::addr_fit`] (shared with the gateway's dispatcher).
+pub fn addr_fit(local_addrs: &[IpAddr], remote_addrs: &[AddrMatch], local: IpAddr, remote: IpAddr) -> Option<u128> {
+    let local_ok = local_addrs.is_empty() || local.is_unspecified() || local_addrs.contains(&local);
+    if !local_ok {
+        return None;
+    }
+    if remote_addrs.is_empty() {
+        return Some(u128::MAX);
+    }
+    remote_addrs.iter().filter(|m| m.contains(remote)).map(AddrMatch::size).min()
+}
+
+/// One entry of `remote_addrs`: `%any` (`%any4`, `%any6`: one family), a
+/// host, a CIDR block or an inclusive range `a-b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrMatch {
+    Any,
+    AnyV4,
+    AnyV6,
+    /// Inclusive, both ends of one family (a host: both ends equal).
+    Range(IpAddr, IpAddr),
+}
+
+impl AddrMatch {
+    /// `%any`, `%any4`, `%any6`, `192.0.2.1`, `192.0.2.0/24`, `192.0.2.10-192.0.2.20`, `2001:db8::/32`.
+    pub fn parse(s: &str) -> Result<AddrMatch, ConfigError> {
+        let t = s.trim();
+        match t {
+            "%any" => return Ok(AddrMatch::Any),
+            "%any4" => return Ok(AddrMatch::AnyV4),
+            "%any6" => return Ok(AddrMatch::AnyV6),
+            _ => {}
+        }
+        let r = address_range(t).ok_or_else(|| ConfigError::BadAddress(s.to_string()))?;
+        Ok(AddrMatch::Range(r.0, r.1))
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match *self {
+            AddrMatch::Any => true,
+            AddrMatch::AnyV4 => ip.is_ipv4(),
+            AddrMatch::AnyV6 => ip.is_ipv6(),
+            AddrMatch::Range(a, b) => a.is_ipv4() == ip.is_ipv4() && a <= ip && ip <= b,
+        }
+    }
+
+    /// The address when this entry is a single host.
+    pub fn host(&self) -> Option<IpAddr> {
+        match *self {
+            AddrMatch::Range(a, b) if a == b => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Number of addresses matched (`%any`: the most).
+    pub fn size(&self) -> u128 {
+        match *self {
+            AddrMatch::Any => u128::MAX,
+            AddrMatch::AnyV4 | AddrMatch::AnyV6 => u128::MAX - 1,
+            AddrMatch::Range(IpAddr::V4(a), IpAddr::V4(b)) => u128::from(u32::from(b) - u32::from(a)) + 1,
+            AddrMatch::Range(IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(b) - u128::from(a)).saturating_add(1),
+            AddrMatch::Range(..) => u128::MAX,
+        }
+    }
+}
+
+impl From<IpAddr> for AddrMatch {
+    /// One host.
+    fn from(a: IpAddr) -> AddrMatch {
+        AddrMatch::Range(a, a)
+    }
+}
+
+impl fmt::Display for AddrMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AddrMatch::Any => f.write_str("%any"),
+            AddrMatch::AnyV4 => f.write_str("%any4"),
+            AddrMatch::AnyV6 => f.write_str("%any6"),
+            AddrMatch::Range(a, b) if a == b => write!(f, "{a}"),
+            AddrMatch::Range(a, b) => f.write_str(&crate::native_policy::range_string(a, b)),
+        }
+    }
+}
+
+/// Which peer identities a connection accepts (swanctl `remote.id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdMatch {
+    /// `%any`: any identity (the policy authorizes the concrete one).
+    Any,
+    /// Exactly this identity (compared in its wire form).
+    Exact(Identity),
+    /// An FQDN or RFC 822 pattern with `*` wildcards (`*.example.net`,
+    /// `*@example.net`); FQDNs compare without regard to ASCII case.
+    Glob { kind: IdType, pattern: String },
+    /// IP address identities inside an inclusive range (`10.0.0.0/24`, `a-b`).
+    IpRange(IpAddr, IpAddr),
+}
+
+impl IdMatch {
+    /// `%any`, a pattern with `*`, an address block or range, or one identity
+    /// (see [`identity`]).
+    pub fn parse(s: &str) -> IdMatch {
+        let t = s.trim();
+        if t == "%any" || t == "*" {
+            return IdMatch::Any;
+        }
+        if t.contains('*') {
+            let kind = if t.contains('@') { IdType::Rfc822Addr } else { IdType::Fqdn };
+            return IdMatch::Glob { kind, pattern: t.to_string() };
+        }
+        if t.contains('/') || (t.contains('-') && t.split_once('-').is_some_and(|(a, _)| a.trim().parse::<IpAddr>().is_ok())) {
+            if let Some((a, b)) = address_range(t) {
+                return IdMatch::IpRange(a, b);
+            }
+        }
+        IdMatch::Exact(identity(t))
+    }
+
+    /// The identity to send as IDr when initiating (only an exact one).
+    pub fn exact(&self) -> Option<&Identity> {
+        match self {
+            IdMatch::Exact(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// How specific a match is (higher wins when several connections accept
+    /// one peer): exact 3, an address block 2, a pattern 1, `%any` 0.
+    pub fn rank(&self) -> u8 {
+        match self {
+            IdMatch::Exact(_) => 3,
+            IdMatch::IpRange(..) => 2,
+            IdMatch::Glob { .. } => 1,
+            IdMatch::Any => 0,
+        }
+    }
+
+    /// Whether the peer identity `id` (decoded from its ID payload, see
+    /// `identity_from_wire`) is accepted. `Exact` is compared by the engine
+    /// on the wire form; this compares values of the same type.
+    pub fn matches(&self, id: &Identity) -> bool {
+        match self {
+            IdMatch::Any => true,
+            IdMatch::Exact(e) => e.kind == id.kind && same_value(e.kind, &e.value, &id.value),
+            IdMatch::Glob { kind, pattern } => {
+                *kind == id.kind
+                    && if *kind == IdType::Fqdn {
+                        glob(pattern.to_ascii_lowercase().as_bytes(), id.value.to_ascii_lowercase().as_bytes())
+                    } else {
+                        glob(pattern.as_bytes(), id.value.as_bytes())
+                    }
+            }
+            IdMatch::IpRange(a, b) => {
+                matches!(id.kind, IdType::Ipv4Addr | IdType::Ipv6Addr)
+                    && id.value.parse::<IpAddr>().is_ok_and(|ip| a.is_ipv4() == ip.is_ipv4() && *a <= ip && ip <= *b)
+            }
+        }
+    }
+}
+
+impl fmt::Display for IdMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdMatch::Any => f.write_str("%any"),
+            IdMatch::Exact(i) => f.write_str(&i.value),
+            IdMatch::Glob { pattern, .. } => f.write_str(pattern),
+            IdMatch::IpRange(a, b) => f.write_str(&crate::native_policy::range_string(*a, *b)),
+        }
+    }
+}
+
+fn same_value(kind: IdType, a: &str, b: &str) -> bool {
+    match kind {
+        IdType::Ipv4Addr | IdType::Ipv6Addr => match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        },
+        IdType::Fqdn => a.eq_ignore_ascii_case(b),
+        _ => a == b,
+    }
+}
+
+/// `*` matches any run of bytes (also none); everything else itself.
+/// Iterative with one backtrack point: linear in practice, never recursive.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// The whole engine configuration.
@@ -506,41 +744,46 @@ pub fn identity(s: &str) -> Identity {
 /// A selector from `10.1.0.0/24`, `10.1.0.5`, `10.1.0.1-10.1.0.9` or `fd00::/64`
 /// (any protocol, all ports).
 pub fn selector(s: &str) -> Result<TrafficSelector, ConfigError> {
-    let bad = || ConfigError::BadSelector(s.to_string());
+    let (start, end) = address_range(s).ok_or_else(|| ConfigError::BadSelector(s.to_string()))?;
+    Ok(TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address: start, end_address: end })
+}
+
+/// `ADDR`, `ADDR/PREFIX` or `ADDR-ADDR` as an inclusive range of one family
+/// (the one address syntax of selectors, `remote_addrs` and identities).
+pub fn address_range(s: &str) -> Option<(IpAddr, IpAddr)> {
     let s = s.trim();
-    let (start, end) = if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|_| bad())?;
-        let b: IpAddr = b.trim().parse().map_err(|_| bad())?;
+    if let Some((a, b)) = s.split_once('-') {
+        let a: IpAddr = a.trim().parse().ok()?;
+        let b: IpAddr = b.trim().parse().ok()?;
         if a.is_ipv4() != b.is_ipv4() || a > b {
-            return Err(bad());
+            return None;
         }
-        (a, b)
-    } else if let Some((a, p)) = s.split_once('/') {
-        let a: IpAddr = a.trim().parse().map_err(|_| bad())?;
-        let p: u32 = p.trim().parse().map_err(|_| bad())?;
-        match a {
+        return Some((a, b));
+    }
+    if let Some((a, p)) = s.split_once('/') {
+        let a: IpAddr = a.trim().parse().ok()?;
+        let p: u32 = p.trim().parse().ok()?;
+        return match a {
             IpAddr::V4(v4) => {
                 if p > 32 {
-                    return Err(bad());
+                    return None;
                 }
                 let mask: u32 = if p == 0 { 0 } else { u32::MAX << (32 - p) };
                 let n = u32::from(v4) & mask;
-                (IpAddr::V4(n.into()), IpAddr::V4((n | !mask).into()))
+                Some((IpAddr::V4(n.into()), IpAddr::V4((n | !mask).into())))
             }
             IpAddr::V6(v6) => {
                 if p > 128 {
-                    return Err(bad());
+                    return None;
                 }
                 let mask: u128 = if p == 0 { 0 } else { u128::MAX << (128 - p) };
                 let n = u128::from(v6) & mask;
-                (IpAddr::V6(n.into()), IpAddr::V6((n | !mask).into()))
+                Some((IpAddr::V6(n.into()), IpAddr::V6((n | !mask).into())))
             }
-        }
-    } else {
-        let a: IpAddr = s.parse().map_err(|_| bad())?;
-        (a, a)
-    };
-    Ok(TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address: start, end_address: end })
+        };
+    }
+    let a: IpAddr = s.parse().ok()?;
+    Some((a, a))
 }
 
 #[cfg(test)]

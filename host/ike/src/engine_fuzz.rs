@@ -36,8 +36,8 @@ fn conn(name: &str, me: &str, peer: &str, me_ip: Ipv4Addr, peer_ip: Ipv4Addr, lo
     let mut c =
         ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), b"fuzz-psk", &ike)
             .ok()?;
-    c.local_addr = Some(IpAddr::V4(me_ip));
-    c.remote_addr = Some(IpAddr::V4(peer_ip));
+    c.local_addrs = vec![IpAddr::V4(me_ip)];
+    c.remote_addrs = vec![IpAddr::V4(peer_ip).into()];
     for (child, l, r) in
         [("net", local_ts.to_string(), remote_ts.to_string()), ("net2", local_ts.replace("/24", "/25"), remote_ts.replace("/24", "/25"))]
     {

@@ -140,17 +140,22 @@ pub fn ts_list(v: &[TrafficSelector]) -> String {
 /// `10.0.0.0/24[proto/ports]` (a range that is no prefix as
 /// `10.0.0.1-10.0.0.9`) for diagnostics.
 pub fn ts_string(t: &TrafficSelector) -> String {
-    let mut s = if t.start_address == t.end_address {
-        t.start_address.to_string()
-    } else if let Some(len) = prefix_len(t.start_address, t.end_address) {
-        format!("{}/{len}", t.start_address)
-    } else {
-        format!("{}-{}", t.start_address, t.end_address)
-    };
+    let mut s = range_string(t.start_address, t.end_address);
     if t.ip_protocol != 0 || t.start_port != 0 || t.end_port != 65535 {
         s.push_str(&format!("[{}/{}-{}]", t.ip_protocol, t.start_port, t.end_port));
     }
     s
+}
+
+/// `start..=end` as one address, `ADDR/PREFIX` or `ADDR-ADDR`.
+pub fn range_string(start: IpAddr, end: IpAddr) -> String {
+    if start == end {
+        start.to_string()
+    } else if let Some(len) = prefix_len(start, end) {
+        format!("{start}/{len}")
+    } else {
+        format!("{start}-{end}")
+    }
 }
 
 /// The prefix length when `start..=end` is exactly one CIDR block.

@@ -66,8 +66,8 @@ struct Responder {
 impl Responder {
     fn new(cfg: AdmissionConfig) -> Self {
         let (_, mut b) = default_pair_configs();
-        b.connections[0].remote_addr = None;
-        b.connections[0].remote_id = None;
+        b.connections[0].remote_addrs.clear();
+        b.connections[0].remote_id = wisp_ike::config::IdMatch::Any;
         b.cookie_threshold = usize::MAX; // the admission does cookies
         let policy = Arc::new(Counting { inner: ConfigPolicy::new(&b), calls: AtomicUsize::new(0) });
         let mut eng = Engine::new(b, policy.clone(), [2; 32]).unwrap();
@@ -325,10 +325,10 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
     let esp = ["aes256gcm16"];
     let c_ip: IpAddr = "10.0.0.3".parse().unwrap();
     let mut r_a = conn("ra", "b", "a", b"psk-a-0123456789", &ike, &esp, "10.2.0.0/24", "10.1.0.0/24");
-    r_a.remote_id = Some(identity("a.example"));
+    r_a.remote_id = wisp_ike::config::IdMatch::Exact(identity("a.example"));
     let mut r_c = conn("rc", "b", "a", b"psk-c-0123456789", &ike, &esp, "10.2.0.0/24", "10.3.0.0/24");
-    r_c.remote_addr = Some(c_ip);
-    r_c.remote_id = Some(identity("c.example"));
+    r_c.remote_addrs = vec![c_ip.into()];
+    r_c.remote_id = wisp_ike::config::IdMatch::Exact(identity("c.example"));
     let rcfg = Config { connections: vec![r_a, r_c], ..Config::default() };
     let pool = Arc::new(SpiPool::default());
     let mut resp = Engine::new(rcfg.clone(), Arc::new(ConfigPolicy::new(&rcfg)), [2; 32]).unwrap();
@@ -339,7 +339,7 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
         ..Config::default()
     };
     let mut c = conn("cb", "a", "b", b"psk-c-0123456789", &ike, &esp, "10.3.0.0/24", "10.2.0.0/24");
-    c.local_addr = Some(c_ip);
+    c.local_addrs = vec![c_ip];
     c.local_id = identity("c.example");
     let pc_cfg = Config { connections: vec![c], ..Config::default() };
     let mut pa = Engine::new(pa_cfg.clone(), Arc::new(ConfigPolicy::new(&pa_cfg)), [7; 32]).unwrap();
@@ -370,7 +370,7 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
 
     pa.initiate(now, "ab").unwrap();
     pc.initiate(now, "cb").unwrap();
-    let a_ip = pa_cfg.connections[0].local_addr.unwrap();
+    let a_ip = pa_cfg.connections[0].local_addrs[0];
     pump(now, &mut resp, &mut [(&mut pa, a_ip), (&mut pc, c_ip)]);
     let _ = r_addr;
     let st = resp.status(now);

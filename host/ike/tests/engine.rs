@@ -77,7 +77,7 @@ fn nat_pair() -> Pair {
     let (mut a, mut b) = default_pair_configs();
     a.connections[0].force_encap = false;
     b.connections[0].force_encap = false;
-    b.connections[0].remote_addr = None;
+    b.connections[0].remote_addrs.clear();
     let mut p = Pair::new(a, b);
     p.a.initiate(p.now, "ab").unwrap();
     p

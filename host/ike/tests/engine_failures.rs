@@ -290,7 +290,7 @@ fn unknown_connection_and_missing_address_are_api_errors() {
     assert!(matches!(p.a.initiate(p.now, "nope"), Err(wisp_ike::engine::EngineError::UnknownConnection(_))));
     assert!(matches!(p.a.initiate_child(p.now, "ab", "nope"), Err(wisp_ike::engine::EngineError::UnknownChild(..))));
     let (mut a, _) = default_pair_configs();
-    a.connections[0].remote_addr = None;
+    a.connections[0].remote_addrs.clear();
     let pol = Arc::new(ConfigPolicy::new(&a));
     let mut e = wisp_ike::engine::Engine::new(a, pol, [3; 32]).unwrap();
     assert!(matches!(e.initiate(Duration::ZERO, "ab"), Err(wisp_ike::engine::EngineError::NoRemoteAddress(_))));

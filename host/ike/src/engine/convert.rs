@@ -1,7 +1,7 @@
 //! Conversions between the wire types (`crate::codec`) and the policy types
 //! (`wisp_policy_api`), plus proposal filtering and reduction.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use wisp_policy_api as api;
 
@@ -235,6 +235,15 @@ pub fn identity_to_wire(id: &api::Identity) -> IdPayload {
     IdPayload { id_type: IdType(id.kind.raw()), data }
 }
 
+/// Whether `remote.id` accepts the identity in an ID payload: an exact
+/// identity compares wire forms, a pattern the decoded identity.
+pub fn id_accepts(m: &crate::config::IdMatch, wire: &IdPayload) -> bool {
+    match m {
+        crate::config::IdMatch::Exact(e) => identity_to_wire(e) == *wire,
+        other => other.matches(&identity_from_wire(wire)),
+    }
+}
+
 pub fn identity_from_wire(p: &IdPayload) -> api::Identity {
     let kind = api::IdType::from_raw(p.id_type.0);
     let value = match kind {
@@ -291,14 +300,6 @@ pub fn ts_from_wire(p: &codec::TsPayload) -> Vec<api::TrafficSelector> {
             _ => None,
         })
         .collect()
-}
-
-/// Unspecified address of the same family.
-pub fn unspecified_like(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ use super::*;
 impl Engine {
     pub(super) fn initiate_ike(&mut self, now: Duration, ci: usize, child: Option<String>) -> Result<IkeSaId, EngineError> {
         let conn: &ConnectionConfig = &self.config.connections[ci];
-        let remote_ip = conn.remote_addr.ok_or_else(|| EngineError::NoRemoteAddress(conn.name.clone()))?;
-        let local_ip = conn.local_addr.unwrap_or_else(|| convert::unspecified_like(remote_ip));
+        let remote_ip = conn.initiate_to().ok_or_else(|| EngineError::NoRemoteAddress(conn.name.clone()))?;
+        let local_ip = conn.local_for(remote_ip);
         let local = SocketAddr::new(local_ip, 500);
         let remote = SocketAddr::new(remote_ip, conn.remote_port);
         let probe = self.skeleton(IkeSaId(0), 0, 0);
@@ -255,7 +255,7 @@ impl Engine {
         let idi = identity_to_wire(&conn.local_id);
         let auth = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_req, &sa.nr, &keys.sk_pi, &idi.body_bytes());
         let mut payloads = vec![Payload::IdI(idi)];
-        if let Some(r) = &conn.remote_id {
+        if let Some(r) = conn.remote_id.exact() {
             payloads.push(Payload::IdR(identity_to_wire(r)));
         }
         payloads.push(Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth.to_vec() }));
@@ -331,18 +331,12 @@ impl Engine {
                 return;
             }
         }
-        // Connections that match the addresses.
-        let candidates: Vec<usize> = self
-            .config
-            .connections
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                c.remote_addr.is_none_or(|a| a == remote.ip())
-                    && c.local_addr.is_none_or(|a| a == local.ip() || local.ip().is_unspecified())
-            })
-            .map(|(i, _)| i)
-            .collect();
+        // Connections that match the addresses, best fit first (a host
+        // before a block, a block before %any; config order breaks ties).
+        let mut fits: Vec<(u128, usize)> =
+            self.config.connections.iter().enumerate().filter_map(|(i, c)| Some((c.addr_fit(local.ip(), remote.ip())?, i))).collect();
+        fits.sort();
+        let candidates: Vec<usize> = fits.into_iter().map(|(_, i)| i).collect();
         let id = self.new_id();
         let mut sa = self.skeleton(id, h.spi_i, 0);
         sa.local = local;
@@ -484,10 +478,20 @@ impl Engine {
             return;
         };
         let peer_id = identity_from_wire(idi);
-        let pick = sa.candidates.iter().copied().find(|&ci| {
-            let c = &self.config.connections[ci];
-            c.remote_id.as_ref().is_none_or(|r| identity_to_wire(r) == *idi) && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
-        });
+        // Refine by identity: of the connections that accept the peer's
+        // addresses, the one whose `remote.id` fits IDi best (exact before an
+        // address block, a pattern, %any; then the better address fit).
+        let pick = sa
+            .candidates
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, ci)| {
+                let c = &self.config.connections[ci];
+                convert::id_accepts(&c.remote_id, idi) && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
+            })
+            .min_by_key(|&(order, ci)| (std::cmp::Reverse(self.config.connections[ci].remote_id.rank()), order))
+            .map(|(_, ci)| ci);
         let Some(ci) = pick else {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("no connection accepts peer identity {peer_id} from {}", h.spi_i));
             return;
@@ -642,9 +646,8 @@ impl Engine {
         let conn = &self.config.connections[sa.conn];
         let keys = sa.keys.as_ref().expect("response was decrypted");
         let mut problem = None;
-        if conn.remote_id.as_ref().is_some_and(|r| identity_to_wire(r) != *idr) {
-            problem =
-                Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id.as_ref().map(|r| r.value.as_str()).unwrap_or("")));
+        if !convert::id_accepts(&conn.remote_id, idr) {
+            problem = Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id));
         } else if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
             problem = Some(format!("peer {peer_id} authenticates with {}, we use PSK", auth.method));
         } else {

@@ -19,8 +19,8 @@ pub const B_IP: &str = "10.0.0.2";
 pub fn conn(name: &str, me: &str, peer: &str, psk: &[u8], ike: &[&str], esp: &[&str], local_ts: &str, remote_ts: &str) -> ConnectionConfig {
     let mut c =
         ConnectionConfig::new(name, identity(&format!("{me}.example")), Some(identity(&format!("{peer}.example"))), psk, ike).unwrap();
-    c.local_addr = Some(if me == "a" { A_IP } else { B_IP }.parse().unwrap());
-    c.remote_addr = Some(if me == "a" { B_IP } else { A_IP }.parse().unwrap());
+    c.local_addrs = vec![if me == "a" { A_IP } else { B_IP }.parse().unwrap()];
+    c.remote_addrs = vec![if me == "a" { B_IP } else { A_IP }.parse::<std::net::IpAddr>().unwrap().into()];
     c.children.push(ChildConfig::new("net", vec![selector(local_ts).unwrap()], vec![selector(remote_ts).unwrap()], esp).unwrap());
     c.children.push(
         ChildConfig::new(
