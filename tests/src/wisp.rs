@@ -202,6 +202,8 @@ pub struct WispChild {
     pub rekey_time: Option<String>,
     pub life_time: Option<String>,
     pub start_action: Option<String>,
+    pub dpd_action: Option<String>,
+    pub close_action: Option<String>,
 }
 
 impl WispChild {
@@ -317,6 +319,8 @@ impl WispConf {
                 opt(&mut o, "rekey_time", &ch.rekey_time);
                 opt(&mut o, "life_time", &ch.life_time);
                 opt(&mut o, "start_action", &ch.start_action);
+                opt(&mut o, "dpd_action", &ch.dpd_action);
+                opt(&mut o, "close_action", &ch.close_action);
             }
         }
         o

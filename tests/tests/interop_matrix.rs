@@ -203,7 +203,11 @@ impl Env {
     /// Wait until both sides show one established IKE SA with `n` installed
     /// children and agree on it; returns the agreed view.
     fn wait_both(&self, n: usize) -> R<(IkeSaInfo, Value)> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_both_within(n, Duration::from_secs(15))
+    }
+
+    fn wait_both_within(&self, n: usize, limit: Duration) -> R<(IkeSaInfo, Value)> {
+        let deadline = Instant::now() + limit;
         let mut last = String::new();
         while Instant::now() < deadline {
             match self.agreed() {
@@ -720,6 +724,44 @@ fn dpd_case() -> R<Outcome> {
     Ok(Outcome { algorithms: algos(&ike), note: format!("charon SIGKILLed, wisp cleaned up in {:.1}s", t0.elapsed().as_secs_f64()) })
 }
 
+/// `dpd_action = restart` on wisp: charon is SIGKILLed, wisp's DPD clears
+/// the SAs and keeps initiating (with backoff) until charon is back, then
+/// the tunnel is up again without any command.
+fn dpd_restart_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.conns[0].dpd_delay = Some("1s".into());
+    s.wisp.conns[0].dpd_timeout = Some("4s".into());
+    s.wisp.conns[0].children[0].dpd_action = Some("restart".into());
+    let mut env = Env::new("mxq", &s, false)?;
+    env.establish(Who::Wisp, &["net"])?;
+    let (ike0, _) = env.wait_both(1)?;
+    env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+    let t0 = Instant::now();
+    env.charon.kill_hard();
+    env.wisp().wait_status(Duration::from_secs(20), |st| wisp_ike_count(st) == 0).map_err(|x| format!("wisp DPD did not clear: {x}"))?;
+    let cleared = t0.elapsed().as_secs_f64();
+    // Away for a few seconds: wisp's restarts go unanswered meanwhile.
+    std::thread::sleep(Duration::from_secs(3));
+    let dc = TestDir::new("mx-mxq-c2").map_err(e)?;
+    env.charon = Charon::start(&env.pair.right, dc.path(), &CharonOptions::default()).map_err(e)?;
+    env.charon.load(&s.swan).map_err(e)?;
+    env._dc = dc;
+    let t1 = Instant::now();
+    let (ike1, _) = env.wait_both_within(1, Duration::from_secs(40))?;
+    if ike1.spi_i == ike0.spi_i {
+        return env.fail("the old IKE SA is back?");
+    }
+    if ike1.initiator {
+        return env.fail("charon initiated; wisp was to restart the tunnel");
+    }
+    let back = t1.elapsed().as_secs_f64();
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+    Ok(Outcome {
+        algorithms: algos(&ike1),
+        note: format!("charon killed: cleared in {cleared:.1}s; charon restarted: tunnel back {back:.1}s later by wisp; {note}"),
+    })
+}
+
 fn restart_case() -> R<Outcome> {
     let s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
     let mut env = Env::new("mxs", &s, false)?;
@@ -795,6 +837,7 @@ fn matrix_lifecycle() {
         cases.push((format!("DELETE by {}", who.tag()), Box::new(move || delete_case(who))));
     }
     cases.push(("charon killed -> wisp DPD".into(), Box::new(dpd_case)));
+    cases.push(("charon killed+restarted -> wisp dpd_action=restart".into(), Box::new(dpd_restart_case)));
     cases.push(("wisp restarted -> wisp re-initiates".into(), Box::new(restart_case)));
     cases.push(("wisp restarted -> charon DPD re-initiates".into(), Box::new(restart_charon_recovers_case)));
     report("interop matrix: lifecycle", cases);

@@ -575,6 +575,38 @@ pub enum StartAction {
     TrapIfFeasible,
 }
 
+/// swanctl `dpd_action`: what happens to a child when DPD (or exhausted
+/// retransmissions) declares its peer dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DpdAction {
+    /// Remove it.
+    Clear,
+    /// Remove it and install a trap: traffic for its selectors brings it back
+    /// (`hold` is strongSwan's older name).
+    #[serde(alias = "hold")]
+    Trap,
+    /// Initiate it again at once, retrying per `keyingtries` (`start` accepted).
+    #[serde(alias = "start")]
+    Restart,
+}
+
+/// swanctl `close_action`: what happens when the peer deletes a child (or
+/// its IKE SA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseAction {
+    /// Nothing (`clear` is strongSwan's older name).
+    #[serde(alias = "clear")]
+    None,
+    /// Install a trap (`hold` accepted).
+    #[serde(alias = "hold")]
+    Trap,
+    /// Initiate it again at once (`restart` accepted).
+    #[serde(alias = "restart")]
+    Start,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -746,6 +778,12 @@ pub struct Connection {
     pub dpd_delay: Option<Dur>,
     /// DPD: declare the peer dead when no answer for this long (default 5 × delay).
     pub dpd_timeout: Option<Dur>,
+    /// Tries for an initiation wisp makes by itself (start, restarts after
+    /// DPD, a peer's DELETE or expiry), with 1 s, 2 s, 4 s ... 60 s between
+    /// them; 0 = forever. Default: 0 for a connection with a child that
+    /// starts with the daemon or has `dpd_action = restart` or
+    /// `close_action = start` (the tunnel always comes back), else 1.
+    pub keyingtries: Option<u32>,
     /// Caps (no swanctl equivalent): established IKE SAs of this connection
     /// (default 256), Child SAs over all of them (default 1024), traffic
     /// selectors per side of one Child SA (default 32).
@@ -806,6 +844,10 @@ pub struct Child {
     pub rekey_packets: Option<Count>,
     pub life_packets: Option<Count>,
     pub start_action: Option<StartAction>,
+    /// Default: `restart` for a child that starts with the daemon, else `clear`.
+    pub dpd_action: Option<DpdAction>,
+    /// Default: `start` for a child that starts with the daemon, else `none`.
+    pub close_action: Option<CloseAction>,
 }
 
 /// Effective Child SA lifetimes (defaults applied).

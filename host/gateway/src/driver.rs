@@ -211,11 +211,29 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
             config::Mode::Tunnel => ikecfg::Mode::Tunnel,
             config::Mode::Transport => ikecfg::Mode::Transport,
         };
-        cc.start_action = match ch.start_action.unwrap_or(c.start_action) {
+        let start = ch.start_action.unwrap_or(c.start_action);
+        cc.start_action = match start {
             StartAction::None => ikecfg::StartAction::None,
             StartAction::Start => ikecfg::StartAction::Start,
             // The driver installs a trap in the dataplane (see `Driver::arm_traps`).
             StartAction::TrapIfFeasible => ikecfg::StartAction::Trap,
+        };
+        // A child that starts with the daemon comes back after DPD and a
+        // peer's DELETE unless configured otherwise.
+        let starts = start == StartAction::Start;
+        cc.dpd_action = match ch.dpd_action {
+            Some(config::DpdAction::Clear) => ikecfg::DpdAction::Clear,
+            Some(config::DpdAction::Trap) => ikecfg::DpdAction::Trap,
+            Some(config::DpdAction::Restart) => ikecfg::DpdAction::Restart,
+            None if starts => ikecfg::DpdAction::Restart,
+            None => ikecfg::DpdAction::Clear,
+        };
+        cc.close_action = match ch.close_action {
+            Some(config::CloseAction::None) => ikecfg::CloseAction::None,
+            Some(config::CloseAction::Trap) => ikecfg::CloseAction::Trap,
+            Some(config::CloseAction::Start) => ikecfg::CloseAction::Start,
+            None if starts => ikecfg::CloseAction::Start,
+            None => ikecfg::CloseAction::None,
         };
         cc.lifetimes = ikecfg::Lifetimes {
             soft_time: Some(lt.rekey_time),
@@ -228,6 +246,13 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         };
         ec.children.push(cc);
     }
+    // A connection that is meant to come back keeps trying by default.
+    let comes_back = ec.children.iter().any(|c| {
+        c.start_action == ikecfg::StartAction::Start
+            || c.dpd_action == ikecfg::DpdAction::Restart
+            || c.close_action == ikecfg::CloseAction::Start
+    });
+    ec.keyingtries = c.keyingtries.unwrap_or(if comes_back { 0 } else { 1 });
     ec.validate().map_err(|e| format!("connection {name}: {e}"))?;
     Ok(ec)
 }
@@ -496,17 +521,25 @@ impl Driver {
         let now = self.env.now();
         let children: Vec<_> = self.conn.children.iter().filter(|c| c.start_action == ikecfg::StartAction::Trap).cloned().collect();
         for c in children {
-            let id = NEXT_TRAP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match self.env.dataplane.install_trap(id, &c.local_ts, &c.remote_ts) {
-                Ok(()) => {
-                    tracing::info!(conn = %self.name, child = %c.name, "trap installed: traffic for the child's selectors starts it");
-                    self.traps.push((id, c.name.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(conn = %self.name, child = %c.name, "trap not installed ({e:#}): initiating now");
-                    if self.engine.initiate_child(now, &self.name, &c.name).is_ok() {
-                        self.set_state("connecting", None);
-                    }
+            self.trap(now, &c);
+        }
+    }
+
+    /// Install a dataplane trap for child `c` (unless one is there).
+    fn trap(&mut self, now: Duration, c: &ikecfg::ChildConfig) {
+        if self.traps.iter().any(|(_, n)| *n == c.name) {
+            return;
+        }
+        let id = NEXT_TRAP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.env.dataplane.install_trap(id, &c.local_ts, &c.remote_ts) {
+            Ok(()) => {
+                tracing::info!(conn = %self.name, child = %c.name, "trap installed: traffic for the child's selectors starts it");
+                self.traps.push((id, c.name.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.name, child = %c.name, "trap not installed ({e:#}): initiating now");
+                if self.engine.initiate_child(now, &self.name, &c.name).is_ok() {
+                    self.set_state("connecting", None);
                 }
             }
         }
@@ -662,6 +695,11 @@ impl Driver {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
+            Event::TrapWanted { child, .. } => {
+                if let Some(c) = self.conn.child(&child).cloned() {
+                    self.trap(self.env.now(), &c);
+                }
+            }
             Event::IkeSaUp(info) => {
                 tracing::info!(
                     conn = %self.name, ike = %info.ike, remote = %info.remote, peer = %info.remote_id,
@@ -696,7 +734,11 @@ impl Driver {
                         other => Some(other.to_string()),
                     };
                     if self.engine.ike_sas().is_empty() {
-                        self.set_state(if msg.is_some() { "failed" } else { "idle" }, msg);
+                        if !self.engine.pending_restarts().is_empty() {
+                            self.set_state("connecting", msg);
+                        } else {
+                            self.set_state(if msg.is_some() { "failed" } else { "idle" }, msg);
+                        }
                     }
                 }
                 let live = self.engine.ike_sas();
@@ -994,6 +1036,32 @@ life_packets = 1000
         // our SPIi, which b's SA does not hold.
         assert_eq!(t.lookup(&hdr(0xb0b0, 0xa0a0, false)), None);
         assert_eq!(t.lookup(&hdr(0x5555, 0xa0a0, true)).as_deref(), Some("a"), "a unchanged");
+    }
+
+    #[test]
+    fn recovery_settings_and_their_defaults() {
+        let cfg = Config::parse(CFG, Path::new("t.toml")).unwrap();
+        let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+        // A trap child: nothing comes back by itself, one try.
+        assert_eq!((ec.children[0].dpd_action, ec.children[0].close_action), (ikecfg::DpdAction::Clear, ikecfg::CloseAction::None));
+        assert_eq!(ec.keyingtries, 1);
+        // A child that starts with the daemon comes back after DPD and a peer's DELETE, forever.
+        let start = CFG.replace("start_action = \"trap-if-feasible\"", "start_action = \"start\"");
+        let cfg = Config::parse(&start, Path::new("t.toml")).unwrap();
+        let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+        assert_eq!((ec.children[0].dpd_action, ec.children[0].close_action), (ikecfg::DpdAction::Restart, ikecfg::CloseAction::Start));
+        assert_eq!(ec.keyingtries, 0);
+        // Explicit values (and strongSwan's older names) win.
+        let set = start
+            .replace("rekey_time = \"3s\"", "rekey_time = \"3s\"\ndpd_action = \"hold\"\nclose_action = \"clear\"")
+            .replace("dpd_delay = \"2s\"", "dpd_delay = \"2s\"\nkeyingtries = 5");
+        let cfg = Config::parse(&set, Path::new("t.toml")).unwrap();
+        let ec = engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+        assert_eq!((ec.children[0].dpd_action, ec.children[0].close_action), (ikecfg::DpdAction::Trap, ikecfg::CloseAction::None));
+        assert_eq!(ec.keyingtries, 5);
+        let bad = start.replace("rekey_time = \"3s\"", "rekey_time = \"3s\"\ndpd_action = \"reboot\"");
+        let e = Config::parse(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.contains("reboot") && e.contains("dpd_action"), "{e}");
     }
 
     #[test]

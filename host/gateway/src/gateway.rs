@@ -264,6 +264,20 @@ impl Gateway {
             .iter()
             .map(|(n, c)| driver::Route { name: n.clone(), local: c.local_addrs.clone(), remote: c.remote_addrs.clone() })
             .collect();
+        for (i, a) in routes.iter().enumerate() {
+            for b in &routes[i + 1..] {
+                if a.local == b.local && a.remote == b.remote {
+                    tracing::warn!(
+                        "connections {} and {} accept the same peer addresses: a peer's IKE_SA_INIT goes to {} (the first by name), \
+                         which must then also accept its identity; wisp does not yet move a negotiation between connections at \
+                         IKE_AUTH. One connection with a remote.id pattern (and the plugin authorizing identities) covers such peers.",
+                        a.name,
+                        b.name,
+                        a.name
+                    );
+                }
+            }
+        }
         *self.inner.dispatch.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
         *self.inner.dispatch.drivers.write().unwrap_or_else(|p| p.into_inner()) =
             drivers.iter().map(|(n, h)| (n.clone(), h.tx.clone())).collect();

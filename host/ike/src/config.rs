@@ -308,7 +308,36 @@ pub struct ChildConfig {
     /// ESP proposals (parsed). A KE transform in them means PFS for CREATE_CHILD_SA.
     pub esp_proposals: Vec<Proposal>,
     pub start_action: StartAction,
+    /// What the engine does when the peer of this child is declared dead
+    /// (DPD or retransmissions exhausted).
+    pub dpd_action: DpdAction,
+    /// What the engine does when the peer deletes this child (or its IKE SA).
+    pub close_action: CloseAction,
     pub lifetimes: Lifetimes,
+}
+
+/// swanctl `dpd_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpdAction {
+    /// Remove the SAs, nothing more.
+    #[default]
+    Clear,
+    /// Ask for a trap ([`crate::event::Event::TrapWanted`]): traffic brings it back.
+    Trap,
+    /// Initiate the child again at once (under a new IKE SA), retrying per
+    /// the connection's `keyingtries`.
+    Restart,
+}
+
+/// swanctl `close_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CloseAction {
+    #[default]
+    None,
+    /// Ask for a trap.
+    Trap,
+    /// Initiate the child again at once, retrying per `keyingtries`.
+    Start,
 }
 
 impl ChildConfig {
@@ -327,6 +356,8 @@ impl ChildConfig {
             mode: Mode::Tunnel,
             esp_proposals,
             start_action: StartAction::None,
+            dpd_action: DpdAction::Clear,
+            close_action: CloseAction::None,
             lifetimes: Lifetimes::child_default(),
         })
     }
@@ -367,6 +398,11 @@ pub struct ConnectionConfig {
     pub initial_contact: bool,
     /// Caps on the SAs and selectors this connection may hold.
     pub caps: Caps,
+    /// Initiations the engine makes for a child it brings up by itself
+    /// (`start`, and restarts after DPD, a peer's DELETE or expiry) before
+    /// it gives up; 0 = keep trying. Between tries it waits 1 s, 2 s, 4 s,
+    /// ... up to 60 s (swanctl `keyingtries`).
+    pub keyingtries: u32,
 }
 
 /// Per-connection caps, enforced by the engine: a request beyond one is
@@ -422,6 +458,7 @@ impl ConnectionConfig {
             fragmentation: true,
             initial_contact: true,
             caps: Caps::default(),
+            keyingtries: 1,
         })
     }
 

@@ -266,6 +266,8 @@ pub enum Event {
     },
     ChildSaDown {
         ike: IkeSaId,
+        /// The connection and child config names.
+        connection: String,
         name: String,
         spi_in: u32,
         spi_out: u32,
@@ -280,6 +282,14 @@ pub enum Event {
         children: Vec<(u32, u32)>,
     },
     Failure(Failure),
+    /// Recovery wants a trap for child `child` of `connection` (its
+    /// `dpd_action` or `close_action` is `trap`): the caller installs one in
+    /// its data plane, unless one is there, and calls
+    /// [`crate::engine::Engine::initiate_child`] when traffic hits it.
+    TrapWanted {
+        connection: String,
+        child: String,
+    },
 }
 
 /// Status of a Child SA, for `wisp status`.

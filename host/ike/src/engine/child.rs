@@ -404,6 +404,7 @@ impl Engine {
             state: ChildState::Installed,
             initiator,
             rekey_theirs: None,
+            expired: false,
         }
     }
 

@@ -27,6 +27,7 @@ impl Engine {
                             let reason = if c.state == ChildState::Rekeyed { DownReason::Rekeyed } else { DownReason::RemoteDelete };
                             self.events.push_back(Event::ChildSaDown {
                                 ike: sa.id,
+                                connection: self.config.connections[sa.conn].name.clone(),
                                 name: c.name,
                                 spi_in: c.spi_in,
                                 spi_out: c.spi_out,

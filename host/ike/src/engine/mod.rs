@@ -56,6 +56,7 @@ pub(crate) mod suite;
 mod child;
 mod info;
 mod init;
+mod recovery;
 mod revoke;
 
 pub use revoke::Recheck;
@@ -143,6 +144,8 @@ pub struct Engine {
     zombies: HashMap<IkeSaId, Duration>,
     /// Daemon-wide admission, SPI pool and entropy (see `shared.rs`).
     shared: SharedState,
+    /// Children the engine brings back by itself (see `recovery.rs`).
+    recovery: recovery::Recovery,
 }
 
 impl Engine {
@@ -165,6 +168,7 @@ impl Engine {
             cookie_secret,
             zombies: HashMap::new(),
             shared: SharedState::default(),
+            recovery: recovery::Recovery::default(),
         })
     }
 
@@ -187,9 +191,10 @@ impl Engine {
             })
             .filter(|(_, v): &(String, Vec<String>)| !v.is_empty())
             .collect();
+        self.tick(now);
         for (conn, children) in starts {
             for ch in children {
-                let _ = self.initiate_child(now, &conn, &ch);
+                self.managed_initiate(now, &conn, &ch, 1);
             }
         }
     }
@@ -204,6 +209,7 @@ impl Engine {
     /// Bring up child `child` of `conn`: inside an existing IKE SA of the
     /// connection (CREATE_CHILD_SA), or with a new IKE SA.
     pub fn initiate_child(&mut self, now: Duration, conn: &str, child: &str) -> Result<IkeSaId, EngineError> {
+        self.tick(now);
         let ci = self.conn_index(conn)?;
         if self.config.connections[ci].child(child).is_none() {
             return Err(EngineError::UnknownChild(conn.into(), child.into()));
@@ -327,7 +333,9 @@ impl Engine {
     /// Next event.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front()?;
+        self.observe(&ev);
+        Some(ev)
     }
 
     /// When [`Engine::handle_timeout`] must be called next.
@@ -345,11 +353,13 @@ impl Engine {
         for z in self.zombies.values() {
             consider(Some(*z));
         }
+        consider(self.recovery_deadline());
         best
     }
 
     /// Run due timers: retransmissions, give-ups, lifetimes, DPD, half-open expiry.
     pub fn handle_timeout(&mut self, now: Duration) {
+        self.tick(now);
         let zombies: Vec<IkeSaId> = self.zombies.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect();
         for id in zombies {
             self.zombies.remove(&id);
@@ -371,6 +381,7 @@ impl Engine {
                 self.put(sa);
             }
         }
+        self.recovery_timeout(now);
     }
 
     /// True when no request of ours is outstanding or queued on any IKE SA
@@ -438,6 +449,7 @@ impl Engine {
 
     /// Process one received IKE datagram (without non-ESP marker).
     pub fn handle_datagram(&mut self, now: Duration, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        self.tick(now);
         let info = match Header::decode(bytes) {
             Ok(i) => i,
             Err(_) => return,
@@ -649,6 +661,7 @@ impl Engine {
             if sa.up_reported {
                 self.events.push_back(Event::ChildSaDown {
                     ike: sa.id,
+                    connection: self.config.connections[sa.conn].name.clone(),
                     name: c.name,
                     spi_in: c.spi_in,
                     spi_out: c.spi_out,
@@ -772,7 +785,7 @@ impl Engine {
                         );
                     }
                     let reason = match (&taken.delete_reason, was_delete) {
-                        (Some(r @ DownReason::Revoked(_)), true) => r.clone(),
+                        (Some(r @ (DownReason::Revoked(_) | DownReason::Expired)), true) => r.clone(),
                         (_, true) => DownReason::LocalDelete,
                         (_, false) => DownReason::Timeout,
                     };
@@ -817,6 +830,7 @@ impl Engine {
                     if c.hard_at.is_some_and(|t| t <= now) {
                         c.hard_at = None;
                         c.soft_at = None;
+                        c.expired = true;
                         let t = Task::DeleteChild(c.spi_in);
                         if !sa.tasks.contains(&t) {
                             sa.tasks.push_front(t);
@@ -1044,9 +1058,14 @@ impl Engine {
                     if let Some(i) = sa.child_idx(spi) {
                         let c = sa.children.remove(i);
                         self.spis_in.remove(&c.spi_in);
-                        let reason = if c.state == ChildState::Rekeyed { DownReason::Rekeyed } else { DownReason::LocalDelete };
+                        let reason = match (c.state, c.expired) {
+                            (ChildState::Rekeyed, _) => DownReason::Rekeyed,
+                            (_, true) => DownReason::Expired,
+                            _ => DownReason::LocalDelete,
+                        };
                         self.events.push_back(Event::ChildSaDown {
                             ike: sa.id,
+                            connection: self.config.connections[sa.conn].name.clone(),
                             name: c.name,
                             spi_in: c.spi_in,
                             spi_out: c.spi_out,

@@ -147,6 +147,8 @@ pub(crate) struct Child {
     pub initiator: bool,
     /// A rekey of this SA that the peer initiated and we answered.
     pub rekey_theirs: Option<RekeyRecord>,
+    /// Its hard lifetime ran out (our DELETE then reports `Expired`).
+    pub expired: bool,
 }
 
 /// IKE SA rekey collision bookkeeping: the new SA the peer created by rekeying
