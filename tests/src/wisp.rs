@@ -230,6 +230,7 @@ pub struct WispConn {
     pub proposals: Vec<String>,
     pub rekey_time: Option<String>,
     pub over_time: Option<String>,
+    pub reauth_time: Option<String>,
     pub dpd_delay: Option<String>,
     pub dpd_timeout: Option<String>,
     pub start_action: Option<String>,
@@ -305,6 +306,7 @@ impl WispConf {
             };
             opt(&mut o, "rekey_time", &c.rekey_time);
             opt(&mut o, "over_time", &c.over_time);
+            opt(&mut o, "reauth_time", &c.reauth_time);
             opt(&mut o, "dpd_delay", &c.dpd_delay);
             opt(&mut o, "dpd_timeout", &c.dpd_timeout);
             opt(&mut o, "start_action", &c.start_action);

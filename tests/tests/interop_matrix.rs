@@ -56,6 +56,7 @@ impl Who {
 struct Setup {
     wisp: WispConf,
     swan: SwanctlConf,
+    charon: CharonOptions,
 }
 
 fn setup(ike: &str, esp: &str) -> Setup {
@@ -87,7 +88,7 @@ fn setup(ike: &str, esp: &str) -> Setup {
         conns: vec![conn],
         secrets: vec![PskSecret { name: "1".into(), ids: vec![WISP_ID.into(), CHARON_ID.into()], secret: PSK.into() }],
     };
-    Setup { wisp, swan }
+    Setup { wisp, swan, charon: CharonOptions::default() }
 }
 
 /// One case's world: namespaces, charon, wisp; all torn down on drop.
@@ -129,7 +130,7 @@ impl Env {
         }
         let dw = TestDir::new(&format!("mx-{tag}-w")).map_err(e)?;
         let dc = TestDir::new(&format!("mx-{tag}-c")).map_err(e)?;
-        let charon = Charon::start(&pair.right, dc.path(), &CharonOptions::default()).map_err(e)?;
+        let charon = Charon::start(&pair.right, dc.path(), &s.charon).map_err(e)?;
         charon.load(&s.swan).map_err(e)?;
         let extra = peers.iter().map(|&n| extra_peer(tag, &pair.left, n, PSK)).collect::<R<Vec<_>>>()?;
         let wisp = WispDaemon::start(&pair.left, dw.path(), &s.wisp.render()).map_err(e)?;
@@ -762,6 +763,91 @@ fn dpd_restart_case() -> R<Outcome> {
     })
 }
 
+/// Pings at 50 Hz across a make-before-break replacement of the IKE SA and
+/// its child (`act` starts it; `done` tells it finished from the agreed
+/// view); every ping must come back.
+fn across_replacement(env: &Env, ike0: &IkeSaInfo, act: impl FnOnce() -> R<()>, what: &str) -> R<(IkeSaInfo, String)> {
+    ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.0.1", 10).map_err(e)?;
+    let bg = BgPing::start_count(&env.pair.left, "10.1.0.1", "10.2.0.1", 0.02, 500).map_err(e)?;
+    std::thread::sleep(Duration::from_secs(2));
+    act()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ike1 = loop {
+        if let Ok((ike1, _)) = env.agreed() {
+            if ike1.spi_i != ike0.spi_i && ike1.children.len() == 1 && ike1.children[0].spi_in != ike0.children[0].spi_in {
+                break ike1;
+            }
+        }
+        if Instant::now() > deadline {
+            return env.fail(format!("{what}: no new IKE SA and child agreed on both sides"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let st = bg.wait().map_err(e)?;
+    if st.lost() > 0 {
+        return env.fail(format!("{what}: ping lost {} of {}", st.lost(), st.sent));
+    }
+    Ok((ike1, format!("{} pings 0 lost", st.sent)))
+}
+
+/// `reauth_time` on `who`: a new IKE SA (IKE_SA_INIT + IKE_AUTH) and child
+/// before the old are deleted; no ping lost. charon needs
+/// `make_before_break = yes` (5.9.8 reauthenticates break-before-make by default).
+fn reauth_case(who: Who) -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    match who {
+        Who::Wisp => s.wisp.conns[0].reauth_time = Some("6s".into()),
+        Who::Charon => {
+            s.swan.conns[0].reauth_time = Some("6s".into());
+            s.swan.conns[0].rekey_time = Some("0".into());
+            // over_time defaults to 10 % of reauth_time: the old SA would hit
+            // its hard lifetime 0.6 s into the reauthentication.
+            s.swan.conns[0].over_time = Some("30s".into());
+            s.charon.extra.push("make_before_break = yes".into());
+        }
+    }
+    let env = Env::new(&format!("mxa{}", who.tag().chars().next().unwrap_or('x')), &s, false)?;
+    env.establish(if who == Who::Wisp { Who::Charon } else { Who::Wisp }, &["net"])?;
+    let (ike0, _) = env.wait_both(1)?;
+    let (ike1, note) = across_replacement(&env, &ike0, || Ok(()), "reauthentication")?;
+    // A reauthentication is a new IKE SA initiated by the side that reauthenticated.
+    let reauth_by_wisp = !ike1.initiator;
+    if reauth_by_wisp != (who == Who::Wisp) {
+        return env.fail(format!("the new IKE SA was initiated by the wrong side (charon initiator = {})", ike1.initiator));
+    }
+    Ok(Outcome { algorithms: algos(&ike1), note: format!("reauth by {} after 6 s: new IKE SA + child, {note}", who.tag()) })
+}
+
+/// The PSK is changed on both sides while traffic flows: charon's secret by
+/// `swanctl --load-all`, wisp's by `wisp reload`; wisp reauthenticates its
+/// live IKE SA with the new key (make-before-break), no ping lost.
+fn psk_rotation_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    let env = Env::new("mxk", &s, false)?;
+    env.establish(Who::Wisp, &["net"])?;
+    let (ike0, _) = env.wait_both(1)?;
+    let new_psk = "rotated-psk-9876543210";
+    s.swan.secrets[0].secret = new_psk.into();
+    s.wisp.conns[0].psk = new_psk.into();
+    let (ike1, note) = across_replacement(
+        &env,
+        &ike0,
+        || {
+            env.charon.load(&s.swan).map_err(e)?;
+            std::fs::write(env.wisp().dir().join("wisp.toml"), s.wisp.render()).map_err(e)?;
+            env.wisp().cli_ok(&["reload"]).map_err(e)?;
+            Ok(())
+        },
+        "PSK rotation",
+    )?;
+    // charon verified wisp's AUTH again, now with the new secret (the only one it holds).
+    let auths = env.charon.log().matches("authentication of 'wisp.test' with pre-shared key successful").count();
+    if auths < 2 {
+        return env.fail(format!("charon authenticated wisp {auths} time(s), want the first IKE SA and the reauthentication"));
+    }
+    Ok(Outcome { algorithms: algos(&ike1), note: format!("PSK rotated on both sides by reload, reauthenticated: {note}") })
+}
+
 fn restart_case() -> R<Outcome> {
     let s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
     let mut env = Env::new("mxs", &s, false)?;
@@ -838,6 +924,10 @@ fn matrix_lifecycle() {
     }
     cases.push(("charon killed -> wisp DPD".into(), Box::new(dpd_case)));
     cases.push(("charon killed+restarted -> wisp dpd_action=restart".into(), Box::new(dpd_restart_case)));
+    for who in [Who::Wisp, Who::Charon] {
+        cases.push((format!("reauth_time on {} under ping", who.tag()), Box::new(move || reauth_case(who))));
+    }
+    cases.push(("PSK rotated on both sides by reload under ping".into(), Box::new(psk_rotation_case)));
     cases.push(("wisp restarted -> wisp re-initiates".into(), Box::new(restart_case)));
     cases.push(("wisp restarted -> charon DPD re-initiates".into(), Box::new(restart_charon_recovers_case)));
     report("interop matrix: lifecycle", cases);

@@ -770,8 +770,13 @@ pub struct Connection {
     pub proposals: Vec<ProposalSpec>,
     /// IKE SA rekey (soft) time; default 4h.
     pub rekey_time: Option<Dur>,
-    /// IKE SA hard lifetime; default rekey_time * 1.1.
+    /// IKE SA hard lifetime; default 10 % more than the larger of
+    /// rekey_time and reauth_time.
     pub over_time: Option<Dur>,
+    /// Reauthenticate IKE SAs this long after they were authenticated
+    /// (make-before-break: the new IKE SA and its children are up before the
+    /// old one goes); absent or 0: never.
+    pub reauth_time: Option<Dur>,
     #[serde(default)]
     pub start_action: StartAction,
     /// DPD: liveness check after this much inbound silence; 0/absent disables.
@@ -881,8 +886,11 @@ impl Connection {
         self.rekey_time.map(|d| d.0).unwrap_or(Duration::from_secs(4 * 3600))
     }
     pub fn ike_over_time(&self) -> Duration {
-        let r = self.ike_rekey_time();
+        let r = self.ike_rekey_time().max(self.reauth_time().unwrap_or_default());
         self.over_time.map(|d| d.0).unwrap_or(r + r / 10)
+    }
+    pub fn reauth_time(&self) -> Option<Duration> {
+        self.reauth_time.map(|d| d.0).filter(|d| !d.is_zero())
     }
     pub fn dpd(&self) -> Option<(Duration, Duration)> {
         let d = self.dpd_delay.map(|d| d.0).filter(|d| !d.is_zero())?;
@@ -1138,6 +1146,9 @@ fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
         list(f("proposals"), c.proposals.len(), bounds::LIST)?;
         range_d(f("rekey_time"), c.rekey_time, bounds::LIFETIME)?;
         range_d(f("over_time"), c.over_time, bounds::LIFETIME)?;
+        if c.reauth_time.is_some_and(|d| !d.0.is_zero()) {
+            range_d(f("reauth_time"), c.reauth_time, bounds::LIFETIME)?;
+        }
         range_d(f("dpd_delay"), c.dpd_delay, (Duration::ZERO, bounds::DPD_MAX))?;
         range_d(f("dpd_timeout"), c.dpd_timeout, (bounds::DPD_TIMEOUT_MIN, bounds::DPD_MAX))?;
         list(f("children"), c.children.len(), bounds::CHILDREN)?;

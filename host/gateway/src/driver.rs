@@ -246,6 +246,7 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         };
         ec.children.push(cc);
     }
+    ec.reauth_time = c.reauth_time();
     // A connection that is meant to come back keeps trying by default.
     let comes_back = ec.children.iter().any(|c| {
         c.start_action == ikecfg::StartAction::Start
@@ -292,6 +293,12 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
         d.run(rx, autostart);
     })?;
     Ok(DriverHandle { tx, status, thread: Some(thread) })
+}
+
+/// Whether a reload changed anything of a connection (the PSK is redacted
+/// in `Debug`, so it is compared apart).
+fn settings_differ(a: &ikecfg::ConnectionConfig, b: &ikecfg::ConnectionConfig) -> bool {
+    a.psk.as_bytes() != b.psk.as_bytes() || format!("{a:?}") != format!("{b:?}")
 }
 
 fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig) -> Result<Engine, String> {
@@ -586,10 +593,36 @@ impl Driver {
         self.engine.status(now).iter().find(|s| s.children.iter().any(|c| c.spi_in == spi_in)).map(|s| s.ike)
     }
 
-    /// A changed connection config takes effect once the connection holds no SA
-    /// (the engine keeps the config its SAs were negotiated with).
+    /// A changed connection config: without SAs, a fresh engine; with live
+    /// SAs, the engine takes the new settings in place and every established
+    /// IKE SA is reauthenticated make-before-break (new credentials, ids,
+    /// proposals checked by a new IKE SA and its children before the old
+    /// one is deleted: no packet lost).
     fn apply_pending(&mut self) {
-        if self.pending_conn.is_none() || !self.engine.ike_sas().is_empty() {
+        let Some(new) = self.pending_conn.as_ref() else { return };
+        if !self.engine.ike_sas().is_empty() {
+            if !settings_differ(&self.conn, new) {
+                self.pending_conn = None;
+                return;
+            }
+            let new = new.clone();
+            self.pending_conn = None;
+            if let Err(e) = self.engine.update_connection(new.clone()) {
+                tracing::warn!(conn = %self.name, "new connection config refused: {e}");
+                return;
+            }
+            self.conn = new;
+            self.arm_traps();
+            let now = self.env.now();
+            let live: Vec<IkeSaId> = self.engine.status(now).iter().filter(|s| s.state == "ESTABLISHED").map(|s| s.ike).collect();
+            let mut n = 0;
+            for ike in live {
+                match self.engine.reauth_ike(now, ike) {
+                    Ok(_) => n += 1,
+                    Err(e) => tracing::warn!(conn = %self.name, ike = %ike, "reauthentication after reload not started: {e}"),
+                }
+            }
+            tracing::info!(conn = %self.name, reauthenticating = n, "new connection config in effect; live IKE SAs reauthenticate with it");
             return;
         }
         if let Some(conn) = self.pending_conn.take() {

@@ -403,6 +403,10 @@ pub struct ConnectionConfig {
     /// it gives up; 0 = keep trying. Between tries it waits 1 s, 2 s, 4 s,
     /// ... up to 60 s (swanctl `keyingtries`).
     pub keyingtries: u32,
+    /// Reauthenticate each IKE SA this long after its authentication
+    /// (swanctl `reauth_time`): a new IKE SA and its children are built
+    /// before the old one is deleted (make-before-break). `None`: never.
+    pub reauth_time: Option<Duration>,
 }
 
 /// Per-connection caps, enforced by the engine: a request beyond one is
@@ -459,6 +463,7 @@ impl ConnectionConfig {
             initial_contact: true,
             caps: Caps::default(),
             keyingtries: 1,
+            reauth_time: None,
         })
     }
 

@@ -873,6 +873,7 @@ impl Engine {
         n.group = s.dh;
         n.keys = Some(keys);
         n.replaces = Some(old.id);
+        n.reauth_at = old.reauth_at;
         n
     }
 

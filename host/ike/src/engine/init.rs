@@ -18,6 +18,19 @@ impl Engine {
     pub(super) fn initiate_ike(&mut self, now: Duration, ci: usize, child: Option<String>) -> Result<IkeSaId, EngineError> {
         let conn: &ConnectionConfig = &self.config.connections[ci];
         let remote_ip = conn.initiate_to().ok_or_else(|| EngineError::NoRemoteAddress(conn.name.clone()))?;
+        self.initiate_ike_to(now, ci, child, remote_ip)
+    }
+
+    /// [`Engine::initiate_ike`] towards `remote_ip` (a reauthentication
+    /// goes to the peer's current address).
+    pub(super) fn initiate_ike_to(
+        &mut self,
+        now: Duration,
+        ci: usize,
+        child: Option<String>,
+        remote_ip: std::net::IpAddr,
+    ) -> Result<IkeSaId, EngineError> {
+        let conn: &ConnectionConfig = &self.config.connections[ci];
         let local_ip = conn.local_for(remote_ip);
         let local = SocketAddr::new(local_ip, 500);
         let remote = SocketAddr::new(remote_ip, conn.remote_port);
@@ -574,6 +587,7 @@ impl Engine {
         let (soft, hard) = self.jittered(now, &lt);
         sa.soft_at = soft;
         sa.hard_at = hard;
+        sa.reauth_at = self.config.connections[sa.conn].reauth_time.map(|t| now + t);
     }
 
     pub(super) fn ike_info(&self, sa: &IkeSa) -> IkeSaInfo {

@@ -56,6 +56,7 @@ pub(crate) mod suite;
 mod child;
 mod info;
 mod init;
+mod reauth;
 mod recovery;
 mod revoke;
 
@@ -199,6 +200,17 @@ impl Engine {
         }
     }
 
+    /// Replace the settings of connection `conn.name` (validated first). Live
+    /// SAs stay: their rekeys, DPD and new children follow the new settings
+    /// at once; credentials are checked again only by a reauthentication
+    /// ([`Engine::reauth_ike`]), which the caller starts when they changed.
+    pub fn update_connection(&mut self, conn: crate::config::ConnectionConfig) -> Result<(), EngineError> {
+        conn.validate()?;
+        let i = self.conn_index(&conn.name)?;
+        self.config.connections[i] = conn;
+        Ok(())
+    }
+
     /// Start a new IKE SA for `conn`, negotiating its first child in IKE_AUTH.
     pub fn initiate(&mut self, now: Duration, conn: &str) -> Result<IkeSaId, EngineError> {
         let ci = self.conn_index(conn)?;
@@ -334,7 +346,9 @@ impl Engine {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front()?;
+        let ev = self.reauth_translate(ev);
         self.observe(&ev);
+        self.reauth_progress();
         Some(ev)
     }
 
@@ -382,6 +396,7 @@ impl Engine {
             }
         }
         self.recovery_timeout(now);
+        self.reauth_timeout(now);
     }
 
     /// True when no request of ours is outstanding or queued on any IKE SA
@@ -746,6 +761,9 @@ impl Engine {
             IkeState::Established => {
                 consider(sa.soft_at);
                 consider(sa.hard_at);
+                if sa.reauth_by.is_none() {
+                    consider(sa.reauth_at);
+                }
                 if sa.outstanding.is_none() {
                     if let Some(d) = self.config.connections[sa.conn].dpd_interval {
                         consider(Some(sa.last_recv + d));
@@ -785,7 +803,7 @@ impl Engine {
                         );
                     }
                     let reason = match (&taken.delete_reason, was_delete) {
-                        (Some(r @ (DownReason::Revoked(_) | DownReason::Expired)), true) => r.clone(),
+                        (Some(r @ (DownReason::Revoked(_) | DownReason::Expired | DownReason::Rekeyed)), true) => r.clone(),
                         (_, true) => DownReason::LocalDelete,
                         (_, false) => DownReason::Timeout,
                     };
@@ -904,6 +922,9 @@ impl Engine {
             reasm: None,
             delete_reason: None,
             rekeyed_at: None,
+            reauth_at: None,
+            reauth_of: None,
+            reauth_by: None,
         }
     }
 

@@ -212,6 +212,13 @@ pub(crate) struct IkeSa {
     pub delete_reason: Option<crate::event::DownReason>,
     /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
     pub rekeyed_at: Option<Duration>,
+    /// When to reauthenticate (kept across IKE SA rekeys: it counts from
+    /// the authentication).
+    pub reauth_at: Option<Duration>,
+    /// On a reauthentication's new SA: the SA it replaces.
+    pub reauth_of: Option<IkeSaId>,
+    /// On the SA being reauthenticated: the new SA under way.
+    pub reauth_by: Option<IkeSaId>,
 }
 
 impl IkeSa {
