@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wisp_ike::config as ikecfg;
 use wisp_ike::engine::{notify_name, Engine};
-use wisp_ike::event::{ChildSaInfo, DownReason, Event, IkeSaId};
+use wisp_ike::event::{ChildSaInfo, ChildSaState, DownReason, Event, IkeSaId};
 use wisp_policy_api::{Policy, Protocol, SaCounts};
 
 use crate::config::{self, Config, Connection, StartAction};
@@ -409,11 +409,10 @@ impl Driver {
                     let _ = reply.send(Err(format!("connection {} has no children", self.name)));
                     return;
                 };
-                let established = self
-                    .engine
-                    .status(now)
-                    .iter()
-                    .any(|s| s.state == "ESTABLISHED" && s.children.iter().any(|c| c.name == child && c.state == "INSTALLED"));
+                let established =
+                    self.engine.status(now).iter().any(|s| {
+                        s.state.is_established() && s.children.iter().any(|c| c.name == child && c.state == ChildSaState::Installed)
+                    });
                 if established {
                     let _ = reply.send(Ok(format!("connection {} child {child} already established", self.name)));
                     return;
@@ -443,7 +442,7 @@ impl Driver {
                 let st = self.engine.status(now);
                 let mut n = 0;
                 let mut errs = Vec::new();
-                for s in st.iter().filter(|s| s.state == "ESTABLISHED") {
+                for s in st.iter().filter(|s| s.state.is_established()) {
                     if ike {
                         match self.engine.rekey_ike(now, s.ike) {
                             Ok(()) => n += 1,
@@ -451,7 +450,7 @@ impl Driver {
                         }
                     } else {
                         for c in &s.children {
-                            if child.as_deref().is_some_and(|w| w != c.name) || c.state != "INSTALLED" {
+                            if child.as_deref().is_some_and(|w| w != c.name) || c.state != ChildSaState::Installed {
                                 continue;
                             }
                             match self.engine.rekey_child(now, s.ike, c.spi_in) {
@@ -562,7 +561,7 @@ impl Driver {
     fn acquire(&mut self, now: Duration, id: u64) {
         let Some(child) = self.traps.iter().find(|(t, _)| *t == id).map(|(_, c)| c.clone()) else { return };
         let sas = self.engine.status(now);
-        let busy = sas.iter().any(|s| s.state != "ESTABLISHED" || s.children.iter().any(|c| c.name == child));
+        let busy = sas.iter().any(|s| !s.state.is_established() || s.children.iter().any(|c| c.name == child));
         if busy {
             return;
         }
@@ -614,7 +613,7 @@ impl Driver {
             self.conn = new;
             self.arm_traps();
             let now = self.env.now();
-            let live: Vec<IkeSaId> = self.engine.status(now).iter().filter(|s| s.state == "ESTABLISHED").map(|s| s.ike).collect();
+            let live: Vec<IkeSaId> = self.engine.status(now).iter().filter(|s| s.state.is_established()).map(|s| s.ike).collect();
             let mut n = 0;
             for ike in live {
                 match self.engine.reauth_ike(now, ike) {
@@ -840,9 +839,10 @@ impl Driver {
                         let _ = r.send(Err(format!("connection {}: {msg}", self.name)));
                     }
                 }
-                let established = self.engine.status(self.env.now()).iter().any(|s| s.state == "ESTABLISHED");
+                let established = self.engine.status(self.env.now()).iter().any(|s| s.state.is_established());
                 self.set_state(if established { "established" } else { "failed" }, Some(msg));
             }
+            other => tracing::debug!(conn = %self.name, "engine event not handled here: {other:?}"),
         }
     }
 
@@ -874,7 +874,7 @@ impl Driver {
                     local_id: s.local_id.value.clone(),
                     remote_id: s.remote_id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
                     initiator: s.initiator,
-                    state: s.state.clone(),
+                    state: s.state.name().to_string(),
                     algorithms: s.algorithms.clone(),
                     nat_detected: s.nat.local_behind_nat || s.nat.remote_behind_nat,
                     established_secs: s.established_for.as_secs(),
@@ -895,7 +895,7 @@ impl Driver {
                             }
                             ChildSaStatus {
                                 name: c.name.clone(),
-                                state: c.state.clone(),
+                                state: c.state.name().to_string(),
                                 mode: format!("{:?}", c.mode).to_uppercase(),
                                 spi_in: format!("{:08x}", c.spi_in),
                                 spi_out: format!("{:08x}", c.spi_out),
@@ -917,7 +917,7 @@ impl Driver {
         let spis: Vec<(u64, bool)> = st.iter().map(|s| (if s.initiator { s.spi_i } else { s.spi_r }, s.initiator)).collect();
         self.env.spis.replace(&self.name, &spis);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if ikes.iter().any(|i| i.state == "ESTABLISHED") {
+        if st.iter().any(|i| i.state.is_established()) {
             s.state = "established".into();
         }
         s.ike_sas = ikes;

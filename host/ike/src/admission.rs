@@ -85,6 +85,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// Not an IKE_SA_INIT request we can read the nonce of while cookies are on.
     Malformed,

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 /// Errors from building a configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("proposal {proposal:?}: unknown algorithm {token:?}")]
     UnknownAlgorithm { proposal: String, token: String },
@@ -208,6 +209,7 @@ impl fmt::Debug for Secret {
 
 /// Child SA mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Mode {
     #[default]
     Tunnel,
@@ -216,6 +218,7 @@ pub enum Mode {
 
 /// What to do with a child when the configuration is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum StartAction {
     /// Wait for the peer or an explicit `initiate`.
     #[default]
@@ -616,6 +619,7 @@ impl fmt::Display for AddrMatch {
 
 /// Which peer identities a connection accepts (swanctl `remote.id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdMatch {
     /// `%any`: any identity (the policy authorizes the concrete one).
     Any,

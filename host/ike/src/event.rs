@@ -30,6 +30,7 @@ pub enum Side {
 
 /// IKEv2 exchange types (RFC 7296 3.1), plus "none" for timer-driven failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Exchange {
     IkeSaInit,
     IkeAuth,
@@ -70,6 +71,7 @@ impl fmt::Display for Exchange {
 
 /// ESP encryption algorithm of a Child SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EspCipher {
     /// AES-GCM with a 16-byte ICV; key length in bits (128/192/256).
     AesGcm16 {
@@ -164,6 +166,7 @@ pub struct ChildSaInfo {
 
 /// Why an SA went away.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// We deleted it (API call or hard lifetime).
     LocalDelete,
@@ -244,6 +247,7 @@ pub struct IkeSaInfo {
 
 /// Events, taken with [`crate::engine::Engine::poll_event`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     IkeSaUp(IkeSaInfo),
     IkeSaDown {
@@ -292,6 +296,77 @@ pub enum Event {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where an IKE SA is (typed; [`IkeSaState::name`] for people).
+#[non_exhaustive]
+pub enum IkeSaState {
+    /// Initiator: IKE_SA_INIT request sent.
+    InitSent,
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH (half-open).
+    InitResponded,
+    /// Initiator: IKE_AUTH request sent.
+    AuthSent,
+    Established,
+    /// Replaced by a rekeyed IKE SA; waiting for the DELETE to finish.
+    Rekeyed,
+    /// DELETE for the IKE SA sent.
+    Deleting,
+}
+
+impl IkeSaState {
+    pub fn is_established(self) -> bool {
+        self == IkeSaState::Established
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IkeSaState::InitSent => "CONNECTING (IKE_SA_INIT sent)",
+            IkeSaState::InitResponded => "CONNECTING (half-open)",
+            IkeSaState::AuthSent => "CONNECTING (IKE_AUTH sent)",
+            IkeSaState::Established => "ESTABLISHED",
+            IkeSaState::Rekeyed => "REKEYED",
+            IkeSaState::Deleting => "DELETING",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a Child SA is.
+#[non_exhaustive]
+pub enum ChildSaState {
+    Installed,
+    /// Our rekey is outstanding.
+    Rekeying,
+    /// Replaced by a new SA; the old one waits for its DELETE.
+    Rekeyed,
+    /// Our DELETE is outstanding.
+    Deleting,
+}
+
+impl ChildSaState {
+    /// `INSTALLED`, `REKEYING`, `REKEYED`, `DELETING`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChildSaState::Installed => "INSTALLED",
+            ChildSaState::Rekeying => "REKEYING",
+            ChildSaState::Rekeyed => "REKEYED",
+            ChildSaState::Deleting => "DELETING",
+        }
+    }
+}
+
+impl fmt::Display for ChildSaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for IkeSaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Status of a Child SA, for `wisp status`.
 #[derive(Debug, Clone)]
 pub struct ChildSaStatus {
@@ -302,7 +377,7 @@ pub struct ChildSaStatus {
     pub algorithms: ChildAlgorithms,
     pub local_ts: Vec<TrafficSelector>,
     pub remote_ts: Vec<TrafficSelector>,
-    pub state: String,
+    pub state: ChildSaState,
     pub established_for: Duration,
     /// When the soft lifetime triggers a rekey / the hard lifetime a delete.
     pub rekey_in: Option<Duration>,
@@ -316,7 +391,7 @@ pub struct ChildSaStatus {
 pub struct IkeSaStatus {
     pub ike: IkeSaId,
     pub connection: String,
-    pub state: String,
+    pub state: IkeSaState,
     pub initiator: bool,
     pub spi_i: u64,
     pub spi_r: u64,

@@ -377,8 +377,8 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
     assert_eq!(st.len(), 2, "{st:?}");
     let sa_a = st.iter().find(|s| s.connection == "ra").unwrap().clone();
     let sa_c = st.iter().find(|s| s.connection == "rc").unwrap().clone();
-    assert_eq!(sa_a.state, "ESTABLISHED");
-    assert_eq!(sa_c.state, "ESTABLISHED");
+    assert_eq!(sa_a.state, wisp_ike::event::IkeSaState::Established);
+    assert_eq!(sa_c.state, wisp_ike::event::IkeSaState::Established);
     assert_eq!(sa_a.spi_i, sa_c.spi_i, "both peers chose the same IKE SPI");
     assert_ne!(sa_a.spi_r, sa_c.spi_r, "ours differ");
     let (ca, cc) = (sa_a.children[0].clone(), sa_c.children[0].clone());
@@ -411,6 +411,6 @@ fn peer_choosing_another_connections_spis_disturbs_nothing() {
     let pa_ike = pa.ike_sas()[0];
     pa.check_liveness(now, pa_ike).unwrap();
     pump(now, &mut resp, &mut [(&mut pa, a_ip), (&mut pc, c_ip)]);
-    assert_eq!(pa.status(now)[0].state, "ESTABLISHED");
+    assert_eq!(pa.status(now)[0].state, wisp_ike::event::IkeSaState::Established);
     assert!(pa.is_idle(), "the liveness check was answered");
 }

@@ -34,7 +34,7 @@ fn establish_ike_and_first_child_keys_match() {
     // Status snapshot shows the negotiated state.
     let s = p.a.status(p.now);
     assert_eq!(s.len(), 1);
-    assert_eq!(s[0].state, "ESTABLISHED");
+    assert_eq!(s[0].state, wisp_ike::event::IkeSaState::Established);
     assert_eq!(s[0].children.len(), 1);
     assert!(s[0].rekey_in.is_some() && s[0].expire_in.is_some());
 }

@@ -206,7 +206,7 @@ fn rekeyed_ike_sa_expires_without_peer_delete() {
     let old_b = p.b.ike_sas()[0];
     let id = p.a.ike_sas()[0];
     p.a.rekey_ike(p.now, id).unwrap();
-    let rekeyed = |p: &Pair| p.b.status(p.now).iter().any(|s| s.state == "REKEYED");
+    let rekeyed = |p: &Pair| p.b.status(p.now).iter().any(|s| s.state == wisp_ike::event::IkeSaState::Rekeyed);
     assert!(p.run_until(Duration::from_secs(5), rekeyed), "B never saw the rekey");
     // A's DELETE of the old SA (and every retransmission) is lost.
     p.blackhole = true;

@@ -177,7 +177,7 @@ fn several_peers_in_one_block_share_one_connection() {
     for (a, id, inner) in &peers {
         let s = st.iter().find(|s| s.remote.ip() == ip(a)).unwrap_or_else(|| panic!("no IKE SA for {a}"));
         assert_eq!(s.connection, "rw");
-        assert_eq!(s.state, "ESTABLISHED");
+        assert_eq!(s.state, wisp_ike::event::IkeSaState::Established);
         assert_eq!(s.remote_id.as_ref().map(|i| i.value.as_str()), Some(*id));
         // Each peer's Child SA carries only its own inner address.
         let c = net.child_ups(a);

@@ -92,6 +92,7 @@ pub struct Transmit {
 /// Errors of the API calls (never of network input, which is handled silently
 /// or reported as [`Event::Failure`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     #[error("unknown connection {0:?}")]
     UnknownConnection(String),
@@ -425,7 +426,7 @@ impl Engine {
                 IkeSaStatus {
                     ike: s.id,
                     connection: conn.name.clone(),
-                    state: s.state.name().to_string(),
+                    state: s.state,
                     initiator: s.initiator,
                     spi_i: s.spi_i,
                     spi_r: s.spi_r,
@@ -449,7 +450,7 @@ impl Engine {
                             algorithms: c.algs,
                             local_ts: c.local_ts.clone(),
                             remote_ts: c.remote_ts.clone(),
-                            state: format!("{:?}", c.state).to_uppercase(),
+                            state: c.state,
                             established_for: now.saturating_sub(c.created),
                             rekey_in: c.soft_at.map(|t| t.saturating_sub(now)),
                             expire_in: c.hard_at.map(|t| t.saturating_sub(now)),

@@ -12,33 +12,7 @@ use crate::event::{ChildAlgorithms, Exchange, IkeSaId, NatState};
 
 use super::suite::{DhSecret, IkeKeys, IkeSuite};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IkeState {
-    /// Initiator: IKE_SA_INIT request sent.
-    InitSent,
-    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH (half-open).
-    InitResponded,
-    /// Initiator: IKE_AUTH request sent.
-    AuthSent,
-    Established,
-    /// Replaced by a rekeyed IKE SA; waiting for the DELETE to finish.
-    Rekeyed,
-    /// DELETE for the IKE SA sent.
-    Deleting,
-}
-
-impl IkeState {
-    pub fn name(self) -> &'static str {
-        match self {
-            IkeState::InitSent => "CONNECTING (IKE_SA_INIT sent)",
-            IkeState::InitResponded => "CONNECTING (half-open)",
-            IkeState::AuthSent => "CONNECTING (IKE_AUTH sent)",
-            IkeState::Established => "ESTABLISHED",
-            IkeState::Rekeyed => "REKEYED",
-            IkeState::Deleting => "DELETING",
-        }
-    }
-}
+pub(crate) use crate::event::IkeSaState as IkeState;
 
 /// A Child SA negotiation we started (IKE_AUTH or CREATE_CHILD_SA).
 pub(crate) struct ChildNego {
@@ -111,16 +85,7 @@ pub(crate) enum Task {
     DeleteRemoved(Vec<u32>),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChildState {
-    Installed,
-    /// Our rekey is outstanding.
-    Rekeying,
-    /// Replaced by a new SA; the old one waits for its DELETE.
-    Rekeyed,
-    /// Our DELETE is outstanding.
-    Deleting,
-}
+pub(crate) use crate::event::ChildSaState as ChildState;
 
 /// Nonces and new SA of one rekey exchange, for collision resolution (RFC 7296 2.8.1).
 #[derive(Clone)]
