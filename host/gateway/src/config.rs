@@ -29,8 +29,11 @@
 //! dpd_delay = "2s"
 //! dpd_timeout = "6s"
 //! start_action = "start"
+//! keyingtries = 0                      # tries for initiations wisp makes itself; 0 = forever
+//!                                      # (default 0 when a child comes back by itself, else 1)
+//! reauth_time = "24h"                  # optional: reauthenticate make-before-break
 //! local.id = "a.wisp.test"
-//! remote.id = "b.wisp.test"           # default: the first remote address (an IP identity)
+//! remote.id = "b.wisp.test"           # default: the remote address when remote_addrs is one host
 //! auth.psk_file = "psk.txt"            # or auth.psk = "inline secret"; mode 0600 (0400)
 //!
 //! [connections.site-b.children.net]
@@ -40,7 +43,27 @@
 //! mode = "tunnel"
 //! rekey_time = "50m"
 //! life_time = "60m"
+//! dpd_action = "restart"               # clear | trap | restart (default restart for start children, else clear)
+//! close_action = "start"               # none | trap | start: on the peer's DELETE (same default rule)
+//!
+//! # Many peers on one connection: remote_addrs takes %any, CIDR blocks and
+//! # ranges (a list, or swanctl's "a, b" string); remote.id a pattern. An
+//! # IKE_SA_INIT goes to the connection whose addresses fit best (host >
+//! # block > %any), IKE_AUTH to the best identity fit among those; the
+//! # plugin authorizes the concrete identity. Such a connection only responds.
+//! [connections.roadwarriors]
+//! local_addrs = ["10.99.0.1"]
+//! remote_addrs = "192.0.2.0/24, 198.51.100.10-198.51.100.20"
+//! remote.id = "*.clients.wisp.test"    # or %any, *@example.net, 10.0.0.0/8
+//! auth.psk_file = "rw-psk.txt"
+//! [connections.roadwarriors.children.net]
+//! local_ts = ["10.98.1.0/24"]
+//! remote_ts = ["10.97.0.0/16"]         # each peer narrows to its own part
 //! ```
+//!
+//! A reload that changes a connection holding live SAs puts the new settings
+//! into effect at once and reauthenticates its IKE SAs make-before-break (a
+//! rotated PSK takes over without a lost packet).
 //!
 //! Every error names the file, the line and column, and the dotted field path.
 //! Durations and counts are bounded (see [`bounds`]): a value outside its range

@@ -288,6 +288,8 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
             rekeys: HashMap::new(),
             last_counters: Instant::now(),
             dirty: true,
+            last_publish: Instant::now(),
+            spi_gen: u64::MAX,
             traps: Vec::new(),
         };
         d.run(rx, autostart);
@@ -335,6 +337,9 @@ struct Driver {
     rekeys: HashMap<String, u64>,
     last_counters: Instant,
     dirty: bool,
+    last_publish: Instant,
+    /// The engine's SPI generation last published to [`SpiTable`].
+    spi_gen: u64,
     /// Dataplane traps of this connection's `start_action = trap` children: `(id, child)`.
     traps: Vec<(u64, String)>,
 }
@@ -343,6 +348,8 @@ struct Driver {
 static NEXT_TRAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 const TICK: Duration = Duration::from_secs(1);
+/// Longest a status change waits before `wisp status` shows it.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl Driver {
     fn run(&mut self, rx: DriverRx, autostart: bool) {
@@ -356,10 +363,13 @@ impl Driver {
         self.flush();
         loop {
             let now = self.env.now();
-            let wait = match self.engine.poll_timeout() {
+            let mut wait = match self.engine.poll_timeout() {
                 Some(t) => t.saturating_sub(now).min(TICK),
                 None => TICK,
             };
+            if self.dirty {
+                wait = wait.min(PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed()));
+            }
             match rx.recv_timeout(wait) {
                 Ok(Cmd::Shutdown { reply }) => {
                     self.shutdown(&rx);
@@ -686,6 +696,7 @@ impl Driver {
             self.send(&t);
         }
         let mut any = false;
+        let waiting = self.up_waiters.len() + self.down_waiters.len();
         while let Some(ev) = self.engine.poll_event() {
             any = true;
             self.on_event(ev);
@@ -698,9 +709,21 @@ impl Driver {
             self.apply_pending();
             self.dirty = true;
         }
-        if self.dirty {
+        // Our SPIs route the peers' next datagrams: published at once, but
+        // only when the set changed.
+        let gen = self.engine.spi_generation();
+        if gen != self.spi_gen {
+            self.spi_gen = gen;
+            self.env.spis.replace(&self.name, &self.engine.local_spis());
+        }
+        // The status snapshot is O(SAs): at most every PUBLISH_EVERY (a
+        // connection with thousands of peers would otherwise rebuild it per
+        // datagram), at once when a `wisp up`/`down` caller was answered.
+        let answered = self.up_waiters.len() + self.down_waiters.len() != waiting;
+        if self.dirty && (answered || self.last_publish.elapsed() >= PUBLISH_EVERY) {
             self.publish();
             self.dirty = false;
+            self.last_publish = Instant::now();
         }
     }
 
@@ -914,8 +937,6 @@ impl Driver {
             })
             .collect();
         self.env.registry.publish(&self.name, counts);
-        let spis: Vec<(u64, bool)> = st.iter().map(|s| (if s.initiator { s.spi_i } else { s.spi_r }, s.initiator)).collect();
-        self.env.spis.replace(&self.name, &spis);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         if st.iter().any(|i| i.state.is_established()) {
             s.state = "established".into();

@@ -60,7 +60,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use wisp_esp::{
@@ -198,7 +198,8 @@ global_counters! {
     rx_keepalive: "NAT keepalives received",
     rx_ike: "IKE messages received on the NAT-T socket (handed to the control side)",
     rx_malformed: "datagrams that are neither keepalive, IKE nor ESP (or truncated)",
-    rx_unknown_spi: "ESP packets for an SPI we do not have",
+    rx_unknown_spi: "ESP packets for an SPI we do not have (after holding them briefly, see EARLY_HOLD)",
+    rx_early_delivered: "ESP packets that came before their SA was installed, held and then delivered",
     rx_esp_dropped: "ESP packets dropped by an SA (replay/auth/malformed/policy/expired: see the SA)",
     rx_dummy: "dummy ESP packets (next header 59)",
     rx_delivered: "inner packets written to the TUN device",
@@ -847,6 +848,54 @@ impl TunOut {
     }
 }
 
+/// ESP for an SPI we do not have yet is held this long (at most
+/// [`EARLY_HOLD_MAX`] packets per receive loop, the oldest making room):
+/// a peer answering IKE_AUTH or CREATE_CHILD_SA may send on the new Child
+/// SA before our side has processed the answer and installed it.
+const EARLY_HOLD: Duration = Duration::from_millis(250);
+const EARLY_HOLD_MAX: usize = 32;
+/// Larger packets are not held (bounds the hold at 128 KiB per loop).
+const EARLY_HOLD_BYTES: usize = 4096;
+
+/// Packets held for an SPI not installed yet: (when, SPI, bytes, source).
+#[derive(Default)]
+struct Early(std::collections::VecDeque<(Instant, u32, Vec<u8>, libc::sockaddr_storage)>);
+
+impl Early {
+    fn hold(&mut self, s: &Shared, spi: u32, pkt: &[u8], from: &libc::sockaddr_storage) {
+        if pkt.len() > EARLY_HOLD_BYTES {
+            s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+            return;
+        }
+        if self.0.len() >= EARLY_HOLD_MAX {
+            s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+            self.0.pop_front();
+        }
+        self.0.push_back((Instant::now(), spi, pkt.to_vec(), *from));
+    }
+
+    /// Deliver what became deliverable, count what waited too long.
+    fn retry(&mut self, s: &Shared, tables: &Tables, out: &mut TunOut) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut keep = std::collections::VecDeque::new();
+        for (at, spi, mut pkt, from) in self.0.drain(..) {
+            if tables.inbound.contains_key(&spi) {
+                if let Some(r) = open_one(s, tables, &mut pkt, &from, None) {
+                    s.global.rx_early_delivered.fetch_add(1, Relaxed);
+                    out.push(s, &pkt[r]);
+                }
+            } else if at.elapsed() >= EARLY_HOLD {
+                s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+            } else {
+                keep.push_back((at, spi, pkt, from));
+            }
+        }
+        self.0 = keep;
+    }
+}
+
 /// Inbound: UDP (GRO batches split by their segment size) → classify →
 /// SAD → open → selector check → TUN (coalesced with offload).
 fn rx_loop(s: &Shared, batch_size: usize) {
@@ -855,10 +904,16 @@ fn rx_loop(s: &Shared, batch_size: usize) {
     let (msgs, size) = if s.udp_gro { (batch_size.div_ceil(8).max(4), 65536) } else { (batch_size, 16 * 1024) };
     let mut batch = sys::RecvBatch::new(msgs, size);
     let mut out = TunOut::new(batch_size.max(tun::MAX_SEGS));
+    let mut early = Early::default();
     while !s.stop.load(Relaxed) {
         let n = match batch.recv(udp) {
             Ok(0) => {
-                let _ = sys::poll_in(udp, 100);
+                if !early.0.is_empty() {
+                    let tables = s.tables.load();
+                    early.retry(s, &tables, &mut out);
+                    out.flush(s);
+                }
+                let _ = sys::poll_in(udp, if early.0.is_empty() { 100 } else { 10 });
                 continue;
             }
             Ok(n) => n,
@@ -881,11 +936,12 @@ fn rx_loop(s: &Shared, batch_size: usize) {
                 let pkt = &mut batch.bufs[i][off..end];
                 off = end;
                 s.global.rx_datagrams.fetch_add(1, Relaxed);
-                if let Some(r) = open_one(s, &tables, pkt, &from) {
+                if let Some(r) = open_one(s, &tables, pkt, &from, Some(&mut early)) {
                     out.push(s, &pkt[r]);
                 }
             }
         }
+        early.retry(s, &tables, &mut out);
         drop(tables);
         out.flush(s);
     }
@@ -893,7 +949,7 @@ fn rx_loop(s: &Shared, batch_size: usize) {
 
 /// One received datagram: keepalive / IKE (to the sink) / ESP. Returns
 /// the range of an accepted inner packet within `pkt`.
-fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_storage) -> Option<Range<usize>> {
+fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_storage, early: Option<&mut Early>) -> Option<Range<usize>> {
     match wisp_esp::classify(pkt) {
         Classified::Keepalive => {
             s.global.rx_keepalive.fetch_add(1, Relaxed);
@@ -912,7 +968,12 @@ fn open_one(s: &Shared, tables: &Tables, pkt: &mut [u8], from: &libc::sockaddr_s
         }
         Classified::Esp(spi) => {
             let Some(e) = tables.inbound.get(&spi) else {
-                s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+                match early {
+                    Some(h) => h.hold(s, spi, pkt, from),
+                    None => {
+                        s.global.rx_unknown_spi.fetch_add(1, Relaxed);
+                    }
+                }
                 return None;
             };
             match e.sa.open(pkt) {

@@ -411,6 +411,18 @@ impl Engine {
         self.sas.values().filter(|s| s.state == IkeState::InitResponded).count()
     }
 
+    /// Changes whenever one of our IKE SPIs comes or goes (a caller routing
+    /// datagrams by [`Engine::local_spis`] refreshes its table then).
+    pub fn spi_generation(&self) -> u64 {
+        self.by_spi.generation
+    }
+
+    /// Our IKE SPI of every IKE SA (zombies included: they still answer),
+    /// and whether we initiated it (then it is the SPIi, else the SPIr).
+    pub fn local_spis(&self) -> Vec<(u64, bool)> {
+        self.sas.values().map(|s| (s.local_spi(), s.initiator)).filter(|(s, _)| *s != 0).collect()
+    }
+
     /// Handles of all live IKE SAs.
     pub fn ike_sas(&self) -> Vec<IkeSaId> {
         self.sas.keys().filter(|k| !self.zombies.contains_key(k)).copied().collect()

@@ -48,6 +48,8 @@ impl EspSpis {
 pub(super) struct IkeSpis {
     map: HashMap<u64, IkeSaId>,
     pool: Option<Arc<SpiPool>>,
+    /// Bumped whenever an SPI comes or goes.
+    pub(super) generation: u64,
 }
 
 impl IkeSpis {
@@ -64,12 +66,14 @@ impl IkeSpis {
         if let Some(p) = &self.pool {
             p.reserve_ike(spi);
         }
+        self.generation += 1;
         self.map.insert(spi, id)
     }
 
     pub(super) fn remove(&mut self, spi: &u64) -> Option<IkeSaId> {
         let r = self.map.remove(spi);
         if r.is_some() {
+            self.generation += 1;
             if let Some(p) = &self.pool {
                 p.release_ike(*spi);
             }
