@@ -350,6 +350,8 @@ static NEXT_TRAP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 const TICK: Duration = Duration::from_secs(1);
 /// Longest a status change waits before `wisp status` shows it.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Up to this many IKE SAs the snapshot is rebuilt on every change.
+const PUBLISH_AT_ONCE_UP_TO: usize = 64;
 
 impl Driver {
     fn run(&mut self, rx: DriverRx, autostart: bool) {
@@ -367,7 +369,7 @@ impl Driver {
                 Some(t) => t.saturating_sub(now).min(TICK),
                 None => TICK,
             };
-            if self.dirty {
+            if self.dirty && self.engine.ike_sa_count() > PUBLISH_AT_ONCE_UP_TO {
                 wait = wait.min(PUBLISH_EVERY.saturating_sub(self.last_publish.elapsed()));
             }
             match rx.recv_timeout(wait) {
@@ -716,11 +718,13 @@ impl Driver {
             self.spi_gen = gen;
             self.env.spis.replace(&self.name, &self.engine.local_spis());
         }
-        // The status snapshot is O(SAs): at most every PUBLISH_EVERY (a
-        // connection with thousands of peers would otherwise rebuild it per
-        // datagram), at once when a `wisp up`/`down` caller was answered.
+        // The status snapshot is O(SAs): with many SAs at most every
+        // PUBLISH_EVERY (a connection with thousands of peers would otherwise
+        // rebuild it per datagram); at once with few, or when a `wisp
+        // up`/`down` caller was answered.
         let answered = self.up_waiters.len() + self.down_waiters.len() != waiting;
-        if self.dirty && (answered || self.last_publish.elapsed() >= PUBLISH_EVERY) {
+        let few = self.engine.ike_sa_count() <= PUBLISH_AT_ONCE_UP_TO;
+        if self.dirty && (few || answered || self.last_publish.elapsed() >= PUBLISH_EVERY) {
             self.publish();
             self.dirty = false;
             self.last_publish = Instant::now();

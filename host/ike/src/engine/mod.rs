@@ -423,6 +423,11 @@ impl Engine {
         self.sas.values().map(|s| (s.local_spi(), s.initiator)).filter(|(s, _)| *s != 0).collect()
     }
 
+    /// Number of IKE SAs held (lingering ones included), in O(1).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
     /// Handles of all live IKE SAs.
     pub fn ike_sas(&self) -> Vec<IkeSaId> {
         self.sas.keys().filter(|k| !self.zombies.contains_key(k)).copied().collect()
