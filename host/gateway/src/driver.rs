@@ -365,7 +365,9 @@ impl Driver {
         self.flush();
         loop {
             let now = self.env.now();
-            let mut wait = match self.engine.poll_timeout() {
+            // poll_timeout is O(SAs): asked once per turn.
+            let deadline = self.engine.poll_timeout();
+            let mut wait = match deadline {
                 Some(t) => t.saturating_sub(now).min(TICK),
                 None => TICK,
             };
@@ -391,7 +393,9 @@ impl Driver {
                 }
             }
             let now = self.env.now();
-            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            // Work a command scheduled lies in the future; due work was due
+            // before it (poll_timeout is O(SAs): asked once per turn).
+            if deadline.is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
             if self.last_counters.elapsed() >= TICK {

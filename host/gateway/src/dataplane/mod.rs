@@ -282,6 +282,9 @@ struct Tables {
     inbound: HashMap<u32, Arc<InEntry>>,
     /// SPD order: first match wins.
     outbound: Vec<Arc<OutEntry>>,
+    /// The same outbound entries by the Child SA's inbound SPI (counters
+    /// lookups in O(1) instead of a scan of the SPD).
+    out_by_in: HashMap<u32, Arc<OutEntry>>,
     traps: Vec<Arc<Trap>>,
 }
 
@@ -291,6 +294,8 @@ impl Tables {
     fn replace_outbound(&mut self, old_spi_in: u32, i: Arc<InEntry>, o: Arc<OutEntry>) {
         let new_in = i.sa.spi();
         self.inbound.entry(new_in).or_insert(i);
+        self.out_by_in.remove(&old_spi_in);
+        self.out_by_in.insert(o.spi_in, o.clone());
         match self.outbound.iter().position(|e| e.spi_in == old_spi_in) {
             Some(pos) => self.outbound[pos] = o,
             None => self.outbound.push(o),
@@ -301,6 +306,7 @@ impl Tables {
     fn remove_child(&mut self, spi_in: u32) {
         self.inbound.remove(&spi_in);
         self.outbound.retain(|e| e.spi_in != spi_in);
+        self.out_by_in.remove(&spi_in);
     }
 }
 
@@ -436,6 +442,7 @@ impl Dataplane {
             return Err(DataplaneError::DuplicateSpi(spec.spi_in));
         }
         t.inbound.insert(spec.spi_in, i);
+        t.out_by_in.insert(spec.spi_in, o.clone());
         t.outbound.push(o);
         self.shared.tables.store(Arc::new(t));
         self.sync_routes(&mut routes)
@@ -510,6 +517,7 @@ impl Dataplane {
         }
         for e in t.outbound.iter_mut().filter(|e| e.spi_in == spi_in) {
             *e = Arc::new(OutEntry { peer, dst: sys::to_sockaddr(peer, self.shared.udp_v6), ..OutEntry::clone(e) });
+            t.out_by_in.insert(spi_in, e.clone());
             found = true;
         }
         if !found {
@@ -574,7 +582,7 @@ impl Dataplane {
     pub fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters> {
         let t = self.shared.tables.load();
         let i = t.inbound.get(&spi_in);
-        let o = t.outbound.iter().find(|e| e.spi_in == spi_in);
+        let o = t.out_by_in.get(&spi_in);
         if i.is_none() && o.is_none() {
             return None;
         }
@@ -593,7 +601,7 @@ impl Dataplane {
             .inbound
             .values()
             .map(|i| {
-                let o = t.outbound.iter().find(|e| e.spi_in == i.sa.spi());
+                let o = t.out_by_in.get(&i.sa.spi());
                 ChildCounters {
                     spi_in: i.sa.spi(),
                     spi_out: i.spi_out,
@@ -1065,6 +1073,7 @@ mod spi_ownership {
 
     fn install(t: &mut Tables, (i, o): (Arc<InEntry>, Arc<OutEntry>)) {
         t.inbound.insert(i.sa.spi(), i);
+        t.out_by_in.insert(o.spi_in, o.clone());
         t.outbound.push(o);
     }
 

@@ -333,7 +333,8 @@ impl Engine {
             return;
         }
         // Cookies under half-open pressure: no state for a request without a valid one.
-        if self.half_open_count() >= self.config.cookie_threshold {
+        // (cheap test first: counting half-open SAs is O(SAs))
+        if self.sas.len() >= self.config.cookie_threshold && self.half_open_count() >= self.config.cookie_threshold {
             let expected = suite::cookie(&self.cookie_secret, ni, remote.ip(), h.spi_i);
             let presented = match msg.payloads.first() {
                 Some(Payload::Notify(n)) if n.notify_type == NotifyType::COOKIE => Some(&n.data),

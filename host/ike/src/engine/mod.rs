@@ -148,6 +148,8 @@ pub struct Engine {
     shared: SharedState,
     /// Children the engine brings back by itself (see `recovery.rs`).
     recovery: recovery::Recovery,
+    /// Some reauthentication is under way (`reauth.rs` looks only then).
+    reauth_active: bool,
 }
 
 impl Engine {
@@ -171,6 +173,7 @@ impl Engine {
             zombies: HashMap::new(),
             shared: SharedState::default(),
             recovery: recovery::Recovery::default(),
+            reauth_active: false,
         })
     }
 

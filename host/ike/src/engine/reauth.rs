@@ -51,6 +51,7 @@ impl Engine {
         if let Some(o) = self.sas.get_mut(&ike) {
             o.reauth_by = Some(new);
         }
+        self.reauth_active = true;
         Ok(new)
     }
 
@@ -73,6 +74,9 @@ impl Engine {
     /// Finish reauthentications whose new SA is complete (delete the old
     /// SA); forget those whose new SA failed.
     pub(super) fn reauth_progress(&mut self) {
+        if !self.reauth_active {
+            return;
+        }
         let now = self.recovery.clock;
         let done: Vec<(IkeSaId, IkeSaId)> = self
             .sas
@@ -119,6 +123,7 @@ impl Engine {
                 s.reauth_at = Some(now + REAUTH_RETRY);
             }
         }
+        self.reauth_active = self.sas.values().any(|s| s.reauth_of.is_some() || s.reauth_by.is_some());
     }
 
     /// Start the reauthentications that are due.

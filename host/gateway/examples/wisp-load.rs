@@ -1,0 +1,214 @@
+//! Load client for `scripts/bench-scale.sh` (not part of the daemon): one
+//! `wisp_ike::engine::Engine` acting as thousands of initiators over real
+//! UDP, from many local addresses, against one wisp gateway. Each IKE SA
+//! carries one Child SA; the client keeps a window of negotiations in
+//! flight and reports how fast they complete.
+//!
+//! ```text
+//! wisp-load TARGET_IP SRC_PREFIX FIRST LAST TOTAL WINDOW PSK
+//!   e.g. wisp-load 10.76.0.1 10.76.1. 1 100 10000 256 load-psk-0123456789
+//! ```
+//! Source address `SRC_PREFIX{i}` is connection `c{i}` with identity
+//! `c{i}.load.test` and inner network `10.200.{i}.0/24`. Prints one line of
+//! `key=value` results; then holds the SAs until stdin closes (so the
+//! script can measure the gateway with them all up), and deletes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wisp_ike::config::{identity, selector, ChildConfig, Config, ConnectionConfig, Retransmit};
+use wisp_ike::engine::Engine;
+use wisp_ike::event::{Event, IkeSaId};
+use wisp_ike::native_policy::ConfigPolicy;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() != 8 {
+        eprintln!("usage: wisp-load TARGET_IP SRC_PREFIX FIRST LAST TOTAL WINDOW PSK");
+        std::process::exit(2);
+    }
+    let target: IpAddr = a[1].parse().expect("target");
+    let (first, last): (u32, u32) = (a[3].parse().expect("first"), a[4].parse().expect("last"));
+    let total: usize = a[5].parse().expect("total");
+    let window: usize = a[6].parse().expect("window");
+    let psk = a[7].as_bytes();
+    let mut conns = Vec::new();
+    let mut socks: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+    for i in first..=last {
+        let src: IpAddr = format!("{}{i}", a[2]).parse().expect("source address");
+        let mut c = ConnectionConfig::new(
+            &format!("c{i}"),
+            identity(&format!("c{i}.load.test")),
+            Some(identity("gw.load.test")),
+            psk,
+            &["aes128gcm16-prfsha256-x25519"],
+        )
+        .expect("connection");
+        c.local_addrs = vec![src];
+        c.remote_addrs = vec![target.into()];
+        c.initial_contact = false;
+        c.caps.max_ike_sas = total + 1;
+        c.caps.max_child_sas = total + 1;
+        c.retransmit = Retransmit { timeout: Duration::from_secs(2), backoff: 1.5, tries: 4 };
+        let local_ts = selector(&format!("10.200.{}.0/24", i % 256)).expect("selector");
+        c.children.push(ChildConfig::new("n", vec![local_ts], vec![selector("10.199.0.0/16").unwrap()], &["aes128gcm16"]).unwrap());
+        conns.push(c);
+        for port in [500, 4500] {
+            let at = SocketAddr::new(src, port);
+            let s = UdpSocket::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}"));
+            s.set_nonblocking(true).unwrap();
+            socks.insert(at, s);
+        }
+    }
+    let names: Vec<String> = conns.iter().map(|c| c.name.clone()).collect();
+    let cfg = Config { connections: conns, ..Config::default() };
+    let mut e = Engine::new(cfg.clone(), Arc::new(ConfigPolicy::new(&cfg)), [5; 32]).expect("engine");
+    let fds: Vec<(SocketAddr, i32)> = socks.iter().map(|(a, s)| (*a, s.as_raw_fd())).collect();
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|(_, fd)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
+    let epoch = Instant::now();
+    let now = || epoch.elapsed();
+    let mut pending: HashSet<IkeSaId> = HashSet::new();
+    let (mut started, mut up, mut failed) = (0usize, 0usize, 0usize);
+    let mut buf = vec![0u8; 65536];
+    let mut last_timer = Instant::now();
+    let mut first_up: Option<Duration> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut started_at: HashMap<IkeSaId, Duration> = HashMap::new();
+    while up + failed < total && Instant::now() < deadline {
+        while pending.len() < window && started < total {
+            let t = now();
+            match e.initiate(t, &names[started % names.len()]) {
+                Ok(id) => {
+                    pending.insert(id);
+                    started_at.insert(id, t);
+                }
+                Err(err) => {
+                    eprintln!("initiate: {err}");
+                    failed += 1;
+                }
+            }
+            started += 1;
+        }
+        flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, now());
+        // SAFETY: `pfds` is a valid array of pollfd for the whole call.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 2) };
+        if r > 0 {
+            for (i, p) in pfds.iter_mut().enumerate() {
+                if p.revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                p.revents = 0;
+                let (local, _) = fds[i];
+                let s = &socks[&local];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let bytes = if local.port() == 4500 {
+                        if n < 4 || buf[..4] != [0; 4] {
+                            continue; // ESP or keepalive: not ours to handle here
+                        }
+                        &buf[4..n]
+                    } else {
+                        &buf[..n]
+                    };
+                    e.handle_datagram(now(), local, from, bytes);
+                }
+            }
+        }
+        if last_timer.elapsed() >= Duration::from_millis(50) {
+            last_timer = Instant::now();
+            let t = now();
+            if e.poll_timeout().is_some_and(|d| d <= t) {
+                e.handle_timeout(t);
+            }
+        }
+    }
+    let el = epoch.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |q: f64| {
+        latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    println!(
+        "started={started} established={up} failed={failed} seconds={el:.2} rate={:.0}/s sources={} latency_ms_p50={:.1} latency_ms_p99={:.1}",
+        up as f64 / el,
+        names.len(),
+        pct(0.5),
+        pct(0.99)
+    );
+    // Hold the SAs (answering DPD and rekeys) until stdin closes.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        while std::io::stdin().read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        let _ = tx.send(());
+    });
+    while rx.try_recv().is_err() {
+        // SAFETY: as above.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 20) };
+        if r > 0 {
+            for (i, p) in pfds.iter_mut().enumerate() {
+                if p.revents & libc::POLLIN == 0 {
+                    continue;
+                }
+                p.revents = 0;
+                let (local, _) = fds[i];
+                let s = &socks[&local];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    if local.port() == 4500 && (n < 4 || buf[..4] != [0; 4]) {
+                        continue;
+                    }
+                    let off = if local.port() == 4500 { 4 } else { 0 };
+                    e.handle_datagram(now(), local, from, &buf[off..n]);
+                }
+            }
+        }
+        let t = now();
+        if e.poll_timeout().is_some_and(|d| d <= t) {
+            e.handle_timeout(t);
+        }
+        flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, t);
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // a bench loop's counters
+fn flush(
+    e: &mut Engine,
+    socks: &HashMap<SocketAddr, UdpSocket>,
+    pending: &mut HashSet<IkeSaId>,
+    up: &mut usize,
+    failed: &mut usize,
+    first_up: &mut Option<Duration>,
+    started_at: &HashMap<IkeSaId, Duration>,
+    latencies: &mut Vec<Duration>,
+    now: Duration,
+) {
+    while let Some(t) = e.poll_transmit() {
+        let Some(s) = socks.get(&t.local) else { continue };
+        if t.non_esp_marker {
+            let mut m = vec![0u8; 4];
+            m.extend_from_slice(&t.bytes);
+            let _ = s.send_to(&m, t.remote);
+        } else {
+            let _ = s.send_to(&t.bytes, t.remote);
+        }
+    }
+    while let Some(ev) = e.poll_event() {
+        match ev {
+            Event::ChildSaUp(c) if pending.remove(&c.ike) => {
+                *up += 1;
+                first_up.get_or_insert(now);
+                if let Some(t0) = started_at.get(&c.ike) {
+                    latencies.push(now.saturating_sub(*t0));
+                }
+            }
+            Event::Failure(f) if f.ike.is_some_and(|ike| pending.remove(&ike)) => {
+                *failed += 1;
+                eprintln!("failed: {f}");
+            }
+            _ => {}
+        }
+    }
+}
