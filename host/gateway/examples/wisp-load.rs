@@ -95,29 +95,7 @@ fn main() {
             started += 1;
         }
         flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, now());
-        // SAFETY: `pfds` is a valid array of pollfd for the whole call.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 2) };
-        if r > 0 {
-            for (i, p) in pfds.iter_mut().enumerate() {
-                if p.revents & libc::POLLIN == 0 {
-                    continue;
-                }
-                p.revents = 0;
-                let (local, _) = fds[i];
-                let s = &socks[&local];
-                while let Ok((n, from)) = s.recv_from(&mut buf) {
-                    let bytes = if local.port() == 4500 {
-                        if n < 4 || buf[..4] != [0; 4] {
-                            continue; // ESP or keepalive: not ours to handle here
-                        }
-                        &buf[4..n]
-                    } else {
-                        &buf[..n]
-                    };
-                    e.handle_datagram(now(), local, from, bytes);
-                }
-            }
-        }
+        pump(&mut e, &socks, &fds, &mut pfds, &mut buf, 2, now());
         if last_timer.elapsed() >= Duration::from_millis(50) {
             last_timer = Instant::now();
             let t = now();
@@ -146,30 +124,45 @@ fn main() {
         let _ = tx.send(());
     });
     while rx.try_recv().is_err() {
-        // SAFETY: as above.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 20) };
-        if r > 0 {
-            for (i, p) in pfds.iter_mut().enumerate() {
-                if p.revents & libc::POLLIN == 0 {
-                    continue;
-                }
-                p.revents = 0;
-                let (local, _) = fds[i];
-                let s = &socks[&local];
-                while let Ok((n, from)) = s.recv_from(&mut buf) {
-                    if local.port() == 4500 && (n < 4 || buf[..4] != [0; 4]) {
-                        continue;
-                    }
-                    let off = if local.port() == 4500 { 4 } else { 0 };
-                    e.handle_datagram(now(), local, from, &buf[off..n]);
-                }
-            }
-        }
+        pump(&mut e, &socks, &fds, &mut pfds, &mut buf, 20, now());
         let t = now();
         if e.poll_timeout().is_some_and(|d| d <= t) {
             e.handle_timeout(t);
         }
         flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, t);
+    }
+}
+
+/// Wait up to `ms` for datagrams and hand every IKE message to the engine
+/// (on 4500 only those with the non-ESP marker).
+fn pump(
+    e: &mut Engine,
+    socks: &HashMap<SocketAddr, UdpSocket>,
+    fds: &[(SocketAddr, i32)],
+    pfds: &mut [libc::pollfd],
+    buf: &mut [u8],
+    ms: i32,
+    now: Duration,
+) {
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of pollfd for the whole call.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if r <= 0 {
+        return;
+    }
+    for (i, p) in pfds.iter_mut().enumerate() {
+        if p.revents & libc::POLLIN == 0 {
+            continue;
+        }
+        p.revents = 0;
+        let (local, _) = fds[i];
+        let s = &socks[&local];
+        while let Ok((n, from)) = s.recv_from(buf) {
+            let off = if local.port() == 4500 { 4 } else { 0 };
+            if off == 4 && (n < 4 || buf[..4] != [0; 4]) {
+                continue; // ESP or keepalive: not ours to handle here
+            }
+            e.handle_datagram(now, local, from, &buf[off..n]);
+        }
     }
 }
 

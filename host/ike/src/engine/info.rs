@@ -22,17 +22,9 @@ impl Engine {
                         let spi_out = u32::from_be_bytes(b);
                         if let Some(i) = sa.child_by_out(spi_out) {
                             let c = sa.children.remove(i);
-                            self.spis_in.remove(&c.spi_in);
                             ours.push(c.spi_in.to_be_bytes().to_vec());
                             let reason = if c.state == ChildState::Rekeyed { DownReason::Rekeyed } else { DownReason::RemoteDelete };
-                            self.events.push_back(Event::ChildSaDown {
-                                ike: sa.id,
-                                connection: self.config.connections[sa.conn].name.clone(),
-                                name: c.name,
-                                spi_in: c.spi_in,
-                                spi_out: c.spi_out,
-                                reason,
-                            });
+                            self.child_gone(&sa, c, reason);
                             // Our own DELETE for it (if outstanding) will find nothing.
                         }
                     }

@@ -666,6 +666,20 @@ impl Engine {
         self.transmits.push_back(t);
     }
 
+    /// Child `c`, removed from `sa`, goes down: forget its inbound SPI and
+    /// report it.
+    fn child_gone(&mut self, sa: &IkeSa, c: Child, reason: DownReason) {
+        self.spis_in.remove(&c.spi_in);
+        self.events.push_back(Event::ChildSaDown {
+            ike: sa.id,
+            connection: self.config.connections[sa.conn].name.clone(),
+            name: c.name,
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            reason,
+        });
+    }
+
     // Issue 11's typed FailureReason replaces this signature.
     #[allow(clippy::too_many_arguments)]
     fn failure(
@@ -1099,20 +1113,12 @@ impl Engine {
                 for spi in spis {
                     if let Some(i) = sa.child_idx(spi) {
                         let c = sa.children.remove(i);
-                        self.spis_in.remove(&c.spi_in);
                         let reason = match (c.state, c.expired) {
                             (ChildState::Rekeyed, _) => DownReason::Rekeyed,
                             (_, true) => DownReason::Expired,
                             _ => DownReason::LocalDelete,
                         };
-                        self.events.push_back(Event::ChildSaDown {
-                            ike: sa.id,
-                            connection: self.config.connections[sa.conn].name.clone(),
-                            name: c.name,
-                            spi_in: c.spi_in,
-                            spi_out: c.spi_out,
-                            reason,
-                        });
+                        self.child_gone(&sa, c, reason);
                     }
                 }
                 self.kick(now, &mut sa);

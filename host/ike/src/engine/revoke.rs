@@ -193,15 +193,7 @@ impl Engine {
             return;
         };
         let c = sa.children.remove(i);
-        self.spis_in.remove(&c.spi_in);
-        self.events.push_back(Event::ChildSaDown {
-            ike: sa.id,
-            connection: self.config.connections[sa.conn].name.clone(),
-            name: c.name,
-            spi_in: c.spi_in,
-            spi_out: c.spi_out,
-            reason,
-        });
+        self.child_gone(sa, c, reason);
     }
 
     /// Our outstanding rekey of a Child SA that was just revoked must not
