@@ -707,16 +707,10 @@ impl Engine {
     fn teardown(&mut self, mut sa: IkeSa, reason: DownReason) {
         let children = std::mem::take(&mut sa.children);
         for c in children {
-            self.spis_in.remove(&c.spi_in);
             if sa.up_reported {
-                self.events.push_back(Event::ChildSaDown {
-                    ike: sa.id,
-                    connection: self.config.connections[sa.conn].name.clone(),
-                    name: c.name,
-                    spi_in: c.spi_in,
-                    spi_out: c.spi_out,
-                    reason: reason.clone(),
-                });
+                self.child_gone(&sa, c, reason.clone());
+            } else {
+                self.spis_in.remove(&c.spi_in);
             }
         }
         if sa.up_reported {
