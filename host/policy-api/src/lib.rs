@@ -237,7 +237,7 @@ impl ProposalChoice {
 }
 
 /// What the host knows about a negotiation when it asks for a decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerContext {
     pub connection: String,
     pub remote_address: IpAddr,
@@ -253,7 +253,7 @@ pub struct PeerContext {
 }
 
 /// Facts for authorization, after the AUTH payload was verified by the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthInfo {
     pub peer_identity: Identity,
     pub method: AuthMethod,
@@ -262,7 +262,7 @@ pub struct AuthInfo {
 }
 
 /// Selectors to narrow, from this gateway's perspective.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SelectorRequest {
     pub remote_proposed: Vec<TrafficSelector>,
     pub local_proposed: Vec<TrafficSelector>,
@@ -271,7 +271,7 @@ pub struct SelectorRequest {
 }
 
 /// Narrowed selectors, from this gateway's perspective.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SelectorPair {
     pub remote: Vec<TrafficSelector>,
     pub local: Vec<TrafficSelector>,
@@ -335,6 +335,12 @@ pub enum PolicyError {
     /// answer). The negotiation fails closed.
     #[error("policy {decider} failed: {detail}")]
     Failed { decider: String, detail: String },
+    /// Not decided yet: an asynchronous policy (`wisp_policy::AsyncPolicy`)
+    /// queued the question for its workers. Never a refusal: the IKE engine
+    /// parks the negotiation that asked and asks the same question again after
+    /// `Engine::policy_ready`, when the answer is in.
+    #[error("policy {decider}: decision pending")]
+    Deferred { decider: String },
 }
 
 impl PolicyError {
@@ -343,7 +349,13 @@ impl PolicyError {
         match self {
             PolicyError::Refused { reason, .. } => reason,
             PolicyError::Failed { detail, .. } => detail,
+            PolicyError::Deferred { .. } => "decision pending",
         }
+    }
+
+    /// True for [`PolicyError::Deferred`]: ask again later.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, PolicyError::Deferred { .. })
     }
 }
 

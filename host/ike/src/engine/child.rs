@@ -275,6 +275,7 @@ impl Engine {
                     ts_reason = format!("policy {} returned selectors outside the proposal", self.policy.describe());
                     continue;
                 }
+                Err(e) if e.is_deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, policy_reason(&e))),
                 Err(e) => {
                     ts_reason = format!("child {}: {}", ch.name, policy_reason(&e));
                     continue;
@@ -294,6 +295,7 @@ impl Engine {
                     picked = Some((ti, pair, usable[i].spi.clone(), chosen));
                     break;
                 }
+                Err(reason) if self.policy.deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, reason)),
                 Err(reason) => prop_reason = Some(format!("child {}: {reason}", ch.name)),
             }
         }
@@ -554,14 +556,28 @@ impl Engine {
         Ok(info)
     }
 
-    /// Start a queued task (the request window is free).
-    pub(super) fn start_task(&mut self, now: Duration, sa: &mut IkeSa, task: Task) {
+    /// Start a queued task (the request window is free). `false`: it waits
+    /// for a policy decision and is first in the queue again.
+    pub(super) fn start_task(&mut self, now: Duration, sa: &mut IkeSa, task: Task) -> bool {
+        self.policy.take_deferred();
+        let again = task.clone();
+        self.start_task_now(now, sa, task);
+        if self.policy.take_deferred() {
+            sa.tasks.push_front(again);
+            self.task_waits(now, sa);
+            return false;
+        }
+        true
+    }
+
+    fn start_task_now(&mut self, now: Duration, sa: &mut IkeSa, task: Task) {
         match task {
             Task::CreateChild(name) => match self.child_nego(sa, &name, None, true) {
                 Ok(nego) => {
                     let p = child_request_payloads(&nego, true);
                     self.send_request(now, sa, ExchangeType::CREATE_CHILD_SA, p, Pending::CreateChild(nego));
                 }
+                Err(_) if self.policy.deferred() => {}
                 Err(e) => {
                     let remote = sa.remote;
                     self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, e.to_string(), None);
@@ -579,6 +595,7 @@ impl Engine {
                         let p = child_request_payloads(&nego, true);
                         self.send_request(now, sa, ExchangeType::CREATE_CHILD_SA, p, Pending::CreateChild(nego));
                     }
+                    Err(_) if self.policy.deferred() => {}
                     Err(e) => {
                         let remote = sa.remote;
                         self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, e.to_string(), None);
@@ -590,6 +607,9 @@ impl Engine {
                 let mut ctx = self.ctx(sa, sa.conn, true);
                 ctx.trigger = DecisionTrigger::Rekey;
                 if let Err(reason) = self.reauthorize(sa, &ctx) {
+                    if self.policy.deferred() {
+                        return;
+                    }
                     let remote = sa.remote;
                     self.failure(
                         Some(sa),
@@ -605,6 +625,7 @@ impl Engine {
                 let conn = &self.config.connections[sa.conn];
                 let order = match self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals) {
                     Ok(o) => o,
+                    Err(_) if self.policy.deferred() => return,
                     Err(reason) => {
                         let remote = sa.remote;
                         self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, reason, None);
@@ -705,6 +726,10 @@ impl Engine {
         }
         let nr = self.nonce();
         match self.respond_child(now, &mut sa, &payloads, &ni, &nr, false, rekey_idx) {
+            Err(_) if self.policy.take_deferred() => {
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
             Ok((out, info)) => {
                 self.send_response(&mut sa, ExchangeType::CREATE_CHILD_SA, h.message_id, out);
                 match rekey_idx {
@@ -771,6 +796,10 @@ impl Engine {
         };
         let (idx, chosen) = match sel {
             Ok(c) => c,
+            Err(_) if self.policy.take_deferred() => {
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
             Err(reason) => {
                 reply(self, &mut sa, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
                 let remote = sa.remote;
@@ -792,6 +821,10 @@ impl Engine {
         // The peer keeps its authenticated identity only while the policy still
         // authorizes it: a rekey asks again.
         if let Err(reason) = self.reauthorize(&sa, &ctx) {
+            if self.policy.take_deferred() {
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
             reply(self, &mut sa, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
             let remote = sa.remote;
             self.failure(Some(&sa), remote, None, Side::Local, ex, reason, Some(NotifyType::AUTHENTICATION_FAILED));

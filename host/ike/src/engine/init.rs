@@ -46,33 +46,58 @@ impl Engine {
         sa.state = IkeState::InitSent;
         sa.created = now;
         sa.last_recv = now;
-        let ctx = self.ctx(&sa, ci, true);
+        sa.first_child_name = child;
+        self.by_spi.insert(spi_i, id);
+        match self.prepare_init(now, &mut sa) {
+            Ok(true) => {}
+            Ok(false) => self.init_waits(now, &sa),
+            Err(e) => {
+                self.forget(&sa);
+                return Err(e);
+            }
+        }
+        self.put(sa);
+        Ok(id)
+    }
+
+    /// Our IKE SA `sa` (`InitSent`, nothing sent yet): order the proposals,
+    /// prepare the first child and send IKE_SA_INIT. `Ok(false)`: a policy
+    /// decision is deferred, nothing changed; ask again later.
+    pub(super) fn prepare_init(&mut self, now: Duration, sa: &mut IkeSa) -> Result<bool, EngineError> {
+        self.policy.take_deferred();
+        let ci = sa.conn;
+        let ctx = self.ctx(sa, ci, true);
         let conn = &self.config.connections[ci];
-        let order = self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals).map_err(EngineError::Policy)?;
-        sa.offered = order
+        let order = match self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals) {
+            Ok(o) => o,
+            Err(_) if self.policy.take_deferred() => return Ok(false),
+            Err(e) => return Err(EngineError::Policy(e)),
+        };
+        let offered: Vec<codec::Proposal> = order
             .iter()
             .enumerate()
             .map(|(n, &i)| convert::to_wire_proposal(&conn.ike_proposals[i], n as u8 + 1, Vec::new(), true))
             .collect();
-        let group = sa
-            .offered
+        let group = offered
             .iter()
             .flat_map(|p| p.transforms_of(codec::TransformType::DH))
             .map(|t| t.id)
             .find(|g| suite::dh_supported(*g))
             .ok_or_else(|| EngineError::Policy("no supported key exchange group in the IKE proposals".into()))?;
-        if let Some(child) = child {
-            let nego = self.child_nego(&sa, &child, None, false)?;
-            sa.first_child = Some(nego);
+        if let Some(child) = sa.first_child_name.clone() {
+            match self.child_nego(sa, &child, None, false) {
+                Ok(nego) => sa.first_child = Some(nego),
+                Err(_) if self.policy.take_deferred() => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
+        sa.offered = offered;
         let (dh, _) = suite::dh_generate(group, &mut self.rng).ok_or_else(|| EngineError::Policy("DH failed".into()))?;
         sa.dh = Some(dh);
         sa.group = group;
         sa.ni = self.nonce();
-        self.by_spi.insert(spi_i, id);
-        self.send_init_request(now, &mut sa);
-        self.put(sa);
-        Ok(id)
+        self.send_init_request(now, sa);
+        Ok(true)
     }
 
     fn send_init_request(&mut self, now: Duration, sa: &mut IkeSa) {
@@ -285,6 +310,7 @@ impl Engine {
 
     pub(super) fn responder_init(&mut self, now: Duration, local: SocketAddr, remote: SocketAddr, bytes: &[u8], h: &Header) {
         let ex = Exchange::IkeSaInit;
+        self.policy.take_deferred();
         // Retransmitted request → cached response.
         if let Some(&id) = self.half_open_index.get(&(h.spi_i, remote)) {
             if let Some(sa) = self.sas.get(&id) {
@@ -334,7 +360,11 @@ impl Engine {
         }
         // Cookies under half-open pressure: no state for a request without a valid one.
         // (cheap test first: counting half-open SAs is O(SAs))
-        if self.sas.len() >= self.config.cookie_threshold && self.half_open_count() >= self.config.cookie_threshold {
+        // Requests parked for a policy decision count as half-open: they cost
+        // a decision each.
+        let parked = self.parked_inits();
+        let threshold = self.config.cookie_threshold;
+        if self.sas.len() + parked >= threshold && self.half_open_count() + parked >= threshold {
             let expected = suite::cookie(&self.cookie_secret, ni, remote.ip(), h.spi_i);
             let presented = match msg.payloads.first() {
                 Some(Payload::Notify(n)) if n.notify_type == NotifyType::COOKIE => Some(&n.data),
@@ -402,6 +432,10 @@ impl Engine {
         let chosen =
             match self.choose_proposal(&ctx, SaKind::Ike, &usable, &self.config.connections[ci].ike_proposals, Some(ke.group), false) {
                 Ok((_, chosen)) => chosen,
+                Err(_) if self.policy.take_deferred() => {
+                    self.park_init(now, local, remote, bytes, h.spi_i);
+                    return;
+                }
                 Err(reason) => {
                     refuse(self, reason);
                     return;
@@ -510,6 +544,7 @@ impl Engine {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("no connection accepts peer identity {peer_id} from {}", h.spi_i));
             return;
         };
+        let conn_before = sa.conn;
         sa.conn = ci;
         let Some(keys) = sa.keys.as_ref() else { return };
         if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
@@ -533,6 +568,12 @@ impl Engine {
         let ctx = self.ctx(&sa, ci, false);
         let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
         if let Err(e) = self.policy.authorize(&ctx, &info) {
+            if e.is_deferred() {
+                sa.conn = conn_before;
+                sa.remote_id = None;
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
             return;
         }
@@ -540,6 +581,21 @@ impl Engine {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
             return;
         }
+        // The Child SA's decisions come before anything changes, so that a
+        // deferred one leaves the SA as it was.
+        let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+            let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
+            let r = self.respond_child(now, &mut sa, &payloads, &ni, &nr, true, None);
+            if r.is_err() && self.policy.take_deferred() {
+                sa.conn = conn_before;
+                sa.remote_id = None;
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
+            Some(r)
+        } else {
+            None
+        };
         sa.auth = Some(info);
         // Authenticated.
         sa.candidates.clear();
@@ -558,9 +614,8 @@ impl Engine {
             self.half_open_index.remove(&half_key);
         }
         let mut child_events = Vec::new();
-        if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
-            let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
-            match self.respond_child(now, &mut sa, &payloads, &ni, &nr, true, None) {
+        if let Some(r) = child {
+            match r {
                 Ok((p, info)) => {
                     out.extend(p);
                     child_events.push(Event::ChildSaUp(info));
@@ -634,7 +689,14 @@ impl Engine {
         }
     }
 
-    pub(super) fn initiator_auth_response(&mut self, now: Duration, mut sa: IkeSa, payloads: Vec<Payload>, remote: SocketAddr) {
+    pub(super) fn initiator_auth_response(
+        &mut self,
+        now: Duration,
+        mut sa: IkeSa,
+        out: Outstanding,
+        payloads: Vec<Payload>,
+        remote: SocketAddr,
+    ) {
         let _ = remote;
         let ex = Exchange::IkeAuth;
         let mut idr = None;
@@ -678,6 +740,11 @@ impl Engine {
                 AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
             match self.policy.authorize(&ctx, &info) {
                 Ok(()) => sa.auth = Some(info),
+                Err(e) if e.is_deferred() => {
+                    sa.remote_id = None;
+                    self.park_response(now, sa, out, payloads);
+                    return;
+                }
                 Err(e) => problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e))),
             }
         }

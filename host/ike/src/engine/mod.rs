@@ -54,12 +54,14 @@ mod shared;
 pub(crate) mod suite;
 
 mod child;
+mod deferral;
 mod info;
 mod init;
 mod reauth;
 mod recovery;
 mod revoke;
 
+pub use deferral::{MAX_PARKED, PARK_TTL};
 pub use revoke::Recheck;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -131,7 +133,7 @@ const NATT_PORT: u16 = 4500;
 /// The IKEv2 engine. See the module documentation.
 pub struct Engine {
     config: Config,
-    policy: Arc<dyn Policy>,
+    policy: deferral::Asker,
     rng: Drbg,
     sas: BTreeMap<IkeSaId, IkeSa>,
     /// Our IKE SPIs (the only ones datagrams are routed by).
@@ -150,6 +152,8 @@ pub struct Engine {
     recovery: recovery::Recovery,
     /// Some reauthentication is under way (`reauth.rs` looks only then).
     reauth_active: bool,
+    /// Work waiting for deferred policy decisions (see `deferral.rs`).
+    deferrals: deferral::Deferrals,
 }
 
 impl Engine {
@@ -160,7 +164,7 @@ impl Engine {
         let cookie_secret = rng.bytes();
         Ok(Engine {
             config,
-            policy,
+            policy: deferral::Asker::new(policy),
             rng,
             sas: BTreeMap::new(),
             by_spi: IkeSpis::default(),
@@ -174,6 +178,7 @@ impl Engine {
             shared: SharedState::default(),
             recovery: recovery::Recovery::default(),
             reauth_active: false,
+            deferrals: deferral::Deferrals::default(),
         })
     }
 
@@ -372,6 +377,7 @@ impl Engine {
             consider(Some(*z));
         }
         consider(self.recovery_deadline());
+        consider(self.deferral_deadline());
         best
     }
 
@@ -401,6 +407,7 @@ impl Engine {
         }
         self.recovery_timeout(now);
         self.reauth_timeout(now);
+        self.expire_deferred(now);
     }
 
     /// True when no request of ours is outstanding or queued on any IKE SA
@@ -755,6 +762,9 @@ impl Engine {
         for c in &sa.children {
             self.spis_in.remove(&c.spi_in);
         }
+        if let Some(n) = &sa.first_child {
+            self.spis_in.remove(&n.spi_in);
+        }
         self.zombies.remove(&sa.id);
     }
 
@@ -770,7 +780,9 @@ impl Engine {
                 return;
             }
             let Some(task) = sa.tasks.pop_front() else { return };
-            self.start_task(now, sa, task);
+            if !self.start_task(now, sa, task) {
+                return;
+            }
         }
     }
 
@@ -945,6 +957,7 @@ impl Engine {
             hard_at: None,
             last_recv: Duration::ZERO,
             first_child: None,
+            first_child_name: None,
             up_reported: false,
             rekey_theirs: None,
             replaces: None,
@@ -1021,6 +1034,20 @@ impl Engine {
                 return;
             }
         };
+        self.dispatch_request(now, local, remote, sa, h, payloads);
+    }
+
+    /// Act on an opened request (also a parked one, again).
+    fn dispatch_request(
+        &mut self,
+        now: Duration,
+        local: SocketAddr,
+        remote: SocketAddr,
+        mut sa: IkeSa,
+        h: &Header,
+        payloads: Vec<Payload>,
+    ) {
+        self.policy.take_deferred();
         sa.peer_next_id = sa.peer_next_id.wrapping_add(1);
         sa.last_recv = now;
         if sa.natt || sa.nat.remote_behind_nat || remote.port() == NATT_PORT || local.port() == NATT_PORT {
@@ -1097,10 +1124,20 @@ impl Engine {
             }
         };
         sa.last_recv = now;
-        let out = sa.outstanding.take().expect("checked above");
+        self.dispatch_response(now, sa, remote, payloads);
+    }
+
+    /// Act on an opened response to our outstanding request (also a parked
+    /// one, again).
+    fn dispatch_response(&mut self, now: Duration, mut sa: IkeSa, remote: SocketAddr, payloads: Vec<Payload>) {
+        self.policy.take_deferred();
+        let Some(out) = sa.outstanding.take() else {
+            self.put(sa);
+            return;
+        };
         match out.pending {
             Pending::Init => self.put(sa),
-            Pending::Auth => self.initiator_auth_response(now, sa, payloads, remote),
+            Pending::Auth => self.initiator_auth_response(now, sa, out, payloads, remote),
             Pending::CreateChild(nego) => self.initiator_child_response(now, sa, nego, payloads),
             Pending::RekeyIke(nego) => self.initiator_ike_rekey_response(now, sa, nego, payloads),
             Pending::DeleteChildren(spis) => {
@@ -1179,6 +1216,7 @@ pub(crate) fn policy_reason(e: &PolicyError) -> String {
     match e {
         PolicyError::Refused { decider, reason } => format!("{reason} (policy {decider})"),
         PolicyError::Failed { decider, detail } => format!("policy {decider} failed: {detail}"),
+        PolicyError::Deferred { decider } => format!("policy {decider}: decision pending"),
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Recheck {
     /// SA is kept (a broken plugin never stops a live SA) and a
     /// [`Event::Failure`] says why.
     pub undecided: usize,
+    /// Checks whose answer is not in yet (an asynchronous policy): the SA is
+    /// kept for now and checked again by [`Engine::policy_ready`].
+    pub deferred: usize,
 }
 
 /// The answer of one re-check.
@@ -36,6 +39,8 @@ enum Verdict {
     Refused(String),
     /// The policy failed to decide: the SA stays.
     Undecided(String),
+    /// Not decided yet: asked again once answers are in.
+    Deferred,
 }
 
 fn verdict(r: Result<(), PolicyError>, what: impl FnOnce(&PolicyError) -> String) -> Verdict {
@@ -43,6 +48,7 @@ fn verdict(r: Result<(), PolicyError>, what: impl FnOnce(&PolicyError) -> String
         Ok(()) => Verdict::Allowed,
         Err(e @ PolicyError::Refused { .. }) => Verdict::Refused(what(&e)),
         Err(e @ PolicyError::Failed { .. }) => Verdict::Undecided(what(&e)),
+        Err(PolicyError::Deferred { .. }) => Verdict::Deferred,
     }
 }
 
@@ -79,18 +85,30 @@ impl Engine {
                     out.undecided += 1;
                     self.undecided(&sa, reason);
                 }
+                Verdict::Deferred => {
+                    out.deferred += 1;
+                    self.recheck_waits();
+                    self.put(sa);
+                    continue;
+                }
             }
             let mut revoked = Vec::new();
             let mut undecided = Vec::new();
+            let mut deferred = 0;
             for c in sa.children.iter().filter(|c| matches!(c.state, ChildState::Installed | ChildState::Rekeying)) {
                 out.children_checked += 1;
                 match self.reselect(&sa, c) {
                     Verdict::Allowed => {}
                     Verdict::Refused(reason) => revoked.push((c.spi_in, reason)),
                     Verdict::Undecided(reason) => undecided.push(reason),
+                    Verdict::Deferred => deferred += 1,
                 }
             }
             out.undecided += undecided.len();
+            if deferred > 0 {
+                out.deferred += deferred;
+                self.recheck_waits();
+            }
             for reason in undecided {
                 self.undecided(&sa, reason);
             }

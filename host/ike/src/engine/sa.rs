@@ -167,6 +167,8 @@ pub(crate) struct IkeSa {
     pub last_recv: Duration,
     /// The Child SA negotiated inside IKE_AUTH (initiator).
     pub first_child: Option<ChildNego>,
+    /// Its template, until IKE_SA_INIT is prepared (see `prepare_init`).
+    pub first_child_name: Option<String>,
     pub up_reported: bool,
     pub rekey_theirs: Option<IkeRekeyRecord>,
     /// Set when this SA was created by a rekey: the SA it replaces.

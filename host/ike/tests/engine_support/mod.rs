@@ -2,9 +2,12 @@
 //! duplication and reordering. Shared by the `engine*.rs` tests.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
 
 use wisp_ike::config::{identity, selector, ChildConfig, Config, ConnectionConfig};
 use wisp_ike::engine::{Engine, Transmit};
@@ -61,7 +64,146 @@ struct InFlight {
     seq: u64,
 }
 
+/// One question a policy is asked, as a key.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub enum Question {
+    Select(PeerContext, SaKind, Vec<Proposal>, Vec<Proposal>),
+    Order(PeerContext, SaKind, Vec<Proposal>),
+    Authorize(PeerContext, AuthInfo),
+    Narrow(PeerContext, SelectorRequest),
+}
+
+#[derive(Clone, Debug)]
+enum Answer {
+    Select(Result<ProposalChoice, PolicyError>),
+    Order(Result<Vec<usize>, PolicyError>),
+    Authorize(Result<(), PolicyError>),
+    Narrow(Result<SelectorPair, PolicyError>),
+}
+
+/// A policy that takes `delay` of virtual time per decision, the way the
+/// gateway's asynchronous policy does in real time: a new question is
+/// answered `Deferred` and its answer is ready `delay` later (one decision at
+/// a time when `serial`, like a single plugin worker). The pair calls
+/// `policy_ready` on the engine when an answer comes in. `stalled` never
+/// answers.
+pub struct VirtualDeferred {
+    inner: Arc<dyn Policy>,
+    pub delay: Duration,
+    pub serial: bool,
+    pub stalled: std::sync::atomic::AtomicBool,
+    state: Mutex<VdState>,
+}
+
+#[derive(Default)]
+struct VdState {
+    now: Duration,
+    /// When the worker is free again (serial).
+    free_at: Duration,
+    answers: HashMap<Question, (Duration, Answer)>,
+    pub asked: usize,
+}
+
+impl VirtualDeferred {
+    pub fn new(inner: Arc<dyn Policy>, delay: Duration) -> Arc<Self> {
+        Arc::new(VirtualDeferred { inner, delay, serial: true, stalled: Default::default(), state: Mutex::new(VdState::default()) })
+    }
+
+    /// Questions asked of the inner policy so far.
+    pub fn asked(&self) -> usize {
+        self.state.lock().unwrap().asked
+    }
+
+    /// The questions asked so far (for diagnostics).
+    pub fn questions(&self) -> Vec<Question> {
+        self.state.lock().unwrap().answers.keys().cloned().collect()
+    }
+
+    /// Start the clock at `now`.
+    pub fn start_at(&self, now: Duration) {
+        let mut s = self.state.lock().unwrap();
+        s.now = now;
+        s.free_at = now;
+    }
+
+    /// Move the clock; true when an answer became ready since `before`.
+    fn set_now(&self, before: Duration, now: Duration) -> bool {
+        let mut s = self.state.lock().unwrap();
+        s.now = now;
+        !self.stalled.load(std::sync::atomic::Ordering::Relaxed) && s.answers.values().any(|(at, _)| *at > before && *at <= now)
+    }
+
+    /// The next time an answer comes in.
+    fn next_ready(&self, now: Duration) -> Option<Duration> {
+        if self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.state.lock().unwrap().answers.values().map(|(at, _)| *at).filter(|at| *at > now).min()
+    }
+
+    fn ask(&self, q: Question, compute: impl FnOnce() -> Answer) -> Result<Answer, PolicyError> {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now;
+        if let Some((at, a)) = s.answers.get(&q) {
+            if *at <= now && !self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(a.clone());
+            }
+            return Err(PolicyError::Deferred { decider: self.describe() });
+        }
+        let start = if self.serial { s.free_at.max(now) } else { now };
+        let at = start + self.delay;
+        s.free_at = at;
+        s.asked += 1;
+        let a = compute();
+        s.answers.insert(q, (at, a));
+        Err(PolicyError::Deferred { decider: self.describe() })
+    }
+}
+
+impl Policy for VirtualDeferred {
+    fn describe(&self) -> String {
+        format!("virtual-deferred({})", self.inner.describe())
+    }
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        let q = Question::Select(ctx.clone(), kind, offered.to_vec(), configured.to_vec());
+        match self.ask(q, || Answer::Select(self.inner.select_proposal(ctx, kind, offered, configured)))? {
+            Answer::Select(r) => r,
+            _ => unreachable!("answers are keyed by question"),
+        }
+    }
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
+        let q = Question::Order(ctx.clone(), kind, configured.to_vec());
+        match self.ask(q, || Answer::Order(self.inner.order_proposals(ctx, kind, configured)))? {
+            Answer::Order(r) => r,
+            _ => unreachable!("answers are keyed by question"),
+        }
+    }
+    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
+        let q = Question::Authorize(ctx.clone(), auth.clone());
+        match self.ask(q, || Answer::Authorize(self.inner.authorize(ctx, auth)))? {
+            Answer::Authorize(r) => r,
+            _ => unreachable!("answers are keyed by question"),
+        }
+    }
+    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
+        let q = Question::Narrow(ctx.clone(), request.clone());
+        match self.ask(q, || Answer::Narrow(self.inner.narrow_selectors(ctx, request)))? {
+            Answer::Narrow(r) => r,
+            _ => unreachable!("answers are keyed by question"),
+        }
+    }
+}
+
 pub struct Pair {
+    /// Set when `a`'s / `b`'s policy defers (told of answers by the pair).
+    pub deferred_a: Option<Arc<VirtualDeferred>>,
+    pub deferred_b: Option<Arc<VirtualDeferred>>,
     pub a: Engine,
     pub b: Engine,
     pub now: Duration,
@@ -86,6 +228,8 @@ impl Pair {
 
     pub fn with_policies(a: Config, b: Config, pa: Arc<dyn wisp_policy_api::Policy>, pb: Arc<dyn wisp_policy_api::Policy>) -> Self {
         Pair {
+            deferred_a: None,
+            deferred_b: None,
             a: Engine::new(a, pa, [1; 32]).unwrap(),
             b: Engine::new(b, pb, [2; 32]).unwrap(),
             now: Duration::from_secs(1000),
@@ -168,7 +312,8 @@ impl Pair {
                 return true;
             }
             let mut next: Option<Duration> = self.flight.iter().map(|f| f.at).min();
-            for t in [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten() {
+            let ready = [&self.deferred_a, &self.deferred_b].into_iter().flatten().filter_map(|d| d.next_ready(self.now));
+            for t in [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().chain(ready) {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
             let Some(next) = next else { return false };
@@ -176,8 +321,15 @@ impl Pair {
                 self.now = end;
                 return false;
             }
+            let before = self.now;
             if next > self.now {
                 self.now = next;
+            }
+            if self.deferred_a.as_ref().is_some_and(|d| d.set_now(before, self.now)) {
+                self.a.policy_ready(self.now);
+            }
+            if self.deferred_b.as_ref().is_some_and(|d| d.set_now(before, self.now)) {
+                self.b.policy_ready(self.now);
             }
             self.flight.sort_by_key(|f| (f.at, f.seq));
             let due: Vec<InFlight> = {
@@ -203,8 +355,10 @@ impl Pair {
         let limit = self.now + Duration::from_secs(600);
         loop {
             self.collect();
-            let timer = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().min();
-            if self.flight.is_empty() && self.a.is_idle() && self.b.is_idle() {
+            let ready = [&self.deferred_a, &self.deferred_b].into_iter().flatten().filter_map(|d| d.next_ready(self.now));
+            let timer = [self.a.poll_timeout(), self.b.poll_timeout()].into_iter().flatten().chain(ready).min();
+            let waiting = self.a.decisions_waiting() + self.b.decisions_waiting();
+            if self.flight.is_empty() && self.a.is_idle() && self.b.is_idle() && waiting == 0 {
                 return;
             }
             if self.now > limit {
