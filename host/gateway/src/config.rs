@@ -239,6 +239,8 @@ pub mod bounds {
     pub const DPD_TIMEOUT_MIN: Duration = Duration::from_secs(1);
     /// `plugin.deadline`: 1 ms to 10 s per call.
     pub const PLUGIN_DEADLINE: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(10));
+    /// `plugin.workers`: threads deciding for all engines.
+    pub const PLUGIN_WORKERS: (usize, usize) = (1, 64);
     /// `plugin.memory`: 1 MiB to 1 GiB.
     pub const PLUGIN_MEMORY: (u64, u64) = (1 << 20, 1 << 30);
     /// `rekey_bytes` / `life_bytes` / `rekey_packets` / `life_packets`: 1 to 2^60.
@@ -746,6 +748,10 @@ pub struct PluginConfig {
     pub path: Option<PathBuf>,
     /// Per-call CPU deadline, default 20ms.
     pub deadline: Option<Dur>,
+    /// Threads that run decisions for every connection, default 4. The
+    /// IKE engines never wait for a decision: a slow one delays only the
+    /// negotiation that asked; more workers decide more of them at once.
+    pub workers: Option<usize>,
     /// Memory cap in bytes (K/M suffixes), default 16M.
     pub memory: Option<Count>,
     /// Largest plugin file accepted (K/M suffixes), default 64M; a bigger
@@ -1151,6 +1157,12 @@ fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
     };
     range_d("plugin.deadline".into(), cfg.plugin.deadline, bounds::PLUGIN_DEADLINE)?;
     range_c("plugin.memory".into(), cfg.plugin.memory, bounds::PLUGIN_MEMORY)?;
+    if let Some(w) = cfg.plugin.workers {
+        let (lo, hi) = bounds::PLUGIN_WORKERS;
+        if !(lo..=hi).contains(&w) {
+            return Err(("plugin.workers".into(), format!("{w} is out of range ({lo} to {hi})")));
+        }
+    }
     if !(bounds::MTU.0..=bounds::MTU.1).contains(&cfg.tun.mtu) {
         return Err(("tun.mtu".into(), format!("{} is out of range ({} to {})", cfg.tun.mtu, bounds::MTU.0, bounds::MTU.1)));
     }

@@ -1,13 +1,17 @@
 //! Engine drivers: one `wisp_ike::Engine` per configured connection, each on its
 //! own OS thread.
 //!
-//! Why one engine per connection and thread: policy plugins run synchronously
-//! inside the engine (a Python plugin may take milliseconds, a broken one up to
-//! its CPU deadline). With one engine per connection, a slow decision only
-//! delays that connection's negotiations; other peers' IKE traffic is handled by
-//! their own threads, and the ESP packet loops (dataplane tasks) never wait for
-//! any of them: a driver only touches the dataplane to install/replace/remove
-//! SAs and to read counters.
+//! Policy decisions never run on a driver thread: the engine asks through a
+//! `wisp_policy::DecisionPool` handle ([`Env::decisions`]), which answers a
+//! new question `Deferred` at once and decides it on a pool worker. The engine
+//! parks only the negotiation that asked; when the answer is in, the pool's
+//! waker sets the driver's `ready` flag (and wakes it with
+//! [`Cmd::PolicyReady`]), and the driver calls `Engine::policy_ready`. So a
+//! plugin that takes 100 ms per decision delays the negotiations waiting on
+//! it, never another SA's DPD, rekey or retransmission, of this connection or
+//! another; the ESP packet loops (dataplane tasks) never wait for any of them:
+//! a driver only touches the dataplane to install/replace/remove SAs and to
+//! read counters.
 //!
 //! A driver thread waits on its command channel with a timeout equal to the
 //! engine's next deadline (at most one second, which is also the period at
@@ -16,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +81,9 @@ pub enum Cmd {
     Recheck {
         why: String,
     },
+    /// Policy answers this driver's engine waits for are in (see
+    /// [`Env::decisions`]); coalesced by the driver's `ready` flag.
+    PolicyReady,
     /// Delete every SA (DELETE to the peer), remove them from the dataplane, exit.
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -88,6 +96,9 @@ pub struct DriverHandle {
     pub tx: DriverTx,
     pub status: Arc<Mutex<ConnectionStatus>>,
     pub thread: Option<std::thread::JoinHandle<()>>,
+    /// What the engine's policy waker sends through (it holds only a weak
+    /// reference: a dropped handle ends the driver as before).
+    _wake: Arc<DriverTx>,
 }
 
 /// Everything a driver shares with the rest of the gateway.
@@ -110,6 +121,10 @@ pub struct Env {
     pub spi_pool: Arc<wisp_ike::spi_pool::SpiPool>,
     /// Daemon-wide budget and counters of the drivers' queues.
     pub queues: Arc<crate::queue::Global>,
+    /// Policy decisions on worker threads: the engines never wait for a
+    /// plugin (`wisp_policy::DecisionPool`). `None`: `policy` is called
+    /// inline (tests of the driver itself).
+    pub decisions: Option<Arc<wisp_policy::DecisionPool>>,
 }
 
 /// Our IKE SPI of every live IKE SA, by connection. Only our own SPIs are
@@ -271,7 +286,23 @@ pub fn seed() -> anyhow::Result<[u8; 32]> {
 pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus, autostart: bool) -> anyhow::Result<DriverHandle> {
     let (tx, rx) = crate::queue::channel(env.queues.clone());
     let name = conn.name.clone();
-    let engine = new_engine(&env, conn.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
+    let wake = Arc::new(tx.clone());
+    let ready = Arc::new(AtomicBool::new(false));
+    let engine_policy: Arc<dyn Policy> = match &env.decisions {
+        Some(pool) => {
+            let (weak, flag) = (Arc::downgrade(&wake), ready.clone());
+            Arc::new(pool.handle(Arc::new(move || {
+                // One wake-up per batch of answers; the driver clears the flag.
+                if !flag.swap(true, Ordering::AcqRel) {
+                    if let Some(tx) = weak.upgrade() {
+                        let _ = tx.send(Cmd::PolicyReady);
+                    }
+                }
+            })))
+        }
+        None => env.policy.clone(),
+    };
+    let engine = new_engine(&env, conn.clone(), engine_policy.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
     let status = Arc::new(Mutex::new(status));
     let st2 = status.clone();
     let thread = std::thread::Builder::new().name(format!("ike-{name}")).spawn(move || {
@@ -291,10 +322,12 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
             last_publish: Instant::now(),
             spi_gen: u64::MAX,
             traps: Vec::new(),
+            engine_policy,
+            ready,
         };
         d.run(rx, autostart);
     })?;
-    Ok(DriverHandle { tx, status, thread: Some(thread) })
+    Ok(DriverHandle { tx, status, thread: Some(thread), _wake: wake })
 }
 
 /// Whether a reload changed anything of a connection (the PSK is redacted
@@ -303,10 +336,10 @@ fn settings_differ(a: &ikecfg::ConnectionConfig, b: &ikecfg::ConnectionConfig) -
     a.psk.as_bytes() != b.psk.as_bytes() || format!("{a:?}") != format!("{b:?}")
 }
 
-fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig) -> Result<Engine, String> {
+fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig, policy: Arc<dyn Policy>) -> Result<Engine, String> {
     // Cookies are the dispatcher's job (daemon-wide, `Env::admission`).
     let cfg = ikecfg::Config { connections: vec![conn], cookie_threshold: usize::MAX, ..Default::default() };
-    let mut e = Engine::new(cfg, env.policy.clone(), seed().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let mut e = Engine::new(cfg, policy, seed().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     e.set_admission(env.admission.clone());
     e.set_spi_pool(env.spi_pool.clone());
     // Fresh OS entropy for every IKE SA; should getrandom ever fail after
@@ -342,6 +375,10 @@ struct Driver {
     spi_gen: u64,
     /// Dataplane traps of this connection's `start_action = trap` children: `(id, child)`.
     traps: Vec<(u64, String)>,
+    /// The policy the engine asks (a `DecisionPool` handle, or inline).
+    engine_policy: Arc<dyn Policy>,
+    /// Set by the pool when answers the engine waits for are in.
+    ready: Arc<AtomicBool>,
 }
 
 /// Trap ids, unique across the daemon's drivers.
@@ -393,6 +430,10 @@ impl Driver {
                 }
             }
             let now = self.env.now();
+            if self.ready.swap(false, Ordering::AcqRel) {
+                self.engine.policy_ready(now);
+                self.dirty = true;
+            }
             // Work a command scheduled lies in the future; due work was due
             // before it (poll_timeout is O(SAs): asked once per turn).
             if deadline.is_some_and(|t| t <= now) {
@@ -531,6 +572,7 @@ impl Driver {
                     Err(e) => tracing::debug!(conn = %self.name, "peer move on {spi_in:08x}: {e}"),
                 }
             }
+            Cmd::PolicyReady => {}
             Cmd::Shutdown { .. } => {}
         }
     }
@@ -641,7 +683,7 @@ impl Driver {
             return;
         }
         if let Some(conn) = self.pending_conn.take() {
-            match new_engine(&self.env, conn.clone()) {
+            match new_engine(&self.env, conn.clone(), self.engine_policy.clone()) {
                 Ok(e) => {
                     self.engine = e;
                     self.conn = conn;
@@ -950,6 +992,8 @@ impl Driver {
             s.state = "established".into();
         }
         s.ike_sas = ikes;
+        s.decisions_waiting = self.engine.decisions_waiting() as u64;
+        s.parked_dropped = self.engine.parked_dropped();
     }
 
     fn shutdown(&mut self, rx: &DriverRx) {

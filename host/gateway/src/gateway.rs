@@ -55,6 +55,9 @@ impl Dispatch {
     }
 }
 
+/// `[plugin] workers` when unset.
+const DEFAULT_POLICY_WORKERS: usize = 4;
+
 struct Inner {
     config: Mutex<Config>,
     drivers: Mutex<BTreeMap<String, DriverHandle>>,
@@ -92,6 +95,8 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         last_error: None,
         ike_sas: Vec::new(),
         queue: Default::default(),
+        decisions_waiting: 0,
+        parked_dropped: 0,
     }
 }
 
@@ -192,6 +197,10 @@ impl Gateway {
             admission,
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: dispatch.queues.clone(),
+            decisions: Some(Arc::new(
+                wisp_policy::DecisionPool::new(policy.clone(), cfg.plugin.workers.unwrap_or(DEFAULT_POLICY_WORKERS))
+                    .context("policy worker threads")?,
+            )),
         };
         let gw = Gateway {
             inner: Arc::new(Inner {
@@ -217,6 +226,10 @@ impl Gateway {
         let weak = Arc::downgrade(&self.inner);
         self.inner.policy.on_swap(Arc::new(move |label| {
             if let Some(inner) = weak.upgrade() {
+                // Answers of the version before must not be reused.
+                if let Some(pool) = &inner.env.decisions {
+                    pool.forget_answers();
+                }
                 inner.recheck(&format!("plugin {label} took charge"));
             }
         }));
@@ -346,8 +359,20 @@ impl Gateway {
                 }
             }
         }
+        let mut plugin = self.inner.policy.status();
+        if let Some(pool) = &self.inner.env.decisions {
+            let st = pool.stats();
+            plugin.decisions = crate::status::DecisionStatus {
+                workers: pool.workers(),
+                asked: st.asked,
+                remembered: st.remembered,
+                refused: st.refused,
+                queued: st.queued,
+                running: st.running,
+            };
+        }
         Status {
-            plugin: self.inner.policy.status(),
+            plugin,
             connections,
             dataplane: dp.counters(),
             ike: self.inner.dispatch.gate.as_ref().map(|g| g.counters()).unwrap_or_default(),

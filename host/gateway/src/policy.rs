@@ -154,6 +154,7 @@ impl SwitchPolicy {
             load_number: s.number,
             sha256: s.sha256,
             last_error: s.last_error.map(|f| f.error.to_string()),
+            decisions: Default::default(),
         }
     }
 }

@@ -200,7 +200,7 @@ impl DriverTx {
         let s = &self.stats;
         match &cmd {
             Cmd::Datagram { local, remote, bytes } => return self.datagram(*local, *remote, bytes),
-            Cmd::Limit { .. } | Cmd::PeerSeen { .. } | Cmd::Acquire { .. } => {
+            Cmd::Limit { .. } | Cmd::PeerSeen { .. } | Cmd::Acquire { .. } | Cmd::PolicyReady => {
                 if !take(&s.slots, DATAGRAM_SLOTS) {
                     s.dropped_notices.fetch_add(1, Relaxed);
                     self.global.dropped_notices.fetch_add(1, Relaxed);
@@ -232,7 +232,7 @@ fn release(cmd: &Cmd, s: &Stats, g: &Global) {
             s.bytes.fetch_sub(bytes.len(), Relaxed);
             g.bytes.fetch_sub(bytes.len(), Relaxed);
         }
-        Cmd::Limit { .. } | Cmd::PeerSeen { .. } | Cmd::Acquire { .. } => {
+        Cmd::Limit { .. } | Cmd::PeerSeen { .. } | Cmd::Acquire { .. } | Cmd::PolicyReady => {
             s.slots.fetch_sub(1, Relaxed);
         }
         Cmd::Shutdown { .. } => {}
@@ -420,6 +420,7 @@ remote_ts = ["10.97.2.0/24"]
             ))),
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: Arc::new(Global::default()),
+            decisions: None,
         };
         let gate = Arc::new(Gate::default());
         let open = Arc::new(Gate::default());

@@ -59,6 +59,24 @@ pub struct PluginStatus {
     pub sha256: String,
     /// Why the last load attempt failed (the previous version stays in charge).
     pub last_error: Option<String>,
+    /// The decision workers shared by every connection.
+    #[serde(default)]
+    pub decisions: DecisionStatus,
+}
+
+/// `wisp_policy::DecisionPool` counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DecisionStatus {
+    pub workers: usize,
+    /// Questions decided by the plugin.
+    pub asked: u64,
+    /// Answers an engine picked up from memory (its own question again
+    /// after being told, or the same question of another negotiation).
+    pub remembered: u64,
+    /// Refused because 1,024 questions were already waiting (overload).
+    pub refused: u64,
+    pub queued: usize,
+    pub running: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -75,6 +93,12 @@ pub struct ConnectionStatus {
     pub ike_sas: Vec<IkeSaStatus>,
     #[serde(default)]
     pub queue: QueueStatus,
+    /// Negotiations of this connection parked for a policy decision now.
+    #[serde(default)]
+    pub decisions_waiting: u64,
+    /// Parked requests dropped because 256 were already waiting.
+    #[serde(default)]
+    pub parked_dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -138,6 +162,14 @@ impl Status {
         if let Some(e) = &p.last_error {
             let _ = writeln!(o, "  last load error: {e}");
         }
+        let d = &p.decisions;
+        if d.workers > 0 {
+            let _ = writeln!(
+                o,
+                "  decisions: {} asked, {} from memory, {} queued, {} running on {} workers, {} refused (overload)",
+                d.asked, d.remembered, d.queued, d.running, d.workers, d.refused
+            );
+        }
         for c in &self.connections {
             let _ = writeln!(
                 o,
@@ -151,6 +183,13 @@ impl Status {
             );
             if let Some(e) = &c.last_error {
                 let _ = writeln!(o, "  last error: {e}");
+            }
+            if c.decisions_waiting > 0 || c.parked_dropped > 0 {
+                let _ = writeln!(
+                    o,
+                    "  waiting for the policy: {} negotiations ({} dropped, too many waiting)",
+                    c.decisions_waiting, c.parked_dropped
+                );
             }
             let q = &c.queue;
             if q.high_water > 0 || q.dropped_datagrams + q.dropped_notices + q.refused_commands > 0 {

@@ -26,6 +26,7 @@
 pub mod bindings;
 mod check;
 pub mod convert;
+mod deferring;
 mod error;
 pub mod fixture;
 mod plugin;
@@ -35,6 +36,7 @@ pub mod validate;
 
 pub use check::{check, check_with, CheckReport};
 pub use convert::{transform_name, Setting, SettingValue};
+pub use deferring::{AsyncPolicy, DecisionPool, PoolStats, Waker, ANSWER_TTL, MAX_ANSWERS, MAX_QUEUED, MAX_QUEUED_PER_CONNECTION};
 pub use error::{DecisionError, DecisionKind, LoadError, PluginLabel};
 pub use plugin::{
     load, read_plugin_file, DecisionAnswer, DecisionRequest, InstanceMode, Limits, LoadedPlugin, PluginConfig, PluginMeta,
