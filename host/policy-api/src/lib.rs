@@ -392,6 +392,96 @@ pub trait Policy: Send + Sync {
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError>;
 }
 
+/// One decision asked of a [`Policy`], as a value: a key for policies that
+/// decide elsewhere and remember answers (the gateway's decision pool, test
+/// policies on virtual time).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Question {
+    Select { ctx: PeerContext, kind: SaKind, offered: Vec<Proposal>, configured: Vec<Proposal> },
+    Order { ctx: PeerContext, kind: SaKind, configured: Vec<Proposal> },
+    Authorize { ctx: PeerContext, auth: AuthInfo },
+    Narrow { ctx: PeerContext, request: SelectorRequest },
+}
+
+/// The answer to a [`Question`], of the matching kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Select(Result<ProposalChoice, PolicyError>),
+    Order(Result<Vec<usize>, PolicyError>),
+    Authorize(Result<(), PolicyError>),
+    Narrow(Result<SelectorPair, PolicyError>),
+}
+
+impl Question {
+    /// The connection the question is about.
+    pub fn connection(&self) -> &str {
+        match self {
+            Question::Select { ctx, .. } | Question::Order { ctx, .. } | Question::Authorize { ctx, .. } | Question::Narrow { ctx, .. } => {
+                &ctx.connection
+            }
+        }
+    }
+
+    /// Ask `policy`.
+    pub fn ask(&self, policy: &dyn Policy) -> Answer {
+        match self {
+            Question::Select { ctx, kind, offered, configured } => Answer::Select(policy.select_proposal(ctx, *kind, offered, configured)),
+            Question::Order { ctx, kind, configured } => Answer::Order(policy.order_proposals(ctx, *kind, configured)),
+            Question::Authorize { ctx, auth } => Answer::Authorize(policy.authorize(ctx, auth)),
+            Question::Narrow { ctx, request } => Answer::Narrow(policy.narrow_selectors(ctx, request)),
+        }
+    }
+}
+
+/// A [`Policy`] made of one function from [`Question`] to [`Answer`] (or an
+/// error for every kind, e.g. [`PolicyError::Deferred`]).
+pub trait AskPolicy: Send + Sync {
+    /// What [`Policy::describe`] answers.
+    fn decider(&self) -> String;
+    fn answer(&self, q: Question) -> Result<Answer, PolicyError>;
+}
+
+fn mismatched(decider: String) -> PolicyError {
+    PolicyError::Failed { decider, detail: "answer of another kind".into() }
+}
+
+impl<T: AskPolicy> Policy for T {
+    fn describe(&self) -> String {
+        self.decider()
+    }
+    fn select_proposal(
+        &self,
+        ctx: &PeerContext,
+        kind: SaKind,
+        offered: &[Proposal],
+        configured: &[Proposal],
+    ) -> Result<ProposalChoice, PolicyError> {
+        let q = Question::Select { ctx: ctx.clone(), kind, offered: offered.to_vec(), configured: configured.to_vec() };
+        match self.answer(q)? {
+            Answer::Select(r) => r,
+            _ => Err(mismatched(self.decider())),
+        }
+    }
+    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
+        match self.answer(Question::Order { ctx: ctx.clone(), kind, configured: configured.to_vec() })? {
+            Answer::Order(r) => r,
+            _ => Err(mismatched(self.decider())),
+        }
+    }
+    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
+        match self.answer(Question::Authorize { ctx: ctx.clone(), auth: auth.clone() })? {
+            Answer::Authorize(r) => r,
+            _ => Err(mismatched(self.decider())),
+        }
+    }
+    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
+        match self.answer(Question::Narrow { ctx: ctx.clone(), request: request.clone() })? {
+            Answer::Narrow(r) => r,
+            _ => Err(mismatched(self.decider())),
+        }
+    }
+}
+
 impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
     fn describe(&self) -> String {
         (**self).describe()

@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{Answer, AskPolicy, Policy, PolicyError, Question};
 
 /// Questions waiting for a worker, daemon-wide.
 pub const MAX_QUEUED: usize = 1024;
@@ -44,39 +44,6 @@ pub const ANSWER_TTL: Duration = Duration::from_secs(10);
 
 /// Called (from a worker thread) when an answer an engine waits for is in.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Question {
-    Select(PeerContext, SaKind, Vec<Proposal>, Vec<Proposal>),
-    Order(PeerContext, SaKind, Vec<Proposal>),
-    Authorize(PeerContext, AuthInfo),
-    Narrow(PeerContext, SelectorRequest),
-}
-
-#[derive(Clone)]
-enum Answer {
-    Select(Result<ProposalChoice, PolicyError>),
-    Order(Result<Vec<usize>, PolicyError>),
-    Authorize(Result<(), PolicyError>),
-    Narrow(Result<SelectorPair, PolicyError>),
-}
-
-impl Question {
-    fn connection(&self) -> &str {
-        match self {
-            Question::Select(c, ..) | Question::Order(c, ..) | Question::Authorize(c, _) | Question::Narrow(c, _) => &c.connection,
-        }
-    }
-}
-
-fn ask_policy(p: &dyn Policy, q: &Question) -> Answer {
-    match q {
-        Question::Select(ctx, kind, offered, configured) => Answer::Select(p.select_proposal(ctx, *kind, offered, configured)),
-        Question::Order(ctx, kind, configured) => Answer::Order(p.order_proposals(ctx, *kind, configured)),
-        Question::Authorize(ctx, auth) => Answer::Authorize(p.authorize(ctx, auth)),
-        Question::Narrow(ctx, req) => Answer::Narrow(p.narrow_selectors(ctx, req)),
-    }
-}
 
 /// Counters of a pool.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +203,7 @@ fn work(s: &Shared) {
             }
         };
         s.asked.fetch_add(1, Ordering::Relaxed);
-        let a = ask_policy(&*s.policy, &q);
+        let a = q.ask(&*s.policy);
         let wakers = {
             let mut st = s.lock();
             st.running -= 1;
@@ -257,7 +224,8 @@ fn work(s: &Shared) {
     }
 }
 
-/// One engine's view of a [`DecisionPool`]: a [`Policy`] that never blocks.
+/// One engine's view of a [`DecisionPool`]: a [`Policy`] (through
+/// [`AskPolicy`]) that never blocks.
 pub struct AsyncPolicy {
     shared: Arc<Shared>,
     waker: Waker,
@@ -303,36 +271,11 @@ impl AsyncPolicy {
     }
 }
 
-macro_rules! answer {
-    ($self:ident, $q:expr, $variant:ident) => {
-        match $self.ask($q)? {
-            Answer::$variant(r) => r,
-            // Answers are stored under the question they answer.
-            _ => Err(PolicyError::Failed { decider: $self.describe(), detail: "mismatched answer".into() }),
-        }
-    };
-}
-
-impl Policy for AsyncPolicy {
-    fn describe(&self) -> String {
+impl AskPolicy for AsyncPolicy {
+    fn decider(&self) -> String {
         self.shared.policy.describe()
     }
-    fn select_proposal(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        offered: &[Proposal],
-        configured: &[Proposal],
-    ) -> Result<ProposalChoice, PolicyError> {
-        answer!(self, Question::Select(ctx.clone(), kind, offered.to_vec(), configured.to_vec()), Select)
-    }
-    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
-        answer!(self, Question::Order(ctx.clone(), kind, configured.to_vec()), Order)
-    }
-    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
-        answer!(self, Question::Authorize(ctx.clone(), auth.clone()), Authorize)
-    }
-    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
-        answer!(self, Question::Narrow(ctx.clone(), request.clone()), Narrow)
+    fn answer(&self, q: Question) -> Result<Answer, PolicyError> {
+        self.ask(q)
     }
 }

@@ -206,17 +206,7 @@ fn questions_are_bounded_and_shared() {
     let b = pool.handle(Arc::new(move || {
         w2.fetch_add(1, Ordering::Relaxed);
     }));
-    let ctx = |n: u32| PeerContext {
-        connection: format!("c{}", n % 8),
-        remote_address: IpAddr::from(n.to_be_bytes()),
-        remote_port: 500,
-        local_address: ip(GW),
-        local_port: 500,
-        nat_detected: false,
-        local_is_initiator: false,
-        peer_identity: None,
-        trigger: Default::default(),
-    };
+    let ctx = |n: u32| ctx_of(&format!("c{}", n % 8), n);
     let auth = AuthInfo {
         peer_identity: identity("peer.example"),
         method: wisp_policy_api::AuthMethod::Psk,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{Answer, AskPolicy, Policy, PolicyError, Question};
 
 use wisp_ike::config::{identity, selector, ChildConfig, Config, ConnectionConfig};
 use wisp_ike::engine::{Engine, Transmit};
@@ -62,23 +62,6 @@ struct InFlight {
     t: Transmit,
     at: Duration,
     seq: u64,
-}
-
-/// One question a policy is asked, as a key.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub enum Question {
-    Select(PeerContext, SaKind, Vec<Proposal>, Vec<Proposal>),
-    Order(PeerContext, SaKind, Vec<Proposal>),
-    Authorize(PeerContext, AuthInfo),
-    Narrow(PeerContext, SelectorRequest),
-}
-
-#[derive(Clone, Debug)]
-enum Answer {
-    Select(Result<ProposalChoice, PolicyError>),
-    Order(Result<Vec<usize>, PolicyError>),
-    Authorize(Result<(), PolicyError>),
-    Narrow(Result<SelectorPair, PolicyError>),
 }
 
 /// A policy that takes `delay` of virtual time per decision, the way the
@@ -141,7 +124,7 @@ impl VirtualDeferred {
         self.state.lock().unwrap().answers.values().map(|(at, _)| *at).filter(|at| *at > now).min()
     }
 
-    fn ask(&self, q: Question, compute: impl FnOnce() -> Answer) -> Result<Answer, PolicyError> {
+    fn ask(&self, q: Question) -> Result<Answer, PolicyError> {
         let mut s = self.state.lock().unwrap();
         let now = s.now;
         if let Some((at, a)) = s.answers.get(&q) {
@@ -154,49 +137,18 @@ impl VirtualDeferred {
         let at = start + self.delay;
         s.free_at = at;
         s.asked += 1;
-        let a = compute();
+        let a = q.ask(&*self.inner);
         s.answers.insert(q, (at, a));
         Err(PolicyError::Deferred { decider: self.describe() })
     }
 }
 
-impl Policy for VirtualDeferred {
-    fn describe(&self) -> String {
+impl AskPolicy for VirtualDeferred {
+    fn decider(&self) -> String {
         format!("virtual-deferred({})", self.inner.describe())
     }
-    fn select_proposal(
-        &self,
-        ctx: &PeerContext,
-        kind: SaKind,
-        offered: &[Proposal],
-        configured: &[Proposal],
-    ) -> Result<ProposalChoice, PolicyError> {
-        let q = Question::Select(ctx.clone(), kind, offered.to_vec(), configured.to_vec());
-        match self.ask(q, || Answer::Select(self.inner.select_proposal(ctx, kind, offered, configured)))? {
-            Answer::Select(r) => r,
-            _ => unreachable!("answers are keyed by question"),
-        }
-    }
-    fn order_proposals(&self, ctx: &PeerContext, kind: SaKind, configured: &[Proposal]) -> Result<Vec<usize>, PolicyError> {
-        let q = Question::Order(ctx.clone(), kind, configured.to_vec());
-        match self.ask(q, || Answer::Order(self.inner.order_proposals(ctx, kind, configured)))? {
-            Answer::Order(r) => r,
-            _ => unreachable!("answers are keyed by question"),
-        }
-    }
-    fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), PolicyError> {
-        let q = Question::Authorize(ctx.clone(), auth.clone());
-        match self.ask(q, || Answer::Authorize(self.inner.authorize(ctx, auth)))? {
-            Answer::Authorize(r) => r,
-            _ => unreachable!("answers are keyed by question"),
-        }
-    }
-    fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
-        let q = Question::Narrow(ctx.clone(), request.clone());
-        match self.ask(q, || Answer::Narrow(self.inner.narrow_selectors(ctx, request)))? {
-            Answer::Narrow(r) => r,
-            _ => unreachable!("answers are keyed by question"),
-        }
+    fn answer(&self, q: Question) -> Result<Answer, PolicyError> {
+        self.ask(q)
     }
 }
 
