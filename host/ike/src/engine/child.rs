@@ -1117,7 +1117,7 @@ impl Engine {
             new.delete_reason = Some(DownReason::Rekeyed);
             new.tasks.push_back(Task::DeleteIke);
             if let Some(rec) = theirs {
-                if let Some(mut t) = self.sas.remove(&rec.new_sa) {
+                if let Ok(mut t) = self.take(rec.new_sa) {
                     t.tasks.extend(sa.tasks.drain(..).filter(|t| !matches!(t, Task::DeleteIke | Task::RekeyIke)));
                     self.put(t);
                 }
@@ -1129,6 +1129,7 @@ impl Engine {
                 if let Some(t) = self.sas.get_mut(&rec.new_sa) {
                     new.children.append(&mut t.children);
                 }
+                self.retime(rec.new_sa);
             }
             new.tasks.extend(sa.tasks.drain(..).filter(|t| !matches!(t, Task::DeleteIke | Task::RekeyIke)));
             sa.delete_reason = Some(DownReason::Rekeyed);

@@ -683,7 +683,7 @@ impl Engine {
             .map(|s| s.id)
             .collect();
         for id in stale {
-            if let Some(old) = self.sas.remove(&id) {
+            if let Ok(old) = self.take(id) {
                 self.teardown(old, DownReason::Replaced);
             }
         }

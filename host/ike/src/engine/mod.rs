@@ -60,6 +60,7 @@ mod init;
 mod reauth;
 mod recovery;
 mod revoke;
+mod timers;
 
 pub use deferral::{MAX_PARKED, PARK_TTL};
 pub use revoke::Recheck;
@@ -154,6 +155,8 @@ pub struct Engine {
     reauth_active: bool,
     /// Work waiting for deferred policy decisions (see `deferral.rs`).
     deferrals: deferral::Deferrals,
+    /// The SAs' next deadlines (see `timers.rs`).
+    timers: timers::Timers,
 }
 
 impl Engine {
@@ -179,6 +182,7 @@ impl Engine {
             recovery: recovery::Recovery::default(),
             reauth_active: false,
             deferrals: deferral::Deferrals::default(),
+            timers: timers::Timers::default(),
         })
     }
 
@@ -217,6 +221,10 @@ impl Engine {
         conn.validate()?;
         let i = self.conn_index(&conn.name)?;
         self.config.connections[i] = conn;
+        let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
+        for id in ids {
+            self.retime(id);
+        }
         Ok(())
     }
 
@@ -370,14 +378,20 @@ impl Engine {
                 best = Some(best.map_or(t, |b| b.min(t)));
             }
         };
-        for sa in self.sas.values() {
-            consider(self.sa_deadline(sa));
+        consider(self.timers.first());
+        if !self.sas.is_empty() {
+            consider(Some(self.timers.next_sweep));
         }
         for z in self.zombies.values() {
             consider(Some(*z));
         }
         consider(self.recovery_deadline());
         consider(self.deferral_deadline());
+        // The index may be early (an SA's deadline moved out), never late.
+        #[cfg(debug_assertions)]
+        if let Some(truth) = self.sas.values().filter_map(|sa| self.sa_deadline(sa)).min() {
+            debug_assert!(best.is_some_and(|b| b <= truth), "timer index late: {best:?} > {truth:?}");
+        }
         best
     }
 
@@ -388,16 +402,26 @@ impl Engine {
         for id in zombies {
             self.zombies.remove(&id);
             if let Some(sa) = self.sas.remove(&id) {
+                self.timers.set(id, None);
                 self.forget(&sa);
             }
         }
-        let ids: Vec<IkeSaId> = self.sas.keys().copied().collect();
+        let ids: Vec<IkeSaId> = if now >= self.timers.next_sweep {
+            self.timers.next_sweep = now + timers::SWEEP;
+            self.sas.keys().copied().collect()
+        } else {
+            self.timers.due(now)
+        };
         for id in ids {
             if self.zombies.contains_key(&id) {
                 continue;
             }
-            let Some(due) = self.sas.get(&id).and_then(|sa| self.sa_deadline(sa)) else { continue };
+            let Some(due) = self.sas.get(&id).and_then(|sa| self.sa_deadline(sa)) else {
+                self.timers.set(id, None);
+                continue;
+            };
             if due > now {
+                self.timers.set(id, Some(due));
                 continue;
             }
             let Ok(mut sa) = self.take(id) else { continue };
@@ -568,10 +592,13 @@ impl Engine {
     }
 
     fn take(&mut self, id: IkeSaId) -> Result<IkeSa, EngineError> {
+        self.timers.set(id, None);
         self.sas.remove(&id).ok_or(EngineError::UnknownIkeSa(id))
     }
 
     fn put(&mut self, sa: IkeSa) {
+        let due = self.sa_deadline(&sa);
+        self.timers.set(sa.id, due);
         self.sas.insert(sa.id, sa);
     }
 
@@ -744,6 +771,7 @@ impl Engine {
         if z.last_resp.is_some() {
             self.by_spi.insert(local_spi, id);
             self.zombies.insert(id, now + ZOMBIE_LINGER);
+            self.timers.set(id, None);
             self.sas.insert(id, z);
         }
     }

@@ -51,6 +51,7 @@ impl Engine {
         if let Some(o) = self.sas.get_mut(&ike) {
             o.reauth_by = Some(new);
         }
+        self.retime(ike);
         self.reauth_active = true;
         Ok(new)
     }
@@ -122,6 +123,7 @@ impl Engine {
                 s.reauth_by = None;
                 s.reauth_at = Some(now + REAUTH_RETRY);
             }
+            self.retime(id);
         }
         self.reauth_active = self.sas.values().any(|s| s.reauth_of.is_some() || s.reauth_by.is_some());
     }
@@ -146,8 +148,9 @@ impl Engine {
                 if let Some(s) = self.sas.get_mut(&id) {
                     s.reauth_at = Some(now + REAUTH_RETRY);
                 }
+                self.retime(id);
                 let remote = self.sas.get(&id).map(|s| s.remote).unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                let sa = self.sas.remove(&id);
+                let sa = self.take(id).ok();
                 self.failure(
                     sa.as_ref(),
                     remote,
