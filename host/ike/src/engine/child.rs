@@ -275,7 +275,9 @@ impl Engine {
                     ts_reason = format!("policy {} returned selectors outside the proposal", self.policy.describe());
                     continue;
                 }
-                Err(e) if e.is_deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, policy_reason(&e))),
+                // Deferred: stop here, the caller parks the request (this
+                // refusal is never sent).
+                Err(e) if self.policy.deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, policy_reason(&e))),
                 Err(e) => {
                     ts_reason = format!("child {}: {}", ch.name, policy_reason(&e));
                     continue;

@@ -24,7 +24,7 @@
 //! waiting work fails with a reason naming the policy.
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,10 +115,10 @@ impl Parked {
 #[derive(Default)]
 pub(super) struct Deferrals {
     parked: VecDeque<(Duration, Parked)>,
-    /// IKE SAs whose first queued task waits (since when).
-    tasks: BTreeSet<(IkeSaId, Duration)>,
-    /// New IKE SAs (ours) waiting to send IKE_SA_INIT.
-    inits: BTreeSet<(IkeSaId, Duration)>,
+    /// IKE SAs whose first queued task waits, since when.
+    tasks: BTreeMap<IkeSaId, Duration>,
+    /// New IKE SAs (ours) waiting to send IKE_SA_INIT, since when.
+    inits: BTreeMap<IkeSaId, Duration>,
     /// A re-check after reload has questions out.
     recheck: bool,
     /// Parked messages dropped because [`MAX_PARKED`] were waiting.
@@ -161,7 +161,7 @@ impl Engine {
                 }
             }
         }
-        for (id, _) in std::mem::take(&mut self.deferrals.tasks) {
+        for id in std::mem::take(&mut self.deferrals.tasks).into_keys() {
             let Ok(mut sa) = self.take(id) else { continue };
             self.kick(now, &mut sa);
             self.put(sa);
@@ -171,7 +171,7 @@ impl Engine {
             match self.prepare_init(now, &mut sa) {
                 Ok(true) => self.put(sa),
                 Ok(false) => {
-                    self.deferrals.inits.insert((id, since));
+                    self.deferrals.inits.insert(id, since);
                     self.put(sa);
                 }
                 Err(e) => self.fail_waiting_init(sa, e.to_string()),
@@ -202,8 +202,8 @@ impl Engine {
 
     pub(super) fn deferral_deadline(&self) -> Option<Duration> {
         let p = self.deferrals.parked.front().map(|(at, _)| *at);
-        let t = self.deferrals.tasks.iter().map(|(_, at)| *at).min();
-        let i = self.deferrals.inits.iter().map(|(_, at)| *at).min();
+        let t = self.deferrals.tasks.values().min().copied();
+        let i = self.deferrals.inits.values().min().copied();
         [p, t, i].into_iter().flatten().min().map(|at| at + PARK_TTL)
     }
 
@@ -213,10 +213,10 @@ impl Engine {
         while self.deferrals.parked.front().is_some_and(|(at, _)| late(*at)) {
             self.deferrals.parked.pop_front();
         }
-        let tasks: Vec<(IkeSaId, Duration)> = self.deferrals.tasks.iter().filter(|(_, at)| late(*at)).copied().collect();
-        for key in tasks {
-            self.deferrals.tasks.remove(&key);
-            let Ok(mut sa) = self.take(key.0) else { continue };
+        let tasks: Vec<IkeSaId> = self.deferrals.tasks.iter().filter(|(_, at)| late(**at)).map(|(id, _)| *id).collect();
+        for id in tasks {
+            self.deferrals.tasks.remove(&id);
+            let Ok(mut sa) = self.take(id) else { continue };
             let task = sa.tasks.pop_front();
             let remote = sa.remote;
             let reason = format!("policy {} did not decide within {} s; {task:?} dropped", self.policy.describe(), PARK_TTL.as_secs());
@@ -224,10 +224,10 @@ impl Engine {
             self.kick(now, &mut sa);
             self.put(sa);
         }
-        let inits: Vec<(IkeSaId, Duration)> = self.deferrals.inits.iter().filter(|(_, at)| late(*at)).copied().collect();
-        for key in inits {
-            self.deferrals.inits.remove(&key);
-            let Ok(sa) = self.take(key.0) else { continue };
+        let inits: Vec<IkeSaId> = self.deferrals.inits.iter().filter(|(_, at)| late(**at)).map(|(id, _)| *id).collect();
+        for id in inits {
+            self.deferrals.inits.remove(&id);
+            let Ok(sa) = self.take(id) else { continue };
             let reason = format!("policy {} did not decide within {} s", self.policy.describe(), PARK_TTL.as_secs());
             self.fail_waiting_init(sa, reason);
         }
@@ -277,15 +277,13 @@ impl Engine {
 
     /// The first task of `sa` waits for a decision.
     pub(super) fn task_waits(&mut self, now: Duration, sa: &IkeSa) {
-        if !self.deferrals.tasks.iter().any(|(id, _)| *id == sa.id) {
-            self.deferrals.tasks.insert((sa.id, now));
-        }
+        self.deferrals.tasks.entry(sa.id).or_insert(now);
     }
 
     /// `sa` (ours, `InitSent`) waits for a decision before its IKE_SA_INIT.
     pub(super) fn init_waits(&mut self, now: Duration, sa: &IkeSa) {
         debug_assert_eq!(sa.state, IkeState::InitSent);
-        self.deferrals.inits.insert((sa.id, now));
+        self.deferrals.inits.insert(sa.id, now);
     }
 
     /// A re-check after reload asks again once answers are in.

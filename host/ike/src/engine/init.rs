@@ -568,7 +568,7 @@ impl Engine {
         let ctx = self.ctx(&sa, ci, false);
         let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
         if let Err(e) = self.policy.authorize(&ctx, &info) {
-            if e.is_deferred() {
+            if self.policy.take_deferred() {
                 sa.conn = conn_before;
                 sa.remote_id = None;
                 self.park_request(now, sa, h, payloads);
@@ -740,7 +740,7 @@ impl Engine {
                 AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
             match self.policy.authorize(&ctx, &info) {
                 Ok(()) => sa.auth = Some(info),
-                Err(e) if e.is_deferred() => {
+                Err(_) if self.policy.take_deferred() => {
                     sa.remote_id = None;
                     self.park_response(now, sa, out, payloads);
                     return;

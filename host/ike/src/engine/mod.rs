@@ -402,7 +402,6 @@ impl Engine {
         for id in zombies {
             self.zombies.remove(&id);
             if let Some(sa) = self.sas.remove(&id) {
-                self.timers.set(id, None);
                 self.forget(&sa);
             }
         }
@@ -770,8 +769,8 @@ impl Engine {
         self.teardown(sa, reason);
         if z.last_resp.is_some() {
             self.by_spi.insert(local_spi, id);
+            // Not indexed: a zombie has no deadline of its own.
             self.zombies.insert(id, now + ZOMBIE_LINGER);
-            self.timers.set(id, None);
             self.sas.insert(id, z);
         }
     }

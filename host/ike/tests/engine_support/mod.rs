@@ -67,13 +67,12 @@ struct InFlight {
 /// A policy that takes `delay` of virtual time per decision, the way the
 /// gateway's asynchronous policy does in real time: a new question is
 /// answered `Deferred` and its answer is ready `delay` later (one decision at
-/// a time when `serial`, like a single plugin worker). The pair calls
+/// a time, like a single plugin worker). The pair calls
 /// `policy_ready` on the engine when an answer comes in. `stalled` never
 /// answers.
 pub struct VirtualDeferred {
     inner: Arc<dyn Policy>,
     pub delay: Duration,
-    pub serial: bool,
     pub stalled: std::sync::atomic::AtomicBool,
     state: Mutex<VdState>,
 }
@@ -81,15 +80,15 @@ pub struct VirtualDeferred {
 #[derive(Default)]
 struct VdState {
     now: Duration,
-    /// When the worker is free again (serial).
+    /// When the worker is free again.
     free_at: Duration,
     answers: HashMap<Question, (Duration, Answer)>,
-    pub asked: usize,
+    asked: usize,
 }
 
 impl VirtualDeferred {
     pub fn new(inner: Arc<dyn Policy>, delay: Duration) -> Arc<Self> {
-        Arc::new(VirtualDeferred { inner, delay, serial: true, stalled: Default::default(), state: Mutex::new(VdState::default()) })
+        Arc::new(VirtualDeferred { inner, delay, stalled: Default::default(), state: Mutex::new(VdState::default()) })
     }
 
     /// Questions asked of the inner policy so far.
@@ -133,7 +132,7 @@ impl VirtualDeferred {
             }
             return Err(PolicyError::Deferred { decider: self.describe() });
         }
-        let start = if self.serial { s.free_at.max(now) } else { now };
+        let start = s.free_at.max(now);
         let at = start + self.delay;
         s.free_at = at;
         s.asked += 1;
