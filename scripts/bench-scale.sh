@@ -78,6 +78,8 @@ ip netns exec "$G" "$WISP" run -c "$DIR/g.toml" --control "$DIR/g.sock" >"$DIR/g
 GPID=$!; PIDS+=("$GPID")
 for _ in $(seq 1 100); do [ -S "$DIR/g.sock" ] && break; sleep 0.1; done
 [ -S "$DIR/g.sock" ] || { echo "gateway did not start:"; cat "$DIR/g.log"; exit 1; }
+# PERF=file: a flat CPU profile of the gateway during the load (perf record).
+if [ -n "${PERF:-}" ]; then perf record -q -e cpu-clock -F 499 -p "$GPID" -o "$PERF" >/dev/null 2>&1 & PIDS+=("$!"); fi
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GPID/status"; }
 RSS0=$(rss)
 mkfifo "$DIR/hold"

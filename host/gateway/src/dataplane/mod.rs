@@ -47,12 +47,13 @@
 //! [`Dataplane`]. The TUN device: see [`tun`].
 
 pub mod selectors;
+mod spd;
 mod sys;
 pub mod tun;
 
 pub use tun::TunKind;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::ops::Range;
@@ -277,43 +278,56 @@ struct Trap {
 /// An acquire is raised at most this often per trap.
 const ACQUIRE_EVERY: Duration = Duration::from_secs(2);
 
+impl spd::SpdEntry for OutEntry {
+    fn spi_in(&self) -> u32 {
+        self.spi_in
+    }
+    fn local_ts(&self) -> &[TrafficSelector] {
+        &self.local_ts
+    }
+    fn remote_ts(&self) -> &[TrafficSelector] {
+        &self.remote_ts
+    }
+    fn peer_ip(&self) -> IpAddr {
+        self.peer.ip()
+    }
+}
+
+/// What the packet threads look up. Every map is persistent (see [`spd`]):
+/// a clone shares its nodes, so publishing a change costs O(log n).
 #[derive(Default, Clone)]
 struct Tables {
-    inbound: HashMap<u32, Arc<InEntry>>,
-    /// SPD order: first match wins.
-    outbound: Vec<Arc<OutEntry>>,
-    /// The same outbound entries by the Child SA's inbound SPI (counters
-    /// lookups in O(1) instead of a scan of the SPD).
-    out_by_in: HashMap<u32, Arc<OutEntry>>,
+    /// The SAD, inbound: our SPI → SA.
+    inbound: imbl::HashMap<u32, Arc<InEntry>>,
+    /// The outbound SPD (first match wins), indexed; also by inbound SPI.
+    outbound: spd::Spd<OutEntry>,
     traps: Vec<Arc<Trap>>,
 }
 
 impl Tables {
     /// Swap the outbound entry of the Child SA with inbound SPI `old_spi_in`
     /// for `o` (appended if there is none) and add `i` unless present.
-    fn replace_outbound(&mut self, old_spi_in: u32, i: Arc<InEntry>, o: Arc<OutEntry>) {
+    /// Returns the outbound entry replaced.
+    fn replace_outbound(&mut self, old_spi_in: u32, i: Arc<InEntry>, o: Arc<OutEntry>) -> Option<Arc<OutEntry>> {
         let new_in = i.sa.spi();
-        self.inbound.entry(new_in).or_insert(i);
-        self.out_by_in.remove(&old_spi_in);
-        self.out_by_in.insert(o.spi_in, o.clone());
-        match self.outbound.iter().position(|e| e.spi_in == old_spi_in) {
-            Some(pos) => self.outbound[pos] = o,
-            None => self.outbound.push(o),
+        if !self.inbound.contains_key(&new_in) {
+            self.inbound.insert(new_in, i);
         }
+        self.outbound.insert(Some(old_spi_in), o)
     }
 
-    /// Remove both halves of the Child SA whose inbound SPI (ours) is `spi_in`.
-    fn remove_child(&mut self, spi_in: u32) {
+    /// Remove both halves of the Child SA whose inbound SPI (ours) is
+    /// `spi_in`. Returns the outbound entry removed.
+    fn remove_child(&mut self, spi_in: u32) -> Option<Arc<OutEntry>> {
         self.inbound.remove(&spi_in);
-        self.outbound.retain(|e| e.spi_in != spi_in);
-        self.out_by_in.remove(&spi_in);
+        self.outbound.remove(spi_in).map(|(_, e)| e)
     }
 }
 
 struct Shared {
     tables: ArcSwap<Tables>,
     /// Serialises control-side table edits and route changes.
-    control: Mutex<BTreeSet<(IpAddr, u8)>>,
+    control: Mutex<spd::Routes>,
     stop: AtomicBool,
     started: std::time::Instant,
     udp: UdpSocket,
@@ -363,7 +377,7 @@ impl Dataplane {
         let local = udp.local_addr()?;
         let shared = Arc::new(Shared {
             tables: ArcSwap::from_pointee(Tables::default()),
-            control: Mutex::new(BTreeSet::new()),
+            control: Mutex::new(spd::Routes::default()),
             stop: AtomicBool::new(false),
             started: std::time::Instant::now(),
             udp_v6: local.is_ipv6(),
@@ -406,7 +420,7 @@ impl Dataplane {
         self.shared.local
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(IpAddr, u8)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, spd::Routes> {
         self.shared.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -442,10 +456,14 @@ impl Dataplane {
             return Err(DataplaneError::DuplicateSpi(spec.spi_in));
         }
         t.inbound.insert(spec.spi_in, i);
-        t.out_by_in.insert(spec.spi_in, o.clone());
-        t.outbound.push(o);
+        let replaced = t.outbound.insert(None, o.clone());
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        let mut touched = BTreeSet::new();
+        if let Some(old) = replaced {
+            routes.entry(&*old, false, &mut touched);
+        }
+        routes.entry(&*o, true, &mut touched);
+        self.sync_routes(&mut routes, touched)
     }
 
     /// Install only the inbound half of `spec` (step 1 of a make-before-break
@@ -477,9 +495,14 @@ impl Dataplane {
         let (i, o) = self.entries(&new)?;
         let mut routes = self.lock();
         let mut t = Tables::clone(&self.shared.tables.load());
-        t.replace_outbound(old_spi_in, i, o);
+        let replaced = t.replace_outbound(old_spi_in, i, o.clone());
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        let mut touched = BTreeSet::new();
+        if let Some(old) = replaced {
+            routes.entry(&*old, false, &mut touched);
+        }
+        routes.entry(&*o, true, &mut touched);
+        self.sync_routes(&mut routes, touched)
     }
 
     /// Install (or replace) the on-demand trap `id`: its remote selectors are
@@ -489,9 +512,11 @@ impl Dataplane {
         let mut routes = self.lock();
         let mut t = Tables::clone(&self.shared.tables.load());
         t.traps.retain(|x| x.id != id);
+        let mut touched = BTreeSet::new();
+        routes.trap(id, Some(&remote_ts), &mut touched);
         t.traps.push(Arc::new(Trap { id, local_ts, remote_ts, fired_ms: AtomicU64::new(0) }));
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        self.sync_routes(&mut routes, touched)
     }
 
     /// Remove the trap `id` (and routes nothing else needs).
@@ -500,7 +525,9 @@ impl Dataplane {
         let mut t = Tables::clone(&self.shared.tables.load());
         t.traps.retain(|x| x.id != id);
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        let mut touched = BTreeSet::new();
+        routes.trap(id, None, &mut touched);
+        self.sync_routes(&mut routes, touched)
     }
 
     /// The peer of the Child SA `(spi_in, spi_out)` moved to `peer` (its NAT
@@ -511,20 +538,23 @@ impl Dataplane {
         let mut routes = self.lock();
         let mut t = Tables::clone(&self.shared.tables.load());
         let mut found = false;
-        if let Some(e) = t.inbound.get_mut(&spi_in) {
-            *e = Arc::new(InEntry { peer, ..InEntry::clone(e) });
+        if let Some(e) = t.inbound.get(&spi_in).cloned() {
+            t.inbound.insert(spi_in, Arc::new(InEntry { peer, ..InEntry::clone(&e) }));
             found = true;
         }
-        for e in t.outbound.iter_mut().filter(|e| e.spi_in == spi_in) {
-            *e = Arc::new(OutEntry { peer, dst: sys::to_sockaddr(peer, self.shared.udp_v6), ..OutEntry::clone(e) });
-            t.out_by_in.insert(spi_in, e.clone());
+        let mut touched = BTreeSet::new();
+        if let Some(e) = t.outbound.get(spi_in).cloned() {
+            let moved = Arc::new(OutEntry { peer, dst: sys::to_sockaddr(peer, self.shared.udp_v6), ..OutEntry::clone(&e) });
+            t.outbound.insert(Some(spi_in), moved.clone());
+            routes.entry(&*e, false, &mut touched);
+            routes.entry(&*moved, true, &mut touched);
             found = true;
         }
         if !found {
             return Err(DataplaneError::NoSuchChild(spi_out));
         }
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        self.sync_routes(&mut routes, touched)
     }
 
     /// Remove the inbound SA `spi_in` and the outbound SA `spi_out` (either
@@ -533,46 +563,33 @@ impl Dataplane {
         let mut routes = self.lock();
         let _ = spi_out;
         let mut t = Tables::clone(&self.shared.tables.load());
-        t.remove_child(spi_in);
+        let removed = t.remove_child(spi_in);
         self.shared.tables.store(Arc::new(t));
-        self.sync_routes(&mut routes)
+        let mut touched = BTreeSet::new();
+        if let Some(old) = removed {
+            routes.entry(&*old, false, &mut touched);
+        }
+        self.sync_routes(&mut routes, touched)
     }
 
-    fn sync_routes(&self, installed: &mut BTreeSet<(IpAddr, u8)>) -> Result<(), DataplaneError> {
-        let t = self.shared.tables.load();
-        let mut want = BTreeSet::new();
-        let peers: Vec<IpAddr> = t.outbound.iter().map(|e| e.peer.ip()).collect();
-        let sa_nets = t.outbound.iter().map(|e| (&e.remote_ts, Some(e.peer.ip())));
-        let trap_nets = t.traps.iter().map(|x| (&x.remote_ts, None));
-        for (remote_ts, peer) in sa_nets.chain(trap_nets) {
-            for ts in remote_ts {
-                for (net, len) in selectors::range_to_cidrs(ts.start_address, ts.end_address) {
-                    // Never route a peer's own address into the tunnel (it
-                    // would swallow the ESP packets); a trap has no peer of
-                    // its own, so every SA's peer counts for it.
-                    let swallows = match peer {
-                        Some(p) => cidr_contains(net, len, p),
-                        None => peers.iter().any(|p| cidr_contains(net, len, *p)),
-                    };
-                    if !swallows {
-                        want.insert((net, len));
-                    }
-                }
-            }
-        }
+    /// Bring the kernel's routes for the `touched` blocks in line with what
+    /// the tables want (see [`spd::Routes`]).
+    fn sync_routes(&self, routes: &mut spd::Routes, touched: BTreeSet<spd::Cidr>) -> Result<(), DataplaneError> {
         let mut result = Ok(());
-        for (net, len) in installed.difference(&want).copied().collect::<Vec<_>>() {
-            if let Err(e) = self.shared.netlink.del_route(net, len) {
-                tracing::warn!("removing route {}: {e}", sys::cidr_string(net, len));
-            }
-            installed.remove(&(net, len));
-        }
-        for (net, len) in want.difference(installed).copied().collect::<Vec<_>>() {
-            match self.shared.netlink.replace_route(net, len) {
-                Ok(()) => {
-                    installed.insert((net, len));
+        for b @ (net, len) in touched {
+            let (want, have) = (routes.wanted(b), routes.installed.contains(&b));
+            if !want && have {
+                if let Err(e) = self.shared.netlink.del_route(net, len) {
+                    tracing::warn!("removing route {}: {e}", sys::cidr_string(net, len));
                 }
-                Err(e) => result = Err(DataplaneError::Io(e)),
+                routes.installed.remove(&b);
+            } else if want && !have {
+                match self.shared.netlink.replace_route(net, len) {
+                    Ok(()) => {
+                        routes.installed.insert(b);
+                    }
+                    Err(e) => result = Err(DataplaneError::Io(e)),
+                }
             }
         }
         result
@@ -582,7 +599,7 @@ impl Dataplane {
     pub fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters> {
         let t = self.shared.tables.load();
         let i = t.inbound.get(&spi_in);
-        let o = t.out_by_in.get(&spi_in);
+        let o = t.outbound.get(spi_in);
         if i.is_none() && o.is_none() {
             return None;
         }
@@ -601,7 +618,7 @@ impl Dataplane {
             .inbound
             .values()
             .map(|i| {
-                let o = t.out_by_in.get(&i.sa.spi());
+                let o = t.outbound.get(i.sa.spi());
                 ChildCounters {
                     spi_in: i.sa.spi(),
                     spi_out: i.spi_out,
@@ -664,7 +681,8 @@ impl Dataplane {
         }
         let mut routes = self.lock();
         self.shared.tables.store(Arc::new(Tables::default()));
-        let _ = self.sync_routes(&mut routes);
+        let all = routes.clear();
+        let _ = self.sync_routes(&mut routes, all);
     }
 }
 
@@ -678,20 +696,6 @@ fn map_dst(a: SocketAddr, v6_socket: bool) -> SocketAddr {
     match (a, v6_socket) {
         (SocketAddr::V4(v4), true) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
         _ => a,
-    }
-}
-
-fn cidr_contains(net: IpAddr, len: u8, a: IpAddr) -> bool {
-    match (net, a) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - len as u32) };
-            u32::from(n) & m == u32::from(a) & m
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
-            u128::from(n) & m == u128::from(a) & m
-        }
-        _ => false,
     }
 }
 
@@ -721,6 +725,9 @@ fn tx_loop(s: &Shared, batch_size: usize) {
             }
         }
         let tables = s.tables.load();
+        // The segments of a TSO super-packet share their flow: one SPD
+        // lookup for the run.
+        let mut last: Option<(selectors::Flow, &OutEntry)> = None;
         need_poll = false;
         while batch.free() >= per_read {
             let start = batch.count;
@@ -747,7 +754,7 @@ fn tx_loop(s: &Shared, batch_size: usize) {
             }
             for (k, &len) in sizes[..n].iter().enumerate() {
                 let slot = start + k;
-                if let Some((sealed, dst)) = seal_one(s, &tables, &mut batch.bufs[slot], len) {
+                if let Some((sealed, dst)) = seal_one(s, &tables, &mut last, &mut batch.bufs[slot], len) {
                     // Keep committed slots contiguous when a segment was dropped.
                     let next = batch.count;
                     if slot != next {
@@ -768,20 +775,31 @@ fn tx_loop(s: &Shared, batch_size: usize) {
 
 /// SPD lookup and seal of the inner packet at `buf[PAYLOAD_OFFSET..][..n]`.
 /// Returns the ESP datagram length and destination, or `None` (counted).
-fn seal_one(s: &Shared, tables: &Tables, buf: &mut [u8], n: usize) -> Option<(usize, (libc::sockaddr_storage, libc::socklen_t))> {
+fn seal_one<'t>(
+    s: &Shared,
+    tables: &'t Tables,
+    last: &mut Option<(selectors::Flow, &'t OutEntry)>,
+    buf: &mut [u8],
+    n: usize,
+) -> Option<(usize, (libc::sockaddr_storage, libc::socklen_t))> {
     let inner = &buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + n];
     let Some(flow) = selectors::parse(inner) else {
         s.global.tx_not_ip.fetch_add(1, Relaxed);
         return None;
     };
     let nh = if flow.src.is_ipv4() { NEXT_HEADER_IPV4 } else { NEXT_HEADER_IPV6 };
-    let Some(e) = tables.outbound.iter().find(|e| selectors::matches_outbound(&e.local_ts, &e.remote_ts, &flow)) else {
+    let found = match *last {
+        Some((f, e)) if f == flow => Some(e),
+        _ => tables.outbound.find(&flow).map(|e| &**e),
+    };
+    let Some(e) = found else {
         s.global.tx_no_sa.fetch_add(1, Relaxed);
         if let Some(trap) = tables.traps.iter().find(|x| selectors::matches_outbound(&x.local_ts, &x.remote_ts, &flow)) {
             acquire(s, trap);
         }
         return None;
     };
+    *last = Some((flow, e));
     match e.sa.seal_in_place(buf, n, nh) {
         Ok(sealed) => {
             if let Some(ev) = sealed.event {
@@ -1073,12 +1091,11 @@ mod spi_ownership {
 
     fn install(t: &mut Tables, (i, o): (Arc<InEntry>, Arc<OutEntry>)) {
         t.inbound.insert(i.sa.spi(), i);
-        t.out_by_in.insert(o.spi_in, o.clone());
-        t.outbound.push(o);
+        t.outbound.insert(None, o);
     }
 
     fn outbound_of(t: &Tables, spi_in: u32) -> Option<(u32, SocketAddr)> {
-        t.outbound.iter().find(|e| e.spi_in == spi_in).map(|e| (e.sa.spi(), e.peer))
+        t.outbound.get(spi_in).map(|e| (e.sa.spi(), e.peer))
     }
 
     /// Finding (issue 10): outbound entries were found by the outbound SPI,
