@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use wisp_ike::config as ikecfg;
-use wisp_ike::engine::{notify_name, Engine};
+use wisp_ike::engine::{notify_name, Engine, SpiChange, SpiChanges};
 use wisp_ike::event::{ChildSaInfo, ChildSaState, DownReason, Event, IkeSaId};
 use wisp_policy_api::{Policy, Protocol, SaCounts};
 
@@ -132,12 +132,12 @@ pub struct Env {
 /// of another connection's SA cannot redirect or replace its routing.
 #[derive(Default)]
 pub struct SpiTable {
-    map: std::sync::RwLock<HashMap<u64, (String, bool)>>,
+    map: std::sync::RwLock<HashMap<u64, (Arc<str>, bool)>>,
 }
 
 impl SpiTable {
     /// The connection owning a datagram, by the SPIs in its IKE header.
-    pub fn lookup(&self, ike: &[u8]) -> Option<String> {
+    pub fn lookup(&self, ike: &[u8]) -> Option<Arc<str>> {
         if ike.len() < 20 {
             return None;
         }
@@ -157,11 +157,34 @@ impl SpiTable {
     }
 
     /// The IKE SAs of `conn`: our SPI and whether we initiated the SA.
-    fn replace(&self, conn: &str, spis: &[(u64, bool)]) {
+    fn replace(&self, conn: &Arc<str>, spis: &[(u64, bool)]) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         m.retain(|_, (c, _)| c != conn);
         for &(s, we_initiated) in spis.iter().filter(|(s, _)| *s != 0) {
-            m.insert(s, (conn.to_string(), we_initiated));
+            m.insert(s, (conn.clone(), we_initiated));
+        }
+    }
+
+    /// Apply what the engine of `conn` reports ([`Engine::take_spi_changes`]).
+    fn apply(&self, conn: &Arc<str>, changes: SpiChanges) {
+        let changes = match changes {
+            SpiChanges::All(all) => return self.replace(conn, &all),
+            SpiChanges::Changed(c) if c.is_empty() => return,
+            SpiChanges::Changed(c) => c,
+        };
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
+        for c in changes {
+            match c {
+                SpiChange::Added { spi, we_initiated } if spi != 0 => {
+                    m.insert(spi, (conn.clone(), we_initiated));
+                }
+                SpiChange::Added { .. } => {}
+                SpiChange::Removed(spi) => {
+                    if m.get(&spi).is_some_and(|(c, _)| c == conn) {
+                        m.remove(&spi);
+                    }
+                }
+            }
         }
     }
 }
@@ -305,6 +328,7 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
     let engine = new_engine(&env, conn.clone(), engine_policy.clone()).map_err(|e| anyhow::anyhow!("connection {name}: {e}"))?;
     let status = Arc::new(Mutex::new(status));
     let st2 = status.clone();
+    let spi_owner: Arc<str> = Arc::from(name.as_str());
     let thread = std::thread::Builder::new().name(format!("ike-{name}")).spawn(move || {
         let mut d = Driver {
             env,
@@ -321,6 +345,7 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
             dirty: true,
             last_publish: Instant::now(),
             spi_gen: u64::MAX,
+            spi_owner: spi_owner.clone(),
             traps: Vec::new(),
             engine_policy,
             ready,
@@ -373,6 +398,8 @@ struct Driver {
     last_publish: Instant,
     /// The engine's SPI generation last published to [`SpiTable`].
     spi_gen: u64,
+    /// The connection's name as the [`SpiTable`] keeps it.
+    spi_owner: Arc<str>,
     /// Dataplane traps of this connection's `start_action = trap` children: `(id, child)`.
     traps: Vec<(u64, String)>,
     /// The policy the engine asks (a `DecisionPool` handle, or inline).
@@ -686,6 +713,8 @@ impl Driver {
             match new_engine(&self.env, conn.clone(), self.engine_policy.clone()) {
                 Ok(e) => {
                     self.engine = e;
+                    // The new engine's first report is its whole SPI set.
+                    self.spi_gen = u64::MAX;
                     self.conn = conn;
                     self.arm_traps();
                     tracing::info!(conn = %self.name, "new connection config in effect");
@@ -762,7 +791,7 @@ impl Driver {
         let gen = self.engine.spi_generation();
         if gen != self.spi_gen {
             self.spi_gen = gen;
-            self.env.spis.replace(&self.name, &self.engine.local_spis());
+            self.env.spis.apply(&self.spi_owner, self.engine.take_spi_changes());
         }
         // The status snapshot is O(SAs): with many SAs at most every
         // PUBLISH_EVERY (a connection with thousands of peers would otherwise
@@ -1028,7 +1057,7 @@ impl Driver {
             let _ = r.send(Ok(format!("connection {} down (daemon shutting down)", self.name)));
         }
         self.env.registry.publish(&self.name, Vec::new());
-        self.env.spis.replace(&self.name, &[]);
+        self.env.spis.replace(&self.spi_owner, &[]);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = "idle".into();
         s.ike_sas.clear();
@@ -1116,13 +1145,13 @@ life_packets = 1000
     fn spi_table_routes_by_our_spi() {
         let t = SpiTable::default();
         // a: we initiated (our SPI is SPIi); b: we responded (ours is SPIr).
-        t.replace("a", &[(0x1111, true)]);
-        t.replace("b", &[(0x3333, false)]);
+        t.replace(&Arc::from("a"), &[(0x1111, true)]);
+        t.replace(&Arc::from("b"), &[(0x3333, false)]);
         assert_eq!(t.lookup(&hdr(0x1111, 0x2222, false)).as_deref(), Some("a"), "b's answer to our request");
         assert_eq!(t.lookup(&hdr(0x9999, 0x3333, true)).as_deref(), Some("b"));
         assert_eq!(t.lookup(&hdr(0x9999, 0, true)), None, "a new IKE_SA_INIT: route by address");
         assert_eq!(t.lookup(&[1, 2, 3]), None);
-        t.replace("a", &[]);
+        t.replace(&Arc::from("a"), &[]);
         assert_eq!(t.lookup(&hdr(0x1111, 0x2222, false)), None);
     }
 
@@ -1133,9 +1162,9 @@ life_packets = 1000
     fn peer_chosen_ike_spi_does_not_reroute_another_connection() {
         let t = SpiTable::default();
         // Connection a: we responded, our SPIr 0xa0a0; its peer chose SPIi 0x5555.
-        t.replace("a", &[(0xa0a0, false)]);
+        t.replace(&Arc::from("a"), &[(0xa0a0, false)]);
         // Connection b's peer chooses the same SPIi 0x5555, and then a's SPIr as its own.
-        t.replace("b", &[(0xb0b0, false)]);
+        t.replace(&Arc::from("b"), &[(0xb0b0, false)]);
         assert_eq!(t.lookup(&hdr(0x5555, 0xa0a0, true)).as_deref(), Some("a"));
         assert_eq!(t.lookup(&hdr(0x5555, 0xb0b0, true)).as_deref(), Some("b"));
         // b's peer as original responder using a's SPI as "its" SPIr: we route by

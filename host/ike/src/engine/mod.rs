@@ -60,10 +60,12 @@ mod init;
 mod reauth;
 mod recovery;
 mod revoke;
+mod tally;
 mod timers;
 
 pub use deferral::{MAX_PARKED, PARK_TTL};
 pub use revoke::Recheck;
+pub use shared::SPI_LOG_MAX;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -131,6 +133,22 @@ const MAX_INIT_RETRIES: u32 = 3;
 const ZOMBIE_LINGER: Duration = Duration::from_secs(10);
 const NATT_PORT: u16 = 4500;
 
+/// See [`Engine::take_spi_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpiChanges {
+    /// Every IKE SPI of ours (SPI, whether we initiated its SA).
+    All(Vec<(u64, bool)>),
+    /// What changed since the last call, oldest first.
+    Changed(Vec<SpiChange>),
+}
+
+/// One of our IKE SPIs came or went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpiChange {
+    Added { spi: u64, we_initiated: bool },
+    Removed(u64),
+}
+
 /// The IKEv2 engine. See the module documentation.
 pub struct Engine {
     config: Config,
@@ -157,6 +175,8 @@ pub struct Engine {
     deferrals: deferral::Deferrals,
     /// The SAs' next deadlines (see `timers.rs`).
     timers: timers::Timers,
+    /// IKE and Child SAs held per connection (see `tally.rs`).
+    tally: tally::Tally,
 }
 
 impl Engine {
@@ -183,6 +203,7 @@ impl Engine {
             reauth_active: false,
             deferrals: deferral::Deferrals::default(),
             timers: timers::Timers::default(),
+            tally: tally::Tally::default(),
         })
     }
 
@@ -392,6 +413,19 @@ impl Engine {
         if let Some(truth) = self.sas.values().filter_map(|sa| self.sa_deadline(sa)).min() {
             debug_assert!(best.is_some_and(|b| b <= truth), "timer index late: {best:?} > {truth:?}");
         }
+        // The per-connection counts mirror the table exactly.
+        #[cfg(debug_assertions)]
+        {
+            let mut truth = tally::Tally::default();
+            truth.rebuild(self.sas.values().map(|s| (s, self.zombies.contains_key(&s.id))));
+            for ci in 0..self.config.connections.len() {
+                debug_assert_eq!(
+                    (self.tally.ike(ci), self.tally.children(ci)),
+                    (truth.ike(ci), truth.children(ci)),
+                    "tally of connection {ci}"
+                );
+            }
+        }
         best
     }
 
@@ -401,12 +435,14 @@ impl Engine {
         let zombies: Vec<IkeSaId> = self.zombies.iter().filter(|(_, t)| **t <= now).map(|(i, _)| *i).collect();
         for id in zombies {
             self.zombies.remove(&id);
+            self.tally.drop_share(id);
             if let Some(sa) = self.sas.remove(&id) {
                 self.forget(&sa);
             }
         }
         let ids: Vec<IkeSaId> = if now >= self.timers.next_sweep {
             self.timers.next_sweep = now + timers::SWEEP;
+            self.tally.rebuild(self.sas.values().map(|s| (s, self.zombies.contains_key(&s.id))));
             self.sas.keys().copied().collect()
         } else {
             self.timers.due(now)
@@ -454,6 +490,26 @@ impl Engine {
     /// and whether we initiated it (then it is the SPIi, else the SPIr).
     pub fn local_spis(&self) -> Vec<(u64, bool)> {
         self.sas.values().map(|s| (s.local_spi(), s.initiator)).filter(|(s, _)| *s != 0).collect()
+    }
+
+    /// How our IKE SPIs changed since the last call, for a caller that
+    /// routes datagrams by them: the first call (and one after more than
+    /// [`SPI_LOG_MAX`] changes piled up) returns the whole set as
+    /// [`Engine::local_spis`] does, later calls what came and went, in
+    /// order. O(changes), where `local_spis` is O(SAs).
+    pub fn take_spi_changes(&mut self) -> SpiChanges {
+        let Some(log) = self.by_spi.log.replace(Vec::new()) else {
+            return SpiChanges::All(self.local_spis());
+        };
+        let changes = log
+            .into_iter()
+            .filter_map(|(spi, id)| match id {
+                // An SA that has gone again by now has its removal later in the log.
+                Some(id) => self.sas.get(&id).map(|s| SpiChange::Added { spi, we_initiated: s.initiator }),
+                None => Some(SpiChange::Removed(spi)),
+            })
+            .collect();
+        SpiChanges::Changed(changes)
     }
 
     /// Number of IKE SAs held (lingering ones included), in O(1).
@@ -592,12 +648,14 @@ impl Engine {
 
     fn take(&mut self, id: IkeSaId) -> Result<IkeSa, EngineError> {
         self.timers.set(id, None);
+        self.tally.drop_share(id);
         self.sas.remove(&id).ok_or(EngineError::UnknownIkeSa(id))
     }
 
     fn put(&mut self, sa: IkeSa) {
         let due = self.sa_deadline(&sa);
         self.timers.set(sa.id, due);
+        self.tally.set(&sa, self.zombies.contains_key(&sa.id));
         self.sas.insert(sa.id, sa);
     }
 

@@ -62,14 +62,16 @@ impl Engine {
         let Event::ChildSaUp(info) = ev else { return ev };
         let Some(old_id) = self.sas.get(&info.ike).and_then(|s| s.reauth_of) else { return Event::ChildSaUp(info) };
         let Some(old) = self.sas.get_mut(&old_id) else { return Event::ChildSaUp(info) };
-        match old.children.iter_mut().find(|c| c.name == info.name && c.state == ChildState::Installed) {
+        let ev = match old.children.iter_mut().find(|c| c.name == info.name && c.state == ChildState::Installed) {
             Some(c) => {
                 c.state = ChildState::Rekeyed;
                 c.soft_at = None;
                 Event::ChildSaRekeyed { old_spi_in: c.spi_in, old_spi_out: c.spi_out, new: info }
             }
             None => Event::ChildSaUp(info),
-        }
+        };
+        self.retime(old_id);
+        ev
     }
 
     /// Finish reauthentications whose new SA is complete (delete the old

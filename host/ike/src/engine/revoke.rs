@@ -251,6 +251,12 @@ impl Engine {
     /// `sa` (those an INITIAL_CONTACT from the same peer replaces excepted).
     pub(super) fn ike_cap_allows(&self, sa: &IkeSa, ci: usize, initial_contact: bool) -> Result<(), String> {
         let conn = &self.config.connections[ci];
+        // The tally counts every SA the scan below counts, and those it
+        // leaves out (this SA, ones replaced by INITIAL_CONTACT): below the
+        // cap by the tally is below the cap. At the cap the scan decides.
+        if self.tally.ike(ci) < conn.caps.max_ike_sas {
+            return Ok(());
+        }
         let held = self
             .sas
             .values()
@@ -267,9 +273,14 @@ impl Engine {
     /// Whether connection `ci` may hold one more Child SA.
     pub(super) fn child_cap_allows(&self, ci: usize, extra_sa: Option<&IkeSa>) -> Result<(), String> {
         let conn = &self.config.connections[ci];
-        let live = |s: &IkeSa| s.children.iter().filter(|c| !matches!(c.state, ChildState::Rekeyed | ChildState::Deleting)).count();
-        let held: usize = self.sas.values().filter(|s| s.conn == ci && s.candidates.is_empty()).map(live).sum::<usize>()
-            + extra_sa.filter(|s| s.conn == ci).map(live).unwrap_or(0);
+        let live = tally::live_children;
+        let extra = extra_sa.filter(|s| s.conn == ci).map(live).unwrap_or(0);
+        // The tally is the scan below kept up to date (checked against a
+        // recount in debug builds); at the cap the scan decides.
+        if self.tally.children(ci) + extra < conn.caps.max_child_sas {
+            return Ok(());
+        }
+        let held: usize = self.sas.values().filter(|s| s.conn == ci && s.candidates.is_empty()).map(live).sum::<usize>() + extra;
         if held >= conn.caps.max_child_sas {
             return Err(format!("connection {} already holds {held} Child SAs (max_child_sas = {})", conn.name, conn.caps.max_child_sas));
         }

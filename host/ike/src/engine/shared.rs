@@ -43,13 +43,21 @@ impl EspSpis {
     }
 }
 
+/// At most this many SPI changes wait for [`crate::engine::Engine::take_spi_changes`];
+/// past it the next call hands out the whole set instead.
+pub const SPI_LOG_MAX: usize = 4096;
+
 /// Our IKE SPIs → IKE SA, mirrored into the daemon's pool.
 #[derive(Default)]
 pub(super) struct IkeSpis {
-    map: HashMap<u64, IkeSaId>,
+    pub(super) map: HashMap<u64, IkeSaId>,
     pool: Option<Arc<SpiPool>>,
     /// Bumped whenever an SPI comes or goes.
     pub(super) generation: u64,
+    /// The changes since the last `take_spi_changes` (SPI, its SA or `None`
+    /// when it went); `None` until the first call and after an overflow,
+    /// which both mean "hand out the whole set".
+    pub(super) log: Option<Vec<(u64, Option<IkeSaId>)>>,
 }
 
 impl IkeSpis {
@@ -67,6 +75,7 @@ impl IkeSpis {
             p.reserve_ike(spi);
         }
         self.generation += 1;
+        self.note(spi, Some(id));
         self.map.insert(spi, id)
     }
 
@@ -74,11 +83,22 @@ impl IkeSpis {
         let r = self.map.remove(spi);
         if r.is_some() {
             self.generation += 1;
+            self.note(*spi, None);
             if let Some(p) = &self.pool {
                 p.release_ike(*spi);
             }
         }
         r
+    }
+
+    fn note(&mut self, spi: u64, id: Option<IkeSaId>) {
+        if let Some(log) = &mut self.log {
+            if log.len() >= SPI_LOG_MAX {
+                self.log = None;
+            } else {
+                log.push((spi, id));
+            }
+        }
     }
 }
 

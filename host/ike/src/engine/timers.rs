@@ -50,8 +50,13 @@ impl Timers {
 
 impl Engine {
     /// Recompute the indexed deadline of SA `id` (after changing it in place).
+    /// Its share in the per-connection counts is recounted too.
     pub(super) fn retime(&mut self, id: IkeSaId) {
         let due = self.sas.get(&id).and_then(|sa| self.sa_deadline(sa));
         self.timers.set(id, due);
+        match self.sas.get(&id) {
+            Some(sa) => self.tally.set(sa, self.zombies.contains_key(&id)),
+            None => self.tally.drop_share(id),
+        }
     }
 }
