@@ -247,6 +247,8 @@ pub struct WispConf {
     pub plugin: Option<PathBuf>,
     /// `[plugin.settings]` as raw TOML lines (`key = value`).
     pub plugin_settings: Vec<String>,
+    /// `[ike]` as raw TOML lines (`key = value`).
+    pub ike_settings: Vec<String>,
     pub conns: Vec<WispConn>,
 }
 
@@ -292,6 +294,12 @@ impl WispConf {
                 for l in &self.plugin_settings {
                     let _ = writeln!(o, "{l}");
                 }
+            }
+        }
+        if !self.ike_settings.is_empty() {
+            o.push_str("\n[ike]\n");
+            for l in &self.ike_settings {
+                let _ = writeln!(o, "{l}");
             }
         }
         for c in &self.conns {

@@ -897,6 +897,38 @@ fn restart_charon_recovers_case() -> R<Outcome> {
     Ok(Outcome { algorithms: algos(&ike1), note: format!("charon DPD + restart after {secs:.1}s, {note}") })
 }
 
+/// IKE fragmentation (RFC 7383) both ways: `fragment_size = 256` on both
+/// sides and four networks per side, so IKE_AUTH (about 350 bytes) and the
+/// Child SA rekey with PFS of each side go in fragments; charon's log shows
+/// it reassembled wisp's and split its own.
+fn fragmentation_case(who: Who) -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519");
+    s.wisp.ike_settings = vec!["fragment_size = 256".into()];
+    s.charon.extra.push("fragment_size = 256".into());
+    let nets = |side: u8| -> Vec<String> { [0, 4, 5, 6].iter().map(|i| format!("10.{side}.{i}.0/24")).collect() };
+    let w = &mut s.wisp.conns[0].children[0];
+    (w.local_ts, w.remote_ts) = (nets(1), nets(2));
+    let c = &mut s.swan.conns[0].children[0];
+    (c.local_ts, c.remote_ts) = (nets(2), nets(1));
+    let env = Env::new("mxg", &s, false)?;
+    // charon installs a route per selector pair from an address of its own inside each.
+    for i in [4, 5, 6] {
+        env.pair.right.addr_add("lo", &format!("10.2.{i}.1/32")).map_err(e)?;
+    }
+    env.establish(who, &["net"])?;
+    let (ike0, _) = env.wait_both(1)?;
+    let note = env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?;
+    let ike1 = env.rekey_child_with_pfs(who, ike0.children[0].spi_in, "CURVE_25519")?;
+    let log = env.charon.log();
+    let reassembled = log.matches("reassembled fragmented IKE message").count();
+    let split = log.matches("splitting IKE message").count();
+    if reassembled < 2 || split < 2 {
+        return env
+            .fail(format!("charon reassembled {reassembled} and split {split} messages, want at least 2 each (IKE_AUTH and the rekey)"));
+    }
+    Ok(Outcome { algorithms: algos(&ike1), note: format!("charon reassembled {reassembled} of wisp's, split {split} of its own; {note}") })
+}
+
 #[test]
 fn matrix_lifecycle() {
     if !require_root("matrix_lifecycle") {
@@ -915,6 +947,12 @@ fn matrix_lifecycle() {
         cases.push((format!("2 child SAs, {} initiates", who.tag()), Box::new(move || multi_child_case(who))));
     }
     cases.push(("TS narrowing /16 -> /24".into(), Box::new(narrowing_case)));
+    for who in [Who::Wisp, Who::Charon] {
+        cases.push((
+            format!("IKE fragments both ways (fragment_size 256), {} initiates", who.tag()),
+            Box::new(move || fragmentation_case(who)),
+        ));
+    }
     for who in [Who::Wisp, Who::Charon] {
         cases.push((format!("IPv6 outer, {} initiates", who.tag()), Box::new(move || ipv6_outer_case(who))));
     }

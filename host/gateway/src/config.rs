@@ -32,6 +32,7 @@
 //! keyingtries = 0                      # tries for initiations wisp makes itself; 0 = forever
 //!                                      # (default 0 when a child comes back by itself, else 1)
 //! reauth_time = "24h"                  # optional: reauthenticate make-before-break
+//! fragmentation = "yes"                # IKE fragments (RFC 7383): yes | accept (take, never send) | no
 //! local.id = "a.wisp.test"
 //! remote.id = "b.wisp.test"           # default: the remote address when remote_addrs is one host
 //! auth.psk_file = "psk.txt"            # or auth.psk = "inline secret"; mode 0600 (0400)
@@ -43,6 +44,7 @@
 //! mode = "tunnel"
 //! rekey_time = "50m"
 //! life_time = "60m"
+//! rand_time = "5m"                     # rekey up to this much early, at random (default rekey_time / 20)
 //! dpd_action = "restart"               # clear | trap | restart (default restart for start children, else clear)
 //! close_action = "start"               # none | trap | start: on the peer's DELETE (same default rule)
 //!
@@ -616,6 +618,22 @@ pub enum DpdAction {
     Restart,
 }
 
+/// swanctl `fragmentation`: IKE fragmentation (RFC 7383).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fragmentation {
+    /// Announce it, take fragments, and send messages larger than
+    /// `[ike] fragment_size` as fragments when the peer announced it too
+    /// (`force`, which only changes IKEv1 in strongSwan, means the same).
+    #[default]
+    #[serde(alias = "force")]
+    Yes,
+    /// Announce it and take fragments, but send every message whole.
+    Accept,
+    /// Do not announce it.
+    No,
+}
+
 /// swanctl `close_action`: what happens when the peer deletes a child (or
 /// its IKE SA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -799,6 +817,11 @@ pub struct Connection {
     pub proposals: Vec<ProposalSpec>,
     /// IKE SA rekey (soft) time; default 4h.
     pub rekey_time: Option<Dur>,
+    /// The rekey happens a random time of up to this much before
+    /// `rekey_time`, so SAs made together do not rekey together. Default:
+    /// rekey_time / 10 when rekey_time is at least 10 min, else 0. At most
+    /// rekey_time.
+    pub rand_time: Option<Dur>,
     /// IKE SA hard lifetime; default 10 % more than the larger of
     /// rekey_time and reauth_time.
     pub over_time: Option<Dur>,
@@ -808,6 +831,9 @@ pub struct Connection {
     pub reauth_time: Option<Dur>,
     #[serde(default)]
     pub start_action: StartAction,
+    /// IKE fragmentation (RFC 7383): `yes` (default), `accept`, `no`.
+    #[serde(default)]
+    pub fragmentation: Fragmentation,
     /// DPD: liveness check after this much inbound silence; 0/absent disables.
     pub dpd_delay: Option<Dur>,
     /// DPD: declare the peer dead when no answer for this long (default 5 × delay).
@@ -873,6 +899,10 @@ pub struct Child {
     pub rekey_time: Option<Dur>,
     /// Hard lifetime by time; default rekey_time * 1.1.
     pub life_time: Option<Dur>,
+    /// The rekey happens a random time of up to this much before
+    /// `rekey_time`. Default: rekey_time / 20 when rekey_time is at least
+    /// 10 min, else 0. At most rekey_time.
+    pub rand_time: Option<Dur>,
     pub rekey_bytes: Option<Count>,
     pub life_bytes: Option<Count>,
     pub rekey_packets: Option<Count>,
@@ -884,11 +914,23 @@ pub struct Child {
     pub close_action: Option<CloseAction>,
 }
 
+/// The default spread of rekeys: `rekey / div` for lifetimes of at least
+/// 10 min; none below (short lifetimes are tests and benches that want the
+/// time they set).
+fn default_rand_time(rekey: Duration, div: u32) -> Duration {
+    if rekey >= Duration::from_secs(600) {
+        rekey / div
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// Effective Child SA lifetimes (defaults applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifetimes {
     pub rekey_time: Duration,
     pub life_time: Duration,
+    pub rand_time: Duration,
     pub rekey_bytes: Option<u64>,
     pub life_bytes: Option<u64>,
     pub rekey_packets: Option<u64>,
@@ -902,6 +944,7 @@ impl Child {
         Lifetimes {
             rekey_time: rekey,
             life_time: life,
+            rand_time: self.rand_time.map(|d| d.0).unwrap_or(default_rand_time(rekey, 20)),
             rekey_bytes: self.rekey_bytes.map(|c| c.0),
             life_bytes: self.life_bytes.map(|c| c.0),
             rekey_packets: self.rekey_packets.map(|c| c.0),
@@ -913,6 +956,9 @@ impl Child {
 impl Connection {
     pub fn ike_rekey_time(&self) -> Duration {
         self.rekey_time.map(|d| d.0).unwrap_or(Duration::from_secs(4 * 3600))
+    }
+    pub fn ike_rand_time(&self) -> Duration {
+        self.rand_time.map(|d| d.0).unwrap_or(default_rand_time(self.ike_rekey_time(), 10))
     }
     pub fn ike_over_time(&self) -> Duration {
         let r = self.ike_rekey_time().max(self.reauth_time().unwrap_or_default());
@@ -1080,6 +1126,9 @@ impl Config {
             if conn.ike_over_time() < conn.ike_rekey_time() {
                 return Err(err(f("over_time"), "must not be shorter than rekey_time".into()));
             }
+            if conn.ike_rand_time() > conn.ike_rekey_time() {
+                return Err(err(f("rand_time"), "must not be longer than rekey_time".into()));
+            }
             if conn.children.is_empty() {
                 return Err(err(f("children"), "at least one child is required".into()));
             }
@@ -1091,6 +1140,9 @@ impl Config {
                 let lt = child.lifetimes();
                 if lt.life_time < lt.rekey_time {
                     return Err(err(cf("life_time"), "must not be shorter than rekey_time".into()));
+                }
+                if lt.rand_time > lt.rekey_time {
+                    return Err(err(cf("rand_time"), "must not be longer than rekey_time".into()));
                 }
                 if let (Some(s), Some(h)) = (lt.rekey_bytes, lt.life_bytes) {
                     if h < s {
@@ -1181,6 +1233,7 @@ fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
         list(f("proposals"), c.proposals.len(), bounds::LIST)?;
         range_d(f("rekey_time"), c.rekey_time, bounds::LIFETIME)?;
         range_d(f("over_time"), c.over_time, bounds::LIFETIME)?;
+        range_d(f("rand_time"), c.rand_time, (Duration::ZERO, bounds::LIFETIME.1))?;
         if c.reauth_time.is_some_and(|d| !d.0.is_zero()) {
             range_d(f("reauth_time"), c.reauth_time, bounds::LIFETIME)?;
         }
@@ -1194,6 +1247,7 @@ fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
             list(cf("esp_proposals"), ch.esp_proposals.len(), bounds::LIST)?;
             range_d(cf("rekey_time"), ch.rekey_time, bounds::LIFETIME)?;
             range_d(cf("life_time"), ch.life_time, bounds::LIFETIME)?;
+            range_d(cf("rand_time"), ch.rand_time, (Duration::ZERO, bounds::LIFETIME.1))?;
             range_c(cf("rekey_bytes"), ch.rekey_bytes, bounds::TRAFFIC)?;
             range_c(cf("life_bytes"), ch.life_bytes, bounds::TRAFFIC)?;
             range_c(cf("rekey_packets"), ch.rekey_packets, bounds::TRAFFIC)?;
@@ -1344,6 +1398,29 @@ rekey_bytes = "10M"
         let e = Config::parse(&bad, Path::new("a.toml")).unwrap_err();
         assert_eq!(e.field, "connections.b.children.net.life_time");
         assert_eq!(e.line, 20, "{e}");
+    }
+
+    #[test]
+    fn rand_time_defaults_and_bounds() {
+        let c = Config::parse(GOOD, Path::new("a.toml")).unwrap();
+        let b = &c.connections["b"];
+        // Short lifetimes get no spread by default; long ones rekey/10 (IKE), rekey/20 (child).
+        assert_eq!(b.children["net"].lifetimes().rand_time, Duration::ZERO);
+        assert_eq!(b.ike_rand_time(), Duration::from_secs(4 * 3600 / 10));
+        let set = GOOD
+            .replace("dpd_delay = \"2s\"", "dpd_delay = \"2s\"\nrekey_time = \"1h\"\nrand_time = \"30s\"")
+            .replace("rekey_time = \"5s\"", "rekey_time = \"5s\"\nrand_time = \"2s\"");
+        let c = Config::parse(&set, Path::new("a.toml")).unwrap();
+        let b = &c.connections["b"];
+        assert_eq!(b.ike_rand_time(), Duration::from_secs(30));
+        assert_eq!(b.children["net"].lifetimes().rand_time, Duration::from_secs(2));
+        let long = GOOD.replace("rekey_time = \"5s\"", "rekey_time = \"5s\"\nrand_time = \"6s\"");
+        let e = Config::parse(&long, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.children.net.rand_time", "{e}");
+        let long = GOOD.replace("dpd_delay = \"2s\"", "dpd_delay = \"2s\"\nrekey_time = \"1m\"\nrand_time = \"2m\"");
+        let e = Config::parse(&long, Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "connections.b.rand_time", "{e}");
+        assert!(e.message.contains("rekey_time"), "{e}");
     }
 
     #[test]

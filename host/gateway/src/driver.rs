@@ -225,11 +225,19 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
     ec.remote_port = cfg.ike_port;
     // The userspace dataplane only does UDP-encapsulated ESP: always move to 4500.
     ec.force_encap = true;
+    ec.fragmentation = match c.fragmentation {
+        config::Fragmentation::Yes => ikecfg::Fragmentation::Yes,
+        config::Fragmentation::Accept => ikecfg::Fragmentation::Accept,
+        config::Fragmentation::No => ikecfg::Fragmentation::No,
+    };
+    if let Some(n) = cfg.ike.fragment_size {
+        ec.fragment_size = n as usize;
+    }
     let rekey = c.ike_rekey_time();
     ec.ike_lifetimes = ikecfg::Lifetimes {
         soft_time: Some(rekey),
         hard_time: Some(c.ike_over_time()),
-        jitter: if rekey >= Duration::from_secs(600) { rekey / 10 } else { Duration::ZERO },
+        jitter: c.ike_rand_time(),
         ..ikecfg::Lifetimes::unlimited()
     };
     if let Some((delay, timeout)) = c.dpd() {
@@ -276,7 +284,7 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         cc.lifetimes = ikecfg::Lifetimes {
             soft_time: Some(lt.rekey_time),
             hard_time: Some(lt.life_time),
-            jitter: if lt.rekey_time >= Duration::from_secs(600) { lt.rekey_time / 20 } else { Duration::ZERO },
+            jitter: lt.rand_time,
             soft_bytes: lt.rekey_bytes,
             hard_bytes: lt.life_bytes,
             soft_packets: lt.rekey_packets,

@@ -12,6 +12,8 @@
 //! cookie_secret_lifetime = "2m"  # the cookie secret rotates this often ...
 //! cookie_secret_uses = 100000    # ... or after this many cookies
 //! cookie_grace = "10s"           # the previous secret's cookies are accepted this long
+//! fragment_size = 1280           # largest IP datagram of an IKE message before it goes as
+//!                                # RFC 7383 fragments (0: 576 for IPv4, 1280 for IPv6)
 //! ```
 
 use serde::Deserialize;
@@ -29,6 +31,8 @@ pub struct IkeSettings {
     pub cookie_secret_lifetime: Option<Dur>,
     pub cookie_secret_uses: Option<u64>,
     pub cookie_grace: Option<Dur>,
+    /// strongSwan's `charon.fragment_size` (see [`wisp_ike::config::Config::fragment_size`]).
+    pub fragment_size: Option<u32>,
 }
 
 impl IkeSettings {
@@ -68,6 +72,10 @@ impl IkeSettings {
         }
         if a.cookie_grace > std::time::Duration::from_secs(3600) {
             return bad("cookie_grace", "must be at most 1h");
+        }
+        let min = wisp_ike::config::MIN_FRAGMENT_SIZE as u32;
+        if self.fragment_size.is_some_and(|n| n != 0 && !(min..=65_535).contains(&n)) {
+            return bad("fragment_size", &format!("must be 0 (per address family) or between {min} and 65535 bytes"));
         }
         Ok(())
     }

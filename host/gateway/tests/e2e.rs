@@ -106,6 +106,7 @@ fn conf(o: &Opts, a_side: bool) -> WispConf {
         plugin: Some(plugin),
         plugin_settings: vec![format!("allowed_ids = [\"{allowed}\"]")],
         conns,
+        ..Default::default()
     }
 }
 

@@ -162,6 +162,7 @@ fn gw(tun: &str, allowed: &str, c: WispConn) -> WispConf {
         plugin: Some(plugin_path("default").expect("default plugin")),
         plugin_settings: vec![format!("allowed_ids = [{allowed}]")],
         conns: vec![c],
+        ..Default::default()
     }
 }
 

@@ -395,8 +395,17 @@ pub struct ConnectionConfig {
     /// Pretend a NAT (like strongSwan `encap = yes`) so both sides move to 4500
     /// and ESP is UDP-encapsulated. Default: true (wisp's ESP is UDP-encapsulated).
     pub force_encap: bool,
-    /// Announce IKEV2_FRAGMENTATION_SUPPORTED.
-    pub fragmentation: bool,
+    /// IKE fragmentation (RFC 7383), swanctl's `fragmentation`.
+    pub fragmentation: Fragmentation,
+    /// IKE fragmentation (RFC 7383) on send: the largest IP datagram an
+    /// encrypted IKE message may take (IP and UDP headers and the non-ESP
+    /// marker included) before it goes as SKF fragments, when the peer
+    /// negotiated fragmentation. 0: 576 for IPv4 (its minimum reassembly
+    /// size), 1280 for IPv6 (its minimum MTU). Default 1280 for both, as
+    /// strongSwan's `charon.fragment_size`: paths that carry less than
+    /// 1280 bytes of IPv4 are rare, and 576 would split every certificate
+    /// exchange into twice as many fragments.
+    pub fragment_size: usize,
     /// Send INITIAL_CONTACT in IKE_AUTH when we hold no IKE SA with this peer.
     pub initial_contact: bool,
     /// Caps on the SAs and selectors this connection may hold.
@@ -462,7 +471,8 @@ impl ConnectionConfig {
             retransmit: Retransmit::default(),
             // wisp's data plane is UDP-encapsulated ESP only (like kernel-libipsec).
             force_encap: true,
-            fragmentation: true,
+            fragmentation: Fragmentation::Yes,
+            fragment_size: 1280,
             initial_contact: true,
             caps: Caps::default(),
             keyingtries: 1,
@@ -507,6 +517,9 @@ impl ConnectionConfig {
         }
         if self.psk.as_bytes().is_empty() {
             return Err(bad("empty PSK"));
+        }
+        if self.fragment_size != 0 && !(MIN_FRAGMENT_SIZE..=65_535).contains(&self.fragment_size) {
+            return Err(bad(&format!("fragment_size {} is neither 0 nor within {MIN_FRAGMENT_SIZE}..=65535", self.fragment_size)));
         }
         for c in &self.children {
             if c.esp_proposals.is_empty() {
@@ -751,6 +764,32 @@ pub struct Config {
     /// even when the peer never deletes it (and our DELETE gets no answer).
     pub rekeyed_grace: Duration,
 }
+
+/// IKE fragmentation (RFC 7383) of a connection, as swanctl's
+/// `fragmentation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fragmentation {
+    /// Announce IKEV2_FRAGMENTATION_SUPPORTED, take fragments, and send
+    /// messages larger than `fragment_size` as fragments when the peer
+    /// announced it too.
+    #[default]
+    Yes,
+    /// Announce and take fragments, but send every message whole.
+    Accept,
+    /// Do not announce (a peer must then not fragment).
+    No,
+}
+
+impl Fragmentation {
+    pub fn announced(self) -> bool {
+        self != Fragmentation::No
+    }
+}
+
+/// The smallest `fragment_size` accepted (a fragment must carry data
+/// beside its ~100 bytes of headers).
+pub const MIN_FRAGMENT_SIZE: usize = 256;
 
 impl Default for Config {
     fn default() -> Self {

@@ -901,7 +901,7 @@ impl Engine {
         n.remote = old.remote;
         n.natt = old.natt;
         n.nat = old.nat;
-        n.peer_frag = old.peer_frag;
+        n.fragmentation = old.fragmentation;
         n.remote_id = old.remote_id.clone();
         n.auth = old.auth.clone();
         n.suite = Some(s);

@@ -114,7 +114,7 @@ impl Engine {
         let src = if conn.force_encap { self.rng.vec(20) } else { suite::nat_hash(sa.spi_i, 0, sa.local) };
         payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, src));
         payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, suite::nat_hash(sa.spi_i, 0, sa.remote)));
-        if conn.fragmentation {
+        if conn.fragmentation.announced() {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         let msg = Message { header: Header::new(sa.spi_i, 0, ExchangeType::IKE_SA_INIT, Flags::new(true, false), 0), payloads };
@@ -122,7 +122,8 @@ impl Engine {
         sa.init_req = bytes.clone();
         sa.next_msg_id = 1;
         let timeout = conn.retransmit.timeout;
-        sa.outstanding = Some(Outstanding { msg_id: 0, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending: Pending::Init });
+        sa.outstanding =
+            Some(Outstanding { msg_id: 0, bytes: vec![bytes.clone()], sends: 1, next_at: now + timeout, pending: Pending::Init });
         let t = self.transmit_for(sa, bytes);
         self.transmits.push_back(t);
     }
@@ -248,7 +249,8 @@ impl Engine {
         }
         sa.suite = Some(suite);
         self.detect_nat(&mut sa, &msg.payloads, h);
-        sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        sa.fragmentation =
+            self.config.connections[sa.conn].fragmentation.announced() && msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         if sa.nat.local_behind_nat || sa.nat.remote_behind_nat || self.config.connections[sa.conn].force_encap {
             sa.natt = true;
             sa.nat.udp_encap = true;
@@ -466,8 +468,9 @@ impl Engine {
             return;
         }
         self.detect_nat(&mut sa, &msg.payloads, h);
-        sa.peer_frag = msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         let conn = &self.config.connections[ci];
+        // RFC 7383 2.3: announced only in answer to the initiator's announcement.
+        sa.fragmentation = conn.fragmentation.announced() && msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
         if sa.nat.local_behind_nat || sa.nat.remote_behind_nat || conn.force_encap || local.port() == NATT_PORT {
             sa.nat.udp_encap = true;
         }
@@ -481,7 +484,7 @@ impl Engine {
         let src = if conn.force_encap { self.rng.vec(20) } else { suite::nat_hash(sa.spi_i, sa.spi_r, local) };
         payloads.push(notify(NotifyType::NAT_DETECTION_SOURCE_IP, src));
         payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, suite::nat_hash(sa.spi_i, sa.spi_r, remote)));
-        if conn.fragmentation {
+        if sa.fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
         let m = Message { header: Header::new(sa.spi_i, sa.spi_r, ExchangeType::IKE_SA_INIT, Flags::new(false, true), 0), payloads };
@@ -630,6 +633,7 @@ impl Engine {
         self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, out);
         self.report_up(&mut sa);
         self.events.extend(child_events);
+        sa.drop_handshake();
         self.kick(now, &mut sa);
         self.put(sa);
     }
@@ -781,6 +785,7 @@ impl Engine {
                 }
             }
         }
+        sa.drop_handshake();
         self.kick(now, &mut sa);
         self.put(sa);
     }

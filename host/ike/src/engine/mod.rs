@@ -598,9 +598,8 @@ impl Engine {
             // Only answer retransmissions.
             if !h.flags.response() {
                 if let Some((mid, resp)) = &sa.last_resp {
-                    if *mid == h.message_id {
-                        let t = self.transmit_for(&sa, resp.clone());
-                        self.transmits.push_back(t);
+                    if *mid == h.message_id && first_fragment_or_whole(bytes) {
+                        self.resend(&sa, resp.clone());
                     }
                 }
             }
@@ -728,6 +727,45 @@ impl Engine {
         Transmit { local: sa.local, remote: sa.remote, bytes, non_esp_marker: sa.natt }
     }
 
+    /// Queue every datagram of a message.
+    fn resend(&mut self, sa: &IkeSa, datagrams: Datagrams) {
+        for bytes in datagrams {
+            let t = self.transmit_for(sa, bytes);
+            self.transmits.push_back(t);
+        }
+    }
+
+    /// The largest encrypted IKE message (without the non-ESP marker) that
+    /// goes in one datagram to `sa`'s peer; `None` when fragmentation was
+    /// not negotiated (then everything goes whole).
+    fn fragment_limit(&self, sa: &IkeSa) -> Option<usize> {
+        let conn = &self.config.connections[sa.conn];
+        if !sa.fragmentation || conn.fragmentation != crate::config::Fragmentation::Yes {
+            return None;
+        }
+        let v4 = sa.remote.is_ipv4();
+        let size = match conn.fragment_size {
+            0 if v4 => 576,
+            0 => 1280,
+            n => n,
+        };
+        let headers = if v4 { 20 } else { 40 } + 8 + if sa.natt { 4 } else { 0 };
+        Some(size.saturating_sub(headers))
+    }
+
+    /// Encrypt a message for `sa`'s peer: one datagram, or SKF fragments
+    /// (RFC 7383 2.5) when it would not fit in `fragment_size`.
+    fn seal(&self, sa: &mut IkeSa, h: &Header, payloads: &[Payload]) -> Option<Datagrams> {
+        let limit = self.fragment_limit(sa);
+        let initiator = sa.initiator;
+        let keys = sa.keys.as_mut()?;
+        let whole = suite::seal_message(h, payloads, keys, initiator)?;
+        match limit {
+            Some(max) if whole.len() > max => suite::seal_fragments(h, payloads, keys, initiator, max),
+            _ => Some(vec![whole]),
+        }
+    }
+
     fn header(&self, sa: &IkeSa, exchange: ExchangeType, response: bool, msg_id: u32) -> Header {
         Header::new(sa.spi_i, sa.spi_r, exchange, suite::flags(sa.initiator, response), msg_id)
     }
@@ -736,25 +774,19 @@ impl Engine {
     fn send_request(&mut self, now: Duration, sa: &mut IkeSa, exchange: ExchangeType, payloads: Vec<Payload>, pending: Pending) {
         let msg_id = sa.next_msg_id;
         let h = self.header(sa, exchange, false, msg_id);
-        let initiator = sa.initiator;
-        let Some(keys) = sa.keys.as_mut() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
+        let Some(bytes) = self.seal(sa, &h, &payloads) else { return };
         sa.next_msg_id = sa.next_msg_id.wrapping_add(1);
         let timeout = self.config.connections[sa.conn].retransmit.timeout;
         sa.outstanding = Some(Outstanding { msg_id, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending });
-        let t = self.transmit_for(sa, bytes);
-        self.transmits.push_back(t);
+        self.resend(sa, bytes);
     }
 
     /// Encrypt and send a response to request `msg_id`, caching it for retransmits.
     fn send_response(&mut self, sa: &mut IkeSa, exchange: ExchangeType, msg_id: u32, payloads: Vec<Payload>) {
         let h = self.header(sa, exchange, true, msg_id);
-        let initiator = sa.initiator;
-        let Some(keys) = sa.keys.as_mut() else { return };
-        let Some(bytes) = suite::seal_message(&h, &payloads, keys, initiator) else { return };
+        let Some(bytes) = self.seal(sa, &h, &payloads) else { return };
         sa.last_resp = Some((msg_id, bytes.clone()));
-        let t = self.transmit_for(sa, bytes);
-        self.transmits.push_back(t);
+        self.resend(sa, bytes);
     }
 
     /// Child `c`, removed from `sa`, goes down: forget its inbound SPI and
@@ -940,8 +972,7 @@ impl Engine {
                 o.sends += 1;
                 o.next_at = now + wait;
                 let bytes = o.bytes.clone();
-                let t = self.transmit_for(sa, bytes);
-                self.transmits.push_back(t);
+                self.resend(sa, bytes);
             }
         }
         match sa.state {
@@ -1029,7 +1060,7 @@ impl Engine {
             suite: None,
             keys: None,
             nat: NatState::default(),
-            peer_frag: false,
+            fragmentation: false,
             remote_id: None,
             auth: None,
             next_msg_id: 0,
@@ -1071,8 +1102,11 @@ impl Engine {
         // Retransmitted request: resend the cached response.
         if let Some((mid, resp)) = &sa.last_resp {
             if *mid == h.message_id && h.message_id.wrapping_add(1) == sa.peer_next_id {
-                let t = self.transmit_for(&sa, resp.clone());
-                self.transmits.push_back(t);
+                // A fragmented request's retransmission is answered once,
+                // on its fragment 1 (RFC 7383 2.6.1).
+                if first_fragment_or_whole(bytes) {
+                    self.resend(&sa, resp.clone());
+                }
                 self.put(sa);
                 return;
             }
@@ -1326,4 +1360,14 @@ pub(crate) fn first_error(payloads: &[Payload]) -> Option<&NotifyPayload> {
 /// [`Event::PeerMoved`] for `sa` at its (new) remote address.
 fn peer_moved_event(sa: &IkeSa) -> Event {
     Event::PeerMoved { ike: sa.id, remote: sa.remote, children: sa.children.iter().map(|c| (c.spi_in, c.spi_out)).collect() }
+}
+
+/// Whether a retransmitted request should be answered again: a whole
+/// message, or fragment 1 of a fragmented one (RFC 7383 2.6.1: the other
+/// fragments of a retransmission must not each trigger the response).
+fn first_fragment_or_whole(bytes: &[u8]) -> bool {
+    match codec::Message::decode(bytes) {
+        Ok(m) => !matches!(m.payloads.last(), Some(Payload::Skf(f)) if f.fragment_number != 1),
+        Err(_) => false,
+    }
 }

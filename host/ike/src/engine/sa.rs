@@ -62,10 +62,15 @@ impl Pending {
     }
 }
 
+/// One message as sent: a single datagram, or its SKF fragments in order.
+pub(crate) type Datagrams = Vec<Vec<u8>>;
+
 /// Our outstanding request (window size 1).
 pub(crate) struct Outstanding {
     pub msg_id: u32,
-    pub bytes: Vec<u8>,
+    /// The request's datagrams: the message, or its SKF fragments (all
+    /// sent again on each retransmission, RFC 7383 2.6).
+    pub bytes: Datagrams,
     pub sends: u32,
     pub next_at: Duration,
     pub pending: Pending,
@@ -151,7 +156,9 @@ pub(crate) struct IkeSa {
     pub suite: Option<IkeSuite>,
     pub keys: Option<IkeKeys>,
     pub nat: NatState,
-    pub peer_frag: bool,
+    /// IKE fragmentation (RFC 7383) negotiated: both sides announced
+    /// IKEV2_FRAGMENTATION_SUPPORTED in IKE_SA_INIT (kept across rekeys).
+    pub fragmentation: bool,
     pub remote_id: Option<Identity>,
     /// What the peer authenticated with (set with `remote_id` once AUTH
     /// verified; kept across IKE SA rekeys, which authorize it again).
@@ -160,7 +167,7 @@ pub(crate) struct IkeSa {
     pub outstanding: Option<Outstanding>,
     pub tasks: VecDeque<Task>,
     pub peer_next_id: u32,
-    pub last_resp: Option<(u32, Vec<u8>)>,
+    pub last_resp: Option<(u32, Datagrams)>,
     pub children: Vec<Child>,
     pub soft_at: Option<Duration>,
     pub hard_at: Option<Duration>,
@@ -195,6 +202,24 @@ impl IkeSa {
         } else {
             self.spi_r
         }
+    }
+
+    /// After IKE_AUTH: the nonces, both IKE_SA_INIT messages, our offer
+    /// and the cookie served the handshake only (rekeys bring their own
+    /// nonces; a retransmitted IKE_AUTH is answered from `last_resp`).
+    /// Freeing them is about 1 KiB per SA.
+    pub fn drop_handshake(&mut self) {
+        if self.state != IkeState::Established {
+            return;
+        }
+        self.ni = Vec::new();
+        self.nr = Vec::new();
+        self.init_req = Vec::new();
+        self.init_resp = Vec::new();
+        self.offered = Vec::new();
+        self.cookie = None;
+        self.candidates = Vec::new();
+        self.first_child_name = None;
     }
 
     pub fn child_idx(&self, spi_in: u32) -> Option<usize> {

@@ -179,6 +179,19 @@ pub fn seal_message(header: &Header, payloads: &[Payload], keys: &mut IkeKeys, f
     sk::encrypt_message(header, payloads, c).ok()
 }
 
+/// Build the SKF fragments (RFC 7383 2.5) of `header | SK{payloads}`, each
+/// datagram at most `max_len` bytes, with the sender's key.
+pub fn seal_fragments(
+    header: &Header,
+    payloads: &[Payload],
+    keys: &mut IkeKeys,
+    from_initiator: bool,
+    max_len: usize,
+) -> Option<Vec<Vec<u8>>> {
+    let c = if from_initiator { &mut keys.ci } else { &mut keys.cr };
+    sk::encrypt_fragments(header, payloads, c, max_len).ok()
+}
+
 /// Open a message (already decoded once, so a decode error here is in the
 /// authenticated inner chain).
 pub fn open_message(bytes: &[u8], msg: &Message, keys: &IkeKeys) -> Result<Vec<Payload>, OpenError> {

@@ -57,6 +57,9 @@ pub struct Faults {
     pub jitter_ms: u64,
 }
 
+/// A datagram filter of the pair: `(to_b, datagram)` → drop it.
+pub type DropIf = Box<dyn FnMut(bool, &Transmit) -> bool>;
+
 struct InFlight {
     to_b: bool,
     t: Transmit,
@@ -165,6 +168,8 @@ pub struct Pair {
     pub ev_b: Vec<Event>,
     /// Every datagram sent, in order (to_b, bytes).
     pub wire: Vec<(bool, Transmit)>,
+    /// Drops the datagrams (to_b, datagram) it returns true for.
+    pub drop_if: Option<DropIf>,
     flight: Vec<InFlight>,
     rng: u64,
     seq: u64,
@@ -189,6 +194,7 @@ impl Pair {
             ev_a: Vec::new(),
             ev_b: Vec::new(),
             wire: Vec::new(),
+            drop_if: None,
             flight: Vec::new(),
             rng: 0x9e3779b97f4a7c15,
             seq: 0,
@@ -222,7 +228,7 @@ impl Pair {
         }
         for (to_b, t) in out {
             self.wire.push((to_b, t.clone()));
-            if self.blackhole {
+            if self.blackhole || self.drop_if.as_mut().is_some_and(|f| f(to_b, &t)) {
                 continue;
             }
             if self.faults.drop_permille > 0 && self.rand() % 1000 < self.faults.drop_permille as u64 {
