@@ -371,7 +371,7 @@ impl Engine {
             false,
         );
         let info = self.child_info(sa, &child, r2i, i2r);
-        sa.children.push(child);
+        add_child(sa, child);
         Ok((out, info))
     }
 
@@ -554,7 +554,7 @@ impl Engine {
             true,
         );
         let info = self.child_info(sa, &child, i2r, r2i);
-        sa.children.push(child);
+        add_child(sa, child);
         Ok(info)
     }
 
@@ -1157,4 +1157,12 @@ impl Engine {
         }
         sa.state = IkeState::Rekeyed;
     }
+}
+
+/// Most IKE SAs carry one Child SA (two for a moment while it is rekeyed):
+/// grow the list one at a time, not by the default four (a Child is ~300
+/// bytes).
+fn add_child(sa: &mut IkeSa, child: Child) {
+    sa.children.reserve_exact(1);
+    sa.children.push(child);
 }

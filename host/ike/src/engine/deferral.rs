@@ -270,7 +270,7 @@ impl Engine {
     /// Park a response to our request `out`, which stays outstanding.
     pub(super) fn park_response(&mut self, now: Duration, mut sa: IkeSa, out: Outstanding, payloads: Vec<Payload>) {
         let (ike, msg_id) = (sa.id, out.msg_id);
-        sa.outstanding = Some(out);
+        sa.outstanding = Some(Box::new(out));
         self.put(sa);
         self.park(now, Parked::Response { ike, msg_id, payloads });
     }

@@ -86,7 +86,7 @@ impl Engine {
             .ok_or_else(|| EngineError::Policy("no supported key exchange group in the IKE proposals".into()))?;
         if let Some(child) = sa.first_child_name.clone() {
             match self.child_nego(sa, &child, None, false) {
-                Ok(nego) => sa.first_child = Some(nego),
+                Ok(nego) => sa.first_child = Some(Box::new(nego)),
                 Err(_) if self.policy.take_deferred() => return Ok(false),
                 Err(e) => return Err(e),
             }
@@ -123,7 +123,7 @@ impl Engine {
         sa.next_msg_id = 1;
         let timeout = conn.retransmit.timeout;
         sa.outstanding =
-            Some(Outstanding { msg_id: 0, bytes: vec![bytes.clone()], sends: 1, next_at: now + timeout, pending: Pending::Init });
+            Some(Box::new(Outstanding { msg_id: 0, bytes: vec![bytes.clone()], sends: 1, next_at: now + timeout, pending: Pending::Init }));
         let t = self.transmit_for(sa, bytes);
         self.transmits.push_back(t);
     }
@@ -777,7 +777,7 @@ impl Engine {
         self.report_up(&mut sa);
         if let Some(nego) = sa.first_child.take() {
             let nr = sa.nr.clone();
-            match self.complete_child(now, &mut sa, nego, &payloads, &nr, true) {
+            match self.complete_child(now, &mut sa, *nego, &payloads, &nr, true) {
                 Ok(info) => self.events.push_back(Event::ChildSaUp(info)),
                 Err((side, nt, reason)) => {
                     let remote = sa.remote;

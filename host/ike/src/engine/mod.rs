@@ -154,7 +154,9 @@ pub struct Engine {
     config: Config,
     policy: deferral::Asker,
     rng: Drbg,
-    sas: BTreeMap<IkeSaId, IkeSa>,
+    /// Boxed: an `IkeSa` is about 1 KiB, and a B-tree's half-full nodes of
+    /// inline values would hold twice that per SA.
+    sas: BTreeMap<IkeSaId, Box<IkeSa>>,
     /// Our IKE SPIs (the only ones datagrams are routed by).
     by_spi: IkeSpis,
     half_open_index: HashMap<(u64, SocketAddr), IkeSaId>,
@@ -417,7 +419,7 @@ impl Engine {
         #[cfg(debug_assertions)]
         {
             let mut truth = tally::Tally::default();
-            truth.rebuild(self.sas.values().map(|s| (s, self.zombies.contains_key(&s.id))));
+            truth.rebuild(self.sas.values().map(|s| (&**s, self.zombies.contains_key(&s.id))));
             for ci in 0..self.config.connections.len() {
                 debug_assert_eq!(
                     (self.tally.ike(ci), self.tally.children(ci)),
@@ -442,11 +444,12 @@ impl Engine {
         }
         let ids: Vec<IkeSaId> = if now >= self.timers.next_sweep {
             self.timers.next_sweep = now + timers::SWEEP;
-            self.tally.rebuild(self.sas.values().map(|s| (s, self.zombies.contains_key(&s.id))));
+            self.tally.rebuild(self.sas.values().map(|s| (&**s, self.zombies.contains_key(&s.id))));
             self.sas.keys().copied().collect()
         } else {
             self.timers.due(now)
         };
+        let mut ran = Vec::new();
         for id in ids {
             if self.zombies.contains_key(&id) {
                 continue;
@@ -462,10 +465,12 @@ impl Engine {
             let Ok(mut sa) = self.take(id) else { continue };
             if self.run_timers(now, &mut sa) {
                 self.put(sa);
+                ran.push(id);
             }
         }
         self.recovery_timeout(now);
-        self.reauth_timeout(now);
+        // A due reauthentication makes its SA due: it is among those that ran.
+        self.reauth_timeout(now, &ran);
         self.expire_deferred(now);
     }
 
@@ -522,7 +527,32 @@ impl Engine {
         self.sas.keys().filter(|k| !self.zombies.contains_key(k)).copied().collect()
     }
 
-    /// Snapshot of all IKE SAs and their Child SAs.
+    /// Whether any live IKE SA is established (no snapshot built).
+    pub fn any_established(&self) -> bool {
+        self.sas.values().any(|s| s.state == IkeState::Established && !self.zombies.contains_key(&s.id))
+    }
+
+    /// Whether an established IKE SA carries an installed Child SA of
+    /// template `child` (no snapshot built).
+    pub fn child_installed(&self, child: &str) -> bool {
+        self.sas.values().any(|s| {
+            s.state == IkeState::Established
+                && !self.zombies.contains_key(&s.id)
+                && s.children.iter().any(|c| c.name == child && c.state == ChildState::Installed)
+        })
+    }
+
+    /// The authenticated peer of each live IKE SA with its number of Child
+    /// SAs, without building a snapshot (for live-SA counts).
+    pub fn peers(&self) -> impl Iterator<Item = (&wisp_policy_api::Identity, usize)> + '_ {
+        self.sas
+            .values()
+            .filter(|s| !self.zombies.contains_key(&s.id))
+            .filter_map(|s| s.remote_id.as_ref().map(|id| (id, s.children.len())))
+    }
+
+    /// Snapshot of all IKE SAs and their Child SAs: O(SAs) with an
+    /// allocation or two per SA; for `status` requests, not per event.
     pub fn status(&self, now: Duration) -> Vec<IkeSaStatus> {
         self.sas
             .values()
@@ -648,14 +678,14 @@ impl Engine {
     fn take(&mut self, id: IkeSaId) -> Result<IkeSa, EngineError> {
         self.timers.set(id, None);
         self.tally.drop_share(id);
-        self.sas.remove(&id).ok_or(EngineError::UnknownIkeSa(id))
+        self.sas.remove(&id).map(|b| *b).ok_or(EngineError::UnknownIkeSa(id))
     }
 
     fn put(&mut self, sa: IkeSa) {
         let due = self.sa_deadline(&sa);
         self.timers.set(sa.id, due);
         self.tally.set(&sa, self.zombies.contains_key(&sa.id));
-        self.sas.insert(sa.id, sa);
+        self.sas.insert(sa.id, Box::new(sa));
     }
 
     fn new_id(&mut self) -> IkeSaId {
@@ -777,7 +807,7 @@ impl Engine {
         let Some(bytes) = self.seal(sa, &h, &payloads) else { return };
         sa.next_msg_id = sa.next_msg_id.wrapping_add(1);
         let timeout = self.config.connections[sa.conn].retransmit.timeout;
-        sa.outstanding = Some(Outstanding { msg_id, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending });
+        sa.outstanding = Some(Box::new(Outstanding { msg_id, bytes: bytes.clone(), sends: 1, next_at: now + timeout, pending }));
         self.resend(sa, bytes);
     }
 
@@ -861,7 +891,7 @@ impl Engine {
             self.by_spi.insert(local_spi, id);
             // Not indexed: a zombie has no deadline of its own.
             self.zombies.insert(id, now + ZOMBIE_LINGER);
-            self.sas.insert(id, z);
+            self.sas.insert(id, Box::new(z));
         }
     }
 
@@ -1256,7 +1286,7 @@ impl Engine {
         };
         match out.pending {
             Pending::Init => self.put(sa),
-            Pending::Auth => self.initiator_auth_response(now, sa, out, payloads, remote),
+            Pending::Auth => self.initiator_auth_response(now, sa, *out, payloads, remote),
             Pending::CreateChild(nego) => self.initiator_child_response(now, sa, nego, payloads),
             Pending::RekeyIke(nego) => self.initiator_ike_rekey_response(now, sa, nego, payloads),
             Pending::DeleteChildren(spis) => {
@@ -1294,10 +1324,10 @@ impl Engine {
     fn reassemble(&mut self, sa: &mut IkeSa, bytes: &[u8], msg: &codec::Message) -> Option<Vec<Payload>> {
         let frag = suite::open_fragment(bytes, msg, sa.keys.as_ref()?)?;
         let mid = msg.header.message_id;
-        if sa.reasm.as_ref().is_none_or(|(m, _)| *m != mid) {
-            sa.reasm = Some((mid, codec::sk::Reassembler::new()));
+        if sa.reasm.as_ref().is_none_or(|b| b.0 != mid) {
+            sa.reasm = Some(Box::new((mid, codec::sk::Reassembler::new())));
         }
-        let (_, r) = sa.reasm.as_mut()?;
+        let (_, r) = &mut **sa.reasm.as_mut()?;
         match r.add(frag) {
             Ok(Some(m)) => {
                 sa.reasm = None;

@@ -130,12 +130,14 @@ impl Engine {
         self.reauth_active = self.sas.values().any(|s| s.reauth_of.is_some() || s.reauth_by.is_some());
     }
 
-    /// Start the reauthentications that are due.
-    pub(super) fn reauth_timeout(&mut self, now: Duration) {
+    /// Start the reauthentications that are due, among the SAs in `ran`
+    /// (those whose timers just ran: `reauth_at` is part of an SA's
+    /// deadline, so no other SA can be due).
+    pub(super) fn reauth_timeout(&mut self, now: Duration, ran: &[IkeSaId]) {
         self.reauth_progress();
-        let due: Vec<IkeSaId> = self
-            .sas
-            .values()
+        let due: Vec<IkeSaId> = ran
+            .iter()
+            .filter_map(|id| self.sas.get(id))
             .filter(|s| {
                 s.state == IkeState::Established
                     && s.reauth_by.is_none()

@@ -280,7 +280,7 @@ impl Engine {
         if self.tally.children(ci) + extra < conn.caps.max_child_sas {
             return Ok(());
         }
-        let held: usize = self.sas.values().filter(|s| s.conn == ci && s.candidates.is_empty()).map(live).sum::<usize>() + extra;
+        let held: usize = self.sas.values().filter(|s| s.conn == ci && s.candidates.is_empty()).map(|s| live(s)).sum::<usize>() + extra;
         if held >= conn.caps.max_child_sas {
             return Err(format!("connection {} already holds {held} Child SAs (max_child_sas = {})", conn.name, conn.caps.max_child_sas));
         }

@@ -164,7 +164,8 @@ pub(crate) struct IkeSa {
     /// verified; kept across IKE SA rekeys, which authorize it again).
     pub auth: Option<wisp_policy_api::AuthInfo>,
     pub next_msg_id: u32,
-    pub outstanding: Option<Outstanding>,
+    /// Boxed, as the other large parts used only for a while: the SA stays small.
+    pub outstanding: Option<Box<Outstanding>>,
     pub tasks: VecDeque<Task>,
     pub peer_next_id: u32,
     pub last_resp: Option<(u32, Datagrams)>,
@@ -173,7 +174,7 @@ pub(crate) struct IkeSa {
     pub hard_at: Option<Duration>,
     pub last_recv: Duration,
     /// The Child SA negotiated inside IKE_AUTH (initiator).
-    pub first_child: Option<ChildNego>,
+    pub first_child: Option<Box<ChildNego>>,
     /// Its template, until IKE_SA_INIT is prepared (see `prepare_init`).
     pub first_child_name: Option<String>,
     pub up_reported: bool,
@@ -181,7 +182,7 @@ pub(crate) struct IkeSa {
     /// Set when this SA was created by a rekey: the SA it replaces.
     pub replaces: Option<IkeSaId>,
     /// Fragments (RFC 7383) of the message being received.
-    pub reasm: Option<(u32, crate::codec::sk::Reassembler)>,
+    pub reasm: Option<Box<(u32, crate::codec::sk::Reassembler)>>,
     /// Why our DELETE of this IKE SA was sent.
     pub delete_reason: Option<crate::event::DownReason>,
     /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
@@ -251,5 +252,17 @@ impl IkeSa {
             }
             None => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The per-SA memory budget (issue 11: ≤ 10 KiB per IKE SA + Child SA
+    /// in the gateway) leans on these: an SA in the table, and each child.
+    /// Large parts used only for a while are boxed.
+    #[test]
+    fn sa_records_stay_small() {
+        assert!(std::mem::size_of::<super::IkeSa>() <= 1024, "IkeSa is {} bytes", std::mem::size_of::<super::IkeSa>());
+        assert!(std::mem::size_of::<super::Child>() <= 320, "Child is {} bytes", std::mem::size_of::<super::Child>());
     }
 }
