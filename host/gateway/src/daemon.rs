@@ -175,7 +175,7 @@ async fn handle(req: Request, shared: &Arc<Shared>) -> Response {
         Request::Down { name } => gw.down(&name).await,
         Request::Rekey { name, ike, child } => gw.rekey(&name, ike, child.as_deref()).await,
         Request::Status => {
-            let mut st: Status = gw.status();
+            let mut st: Status = gw.status().await;
             st.pid = std::process::id();
             st.uptime_secs = shared.started.elapsed().as_secs();
             st.config = shared.config_path.display().to_string();

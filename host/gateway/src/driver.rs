@@ -57,10 +57,14 @@ pub enum Cmd {
         child: Option<String>,
         reply: Reply,
     },
+    /// List the connection's IKE SAs and Child SAs (for `wisp status`).
+    Status {
+        reply: oneshot::Sender<Vec<IkeSaStatus>>,
+    },
     /// New connection config (applied when the connection holds no SA).
     Reconfigure {
         conn: Box<ikecfg::ConnectionConfig>,
-        status: ConnectionStatus,
+        status: Box<ConnectionStatus>,
     },
     /// The dataplane hit a lifetime limit on the Child SA with inbound SPI `spi_in`.
     Limit {
@@ -501,11 +505,7 @@ impl Driver {
                     let _ = reply.send(Err(format!("connection {} has no children", self.name)));
                     return;
                 };
-                let established =
-                    self.engine.status(now).iter().any(|s| {
-                        s.state.is_established() && s.children.iter().any(|c| c.name == child && c.state == ChildSaState::Installed)
-                    });
-                if established {
+                if self.engine.child_installed(&child) {
                     let _ = reply.send(Ok(format!("connection {} child {child} already established", self.name)));
                     return;
                 }
@@ -606,6 +606,9 @@ impl Driver {
                     ),
                     Err(e) => tracing::debug!(conn = %self.name, "peer move on {spi_in:08x}: {e}"),
                 }
+            }
+            Cmd::Status { reply } => {
+                let _ = reply.send(self.sa_status());
             }
             Cmd::PolicyReady => {}
             Cmd::Shutdown { .. } => {}
@@ -949,7 +952,7 @@ impl Driver {
                         let _ = r.send(Err(format!("connection {}: {msg}", self.name)));
                     }
                 }
-                let established = self.engine.status(self.env.now()).iter().any(|s| s.state.is_established());
+                let established = self.engine.any_established();
                 self.set_state(if established { "established" } else { "failed" }, Some(msg));
             }
             other => tracing::debug!(conn = %self.name, "engine event not handled here: {other:?}"),
@@ -964,17 +967,39 @@ impl Driver {
         }
     }
 
-    /// Publish the status snapshot and the live-SA counts for plugins.
+    /// Publish what is cheap to keep current: the live-SA counts plugins
+    /// query (one entry per peer identity), the connection's state and the
+    /// parked decisions. O(SAs) without allocating per SA; the SAs
+    /// themselves are listed on request ([`Cmd::Status`], [`Driver::sa_status`]).
     fn publish(&mut self) {
+        let mut counts: HashMap<wisp_policy_api::Identity, SaCounts> = HashMap::new();
+        for (id, children) in self.engine.peers() {
+            if let Some(c) = counts.get_mut(id) {
+                c.ike_sas += 1;
+                c.child_sas += children as u32;
+            } else {
+                counts.insert(id.clone(), SaCounts { ike_sas: 1, child_sas: children as u32 });
+            }
+        }
+        self.env.registry.publish(&self.name, counts);
+        let established = self.engine.any_established();
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if established {
+            s.state = "established".into();
+        }
+        s.decisions_waiting = self.engine.decisions_waiting() as u64;
+        s.parked_dropped = self.engine.parked_dropped();
+    }
+
+    /// Every IKE SA of the connection with its Child SAs, for `wisp status`:
+    /// O(SAs) with a few small allocations per SA (about 15 ms for 10,000),
+    /// built only when asked.
+    fn sa_status(&self) -> Vec<IkeSaStatus> {
         let now = self.env.now();
-        let st = self.engine.status(now);
-        let mut counts: Vec<(wisp_policy_api::Identity, SaCounts)> = Vec::new();
-        let ikes: Vec<IkeSaStatus> = st
+        self.engine
+            .status(now)
             .iter()
             .map(|s| {
-                if let Some(rid) = &s.remote_id {
-                    counts.push((rid.clone(), SaCounts { ike_sas: 1, child_sas: s.children.len() as u32 }));
-                }
                 let (lspi, rspi) = if s.initiator { (s.spi_i, s.spi_r) } else { (s.spi_r, s.spi_i) };
                 IkeSaStatus {
                     local_spi: format!("{lspi:016x}"),
@@ -1022,15 +1047,7 @@ impl Driver {
                         .collect(),
                 }
             })
-            .collect();
-        self.env.registry.publish(&self.name, counts);
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        if st.iter().any(|i| i.state.is_established()) {
-            s.state = "established".into();
-        }
-        s.ike_sas = ikes;
-        s.decisions_waiting = self.engine.decisions_waiting() as u64;
-        s.parked_dropped = self.engine.parked_dropped();
+            .collect()
     }
 
     fn shutdown(&mut self, rx: &DriverRx) {
@@ -1064,7 +1081,7 @@ impl Driver {
         for (_, r) in self.down_waiters.drain(..) {
             let _ = r.send(Ok(format!("connection {} down (daemon shutting down)", self.name)));
         }
-        self.env.registry.publish(&self.name, Vec::new());
+        self.env.registry.publish(&self.name, HashMap::new());
         self.env.spis.replace(&self.spi_owner, &[]);
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = "idle".into();

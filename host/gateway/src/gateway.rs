@@ -57,6 +57,8 @@ impl Dispatch {
 
 /// `[plugin] workers` when unset.
 const DEFAULT_POLICY_WORKERS: usize = 4;
+/// How long `status` waits for a driver to list its SAs.
+const STATUS_WAIT: Duration = Duration::from_secs(2);
 
 struct Inner {
     config: Mutex<Config>,
@@ -94,6 +96,7 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         state: "idle".into(),
         last_error: None,
         ike_sas: Vec::new(),
+        sas_unavailable: None,
         queue: Default::default(),
         decisions_waiting: 0,
         parked_dropped: 0,
@@ -259,7 +262,7 @@ impl Gateway {
             let st = conn_status(&n, c);
             match drivers.get(&n) {
                 Some(h) => {
-                    if let Err(e) = h.tx.send(Cmd::Reconfigure { conn: Box::new(ec), status: st }) {
+                    if let Err(e) = h.tx.send(Cmd::Reconfigure { conn: Box::new(ec), status: Box::new(st) }) {
                         msgs.push(format!("{n} not reconfigured: {e}"));
                     }
                 }
@@ -332,18 +335,39 @@ impl Gateway {
         self.ask(name, Duration::from_secs(10), |reply| Cmd::Rekey { ike, child, reply }).await
     }
 
-    pub fn status(&self) -> Status {
+    /// The daemon's status. Each connection's SAs are listed by its driver
+    /// (asked all at once, each given [`STATUS_WAIT`]); the rest is read
+    /// without the drivers, so it is current even while one is stuck.
+    pub async fn status(&self) -> Status {
         let dp = &self.inner.env.dataplane;
-        let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
-        let mut connections: Vec<ConnectionStatus> = drivers
-            .values()
-            .map(|h| {
-                let mut s = h.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                // Live, even while the driver is stuck.
-                s.queue = h.tx.stats().snapshot();
-                s
-            })
-            .collect();
+        let asked: Vec<(ConnectionStatus, Option<oneshot::Receiver<Vec<crate::status::IkeSaStatus>>>)> = {
+            let drivers = self.inner.drivers.lock().unwrap_or_else(|p| p.into_inner());
+            drivers
+                .values()
+                .map(|h| {
+                    let mut s = h.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    s.queue = h.tx.stats().snapshot();
+                    let (tx, rx) = oneshot::channel();
+                    let sent = h.tx.send(Cmd::Status { reply: tx }).is_ok();
+                    (s, sent.then_some(rx))
+                })
+                .collect()
+        };
+        let mut connections = Vec::with_capacity(asked.len());
+        for (mut s, rx) in asked {
+            let listed = match rx {
+                Some(rx) => tokio::time::timeout(STATUS_WAIT, rx).await.ok().and_then(Result::ok),
+                None => None,
+            };
+            match listed {
+                Some(sas) => s.ike_sas = sas,
+                None => {
+                    s.sas_unavailable =
+                        Some(format!("the connection's driver did not list its SAs within {} s (busy or stuck)", STATUS_WAIT.as_secs()))
+                }
+            }
+            connections.push(s);
+        }
         for c in &mut connections {
             for ike in &mut c.ike_sas {
                 for ch in &mut ike.children {

@@ -17,12 +17,12 @@ use crate::status::PluginStatus;
 /// plugins through the `sa-counts` import.
 #[derive(Default)]
 pub struct SaRegistry {
-    /// connection → (remote identity, counts) per IKE SA.
-    by_conn: Mutex<HashMap<String, Vec<(Identity, SaCounts)>>>,
+    /// connection → counts per remote identity.
+    by_conn: Mutex<HashMap<String, HashMap<Identity, SaCounts>>>,
 }
 
 impl SaRegistry {
-    pub fn publish(&self, conn: &str, sas: Vec<(Identity, SaCounts)>) {
+    pub fn publish(&self, conn: &str, sas: HashMap<Identity, SaCounts>) {
         if let Ok(mut m) = self.by_conn.lock() {
             m.insert(conn.to_string(), sas);
         }
@@ -33,11 +33,9 @@ impl SaView for SaRegistry {
     fn sa_counts(&self, peer: &Identity) -> SaCounts {
         let mut c = SaCounts::default();
         if let Ok(m) = self.by_conn.lock() {
-            for (id, n) in m.values().flatten() {
-                if id == peer {
-                    c.ike_sas += n.ike_sas;
-                    c.child_sas += n.child_sas;
-                }
+            for n in m.values().filter_map(|per_id| per_id.get(peer)) {
+                c.ike_sas += n.ike_sas;
+                c.child_sas += n.child_sas;
             }
         }
         c

@@ -90,7 +90,12 @@ pub struct ConnectionStatus {
     pub state: String,
     /// Last failure (e.g. `AUTHENTICATION_FAILED: ...`).
     pub last_error: Option<String>,
+    /// Listed by the connection's driver when asked; see `sas_unavailable`.
     pub ike_sas: Vec<IkeSaStatus>,
+    /// Why `ike_sas` is empty although SAs may exist: the driver did not
+    /// answer in time (busy or stuck); the other fields are current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_unavailable: Option<String>,
     #[serde(default)]
     pub queue: QueueStatus,
     /// Negotiations of this connection parked for a policy decision now.
@@ -183,6 +188,9 @@ impl Status {
             );
             if let Some(e) = &c.last_error {
                 let _ = writeln!(o, "  last error: {e}");
+            }
+            if let Some(why) = &c.sas_unavailable {
+                let _ = writeln!(o, "  SAs not listed: {why}");
             }
             if c.decisions_waiting > 0 || c.parked_dropped > 0 {
                 let _ = writeln!(
