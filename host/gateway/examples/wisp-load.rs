@@ -10,10 +10,13 @@
 //! ```
 //! Source address `SRC_PREFIX{i}` is connection `c{i}` with identity
 //! `c{i}.load.test` and inner network `10.200.{i}.0/24`. Prints one line of
-//! `key=value` results; then holds the SAs until stdin closes (so the
-//! script can measure the gateway with them all up), and deletes nothing.
+//! `key=value` results; then holds the SAs, answering the gateway's DPD
+//! and rekeys, until stdin closes (so the script can measure the gateway
+//! with them all up), prints a second line counting what happened to them
+//! meanwhile (`held: rekeyed_ike=… rekeyed_child=… ike_down=N (by reason) …`),
+//! and deletes nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -71,30 +74,26 @@ fn main() {
     let mut pfds: Vec<libc::pollfd> = fds.iter().map(|(_, fd)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
     let epoch = Instant::now();
     let now = || epoch.elapsed();
-    let mut pending: HashSet<IkeSaId> = HashSet::new();
-    let (mut started, mut up, mut failed) = (0usize, 0usize, 0usize);
+    let mut k = Tally::default();
+    let mut started = 0usize;
     let mut buf = vec![0u8; 65536];
     let mut last_timer = Instant::now();
-    let mut first_up: Option<Duration> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut latencies: Vec<Duration> = Vec::new();
-    let mut started_at: HashMap<IkeSaId, Duration> = HashMap::new();
-    while up + failed < total && Instant::now() < deadline {
-        while pending.len() < window && started < total {
+    while k.up + k.failed < total && Instant::now() < deadline {
+        while k.pending.len() < window && started < total {
             let t = now();
             match e.initiate(t, &names[started % names.len()]) {
                 Ok(id) => {
-                    pending.insert(id);
-                    started_at.insert(id, t);
+                    k.pending.insert(id, t);
                 }
                 Err(err) => {
                     eprintln!("initiate: {err}");
-                    failed += 1;
+                    k.failed += 1;
                 }
             }
             started += 1;
         }
-        flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, now());
+        flush(&mut e, &socks, &mut k, now());
         pump(&mut e, &socks, &fds, &mut pfds, &mut buf, 2, now());
         if last_timer.elapsed() >= Duration::from_millis(50) {
             last_timer = Instant::now();
@@ -105,6 +104,8 @@ fn main() {
         }
     }
     let el = epoch.elapsed().as_secs_f64();
+    let (up, failed) = (k.up, k.failed);
+    let mut latencies = std::mem::take(&mut k.latencies);
     latencies.sort();
     let pct = |q: f64| {
         latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
@@ -129,8 +130,42 @@ fn main() {
         if e.poll_timeout().is_some_and(|d| d <= t) {
             e.handle_timeout(t);
         }
-        flush(&mut e, &socks, &mut pending, &mut up, &mut failed, &mut first_up, &started_at, &mut latencies, t);
+        flush(&mut e, &socks, &mut k, t);
     }
+    let reasons = |m: &BTreeMap<String, usize>| m.iter().map(|(r, n)| format!("{r}:{n}")).collect::<Vec<_>>().join(",");
+    println!(
+        "held: rekeyed_ike={} rekeyed_child={} ike_down={} ({}) child_down={} ({}) failures={}",
+        k.rekeyed_ike,
+        k.rekeyed_child,
+        k.ike_down.values().sum::<usize>(),
+        reasons(&k.ike_down),
+        k.child_down.values().sum::<usize>(),
+        reasons(&k.child_down),
+        k.later_failures
+    );
+}
+
+/// What the client counts: negotiations under way (with their start),
+/// their outcomes, and what happens to the SAs afterwards.
+#[derive(Default)]
+struct Tally {
+    pending: HashMap<IkeSaId, Duration>,
+    up: usize,
+    failed: usize,
+    latencies: Vec<Duration>,
+    rekeyed_ike: usize,
+    rekeyed_child: usize,
+    /// Down events by reason (`Rekeyed`, `Expired`, ...).
+    ike_down: BTreeMap<String, usize>,
+    child_down: BTreeMap<String, usize>,
+    /// Failures of SAs no longer being established (rekeys, DPD answers).
+    later_failures: usize,
+}
+
+/// A reason's variant name, without its text.
+fn kind(r: &wisp_ike::event::DownReason) -> String {
+    let d = format!("{r:?}");
+    d.split('(').next().unwrap_or("").to_string()
 }
 
 /// Wait up to `ms` for datagrams and hand every IKE message to the engine
@@ -166,18 +201,7 @@ fn pump(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // a bench loop's counters
-fn flush(
-    e: &mut Engine,
-    socks: &HashMap<SocketAddr, UdpSocket>,
-    pending: &mut HashSet<IkeSaId>,
-    up: &mut usize,
-    failed: &mut usize,
-    first_up: &mut Option<Duration>,
-    started_at: &HashMap<IkeSaId, Duration>,
-    latencies: &mut Vec<Duration>,
-    now: Duration,
-) {
+fn flush(e: &mut Engine, socks: &HashMap<SocketAddr, UdpSocket>, k: &mut Tally, now: Duration) {
     while let Some(t) = e.poll_transmit() {
         let Some(s) = socks.get(&t.local) else { continue };
         if t.non_esp_marker {
@@ -190,16 +214,25 @@ fn flush(
     }
     while let Some(ev) = e.poll_event() {
         match ev {
-            Event::ChildSaUp(c) if pending.remove(&c.ike) => {
-                *up += 1;
-                first_up.get_or_insert(now);
-                if let Some(t0) = started_at.get(&c.ike) {
-                    latencies.push(now.saturating_sub(*t0));
+            Event::ChildSaUp(c) => {
+                if let Some(t0) = k.pending.remove(&c.ike) {
+                    k.up += 1;
+                    k.latencies.push(now.saturating_sub(t0));
                 }
             }
-            Event::Failure(f) if f.ike.is_some_and(|ike| pending.remove(&ike)) => {
-                *failed += 1;
+            Event::Failure(f) if f.ike.is_some_and(|ike| k.pending.remove(&ike).is_some()) => {
+                k.failed += 1;
                 eprintln!("failed: {f}");
+            }
+            Event::IkeSaRekeyed { .. } => k.rekeyed_ike += 1,
+            Event::ChildSaRekeyed { .. } => k.rekeyed_child += 1,
+            Event::IkeSaDown { reason, .. } => *k.ike_down.entry(kind(&reason)).or_default() += 1,
+            Event::ChildSaDown { reason, .. } => *k.child_down.entry(kind(&reason)).or_default() += 1,
+            Event::Failure(f) => {
+                k.later_failures += 1;
+                if k.later_failures <= 5 {
+                    eprintln!("later failure: {f}");
+                }
             }
             _ => {}
         }
