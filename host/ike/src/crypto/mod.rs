@@ -7,10 +7,13 @@
 //! * [`aead`]: the SK payload ciphers AES-GCM-16 (RFC 5282) and
 //!   ChaCha20-Poly1305 (RFC 7634).
 //! * [`auth`]: PSK AUTH (2.15), signed octets, NAT detection hashes (2.23).
+//! * [`sig`]: public-key AUTH: RFC 7427 Digital Signature (method 14) and the
+//!   legacy RSA / ECDSA methods 1, 9, 10 (RFC 7296 3.8, RFC 4754).
 //!
 //! All key material lives in [`SecretBytes`] (or types wrapping it), which is
 //! zeroized on drop and whose `Debug` never prints the value. Randomness is
-//! always supplied by the caller (`rand_core::CryptoRngCore`).
+//! supplied by the caller (`rand_core::CryptoRngCore`), except in [`sig`],
+//! whose ECDSA nonces, RSA-PSS salts and RSA blinding come from the OS CSPRNG.
 
 pub mod aead;
 pub mod auth;
@@ -18,6 +21,7 @@ pub mod dh;
 pub mod kdf;
 pub mod prf;
 mod secret;
+pub mod sig;
 
 pub use aead::{EncrAlg, SkCipher};
 pub use auth::{nat_detection_hash, psk_auth, signed_octets};
