@@ -9,4 +9,5 @@ pub mod engine;
 pub mod engine_fuzz;
 pub mod event;
 pub mod native_policy;
+pub mod pki;
 pub mod spi_pool;
