@@ -1,7 +1,10 @@
 //! Full IKE SA + first Child SA establishments per second, in-process on one
 //! core: both engines in this thread, PSK + x25519 + AES-GCM-256, with the
 //! native ConfigPolicy and with the wasm default policy plugin
-//! (build/plugins/default.wasm, built by scripts/build-plugins.sh).
+//! (build/plugins/default.wasm, built by scripts/build-plugins.sh); then
+//! certificate authentication beside it (ECDSA P-256, Ed25519, RSA-2048 end
+//! entities from one CA of the same type, made with strongSwan's `pki`):
+//! each side signs once and verifies the peer's chain and signature.
 //!
 //! Prints a table and the share of time spent in DH (x25519 key generation +
 //! shared secret, measured separately: 2 of each per handshake).
@@ -44,13 +47,18 @@ fn configs() -> (Config, Config) {
 /// engines are recycled every 256 SAs so the per-SA state stays small.
 fn run(n: usize, pa: Arc<dyn Policy>, pb: Arc<dyn Policy>) -> Duration {
     let (ca, cb) = configs();
+    run_with(n, ca, cb, pa, pb)
+}
+
+fn run_with(n: usize, ca: Config, cb: Config, pa: Arc<dyn Policy>, pb: Arc<dyn Policy>) -> Duration {
     let mut seed = 0u8;
     let fresh = |seed: &mut u8| {
         *seed = seed.wrapping_add(2);
-        (
-            Engine::new(ca.clone(), pa.clone(), [*seed; 32]).unwrap(),
-            Engine::new(cb.clone(), pb.clone(), [seed.wrapping_add(1); 32]).unwrap(),
-        )
+        let mut a = Engine::new(ca.clone(), pa.clone(), [*seed; 32]).unwrap();
+        let mut b = Engine::new(cb.clone(), pb.clone(), [seed.wrapping_add(1); 32]).unwrap();
+        a.set_unix_time(1_800_000_000);
+        b.set_unix_time(1_800_000_000);
+        (a, b)
     };
     let (mut a, mut b) = fresh(&mut seed);
     let now = Duration::from_secs(1);
@@ -102,6 +110,52 @@ fn dh_per_handshake(iters: usize) -> Duration {
     start.elapsed() * 2 / iters as u32
 }
 
+/// Both sides with certificates of key type `kt` (`pki --gen` arguments)
+/// from one CA: None when strongSwan's `pki` is not installed.
+fn cert_configs(kt: &[&str], tag: &str) -> Option<(Config, Config)> {
+    use std::process::Command;
+    use wisp_ike::config::{LocalAuth, LocalCredential, RemoteAuth, TrustConfig};
+    if !std::path::Path::new("/usr/bin/pki").is_file() {
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("wisp-bench-certs-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = |args: &[&str]| -> Vec<u8> {
+        let o = Command::new("/usr/bin/pki").args(args).output().expect("pki");
+        assert!(o.status.success(), "pki {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let f = |n: &str| dir.join(n).display().to_string();
+    let gen = |n: &str| std::fs::write(dir.join(n), pki(&[&["--gen"], kt].concat())).unwrap();
+    gen("ca-key");
+    std::fs::write(dir.join("ca"), pki(&["--self", "--ca", "--in", &f("ca-key"), "--type", "priv", "--dn", "CN=bench CA"])).unwrap();
+    let (mut a, mut b) = configs();
+    for (c, me) in [(&mut a.connections[0], "a"), (&mut b.connections[0], "b")] {
+        gen(me);
+        let san = format!("{me}.example");
+        let cert = pki(&[
+            "--issue",
+            "--in",
+            &f(me),
+            "--type",
+            "priv",
+            "--cakey",
+            &f("ca-key"),
+            "--cacert",
+            &f("ca"),
+            "--dn",
+            &format!("CN={san}"),
+            "--san",
+            &san,
+        ]);
+        let key = wisp_ike::crypto::sig::PrivateKey::from_pem_or_der(&std::fs::read(dir.join(me)).unwrap()).unwrap();
+        c.local_auth = LocalAuth::Pubkey(Arc::new(LocalCredential::new(key, vec![cert], false).unwrap()));
+        c.remote_auth = RemoteAuth::Pubkey(Arc::new(TrustConfig::new(vec![std::fs::read(dir.join("ca")).unwrap()], Vec::new()).unwrap()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Some((a, b))
+}
+
 fn plugin_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../build/plugins/default.wasm")
 }
@@ -132,7 +186,22 @@ fn main() {
         println!("wasm variant skipped: {} missing (run scripts/build-plugins.sh)", path.display());
     }
 
-    println!("IKE SA + first Child SA establishments, both ends in one thread (PSK, x25519, AES-GCM-256)");
+    for (name, kt, tag) in [
+        ("native, ECDSA P-256 certificates", &["--type", "ecdsa", "--size", "256"][..], "p256"),
+        ("native, Ed25519 certificates", &["--type", "ed25519"][..], "ed25519"),
+        ("native, RSA-2048 certificates", &["--type", "rsa", "--size", "2048"][..], "rsa"),
+    ] {
+        let Some((ca, cb)) = cert_configs(kt, tag) else {
+            println!("certificate variants skipped: /usr/bin/pki missing (apt install strongswan-pki)");
+            break;
+        };
+        let (pa, pb): (Arc<dyn Policy>, Arc<dyn Policy>) = (Arc::new(ConfigPolicy::new(&ca)), Arc::new(ConfigPolicy::new(&cb)));
+        let m = (n / 2).max(100);
+        run_with(100, ca.clone(), cb.clone(), pa.clone(), pb.clone());
+        rows.push((name, m, run_with(m, ca, cb, pa, pb)));
+    }
+
+    println!("IKE SA + first Child SA establishments, both ends in one thread (x25519, AES-GCM-256; PSK unless named)");
     println!("| policy | handshakes | time | per handshake | handshakes/s | DH share |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, n, t) in rows {

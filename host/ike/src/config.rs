@@ -385,7 +385,17 @@ pub struct ConnectionConfig {
     /// a pattern (`*.example.net`, `*@example.net`, `10.0.0.0/24`) or `%any`
     /// (any identity that proves the credentials; the policy authorizes it).
     pub remote_id: IdMatch,
+    /// The pre-shared key, when either side authenticates with one.
     pub psk: Secret,
+    /// How we authenticate (swanctl `local.auth`).
+    pub local_auth: LocalAuth,
+    /// How the peer must authenticate (swanctl `remote.auth`).
+    pub remote_auth: RemoteAuth,
+    /// When to send our certificate (swanctl `send_cert`).
+    pub send_cert: SendCert,
+    /// Send CERTREQ naming our CAs when the peer authenticates with a
+    /// certificate (swanctl `send_certreq`).
+    pub send_certreq: bool,
     pub ike_proposals: Vec<Proposal>,
     pub children: Vec<ChildConfig>,
     pub ike_lifetimes: Lifetimes,
@@ -464,6 +474,10 @@ impl ConnectionConfig {
             local_id,
             remote_id: remote_id.map_or(IdMatch::Any, IdMatch::Exact),
             psk: Secret::new(psk.to_vec()),
+            local_auth: LocalAuth::Psk,
+            remote_auth: RemoteAuth::Psk,
+            send_cert: SendCert::IfAsked,
+            send_certreq: true,
             ike_proposals,
             children: Vec::new(),
             ike_lifetimes: Lifetimes::ike_default(),
@@ -515,7 +529,8 @@ impl ConnectionConfig {
         if self.ike_proposals.is_empty() {
             return Err(bad("no IKE proposal"));
         }
-        if self.psk.as_bytes().is_empty() {
+        let psk_used = matches!(self.local_auth, LocalAuth::Psk) || matches!(self.remote_auth, RemoteAuth::Psk);
+        if psk_used && self.psk.as_bytes().is_empty() {
             return Err(bad("empty PSK"));
         }
         if self.fragment_size != 0 && !(MIN_FRAGMENT_SIZE..=65_535).contains(&self.fragment_size) {
@@ -653,7 +668,7 @@ impl IdMatch {
         if t == "%any" || t == "*" {
             return IdMatch::Any;
         }
-        if t.contains('*') {
+        if t.contains('*') && !t.contains('=') {
             let kind = if t.contains('@') { IdType::Rfc822Addr } else { IdType::Fqdn };
             return IdMatch::Glob { kind, pattern: t.to_string() };
         }
@@ -815,8 +830,25 @@ impl Config {
 }
 
 /// An identity from its printable form: an IP address becomes ID_IPV4_ADDR /
-/// ID_IPV6_ADDR, `user@host` ID_RFC822_ADDR, anything else ID_FQDN.
+/// ID_IPV6_ADDR, text with `=` a distinguished name (ID_DER_ASN1_DN, in
+/// swanctl's order `C=CH, O=Example, CN=gw`; held as its RFC 4514 string),
+/// `user@host` ID_RFC822_ADDR, anything else ID_FQDN. A DN that does not
+/// parse is kept as an FQDN; [`parse_identity`] reports it instead.
 pub fn identity(s: &str) -> Identity {
+    parse_identity(s).unwrap_or_else(|_| Identity { kind: IdType::Fqdn, value: s.to_string() })
+}
+
+/// [`identity`], with an error for a malformed distinguished name.
+pub fn parse_identity(s: &str) -> Result<Identity, String> {
+    if s.contains('=') {
+        let der = crate::pki::dn::from_config(s).map_err(|e| format!("bad distinguished name {s:?}: {e}"))?;
+        let value = crate::pki::dn::to_rfc4514(&der).map_err(|e| format!("bad distinguished name {s:?}: {e}"))?;
+        return Ok(Identity { kind: IdType::DerAsn1Dn, value });
+    }
+    Ok(plain_identity(s))
+}
+
+fn plain_identity(s: &str) -> Identity {
     let kind = match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(_)) => IdType::Ipv4Addr,
         Ok(IpAddr::V6(_)) => IdType::Ipv6Addr,
@@ -895,4 +927,111 @@ mod tests {
         let s = selector("fd00::/64").unwrap();
         assert_eq!(s.end_address, "fd00::ffff:ffff:ffff:ffff".parse::<IpAddr>().unwrap());
     }
+}
+
+/// How we prove our identity to the peer (swanctl `local.auth`).
+#[derive(Debug, Clone, Default)]
+pub enum LocalAuth {
+    /// AUTH with the connection's pre-shared key (`psk`).
+    #[default]
+    Psk,
+    /// A signature with our private key, our certificate in CERT payloads.
+    Pubkey(std::sync::Arc<LocalCredential>),
+}
+
+/// Our certificate chain and its private key.
+pub struct LocalCredential {
+    pub key: crate::crypto::sig::PrivateKey,
+    /// DER: our certificate first, then the intermediate CAs to send with it.
+    pub certs: Vec<Vec<u8>>,
+    /// Our certificate, parsed (subject, expiry for `status`).
+    pub cert: crate::pki::cert::CertInfo,
+    /// RSA keys: RSASSA-PSS rather than PKCS#1 v1.5 (swanctl `rsa/pss`).
+    pub rsa_pss: bool,
+}
+
+impl LocalCredential {
+    /// Pairs a private key with its certificate chain: the key must be the
+    /// certificate's (an error says so, naming the certificate).
+    pub fn new(key: crate::crypto::sig::PrivateKey, certs: Vec<Vec<u8>>, rsa_pss: bool) -> Result<Self, String> {
+        let Some(first) = certs.first() else { return Err("no certificate".into()) };
+        let cert = crate::pki::cert::CertInfo::parse(first).map_err(|e| e.to_string())?;
+        if cert.spki != key.public_key_spki() {
+            return Err(format!("the private key is not the key of certificate {}", cert.subject));
+        }
+        Ok(LocalCredential { key, certs, cert, rsa_pss })
+    }
+}
+
+impl fmt::Debug for LocalCredential {
+    // The certificates by their digest (so that a reload sees a changed
+    // chain), the key by its public half only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use sha2::Digest;
+        let certs: Vec<String> = self.certs.iter().map(|c| hex_short(&sha2::Sha256::digest(c))).collect();
+        f.debug_struct("LocalCredential")
+            .field("subject", &self.cert.subject)
+            .field("certs", &certs)
+            .field("key", &self.key.key_type())
+            .field("rsa_pss", &self.rsa_pss)
+            .finish()
+    }
+}
+
+/// How the peer must prove its identity (swanctl `remote.auth`).
+#[derive(Clone, Default)]
+pub enum RemoteAuth {
+    /// AUTH with the connection's pre-shared key.
+    #[default]
+    Psk,
+    /// A signature with the key of a certificate that chains to one of
+    /// these CAs (and is not revoked by their CRLs) and holds the peer's
+    /// identity.
+    Pubkey(std::sync::Arc<TrustConfig>),
+}
+
+/// The configured trust of one connection.
+pub struct TrustConfig {
+    pub store: crate::pki::cert::TrustStore,
+    /// Digests of the CA certificates and CRLs as loaded: a reload that
+    /// changes any of them changes the connection.
+    pub digests: Vec<String>,
+}
+
+impl TrustConfig {
+    pub fn new(ca_certs: Vec<Vec<u8>>, crls: Vec<Vec<u8>>) -> Result<Self, String> {
+        use sha2::Digest;
+        let digests = ca_certs.iter().chain(&crls).map(|c| hex_short(&sha2::Sha256::digest(c))).collect();
+        let store = crate::pki::cert::TrustStore::new(ca_certs, crls).map_err(|e| e.to_string())?;
+        Ok(TrustConfig { store, digests })
+    }
+}
+
+impl fmt::Debug for TrustConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TrustConfig").field(&self.digests).finish()
+    }
+}
+
+impl fmt::Debug for RemoteAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteAuth::Psk => f.write_str("Psk"),
+            RemoteAuth::Pubkey(t) => f.debug_tuple("Pubkey").field(t).finish(),
+        }
+    }
+}
+
+/// When we send our certificate (swanctl `send_cert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SendCert {
+    /// When the peer sent a CERTREQ (any).
+    #[default]
+    IfAsked,
+    Always,
+    Never,
+}
+
+fn hex_short(d: &[u8]) -> String {
+    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }

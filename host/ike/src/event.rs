@@ -243,6 +243,21 @@ pub struct IkeSaInfo {
     /// e.g. "AES_GCM_16_256/PRF_HMAC_SHA2_256/CURVE25519".
     pub algorithms: String,
     pub nat: NatState,
+    /// How the peer authenticated.
+    pub peer_auth: Option<PeerAuth>,
+}
+
+/// How a peer authenticated, for status and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAuth {
+    /// "pre-shared key", or the signature scheme verified, e.g.
+    /// "ECDSA P-256 with SHA2-256 (RFC 7427)".
+    pub method: String,
+    /// The peer's certificate: subject and issuer (RFC 4514), not after
+    /// (Unix seconds).
+    pub cert_subject: Option<String>,
+    pub cert_issuer: Option<String>,
+    pub cert_not_after: Option<u64>,
 }
 
 /// Events, taken with [`crate::engine::Engine::poll_event`].
@@ -405,4 +420,5 @@ pub struct IkeSaStatus {
     pub rekey_in: Option<Duration>,
     pub expire_in: Option<Duration>,
     pub children: Vec<ChildSaStatus>,
+    pub peer_auth: Option<PeerAuth>,
 }

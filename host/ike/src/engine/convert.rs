@@ -227,7 +227,12 @@ pub fn identity_to_wire(id: &api::Identity) -> IdPayload {
             Ok(a) => a.octets().to_vec(),
             Err(_) => id.value.as_bytes().to_vec(),
         },
-        api::IdType::KeyId | api::IdType::DerAsn1Dn | api::IdType::DerAsn1Gn | api::IdType::Unknown(_) => {
+        // A DN is held as its RFC 4514 string (what plugins and status
+        // show); a value that is not one is taken as hex DER.
+        api::IdType::DerAsn1Dn => {
+            crate::pki::dn::from_rfc4514(&id.value).ok().or_else(|| hex_decode(&id.value)).unwrap_or_else(|| id.value.as_bytes().to_vec())
+        }
+        api::IdType::KeyId | api::IdType::DerAsn1Gn | api::IdType::Unknown(_) => {
             hex_decode(&id.value).unwrap_or_else(|| id.value.as_bytes().to_vec())
         }
         _ => id.value.as_bytes().to_vec(),
@@ -236,12 +241,27 @@ pub fn identity_to_wire(id: &api::Identity) -> IdPayload {
 }
 
 /// Whether `remote.id` accepts the identity in an ID payload: an exact
-/// identity compares wire forms, a pattern the decoded identity.
+/// identity compares wire forms (DNs RDN by RDN, see [`same_identity`]), a
+/// pattern the decoded identity.
 pub fn id_accepts(m: &crate::config::IdMatch, wire: &IdPayload) -> bool {
     match m {
-        crate::config::IdMatch::Exact(e) => identity_to_wire(e) == *wire,
+        crate::config::IdMatch::Exact(e) => same_identity(e, wire),
         other => other.matches(&identity_from_wire(wire)),
     }
+}
+
+/// Is the ID payload `wire` the identity `id`? Wire forms compared; DNs
+/// with [`crate::pki::dn::equal`] (the string types of the values and the
+/// case of PrintableStrings do not matter, as in strongSwan).
+pub fn same_identity(id: &api::Identity, wire: &IdPayload) -> bool {
+    let ours = identity_to_wire(id);
+    if ours.id_type != wire.id_type {
+        return false;
+    }
+    if wire.id_type == IdType::DER_ASN1_DN {
+        return ours.data == wire.data || crate::pki::dn::equal(&ours.data, &wire.data);
+    }
+    ours.data == wire.data
 }
 
 pub fn identity_from_wire(p: &IdPayload) -> api::Identity {
@@ -256,9 +276,17 @@ pub fn identity_from_wire(p: &IdPayload) -> api::Identity {
         api::IdType::Fqdn | api::IdType::Rfc822Addr if p.data.iter().all(|c| c.is_ascii_graphic()) => {
             String::from_utf8_lossy(&p.data).into_owned()
         }
+        api::IdType::DerAsn1Dn if p.data.len() <= crate::pki::dn::MAX_DN_DER => match crate::pki::dn::to_rfc4514(&p.data) {
+            Ok(s) => s,
+            Err(_) => hex(&p.data),
+        },
         _ => p.data.iter().map(|b| format!("{b:02x}")).collect(),
     };
     api::Identity { kind, value }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -3,16 +3,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wisp_policy_api::{AuthInfo, AuthMethod, SaKind};
+use wisp_policy_api::SaKind;
 
-use crate::codec::{self, AuthPayload, ExchangeType, Flags, Header, KePayload, Message, NotifyType, Payload, SaPayload};
+use crate::codec::{self, ExchangeType, Flags, Header, KePayload, Message, NotifyType, Payload, SaPayload};
 use crate::config::ConnectionConfig;
 use crate::event::*;
 
+use super::authn;
 use super::convert::{self, identity_from_wire, identity_to_wire};
 use super::sa::*;
 use super::suite::{self, IkeSuite};
 use super::*;
+use crate::crypto::sig;
 
 impl Engine {
     pub(super) fn initiate_ike(&mut self, now: Duration, ci: usize, child: Option<String>) -> Result<IkeSaId, EngineError> {
@@ -116,6 +118,9 @@ impl Engine {
         payloads.push(notify(NotifyType::NAT_DETECTION_DESTINATION_IP, suite::nat_hash(sa.spi_i, 0, sa.remote)));
         if conn.fragmentation.announced() {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
+        }
+        if authn::uses_signatures(conn) {
+            payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, sig::hash_algorithms_notify_data()));
         }
         let msg = Message { header: Header::new(sa.spi_i, 0, ExchangeType::IKE_SA_INIT, Flags::new(true, false), 0), payloads };
         let Ok(bytes) = msg.encode() else { return };
@@ -251,13 +256,17 @@ impl Engine {
         self.detect_nat(&mut sa, &msg.payloads, h);
         sa.fragmentation =
             self.config.connections[sa.conn].fragmentation.announced() && msg.notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED).is_some();
+        authn::PeerHints::note(&mut sa.hints, &msg.payloads);
         if sa.nat.local_behind_nat || sa.nat.remote_behind_nat || self.config.connections[sa.conn].force_encap {
             sa.natt = true;
             sa.nat.udp_encap = true;
             sa.local.set_port(NATT_PORT);
             sa.remote.set_port(NATT_PORT);
         }
-        self.send_auth_request(now, &mut sa);
+        if let Err(reason) = self.send_auth_request(now, &mut sa) {
+            self.fail_sa(sa, Side::Local, Exchange::IkeAuth, reason, None);
+            return;
+        }
         self.put(sa);
     }
 
@@ -289,16 +298,21 @@ impl Engine {
         }
     }
 
-    fn send_auth_request(&mut self, now: Duration, sa: &mut IkeSa) {
+    /// IKE_AUTH request: `IDi, [CERT+], [CERTREQ], [IDr], AUTH, [N(INITIAL_CONTACT)], SA, TSi, TSr`.
+    /// An error (our key cannot sign) fails the SA.
+    fn send_auth_request(&mut self, now: Duration, sa: &mut IkeSa) -> Result<(), String> {
         let conn = &self.config.connections[sa.conn];
-        let Some(keys) = &sa.keys else { return };
-        let idi = identity_to_wire(&conn.local_id);
-        let auth = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_req, &sa.nr, &keys.sk_pi, &idi.body_bytes());
+        let Some(keys) = &sa.keys else { return Ok(()) };
+        let idi = authn::local_id_wire(conn);
+        let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_req, peer_nonce: &sa.nr, sk_p: &keys.sk_pi, id: &idi };
+        let proof = authn::prove(conn, sa.hints.as_deref(), &signed)?;
         let mut payloads = vec![Payload::IdI(idi)];
+        payloads.extend(proof.certs);
+        payloads.extend(authn::certreq(&[conn]));
         if let Some(r) = conn.remote_id.exact() {
             payloads.push(Payload::IdR(identity_to_wire(r)));
         }
-        payloads.push(Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth.to_vec() }));
+        payloads.push(proof.auth);
         let others = self.sas.values().any(|s| s.conn == sa.conn && s.remote.ip() == sa.remote.ip() && s.up_reported);
         if conn.initial_contact && !others {
             payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
@@ -308,6 +322,7 @@ impl Engine {
         }
         sa.state = IkeState::AuthSent;
         self.send_request(now, sa, ExchangeType::IKE_AUTH, payloads, Pending::Auth);
+        Ok(())
     }
 
     pub(super) fn responder_init(&mut self, now: Duration, local: SocketAddr, remote: SocketAddr, bytes: &[u8], h: &Header) {
@@ -487,6 +502,15 @@ impl Engine {
         if sa.fragmentation {
             payloads.push(notify(NotifyType::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()));
         }
+        // Certificates: our hash algorithms (RFC 7427 4) in answer to the
+        // peer's, and the CAs we trust for any connection it may turn out
+        // to be (RFC 7296 3.7).
+        let cands: Vec<&ConnectionConfig> = sa.candidates.iter().map(|&i| &self.config.connections[i]).collect();
+        if cands.iter().any(|c| authn::uses_signatures(c)) && msg.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS).is_some() {
+            payloads.push(notify(NotifyType::SIGNATURE_HASH_ALGORITHMS, sig::hash_algorithms_notify_data()));
+        }
+        payloads.extend(authn::certreq(&cands));
+        authn::PeerHints::note(&mut sa.hints, &msg.payloads);
         let m = Message { header: Header::new(sa.spi_i, sa.spi_r, ExchangeType::IKE_SA_INIT, Flags::new(false, true), 0), payloads };
         let Ok(resp) = m.encode() else { return };
         sa.init_req = bytes.to_vec();
@@ -506,11 +530,13 @@ impl Engine {
         let mut idi = None;
         let mut idr = None;
         let mut auth = None;
+        let mut certs = Vec::new();
         for p in &payloads {
             match p {
                 Payload::IdI(i) => idi = Some(i),
                 Payload::IdR(i) => idr = Some(i),
                 Payload::Auth(a) => auth = Some(a),
+                Payload::Cert(c) => certs.push(c),
                 _ => {}
             }
         }
@@ -532,44 +558,58 @@ impl Engine {
         // Refine by identity: of the connections that accept the peer's
         // addresses, the one whose `remote.id` fits IDi best (exact before an
         // address block, a pattern, %any; then the better address fit).
-        let pick = sa
+        // Then by the peer's AUTH method: a connection that wants a
+        // certificate does not take a PSK, and the other way round.
+        let by_id: Vec<(usize, usize)> = sa
             .candidates
             .iter()
             .copied()
             .enumerate()
             .filter(|&(_, ci)| {
                 let c = &self.config.connections[ci];
-                convert::id_accepts(&c.remote_id, idi) && idr.is_none_or(|r| identity_to_wire(&c.local_id) == *r)
+                convert::id_accepts(&c.remote_id, idi) && idr.is_none_or(|r| convert::same_identity(&c.local_id, r))
             })
+            .collect();
+        let pick = by_id
+            .iter()
+            .copied()
+            .filter(|&(_, ci)| authn::method_fits(&self.config.connections[ci], auth.method))
             .min_by_key(|&(order, ci)| (std::cmp::Reverse(self.config.connections[ci].remote_id.rank()), order))
             .map(|(_, ci)| ci);
         let Some(ci) = pick else {
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("no connection accepts peer identity {peer_id} from {}", h.spi_i));
+            let reason = match by_id.first() {
+                Some(&(_, ci)) => {
+                    let c = &self.config.connections[ci];
+                    format!(
+                        "peer {peer_id} authenticates with {}, connection {} expects {}",
+                        auth.method,
+                        c.name,
+                        authn::remote_auth_name(c)
+                    )
+                }
+                None => format!("no connection accepts peer identity {peer_id} from {}", h.spi_i),
+            };
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
             return;
         };
         let conn_before = sa.conn;
         sa.conn = ci;
+        authn::PeerHints::note(&mut sa.hints, &payloads);
         let Some(keys) = sa.keys.as_ref() else { return };
-        if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
-            let m = auth.method;
-            deny(
-                self,
-                sa,
-                NotifyType::AUTHENTICATION_FAILED,
-                format!("peer {peer_id} authenticates with {m}, connection {} uses PSK", self.config.connections[ci].name),
-            );
-            return;
-        }
         let conn = &self.config.connections[ci];
-        let expected = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_req, &sa.nr, &keys.sk_pi, &idi.body_bytes());
-        if !suite::ct_eq(&expected, &auth.data) {
-            let reason = format!("AUTH of peer {peer_id} does not verify with the PSK of connection {} (wrong PSK?)", conn.name);
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
-            return;
-        }
+        let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_req, peer_nonce: &sa.nr, sk_p: &keys.sk_pi, id: idi };
+        let info = match authn::check_peer(conn, auth, &certs, &signed, self.unix_time) {
+            Ok((info, pa)) => {
+                sa.peer_auth = Some(Box::new(pa));
+                info
+            }
+            Err(reason) => {
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+                return;
+            }
+        };
         sa.remote_id = Some(peer_id.clone());
         let ctx = self.ctx(&sa, ci, false);
-        let info = AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
         if let Err(e) = self.policy.authorize(&ctx, &info) {
             if self.policy.take_deferred() {
                 sa.conn = conn_before;
@@ -604,10 +644,19 @@ impl Engine {
         sa.candidates.clear();
         let keys = sa.keys.as_ref().expect("checked");
         let conn = &self.config.connections[ci];
-        let idr_p = identity_to_wire(&conn.local_id);
-        let auth_r = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_resp, &sa.ni, &keys.sk_pr, &idr_p.body_bytes());
-        let mut out =
-            vec![Payload::IdR(idr_p), Payload::Auth(AuthPayload { method: codec::AuthMethod::SHARED_KEY_MIC, data: auth_r.to_vec() })];
+        let idr_p = authn::local_id_wire(conn);
+        let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: &idr_p };
+        let proof = match authn::prove(conn, sa.hints.as_deref(), &signed) {
+            Ok(p) => p,
+            Err(reason) => {
+                sa.auth = None;
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+                return;
+            }
+        };
+        let mut out = vec![Payload::IdR(idr_p)];
+        out.extend(proof.certs);
+        out.push(proof.auth);
         self.establish(now, &mut sa);
         if find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some() {
             self.initial_contact(&sa);
@@ -667,6 +716,7 @@ impl Engine {
                 .unwrap_or_else(|| wisp_policy_api::Identity { kind: wisp_policy_api::IdType::Fqdn, value: String::new() }),
             algorithms: sa.algorithms(),
             nat: sa.nat,
+            peer_auth: sa.peer_auth.as_deref().cloned(),
         }
     }
 
@@ -705,17 +755,23 @@ impl Engine {
         let ex = Exchange::IkeAuth;
         let mut idr = None;
         let mut auth = None;
+        let mut certs = Vec::new();
         for p in &payloads {
             match p {
                 Payload::IdR(i) => idr = Some(i),
                 Payload::Auth(a) => auth = Some(a),
+                Payload::Cert(c) => certs.push(c),
                 _ => {}
             }
         }
         let (Some(idr), Some(auth)) = (idr, auth) else {
             let (nt, reason) = match first_error(&payloads) {
                 Some(n) if n.notify_type == NotifyType::AUTHENTICATION_FAILED => {
-                    (Some(n.notify_type), "peer refused our authentication (AUTHENTICATION_FAILED): wrong PSK or identity?".to_string())
+                    let hint = match self.config.connections[sa.conn].local_auth {
+                        crate::config::LocalAuth::Psk => "wrong PSK or identity?",
+                        crate::config::LocalAuth::Pubkey(_) => "does it trust our CA, and accept our identity and certificate?",
+                    };
+                    (Some(n.notify_type), format!("peer refused our authentication (AUTHENTICATION_FAILED): {hint}"))
                 }
                 Some(n) => (Some(n.notify_type), format!("peer refused IKE_AUTH with {}", notify_name(n.notify_type.0))),
                 None => (Some(NotifyType::INVALID_SYNTAX), "IKE_AUTH response lacks IDr or AUTH".to_string()),
@@ -727,21 +783,22 @@ impl Engine {
         let conn = &self.config.connections[sa.conn];
         let keys = sa.keys.as_ref().expect("response was decrypted");
         let mut problem = None;
+        let mut verified = None;
         if !convert::id_accepts(&conn.remote_id, idr) {
             problem = Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id));
-        } else if auth.method != codec::AuthMethod::SHARED_KEY_MIC {
-            problem = Some(format!("peer {peer_id} authenticates with {}, we use PSK", auth.method));
         } else {
-            let expected = suite::psk_auth(keys.suite.prf, conn.psk.as_bytes(), &sa.init_resp, &sa.ni, &keys.sk_pr, &idr.body_bytes());
-            if !suite::ct_eq(&expected, &auth.data) {
-                problem = Some(format!("AUTH of peer {peer_id} does not verify with the PSK of connection {} (wrong PSK?)", conn.name));
+            let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: idr };
+            match authn::check_peer(conn, auth, &certs, &signed, self.unix_time) {
+                Ok((info, pa)) => {
+                    sa.peer_auth = Some(Box::new(pa));
+                    verified = Some(info)
+                }
+                Err(reason) => problem = Some(reason),
             }
         }
         sa.remote_id = Some(peer_id.clone());
-        if problem.is_none() {
+        if let Some(info) = verified {
             let ctx = self.ctx(&sa, sa.conn, true);
-            let info =
-                AuthInfo { peer_identity: peer_id.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None };
             match self.policy.authorize(&ctx, &info) {
                 Ok(()) => sa.auth = Some(info),
                 Err(_) if self.policy.take_deferred() => {

@@ -47,6 +47,7 @@
 //!   authorization and traffic selectors; [`crate::native_policy::ConfigPolicy`]
 //!   accepts what the config allows.
 
+mod authn;
 mod convert;
 mod rng;
 mod sa;
@@ -179,6 +180,9 @@ pub struct Engine {
     timers: timers::Timers,
     /// IKE and Child SAs held per connection (see `tally.rs`).
     tally: tally::Tally,
+    /// Wall-clock time (Unix seconds) for certificate validity, set by the
+    /// caller ([`Engine::set_unix_time`]); the engine reads no clock.
+    unix_time: u64,
 }
 
 impl Engine {
@@ -206,7 +210,15 @@ impl Engine {
             deferrals: deferral::Deferrals::default(),
             timers: timers::Timers::default(),
             tally: tally::Tally::default(),
+            unix_time: 0,
         })
+    }
+
+    /// The wall-clock time (Unix seconds) certificates are checked against.
+    /// The caller sets it (before it hands the engine datagrams, and as
+    /// the clock moves); the engine reads no clock of its own.
+    pub fn set_unix_time(&mut self, unix_seconds: u64) {
+        self.unix_time = unix_seconds;
     }
 
     /// The configuration in use.
@@ -575,6 +587,7 @@ impl Engine {
                     established_for: s.established_at.map(|t| now.saturating_sub(t)).unwrap_or_default(),
                     rekey_in: s.soft_at.map(|t| t.saturating_sub(now)),
                     expire_in: s.hard_at.map(|t| t.saturating_sub(now)),
+                    peer_auth: s.peer_auth.as_deref().cloned(),
                     children: s
                         .children
                         .iter()
@@ -1113,6 +1126,8 @@ impl Engine {
             reauth_at: None,
             reauth_of: None,
             reauth_by: None,
+            hints: None,
+            peer_auth: None,
         }
     }
 

@@ -194,6 +194,10 @@ pub(crate) struct IkeSa {
     pub reauth_of: Option<IkeSaId>,
     /// On the SA being reauthenticated: the new SA under way.
     pub reauth_by: Option<IkeSaId>,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS and CERTREQ (until IKE_AUTH).
+    pub hints: Option<Box<super::authn::PeerHints>>,
+    /// How the peer authenticated (kept across IKE SA rekeys).
+    pub peer_auth: Option<Box<crate::event::PeerAuth>>,
 }
 
 impl IkeSa {
@@ -221,6 +225,7 @@ impl IkeSa {
         self.cookie = None;
         self.candidates = Vec::new();
         self.first_child_name = None;
+        self.hints = None;
     }
 
     pub fn child_idx(&self, spi_in: u32) -> Option<usize> {

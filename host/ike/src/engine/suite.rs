@@ -213,3 +213,8 @@ pub fn open_fragment(bytes: &[u8], msg: &Message, keys: &IkeKeys) -> Option<sk::
 pub fn flags(initiator: bool, response: bool) -> Flags {
     Flags::new(initiator, response)
 }
+
+/// The octets a signature covers (RFC 7296 2.15).
+pub fn signed_octets(prf_alg: u16, real_message: &[u8], peer_nonce: &[u8], sk_p: &[u8], id_body: &[u8]) -> Vec<u8> {
+    crypto::signed_octets(prf_of(prf_alg), real_message, peer_nonce, sk_p, id_body)
+}
