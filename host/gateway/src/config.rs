@@ -63,6 +63,24 @@
 //! remote_ts = ["10.97.0.0/16"]         # each peer narrows to its own part
 //! ```
 //!
+//! Certificates (swanctl's pubkey authentication):
+//!
+//! ```toml
+//! [connections.hq]
+//! local_addrs = ["10.99.0.1"]
+//! remote_addrs = ["10.99.0.2"]
+//! local.auth = "pubkey"                # psk | pubkey | rsa/pss; default pubkey when local.certs is set
+//! local.certs = ["gwCert.pem", "subCaCert.pem"]   # ours first, then intermediates to send
+//! local.key = "gwKey.pem"              # PKCS#8, SEC1 or PKCS#1 PEM/DER; mode 0600
+//! local.id = "C=CH, O=Example, CN=gw.example.net"  # default: the certificate's subject
+//! remote.auth = "pubkey"               # default pubkey when remote.cacerts is set
+//! remote.cacerts = ["caCert.pem"]      # files or directories
+//! remote.crls = ["crls/"]              # files or directories (optional)
+//! remote.id = "hq.example.net"         # must be the certificate's subject or a subjectAltName
+//! send_cert = "ifasked"                # ifasked | always | never
+//! send_certreq = true
+//! ```
+//!
 //! A reload that changes a connection holding live SAs puts the new settings
 //! into effect at once and reauthenticates its IKE SAs make-before-break (a
 //! rotated PSK takes over without a lost packet).
@@ -812,7 +830,14 @@ pub struct Connection {
     pub local: Endpoint,
     #[serde(default)]
     pub remote: Endpoint,
+    #[serde(default)]
     pub auth: Auth,
+    /// When to send our certificate: `ifasked` (default: when the peer
+    /// sent a CERTREQ), `always`, `never`.
+    #[serde(default)]
+    pub send_cert: SendCert,
+    /// Send CERTREQ naming `remote.cacerts` (default yes).
+    pub send_certreq: Option<bool>,
     #[serde(default = "default_ike_proposals", deserialize_with = "de_ike_proposals")]
     pub proposals: Vec<ProposalSpec>,
     /// IKE SA rekey (soft) time; default 4h.
@@ -857,17 +882,76 @@ pub struct Connection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// Identity: an IP address, `fqdn`, `user@fqdn`. `remote.id` may also be
-    /// a pattern: `%any`, `*.example.net`, `*@example.net`, `10.0.0.0/24`
-    /// (the plugin then authorizes the concrete identity). Default for
-    /// `local.id`: the first local address; for `remote.id`: the remote
-    /// address when `remote_addrs` is exactly one host (the peer must
-    /// identify with it), else `%any`.
+    /// Identity: an IP address, `fqdn`, `user@fqdn`, or a distinguished
+    /// name in swanctl's order (`"C=CH, O=Example, CN=gw.example.net"`).
+    /// `remote.id` may also be a pattern: `%any`, `*.example.net`,
+    /// `*@example.net`, `10.0.0.0/24` (the plugin then authorizes the
+    /// concrete identity). Default for `local.id`: our certificate's
+    /// subject with `local.auth = pubkey`, else the first local address;
+    /// for `remote.id`: the remote address when `remote_addrs` is exactly
+    /// one host (the peer must identify with it), else `%any`.
     pub id: Option<String>,
+    /// `psk`, `pubkey` (a certificate and a signature; RFC 7427 when the
+    /// peer supports it), or for `local.auth` also `rsa/pss` (RSASSA-PSS
+    /// with an RSA key). Default: `pubkey` when `local.certs` (`local`) or
+    /// `remote.cacerts` (`remote`) is set, else `psk`.
+    pub auth: Option<AuthKind>,
+    /// `local.certs`: our certificate, then the intermediate CAs to send
+    /// with it (PEM or DER files; relative to the config file).
+    #[serde(default, deserialize_with = "string_list")]
+    pub certs: Vec<String>,
+    /// `local.key`: our private key (PEM or DER: PKCS#8, SEC1 EC, PKCS#1
+    /// RSA; ECDSA P-256/P-384, Ed25519, RSA 2048-4096). Mode 0600.
+    pub key: Option<String>,
+    /// `remote.cacerts`: CA certificates the peer's certificate must chain
+    /// to (files or directories).
+    #[serde(default, deserialize_with = "string_list")]
+    pub cacerts: Vec<String>,
+    /// `remote.crls`: CRLs of those CAs (files or directories).
+    #[serde(default, deserialize_with = "string_list")]
+    pub crls: Vec<String>,
+    /// Loaded by [`Config::parse`] (`local`).
+    #[serde(skip)]
+    pub credential: Option<std::sync::Arc<wisp_ike::config::LocalCredential>>,
+    /// Loaded by [`Config::parse`] (`remote`).
+    #[serde(skip)]
+    pub trust: Option<std::sync::Arc<wisp_ike::config::TrustConfig>>,
 }
 
-/// `auth`: a PSK inline or from a file (exactly one).
-#[derive(Debug, Clone, Deserialize)]
+/// `local.auth` / `remote.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthKind {
+    #[serde(rename = "psk")]
+    Psk,
+    #[serde(rename = "pubkey")]
+    Pubkey,
+    #[serde(rename = "rsa/pss")]
+    RsaPss,
+}
+
+impl Endpoint {
+    /// `auth` with the default applied (`certs` for `local`, `cacerts` for `remote`).
+    pub fn auth_kind(&self, local: bool) -> AuthKind {
+        self.auth.unwrap_or(if (local && !self.certs.is_empty()) || (!local && !self.cacerts.is_empty()) {
+            AuthKind::Pubkey
+        } else {
+            AuthKind::Psk
+        })
+    }
+}
+
+/// `send_cert` (swanctl): when we send our certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendCert {
+    #[default]
+    Ifasked,
+    Always,
+    Never,
+}
+
+/// `auth`: a PSK inline or from a file (exactly one), when a side uses one.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
     pub psk: Option<Psk>,
@@ -971,9 +1055,16 @@ impl Connection {
         let d = self.dpd_delay.map(|d| d.0).filter(|d| !d.is_zero())?;
         Some((d, self.dpd_timeout.map(|d| d.0).unwrap_or(d * 5)))
     }
-    /// The local identity string (configured or the first local address).
-    pub fn local_id(&self) -> Option<String> {
-        self.local.id.clone().or_else(|| self.local_addrs.first().map(|a| a.to_string()))
+    /// The local identity (configured; else our certificate's subject,
+    /// or the first local address, or 0.0.0.0).
+    pub fn local_identity(&self) -> wisp_policy_api::Identity {
+        if let Some(id) = &self.local.id {
+            return wisp_ike::config::identity(id);
+        }
+        if let Some(c) = &self.local.credential {
+            return wisp_policy_api::Identity { kind: wisp_policy_api::IdType::DerAsn1Dn, value: c.cert.subject.clone() };
+        }
+        wisp_ike::config::identity(&self.local_addrs.first().map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string()))
     }
     /// The remote identity (pattern) string; `None`: `%any`.
     pub fn remote_id(&self) -> Option<String> {
@@ -1098,9 +1189,37 @@ impl Config {
                     ));
                 }
             }
+            let (la, ra) = (conn.local.auth_kind(true), conn.remote.auth_kind(false));
+            if ra == AuthKind::RsaPss {
+                return Err(err(
+                    f("remote.auth"),
+                    "rsa/pss names how we sign; the peer's scheme is taken from its AUTH (use pubkey)".into(),
+                ));
+            }
+            for (id, field) in [(&conn.local.id, "local.id"), (&conn.remote.id, "remote.id")] {
+                if let Some(id) = id {
+                    wisp_ike::config::parse_identity(id).map_err(|m| err(f(field), m))?;
+                }
+            }
+            if la != AuthKind::Psk {
+                let c = crate::credentials::load_local(&base, &conn.local.certs, conn.local.key.as_deref(), la == AuthKind::RsaPss)
+                    .map_err(|(s, m)| err(f(&format!("local.{s}")), m))?;
+                conn.local.credential = Some(c);
+            } else if !conn.local.certs.is_empty() || conn.local.key.is_some() {
+                return Err(err(f("local.auth"), "local.certs / local.key are set but local.auth = psk".into()));
+            }
+            if ra == AuthKind::Pubkey {
+                let t = crate::credentials::load_trust(&base, &conn.remote.cacerts, &conn.remote.crls)
+                    .map_err(|(s, m)| err(f(&format!("remote.{s}")), m))?;
+                conn.remote.trust = Some(t);
+            } else if !conn.remote.cacerts.is_empty() || !conn.remote.crls.is_empty() {
+                return Err(err(f("remote.auth"), "remote.cacerts / remote.crls are set but remote.auth = psk".into()));
+            }
+            let needs_psk = la == AuthKind::Psk || ra == AuthKind::Psk;
             match (&conn.auth.psk, &conn.auth.psk_file) {
                 (Some(_), Some(_)) => return Err(err(f("auth.psk_file"), "give either `psk` or `psk_file`, not both".into())),
-                (None, None) => return Err(err(f("auth"), "missing `psk` or `psk_file`".into())),
+                (None, None) if needs_psk => return Err(err(f("auth"), "missing `psk` or `psk_file`".into())),
+                (None, None) => {}
                 (None, Some(file)) => {
                     let file = if file.is_relative() { base.join(file) } else { file.clone() };
                     check_private(&file).map_err(|m| err(f("auth.psk_file"), m))?;
@@ -1176,12 +1295,17 @@ impl Config {
 /// Refuse a file holding a secret that group or others may access (like ssh
 /// does with private keys): the error names the file and its mode.
 pub fn check_private(path: &Path) -> Result<(), String> {
+    check_private_file(path, "a pre-shared key")
+}
+
+/// [`check_private`] for a file holding `what` ("a private key").
+pub fn check_private_file(path: &Path, what: &str) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(format!(
-            "{} has mode {mode:04o}, which lets group or others read a pre-shared key: refused (chmod 600 {})",
+            "{} has mode {mode:04o}, which lets group or others read {what}: refused (chmod 600 {})",
             path.display(),
             path.display()
         ));

@@ -199,14 +199,16 @@ impl Env {
     }
 }
 
-fn identity(s: &str) -> wisp_policy_api::Identity {
-    ikecfg::identity(s)
+/// Seconds since the Unix epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Translate one gateway connection into the engine's connection config.
 pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::ConnectionConfig, String> {
-    let psk = c.auth.secret().ok_or_else(|| format!("connection {name}: no PSK"))?;
-    let local_id = identity(&c.local_id().unwrap_or_else(|| "0.0.0.0".into()));
+    let empty = config::Psk::new(Vec::new());
+    let psk = c.auth.secret().unwrap_or(&empty);
+    let local_id = c.local_identity();
     // No `remote.id`: the peer must identify as the remote address when
     // that is one host; `%any` only for connections that match many peers.
     let remote_id = c.remote_id().as_deref().map_or(ikecfg::IdMatch::Any, ikecfg::IdMatch::parse);
@@ -214,6 +216,26 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
     let mut ec =
         ikecfg::ConnectionConfig::new(name, local_id, None, psk.expose(), &ike_props).map_err(|e| format!("connection {name}: {e}"))?;
     ec.remote_id = remote_id;
+    if let Some(cred) = &c.local.credential {
+        let left = cred.cert.not_after as i64 - unix_now() as i64;
+        if left < crate::status::CERT_WARN_SECS {
+            tracing::warn!(
+                conn = %name, subject = %cred.cert.subject,
+                "our certificate {} (local.certs)",
+                if left < 0 { format!("expired {} days ago", -left / 86_400) } else { format!("expires in {} days", left / 86_400) }
+            );
+        }
+        ec.local_auth = ikecfg::LocalAuth::Pubkey(cred.clone());
+    }
+    if let Some(t) = &c.remote.trust {
+        ec.remote_auth = ikecfg::RemoteAuth::Pubkey(t.clone());
+    }
+    ec.send_cert = match c.send_cert {
+        config::SendCert::Ifasked => ikecfg::SendCert::IfAsked,
+        config::SendCert::Always => ikecfg::SendCert::Always,
+        config::SendCert::Never => ikecfg::SendCert::Never,
+    };
+    ec.send_certreq = c.send_certreq.unwrap_or(true);
     // Keep the numbering of our own parse (same transforms).
     ec.ike_proposals = c.proposals.iter().enumerate().map(|(i, p)| p.to_proposal(i as u8 + 1, Protocol::Ike)).collect();
     let caps = &mut ec.caps;
@@ -432,6 +454,7 @@ const PUBLISH_AT_ONCE_UP_TO: usize = 64;
 impl Driver {
     fn run(&mut self, rx: DriverRx, autostart: bool) {
         let starts = self.conn.children.iter().any(|c| c.start_action == ikecfg::StartAction::Start);
+        self.engine.set_unix_time(unix_now());
         if autostart && starts {
             let now = self.env.now();
             self.engine.start(now);
@@ -441,6 +464,8 @@ impl Driver {
         self.flush();
         loop {
             let now = self.env.now();
+            // Certificates are checked against the wall clock (a vDSO read).
+            self.engine.set_unix_time(unix_now());
             // poll_timeout is O(SAs): asked once per turn.
             let deadline = self.engine.poll_timeout();
             let mut wait = match deadline {
@@ -846,9 +871,11 @@ impl Driver {
                 }
             }
             Event::IkeSaUp(info) => {
+                let auth = info.peer_auth.as_ref().map_or("", |a| a.method.as_str());
+                let cert = info.peer_auth.as_ref().and_then(|a| a.cert_subject.as_deref()).unwrap_or("-");
                 tracing::info!(
                     conn = %self.name, ike = %info.ike, remote = %info.remote, peer = %info.remote_id,
-                    algs = %info.algorithms, "IKE SA established"
+                    algs = %info.algorithms, auth = %auth, cert = %cert, "IKE SA established"
                 );
             }
             Event::PeerMoved { ike, remote, children } => {
@@ -1014,6 +1041,15 @@ impl Driver {
                     nat_detected: s.nat.local_behind_nat || s.nat.remote_behind_nat,
                     established_secs: s.established_for.as_secs(),
                     rekey_in_secs: s.rekey_in.map(|d| d.as_secs()),
+                    remote_auth: s.peer_auth.as_ref().map(|a| a.method.clone()),
+                    remote_cert: s.peer_auth.as_ref().and_then(|a| {
+                        Some(crate::status::CertStatus::new(
+                            a.cert_subject.clone()?,
+                            a.cert_issuer.clone().unwrap_or_default(),
+                            a.cert_not_after?,
+                            unix_now(),
+                        ))
+                    }),
                     children: s
                         .children
                         .iter()

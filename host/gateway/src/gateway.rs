@@ -91,7 +91,7 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         name: name.to_string(),
         local_addrs: c.local_addrs.iter().map(|a| a.to_string()).collect(),
         remote_addrs: c.remote_addrs.iter().map(|a| a.to_string()).collect(),
-        local_id: c.local_id().unwrap_or_default(),
+        local_id: c.local_identity().value,
         remote_id: c.remote_id().unwrap_or_default(),
         state: "idle".into(),
         last_error: None,
@@ -100,6 +100,10 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         queue: Default::default(),
         decisions_waiting: 0,
         parked_dropped: 0,
+        local_cert: c.local.credential.as_ref().map(|cred| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            crate::status::CertStatus::new(cred.cert.subject.clone(), cred.cert.issuer.clone(), cred.cert.not_after, now)
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod admission_gate;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod daemon;
 pub mod dataplane;
 pub mod dataplane_glue;

@@ -104,6 +104,38 @@ pub struct ConnectionStatus {
     /// Parked requests dropped because 256 were already waiting.
     #[serde(default)]
     pub parked_dropped: u64,
+    /// Our certificate (`local.auth = pubkey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_cert: Option<CertStatus>,
+}
+
+/// A certificate in `status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CertStatus {
+    /// RFC 4514.
+    pub subject: String,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_after: u64,
+    /// Seconds until `not_after` when the status was made (negative: expired).
+    pub expires_in_secs: i64,
+    /// Expired, or expires within [`CERT_WARN_SECS`].
+    pub warning: bool,
+}
+
+/// A certificate expiring within this is a warning (30 days).
+pub const CERT_WARN_SECS: i64 = 30 * 86_400;
+
+impl CertStatus {
+    pub fn new(subject: String, issuer: String, not_after: u64, now_unix: u64) -> CertStatus {
+        let left = not_after as i64 - now_unix as i64;
+        CertStatus { subject, issuer, not_after, expires_in_secs: left, warning: left < CERT_WARN_SECS }
+    }
+    fn describe(&self) -> String {
+        let d = self.expires_in_secs / 86_400;
+        let when = if self.expires_in_secs < 0 { format!("EXPIRED {} days ago", -d) } else { format!("expires in {d} days") };
+        format!("{} (issuer {}), {when}{}", self.subject, self.issuer, if self.warning { " WARNING" } else { "" })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -123,6 +155,12 @@ pub struct IkeSaStatus {
     pub established_secs: u64,
     pub rekey_in_secs: Option<u64>,
     pub children: Vec<ChildSaStatus>,
+    /// How the peer authenticated: "pre-shared key" or the signature scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_auth: Option<String>,
+    /// The peer's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_cert: Option<CertStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -189,6 +227,9 @@ impl Status {
             if let Some(e) = &c.last_error {
                 let _ = writeln!(o, "  last error: {e}");
             }
+            if let Some(cert) = &c.local_cert {
+                let _ = writeln!(o, "  our certificate: {}", cert.describe());
+            }
             if let Some(why) = &c.sas_unavailable {
                 let _ = writeln!(o, "  SAs not listed: {why}");
             }
@@ -223,6 +264,12 @@ impl Status {
                     s.rekey_in_secs.map(|r| format!(", rekey in {r}s")).unwrap_or_default(),
                     if s.nat_detected { ", NAT" } else { "" },
                 );
+                if let Some(a) = &s.remote_auth {
+                    let _ = writeln!(o, "    peer authenticated with {a}");
+                }
+                if let Some(cert) = &s.remote_cert {
+                    let _ = writeln!(o, "    peer certificate: {}", cert.describe());
+                }
                 for ch in &s.children {
                     let _ = writeln!(
                         o,
