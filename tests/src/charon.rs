@@ -20,7 +20,7 @@ use std::time::Duration;
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
 
 /// The plugin list that works with kernel-libipsec here.
-pub const PLUGINS: &str = "random nonce openssl aes sha1 sha2 hmac kdf gcm chapoly curve25519 x509 pubkey pem pkcs1 kernel-libipsec kernel-netlink socket-default vici";
+pub const PLUGINS: &str = "random nonce openssl aes sha1 sha2 hmac kdf gcm chapoly curve25519 x509 pubkey pem pkcs1 pkcs8 mgf1 revocation constraints kernel-libipsec kernel-netlink socket-default vici";
 
 /// How to configure a charon instance.
 #[derive(Debug, Clone)]
@@ -169,6 +169,8 @@ impl Charon {
             .arg("--uri")
             .arg(self.vici_uri())
             .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
+            // Credentials (private/, x509crl/) from this charon's directory.
+            .env("SWANCTL_DIR", &self.dir)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| err!("spawn swanctl: {e}"))
@@ -195,6 +197,13 @@ impl Charon {
     pub fn load(&self, conf: &SwanctlConf) -> Result<()> {
         let path = self.dir.join("swanctl.conf");
         std::fs::write(&path, conf.render())?;
+        for (sub, files) in [("x509crl", &conf.crls), ("private", &conf.private_keys)] {
+            let dir = self.dir.join(sub);
+            std::fs::create_dir_all(&dir)?;
+            for (i, c) in files.iter().enumerate() {
+                std::fs::copy(c, dir.join(format!("{sub}{i}.pem")))?;
+            }
+        }
         let p = path.display().to_string();
         self.swanctl_ok(&["--load-all", "--file", &p]).map(|_| ())
     }

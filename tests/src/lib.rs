@@ -13,12 +13,14 @@
 //! - [`traffic`]: ping and a checksummed TCP transfer between namespaces.
 //! - [`wisp`]: the `wisp` daemon in a namespace and its CLI (`status --json`).
 //! - [`proc`]: child-process guard (SIGTERM, then SIGKILL, on drop).
+//! - [`pki`]: test CAs, certificates and CRLs made with strongSwan's `pki`.
 
 pub mod charon;
 pub mod charon_log;
 pub mod harness;
 pub mod ike_driver;
 pub mod netns;
+pub mod pki;
 pub mod proc;
 pub mod sas;
 pub mod swanctl;

@@ -74,6 +74,40 @@ impl<'a> P<'a> {
         }
         String::from_utf8_lossy(&self.s[st..self.i]).into_owned()
     }
+    /// A value: up to the white space before the next `key=`, `key {` or
+    /// `}`. Values may hold spaces (a DN identity such as
+    /// `C=CH, O=wisp test, CN=x`); vici keys are lowercase, so an
+    /// uppercase attribute inside a DN does not end it.
+    fn value(&mut self) -> String {
+        let st = self.i;
+        loop {
+            while self.i < self.s.len() && !self.s[self.i].is_ascii_whitespace() && self.s[self.i] != b'}' {
+                self.i += 1;
+            }
+            let end = self.i;
+            let mut j = self.i;
+            while j < self.s.len() && self.s[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let next_is_key = {
+                let mut k = j;
+                while k < self.s.len() && (self.s[k].is_ascii_lowercase() || self.s[k].is_ascii_digit() || b"-_".contains(&self.s[k])) {
+                    k += 1;
+                }
+                let mut m = k;
+                while m < self.s.len() && self.s[m] == b' ' {
+                    m += 1;
+                }
+                k > j && (self.s.get(k) == Some(&b'=') || self.s.get(m) == Some(&b'{'))
+            };
+            if j >= self.s.len() || self.s[end..].first() == Some(&b'}') || self.s[j] == b'}' || next_is_key || j == end {
+                self.i = end;
+                return String::from_utf8_lossy(&self.s[st..end]).into_owned();
+            }
+            self.i = j;
+        }
+    }
+
     /// Parse entries until a closing `}` (consumed) or end of input.
     fn section(&mut self) -> Result<Section> {
         let mut sec = Section::default();
@@ -116,7 +150,7 @@ impl<'a> P<'a> {
                         }
                         sec.entries.push((key, Value::List(items)));
                     } else {
-                        let v = self.word(b"}");
+                        let v = self.value();
                         sec.entries.push((key, Value::Str(v)));
                     }
                 }
@@ -348,6 +382,14 @@ mod tests {
         assert_eq!(s.list("a"), vec!["x", "y", "z"]);
         assert_eq!(s.section("b").unwrap().str("c"), Some("1"));
         assert!(parse_list_sas("list-sas reply {}\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn values_with_spaces_end_at_the_next_key() {
+        let s = parse_raw("{local-id=C=CH, O=wisp test, CN=charon.test remote-id=wisp.test sub {x=a b}}").unwrap();
+        assert_eq!(s.str("local-id"), Some("C=CH, O=wisp test, CN=charon.test"));
+        assert_eq!(s.str("remote-id"), Some("wisp.test"));
+        assert_eq!(s.section("sub").unwrap().str("x"), Some("a b"));
     }
 
     #[test]

@@ -62,6 +62,16 @@ pub struct Conn {
     pub unique: Option<String>,
     pub children: Vec<ChildConf>,
     pub extra: Vec<(String, String)>,
+    /// `local.auth` / `remote.auth`; `None` = `psk`.
+    pub local_auth: Option<String>,
+    pub remote_auth: Option<String>,
+    /// `local.certs` (absolute paths).
+    pub local_certs: Vec<String>,
+    /// `remote.cacerts` (absolute paths).
+    pub remote_cacerts: Vec<String>,
+    /// Further `key = value` lines in `local { }` / `remote { }`.
+    pub local_extra: Vec<(String, String)>,
+    pub remote_extra: Vec<(String, String)>,
 }
 
 impl Conn {
@@ -94,6 +104,12 @@ pub struct PskSecret {
 pub struct SwanctlConf {
     pub conns: Vec<Conn>,
     pub secrets: Vec<PskSecret>,
+    /// Private key files, copied into swanctl's `private/` directory beside
+    /// the config (see `Charon::load`; swanctl loads keys from there).
+    pub private_keys: Vec<String>,
+    /// CRL files, copied into swanctl's `x509crl/` directory beside the
+    /// config (see `Charon::load`).
+    pub crls: Vec<String>,
 }
 
 fn kv(out: &mut String, indent: usize, k: &str, v: &str) {
@@ -140,11 +156,19 @@ impl SwanctlConf {
                 kv(&mut o, 4, k, v);
             }
             o.push_str("    local {\n");
-            kv(&mut o, 6, "auth", "psk");
-            kv(&mut o, 6, "id", &c.local_id);
+            kv(&mut o, 6, "auth", c.local_auth.as_deref().unwrap_or("psk"));
+            kv(&mut o, 6, "id", &quote(&c.local_id));
+            list(&mut o, 6, "certs", &c.local_certs);
+            for (k, v) in &c.local_extra {
+                kv(&mut o, 6, k, v);
+            }
             o.push_str("    }\n    remote {\n");
-            kv(&mut o, 6, "auth", "psk");
-            kv(&mut o, 6, "id", &c.remote_id);
+            kv(&mut o, 6, "auth", c.remote_auth.as_deref().unwrap_or("psk"));
+            kv(&mut o, 6, "id", &quote(&c.remote_id));
+            list(&mut o, 6, "cacerts", &c.remote_cacerts);
+            for (k, v) in &c.remote_extra {
+                kv(&mut o, 6, k, v);
+            }
             o.push_str("    }\n    children {\n");
             for ch in &c.children {
                 let _ = writeln!(o, "      {} {{", ch.name);
@@ -173,6 +197,7 @@ impl SwanctlConf {
             kv(&mut o, 4, "secret", &quote(&s.secret));
             o.push_str("  }\n");
         }
+
         o.push_str("}\n");
         o
     }
@@ -189,6 +214,7 @@ mod tests {
         let conf = SwanctlConf {
             conns: vec![Conn::psk("gw", "10.99.0.2", "10.99.0.1", "aes256gcm16-prfsha256-x25519", "right", "left", child)],
             secrets: vec![PskSecret { name: "1".into(), ids: vec!["left".into(), "right".into()], secret: "a \"q\"".into() }],
+            ..Default::default()
         };
         let s = conf.render();
         assert!(s.contains("\n    proposals = aes256gcm16-prfsha256-x25519\n"), "{s}");

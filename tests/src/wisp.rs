@@ -235,6 +235,8 @@ pub struct WispConn {
     pub dpd_timeout: Option<String>,
     pub start_action: Option<String>,
     pub children: Vec<WispChild>,
+    /// Further raw TOML lines of the connection (`local.certs = [...]`, ...).
+    pub extra: Vec<String>,
 }
 
 /// A whole wisp gateway config (see `host/gateway/src/config.rs`).
@@ -318,9 +320,16 @@ impl WispConf {
             opt(&mut o, "dpd_delay", &c.dpd_delay);
             opt(&mut o, "dpd_timeout", &c.dpd_timeout);
             opt(&mut o, "start_action", &c.start_action);
-            let _ = writeln!(o, "local.id = {}", toml_str(&c.local_id));
             let _ = writeln!(o, "remote.id = {}", toml_str(&c.remote_id));
-            let _ = writeln!(o, "auth.psk = {}", toml_str(&c.psk));
+            if !c.local_id.is_empty() {
+                let _ = writeln!(o, "local.id = {}", toml_str(&c.local_id));
+            }
+            if !c.psk.is_empty() {
+                let _ = writeln!(o, "auth.psk = {}", toml_str(&c.psk));
+            }
+            for l in &c.extra {
+                let _ = writeln!(o, "{l}");
+            }
             for ch in &c.children {
                 let _ = writeln!(o, "\n[connections.{}.children.{}]", c.name, ch.name);
                 let _ = writeln!(o, "local_ts = {}", toml_list(&ch.local_ts));

@@ -20,6 +20,7 @@ fn conf(left: bool, proposal: &str, esp: &str, psk: &str) -> SwanctlConf {
     SwanctlConf {
         conns: vec![Conn::psk("gw", la, ra, proposal, lid, rid, ChildConf::new("net", lts, rts, esp))],
         secrets: vec![PskSecret { name: "1".into(), ids: vec!["left".into(), "right".into()], secret: psk.into() }],
+        ..Default::default()
     }
 }
 

@@ -47,6 +47,7 @@ fn swan(ike: &str, esp: &str, psk: &str) -> SwanctlConf {
     SwanctlConf {
         conns: vec![Conn::psk("gw", "10.99.0.2", "10.99.0.1", ike, "charon.test", "wisp.test", child)],
         secrets: vec![PskSecret { name: "1".into(), ids: vec!["wisp.test".into(), "charon.test".into()], secret: psk.into() }],
+        ..Default::default()
     }
 }
 

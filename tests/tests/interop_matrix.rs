@@ -16,6 +16,7 @@ use wisp_testbed::charon::{Charon, CharonOptions};
 use wisp_testbed::charon_log;
 use wisp_testbed::harness::{run_cases, table, Case, Outcome};
 use wisp_testbed::netns::Pair;
+use wisp_testbed::pki::{Ca, IssueOpts, KeyType};
 use wisp_testbed::sas::{ChildSaInfo, IkeSaInfo};
 use wisp_testbed::swanctl::{ChildConf, Conn, PskSecret, SwanctlConf};
 use wisp_testbed::traffic::{ping, ping_until_ok, tcp_transfer, BgPing};
@@ -87,6 +88,7 @@ fn setup(ike: &str, esp: &str) -> Setup {
     let swan = SwanctlConf {
         conns: vec![conn],
         secrets: vec![PskSecret { name: "1".into(), ids: vec![WISP_ID.into(), CHARON_ID.into()], secret: PSK.into() }],
+        ..Default::default()
     };
     Setup { wisp, swan, charon: CharonOptions::default() }
 }
@@ -1002,7 +1004,11 @@ fn peer_swan(n: u8, psk: &str) -> SwanctlConf {
     child.rand_time = Some("0".into());
     let mut conn = Conn::psk("gw", &format!("10.99.{n}.2"), &format!("10.99.{n}.1"), "aes128gcm16-prfsha256-x25519", &id, WISP_ID, child);
     conn.rand_time = Some("0".into());
-    SwanctlConf { conns: vec![conn], secrets: vec![PskSecret { name: "1".into(), ids: vec![WISP_ID.into(), id], secret: psk.into() }] }
+    SwanctlConf {
+        conns: vec![conn],
+        secrets: vec![PskSecret { name: "1".into(), ids: vec![WISP_ID.into(), id], secret: psk.into() }],
+        ..Default::default()
+    }
 }
 
 /// The IKE SAs of wisp's connection `gw`: (remote address, remote id, state).
@@ -1220,4 +1226,409 @@ fn matrix_failures() {
     }
     cases.push(("PluginDenial, charon initiates".into(), Box::new(|| failure_case(Fail::PluginDenial, Who::Charon))));
     report("interop matrix: failures diagnosable on both sides", cases);
+}
+
+// ---------------------------------------------------------------- certificates
+
+const W_DN: &str = "C=CH, O=wisp test, CN=wisp.test";
+const C_DN: &str = "C=CH, O=wisp test, CN=charon.test";
+/// What wisp's policy sees of C_DN: RFC 4514, RDNs reversed.
+const C_DN_4514: &str = "CN=charon.test,O=wisp test,C=CH";
+
+/// How a certificate case differs from the plain one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CertVariant {
+    /// RFC 7427 signatures, FQDN identities from the SAN.
+    Plain,
+    /// charon with `signature_authentication = no`: the legacy AUTH methods (1, 9, 10).
+    Legacy,
+    /// Both certificates issued by an intermediate CA that only the sender
+    /// holds the certificate of: each side must send it and the other build
+    /// the path with it.
+    Intermediate,
+    /// DN identities (ID_DER_ASN1_DN) instead of FQDNs.
+    DnIds,
+    /// RSASSA-PSS signatures from wisp (`local.auth = rsa/pss`) and charon (`rsa/pss`).
+    Pss,
+    /// RSA-4096 certificates under two intermediate CAs, each side sending
+    /// its whole chain (over 4 KB in IKE_AUTH) over a 1280-byte path that
+    /// drops IP fragments: only IKE fragmentation (RFC 7383) gets it through.
+    BigChain,
+}
+
+/// Ways a certificate authentication must fail, diagnosed on both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CertFail {
+    /// The peer's certificate is from a CA we do not trust.
+    UnknownCa,
+    /// The peer's certificate expired.
+    Expired,
+    /// The peer's certificate is on its CA's CRL.
+    Revoked,
+    /// The peer's identity is not in its certificate.
+    IdNotInCert,
+    /// The private key configured is not the certificate's: refused when
+    /// the configuration is loaded, before anything is sent (wisp names
+    /// the key; charon finds no private key for its identity). A signature
+    /// that does not verify is refused by the engine (certificates.rs).
+    WrongKey,
+}
+
+struct CertWorld {
+    setup: Setup,
+    _dir: TestDir,
+    root: Ca,
+}
+
+/// Both sides with certificates of `kt` from one test CA (`pki`), wisp's
+/// default policy allowing charon's identity.
+fn cert_world(tag: &str, kt: KeyType, v: CertVariant) -> R<CertWorld> {
+    let dir = TestDir::new(&format!("mx-{tag}-pki")).map_err(e)?;
+    let root = Ca::root(dir.path(), "root", kt, "C=CH, O=wisp test, CN=wisp test root CA").map_err(e)?;
+    let (inter, inter2) = match v {
+        CertVariant::Intermediate => (Some(root.intermediate("sub", kt, "C=CH, O=wisp test, CN=wisp test sub CA").map_err(e)?), None),
+        CertVariant::BigChain => {
+            let s1 = root.intermediate("sub1", kt, "C=CH, O=wisp test, CN=wisp test sub CA 1").map_err(e)?;
+            let s2 = s1.intermediate("sub2", kt, "C=CH, O=wisp test, CN=wisp test sub CA 2").map_err(e)?;
+            (Some(s1), Some(s2))
+        }
+        _ => (None, None),
+    };
+    let issuer = inter2.as_ref().or(inter.as_ref()).unwrap_or(&root);
+    let pss = v == CertVariant::Pss;
+    let w = issuer.issue("wisp", kt, W_DN, &IssueOpts { sans: vec![WISP_ID.into()], pss, ..Default::default() }).map_err(e)?;
+    let c = issuer.issue("charon", kt, C_DN, &IssueOpts { sans: vec![CHARON_ID.into()], pss, ..Default::default() }).map_err(e)?;
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    let p = |x: &std::path::Path| x.display().to_string();
+    let (wid, cid, allowed) = match v {
+        CertVariant::DnIds => (W_DN, C_DN, C_DN_4514),
+        _ => (WISP_ID, CHARON_ID, CHARON_ID),
+    };
+    s.wisp.plugin_settings = vec![format!("allowed_ids = [\"{allowed}\"]")];
+    let wc = &mut s.wisp.conns[0];
+    wc.psk = String::new();
+    wc.local_id = wid.into();
+    wc.remote_id = cid.into();
+    let mut certs = vec![p(&w.cert)];
+    for i in [&inter2, &inter].into_iter().flatten() {
+        certs.push(p(&i.cert));
+    }
+    wc.extra = vec![
+        format!("local.certs = [{}]", certs.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", ")),
+        format!("local.key = {:?}", p(&w.key)),
+        format!("remote.cacerts = [{:?}]", p(&root.cert)),
+    ];
+    if pss {
+        wc.extra.push("local.auth = \"rsa/pss\"".into());
+    }
+    let sc = &mut s.swan.conns[0];
+    sc.local_id = cid.into();
+    sc.remote_id = wid.into();
+    sc.local_auth = Some(if pss { "rsa/pss-sha256".into() } else { "pubkey".into() });
+    sc.remote_auth = Some("pubkey".into());
+    sc.local_certs = vec![p(&c.cert)];
+    // charon sends intermediates it knows: give it the sub CA as a CA it
+    // holds (wisp trusts only the root).
+    sc.remote_cacerts = vec![p(&root.cert)];
+    if let Some(i) = &inter {
+        sc.extra.push(("send_cert".into(), "always".into()));
+        let mut cas = vec![p(&root.cert), p(&i.cert)];
+        cas.extend(inter2.iter().map(|c| p(&c.cert)));
+        sc.remote_extra.push(("cacerts".into(), cas.join(",")));
+        sc.remote_cacerts.clear();
+    }
+    s.swan.secrets.clear();
+    s.swan.private_keys = vec![p(&c.key)];
+    if v == CertVariant::Legacy {
+        s.charon.extra.push("signature_authentication = no".into());
+    }
+    Ok(CertWorld { setup: s, _dir: dir, root })
+}
+
+/// The scheme charon logged for the authentication of `id` ("... with X successful").
+fn charon_auth_scheme(log: &str, id: &str) -> Option<String> {
+    let key = format!("authentication of '{id}' with ");
+    log.lines().find_map(|l| {
+        let rest = &l[l.find(&key)? + key.len()..];
+        Some(rest.strip_suffix(" successful")?.to_string())
+    })
+}
+
+fn cert_case(who: Who, kt: KeyType, v: CertVariant) -> R<Outcome> {
+    let w = cert_world(&format!("mxc{}", port()), kt, v)?;
+    let env = Env::new("mxc", &w.setup, false)?;
+    if v == CertVariant::BigChain {
+        // A 1280-byte path that drops IP fragments, both ways.
+        for ns in [&env.pair.left, &env.pair.right] {
+            for cmd in [
+                vec!["ip", "link", "set", Pair::IFACE, "mtu", "1280"],
+                vec!["nft", "add", "table", "ip", "nofrag"],
+                vec!["nft", "add", "chain", "ip", "nofrag", "out", "{ type filter hook output priority 0 ; }"],
+                vec!["nft", "add", "rule", "ip", "nofrag", "out", "ip", "frag-off", "&", "0x3fff", "!=", "0", "counter", "drop"],
+            ] {
+                let o = ns.output(cmd[0], &cmd[1..]).map_err(e)?;
+                if !o.status.success() {
+                    return env.fail(format!("{cmd:?}: {}", String::from_utf8_lossy(&o.stderr)));
+                }
+            }
+        }
+    }
+    env.establish(who, &["net"])?;
+    let (ike, st) = env.wait_both(1)?;
+    let note = if v == CertVariant::BigChain {
+        // Inner packets of the TUN's MTU would be IP fragments on this path: pings only.
+        ping_until_ok(&env.pair.left, "10.1.0.1", "10.2.0.1", 10).map_err(|x| format!("{x}{}", env.ctx()))?;
+        let log = env.charon.log();
+        let (reassembled, split) =
+            (log.matches("reassembled fragmented IKE message").count(), log.matches("splitting IKE message").count());
+        if reassembled < 1 || split < 1 {
+            return env.fail(format!("charon reassembled {reassembled} and split {split} IKE messages, want IKE_AUTH both ways"));
+        }
+        let size = log
+            .lines()
+            .find_map(|l| l.split("reassembled fragmented IKE message (").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        if size < 4000 {
+            return env.fail(format!("wisp's IKE_AUTH was {size} bytes, want over 4000"));
+        }
+        format!("IKE_AUTH {size} bytes from wisp in fragments, charon split its own; ping over a 1280-byte path without IP fragments")
+    } else {
+        env.traffic("10.1.0.1", "10.2.0.1", 64 << 10)?
+    };
+    let (wid, cid) = match v {
+        CertVariant::DnIds => (W_DN, C_DN),
+        _ => (WISP_ID, CHARON_ID),
+    };
+    // charon verified wisp's signature with the expected scheme.
+    let log = env.charon.log();
+    let Some(scheme) = charon_auth_scheme(&log, wid) else {
+        return env.fail(format!("charon did not log the authentication of '{wid}'"));
+    };
+    let want = match (kt, v) {
+        (KeyType::Rsa(_), CertVariant::Legacy) => "RSA signature",
+        (KeyType::EcdsaP256, CertVariant::Legacy) => "ECDSA-256 signature",
+        (KeyType::EcdsaP384, CertVariant::Legacy) => "ECDSA-384 signature",
+        (KeyType::Rsa(_), CertVariant::Pss) => "RSA_EMSA_PSS",
+        (KeyType::Rsa(_), _) => "RSA_EMSA_PKCS1_SHA2_256",
+        (KeyType::EcdsaP256, _) => "ECDSA_WITH_SHA256_DER",
+        (KeyType::EcdsaP384, _) => "ECDSA_WITH_SHA384_DER",
+        (KeyType::Ed25519, _) => "ED25519",
+    };
+    if !scheme.contains(want) {
+        return env.fail(format!("charon verified wisp with {scheme:?}, want {want}"));
+    }
+    // wisp verified charon's certificate and says how.
+    let wi = wisp_ike(&st)?;
+    let w_auth = wi["remote_auth"].as_str().unwrap_or("").to_string();
+    let w_subject = wi["remote_cert"]["subject"].as_str().unwrap_or("").to_string();
+    if w_subject != C_DN_4514 {
+        return env.fail(format!("wisp shows peer certificate subject {w_subject:?}, want {C_DN_4514:?} (remote_auth {w_auth:?})"));
+    }
+    let legacy = v == CertVariant::Legacy;
+    if v == CertVariant::Pss && !w_auth.contains("PSS") {
+        return env.fail(format!("wisp verified charon with {w_auth:?}, want RSASSA-PSS"));
+    }
+    if legacy == w_auth.contains("RFC 7427") {
+        return env.fail(format!("wisp verified charon with {w_auth:?} (legacy methods expected: {legacy})"));
+    }
+    let c_remote = ike.remote_id.clone();
+    if c_remote != wid {
+        return env.fail(format!("charon sees wisp as {c_remote:?}, want {wid:?}"));
+    }
+    let _ = (&w.root, cid);
+    Ok(Outcome { algorithms: kt.name(), note: format!("charon: {scheme}; wisp: {w_auth}; {note}") })
+}
+
+fn cert_failure_case(f: CertFail, who: Who) -> R<Outcome> {
+    let kt = KeyType::EcdsaP256;
+    let mut w = cert_world(&format!("mxcf{}", port()), kt, CertVariant::Plain)?;
+    let dir = w._dir.path().to_path_buf();
+    let p = |x: &std::path::Path| x.display().to_string();
+    // The initiator's credential is bad and the responder refuses it:
+    // wisp initiates, charon refuses; charon initiates, wisp refuses.
+    let bad_subject = match who {
+        Who::Wisp => W_DN,
+        Who::Charon => C_DN,
+    };
+    let bad_san = match who {
+        Who::Wisp => WISP_ID,
+        Who::Charon => CHARON_ID,
+    };
+    let (cert, key): (String, String) = match f {
+        CertFail::UnknownCa => {
+            let other = Ca::root(&dir, "other", kt, "C=CH, O=elsewhere, CN=unknown CA").map_err(e)?;
+            let i = other.issue("bad", kt, bad_subject, &IssueOpts { sans: vec![bad_san.into()], ..Default::default() }).map_err(e)?;
+            (p(&i.cert), p(&i.key))
+        }
+        CertFail::Expired => {
+            let opts = IssueOpts {
+                sans: vec![bad_san.into()],
+                not_before: Some("01.01.20 00:00:00".into()),
+                not_after: Some("01.01.21 00:00:00".into()),
+                ..Default::default()
+            };
+            let i = w.root.issue("bad", kt, bad_subject, &opts).map_err(e)?;
+            (p(&i.cert), p(&i.key))
+        }
+        CertFail::Revoked => {
+            let i = w.root.issue("bad", kt, bad_subject, &IssueOpts { sans: vec![bad_san.into()], ..Default::default() }).map_err(e)?;
+            let crl = w.root.crl("root", &[&i.cert]).map_err(e)?;
+            // The refusing side gets the CRL (charon from its x509crl directory).
+            match who {
+                Who::Wisp => w.setup.swan.crls.push(p(&crl)),
+                Who::Charon => w.setup.wisp.conns[0].extra.push(format!("remote.crls = [{:?}]", p(&crl))),
+            }
+            (p(&i.cert), p(&i.key))
+        }
+        CertFail::IdNotInCert => {
+            let i = w
+                .root
+                .issue(
+                    "bad",
+                    kt,
+                    "C=CH, O=wisp test, CN=somebody.else",
+                    &IssueOpts { sans: vec!["somebody.else".into()], ..Default::default() },
+                )
+                .map_err(e)?;
+            (p(&i.cert), p(&i.key))
+        }
+        CertFail::WrongKey => {
+            let i = w.root.issue("bad", kt, bad_subject, &IssueOpts { sans: vec![bad_san.into()], ..Default::default() }).map_err(e)?;
+            let other_key = dir.join("stray-key.pem");
+            wisp_testbed::pki::gen_key(&other_key, kt).map_err(e)?;
+            (p(&i.cert), p(&other_key))
+        }
+    };
+    match who {
+        Who::Wisp => {
+            let wc = &mut w.setup.wisp.conns[0];
+            wc.extra.retain(|l| !l.starts_with("local.certs") && !l.starts_with("local.key"));
+            wc.extra.push(format!("local.certs = [{cert:?}]"));
+            wc.extra.push(format!("local.key = {key:?}"));
+        }
+        Who::Charon => {
+            w.setup.swan.conns[0].local_certs = vec![cert];
+            w.setup.swan.private_keys = vec![key];
+        }
+    }
+    if f == CertFail::WrongKey {
+        return match who {
+            Who::Wisp => match Env::new("mxcf", &w.setup, false) {
+                Ok(env) => env.fail("wisp started with a private key that is not its certificate's"),
+                Err(x) if x.contains("connections.gw.local.key") && x.contains("not the key of certificate") => {
+                    let line = x.lines().find(|l| l.contains("not the key")).unwrap_or("").to_string();
+                    Ok(Outcome { algorithms: "- (config refused)".into(), note: line.chars().take(140).collect() })
+                }
+                Err(x) => Err(format!("wisp failed otherwise: {x}")),
+            },
+            Who::Charon => {
+                let env = Env::new("mxcf", &w.setup, false)?;
+                if env.charon.initiate_child("net", 15).is_ok() {
+                    return env.fail("charon initiate succeeded with a key that is not its certificate's");
+                }
+                if !env.charon.log().contains("no private key found") {
+                    return env.fail("charon did not log 'no private key found'");
+                }
+                Ok(Outcome { algorithms: "- (charon: no private key)".into(), note: "charon refuses to sign; wisp saw no IKE_AUTH".into() })
+            }
+        };
+    }
+    let env = Env::new("mxcf", &w.setup, false)?;
+    let wisp_said = match who {
+        Who::Wisp => match env.wisp().cli(&["up", "gw", "--timeout", "15"]) {
+            Ok(o) if o.status.success() => return env.fail("wisp up succeeded but must fail"),
+            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Err(x) => return Err(e(x)),
+        },
+        Who::Charon => {
+            if env.charon.initiate_child("net", 15).is_ok() {
+                return env.fail("charon initiate succeeded but must fail");
+            }
+            String::new()
+        }
+    };
+    let st = env.wisp().wait_status(Duration::from_secs(5), |st| wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false));
+    let last_error = st.as_ref().ok().and_then(|st| wisp_conn(st).ok()).and_then(|c| c["last_error"].as_str().map(String::from));
+    let reason = format!("{wisp_said} {}", last_error.clone().unwrap_or_default());
+    if !reason.contains("AUTHENTICATION_FAILED") {
+        return env.fail(format!("wisp did not report AUTHENTICATION_FAILED: up said {wisp_said:?}, last_error {last_error:?}"));
+    }
+    // Where wisp refused (charon initiated), its reason names the check.
+    if who == Who::Charon {
+        let want = match f {
+            CertFail::UnknownCa => "issuer",
+            CertFail::Expired => "expired",
+            CertFail::Revoked => "revoked",
+            CertFail::IdNotInCert => "not in its certificate",
+            CertFail::WrongKey => "does not verify",
+        };
+        if !reason.to_lowercase().contains(want) {
+            return env.fail(format!("wisp's reason does not say {want:?}: {reason:?}"));
+        }
+    }
+    let log = env.charon.log();
+    let (sent, recv) = (charon_log::sent_notifies(&log), charon_log::received_notifies(&log));
+    let charon_ok = match who {
+        Who::Wisp => sent.contains(&"AUTHENTICATION_FAILED".to_string()),
+        Who::Charon => recv.contains(&"AUTHENTICATION_FAILED".to_string()),
+    };
+    if !charon_ok {
+        return env.fail(format!("charon log lacks AUTHENTICATION_FAILED: sent {sent:?} received {recv:?}"));
+    }
+    if let Ok(sas) = env.charon.list_sas() {
+        if sas.iter().any(|s| !s.children.is_empty()) {
+            return env.fail(format!("charon installed a child after failure: {sas:?}"));
+        }
+    }
+    let short = last_error.unwrap_or(wisp_said).lines().next().unwrap_or("").to_string();
+    Ok(Outcome { algorithms: "- (AUTHENTICATION_FAILED)".into(), note: format!("wisp: {}", short.chars().take(110).collect::<String>()) })
+}
+
+#[test]
+fn matrix_certificates() {
+    if !require_root("matrix_certificates") {
+        return;
+    }
+    if !wisp_testbed::pki::available() {
+        eprintln!("matrix_certificates: skipped, {} missing (apt install strongswan-pki; scripts/setup.sh does)", wisp_testbed::pki::PKI);
+        return;
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for kt in [KeyType::EcdsaP256, KeyType::EcdsaP384, KeyType::Ed25519, KeyType::Rsa(3072)] {
+        for who in [Who::Wisp, Who::Charon] {
+            cases.push((format!("{}, {} initiates", kt.name(), who.tag()), Box::new(move || cert_case(who, kt, CertVariant::Plain))));
+        }
+    }
+    for kt in [KeyType::Rsa(3072), KeyType::EcdsaP256] {
+        for who in [Who::Wisp, Who::Charon] {
+            cases.push((
+                format!("{} legacy AUTH methods, {} initiates", kt.name(), who.tag()),
+                Box::new(move || cert_case(who, kt, CertVariant::Legacy)),
+            ));
+        }
+    }
+    for who in [Who::Wisp, Who::Charon] {
+        cases.push((
+            format!("RSA-3072 RSASSA-PSS, {} initiates", who.tag()),
+            Box::new(move || cert_case(who, KeyType::Rsa(3072), CertVariant::Pss)),
+        ));
+        cases.push((
+            format!("intermediate CA sent by each side, {} initiates", who.tag()),
+            Box::new(move || cert_case(who, KeyType::EcdsaP256, CertVariant::Intermediate)),
+        ));
+        cases.push((
+            format!("DN identities, {} initiates", who.tag()),
+            Box::new(move || cert_case(who, KeyType::EcdsaP256, CertVariant::DnIds)),
+        ));
+        cases.push((
+            format!("RSA-4096 chain of 3 in IKE fragments, path MTU 1280 without IP fragments, {} initiates", who.tag()),
+            Box::new(move || cert_case(who, KeyType::Rsa(4096), CertVariant::BigChain)),
+        ));
+    }
+    for f in [CertFail::UnknownCa, CertFail::Expired, CertFail::Revoked, CertFail::IdNotInCert, CertFail::WrongKey] {
+        for who in [Who::Wisp, Who::Charon] {
+            cases.push((format!("{f:?}, {} initiates", who.tag()), Box::new(move || cert_failure_case(f, who))));
+        }
+    }
+    report("interop matrix: certificates", cases);
 }
