@@ -1163,23 +1163,7 @@ fn failure_case(f: Fail, who: Who) -> R<Outcome> {
         }
     };
     let env = Env::new("mxf", &s, false)?;
-    let wisp_said = match who {
-        Who::Wisp => match env.wisp().cli(&["up", "gw", "--timeout", "15"]) {
-            Ok(o) if o.status.success() => return env.fail("wisp up succeeded but must fail"),
-            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-            Err(x) => return Err(e(x)),
-        },
-        Who::Charon => {
-            if env.charon.initiate_child("net", 15).is_ok() {
-                return env.fail("charon initiate succeeded but must fail");
-            }
-            String::new()
-        }
-    };
-    // wisp's reason: the `up` output and/or the connection's last_error.
-    let st = env.wisp().wait_status(Duration::from_secs(5), |st| wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false));
-    let last_error = st.as_ref().ok().and_then(|st| wisp_conn(st).ok()).and_then(|c| c["last_error"].as_str().map(String::from));
-    let reason = format!("{wisp_said} {}", last_error.clone().unwrap_or_default());
+    let (wisp_said, last_error, reason) = initiation_fails(&env, who)?;
     if !reason.contains(notify) {
         return env.fail(format!("wisp did not report {notify}: up said {wisp_said:?}, last_error {last_error:?}"));
     }
@@ -1205,6 +1189,29 @@ fn failure_case(f: Fail, who: Who) -> R<Outcome> {
     }
     let short = last_error.unwrap_or(wisp_said).lines().next().unwrap_or("").to_string();
     Ok(Outcome { algorithms: format!("- ({notify})"), note: format!("wisp: {}", short.chars().take(90).collect::<String>()) })
+}
+
+/// `who` initiates and must fail: what wisp said (its `up` output when it
+/// initiated), its connection's last_error, and both together.
+fn initiation_fails(env: &Env, who: Who) -> R<(String, Option<String>, String)> {
+    let wisp_said = match who {
+        Who::Wisp => match env.wisp().cli(&["up", "gw", "--timeout", "15"]) {
+            Ok(o) if o.status.success() => return env.fail("wisp up succeeded but must fail"),
+            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Err(x) => return Err(e(x)),
+        },
+        Who::Charon => {
+            if env.charon.initiate_child("net", 15).is_ok() {
+                return env.fail("charon initiate succeeded but must fail");
+            }
+            String::new()
+        }
+    };
+    // wisp's reason: the `up` output and/or the connection's last_error.
+    let st = env.wisp().wait_status(Duration::from_secs(5), |st| wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false));
+    let last_error = st.as_ref().ok().and_then(|st| wisp_conn(st).ok()).and_then(|c| c["last_error"].as_str().map(String::from));
+    let reason = format!("{wisp_said} {}", last_error.clone().unwrap_or_default());
+    Ok((wisp_said, last_error, reason))
 }
 
 impl PartialEq for Fail {
@@ -1534,22 +1541,7 @@ fn cert_failure_case(f: CertFail, who: Who) -> R<Outcome> {
         };
     }
     let env = Env::new("mxcf", &w.setup, false)?;
-    let wisp_said = match who {
-        Who::Wisp => match env.wisp().cli(&["up", "gw", "--timeout", "15"]) {
-            Ok(o) if o.status.success() => return env.fail("wisp up succeeded but must fail"),
-            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
-            Err(x) => return Err(e(x)),
-        },
-        Who::Charon => {
-            if env.charon.initiate_child("net", 15).is_ok() {
-                return env.fail("charon initiate succeeded but must fail");
-            }
-            String::new()
-        }
-    };
-    let st = env.wisp().wait_status(Duration::from_secs(5), |st| wisp_conn(st).map(|c| !c["last_error"].is_null()).unwrap_or(false));
-    let last_error = st.as_ref().ok().and_then(|st| wisp_conn(st).ok()).and_then(|c| c["last_error"].as_str().map(String::from));
-    let reason = format!("{wisp_said} {}", last_error.clone().unwrap_or_default());
+    let (wisp_said, last_error, reason) = initiation_fails(&env, who)?;
     if !reason.contains("AUTHENTICATION_FAILED") {
         return env.fail(format!("wisp did not report AUTHENTICATION_FAILED: up said {wisp_said:?}, last_error {last_error:?}"));
     }
