@@ -367,3 +367,33 @@ fn chain_with_intermediate_fragmented_on_send() {
         assert!(auth.iter().sum::<usize>() > 4000, "about 4 KB of certificates: {auth:?}");
     }
 }
+
+#[test]
+fn remembered_chains_still_expire() {
+    if !have_pki("remembered_chains_still_expire") {
+        return;
+    }
+    let d = world("remember", "p256");
+    let p = cert_pair(&d);
+    // The same trust stores (shared through Arc) for every pair below.
+    let (ca, cb) = (p.a.config().clone(), p.b.config().clone());
+    let run = |a_time: u64, b_time: u64| {
+        let mut p = Pair::new(ca.clone(), cb.clone());
+        p.a.set_unix_time(a_time);
+        p.b.set_unix_time(b_time);
+        up(&mut p);
+        p
+    };
+    // Up twice (the second time B answers A's chain from memory) ...
+    for _ in 0..2 {
+        let p = run(NOW, NOW);
+        assert_eq!((ike_up(&p.ev_a).len(), ike_up(&p.ev_b).len()), (1, 1), "{:?}", failures(&p.ev_b));
+    }
+    // ... and once B's clock passes the certificate's notAfter, memory does not help.
+    let p = run(NOW, NOW + 20 * 365 * 86_400);
+    let r = refused(&p);
+    assert!(r.contains("expired"), "{r}");
+    let p = run(NOW, 1_000_000_000);
+    let r = refused(&p);
+    assert!(r.to_lowercase().contains("not yet valid") || r.contains("not valid before"), "{r}");
+}

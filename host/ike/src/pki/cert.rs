@@ -246,7 +246,9 @@ impl CertInfo {
 
 /// A configured CRL: webpki's form and what error messages need.
 struct Crl {
-    webpki: OwnedCertRevocationList,
+    /// Held as webpki takes it, so that a check borrows it (a CRL of
+    /// thousands of entries is not copied per handshake).
+    webpki: CertRevocationList<'static>,
     issuer_der: Vec<u8>,
     issuer: String,
     revoked: Vec<Vec<u8>>,
@@ -259,7 +261,22 @@ pub struct TrustStore {
     cas: Vec<CertInfo>,
     anchors: Vec<TrustAnchor<'static>>,
     crls: Vec<Crl>,
+    /// Chains verified before (see [`TrustStore::verify`]).
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
+
+/// A chain that verified, and the time window in which every certificate
+/// of it (and every intermediate sent along) is valid: inside it the same
+/// chain verifies again with the same result, as the CAs and CRLs of a
+/// store do not change (a reload makes a new store).
+struct Verified {
+    info: CertInfo,
+    from: u64,
+    until: u64,
+}
+
+/// The most chains remembered per store; when full it starts again.
+const MAX_VERIFIED: usize = 1024;
 
 /// Signature algorithms accepted in chains.
 static ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
@@ -326,14 +343,14 @@ impl TrustStore {
             let tbs = &parsed.tbs_cert_list;
             let issuer_der = tbs.issuer.to_der().map_err(|e| CertError::BadCrl { index, reason: e.to_string() })?;
             list.push(Crl {
-                webpki,
+                webpki: CertRevocationList::Owned(webpki),
                 issuer: dn::name_to_rfc4514(&tbs.issuer),
                 issuer_der,
                 revoked: tbs.revoked_certificates.iter().flatten().map(|r| r.serial_number.as_bytes().to_vec()).collect(),
                 next_update: tbs.next_update.map(|t| t.to_unix_duration().as_secs()),
             });
         }
-        Ok(TrustStore { cas, anchors, crls: list })
+        Ok(TrustStore { cas, anchors, crls: list, verified: Default::default() })
     }
 
     /// The configured CAs.
@@ -375,7 +392,42 @@ impl TrustStore {
     /// for every certificate of the path whose issuer has a configured CRL
     /// (otherwise the status is unknown and accepted). An expired CRL is
     /// still used (as strongSwan does; see [`TrustStore::expired_crls`]).
+    ///
+    /// A chain that verified is remembered (up to [`MAX_VERIFIED`] chains,
+    /// keyed by the SHA-256 of the certificates sent) with the window in
+    /// which all its certificates are valid; inside that window the same
+    /// chain is answered from memory, without parsing or signature checks
+    /// (as strongSwan's certificate cache does for issuer signatures).
     pub fn verify(&self, end_entity: &[u8], intermediates: &[Vec<u8>], unix_time: u64) -> Result<CertInfo, CertError> {
+        let key = {
+            let mut h = Sha256::new();
+            for c in std::iter::once(end_entity).chain(intermediates.iter().map(Vec::as_slice)) {
+                h.update((c.len() as u64).to_be_bytes());
+                h.update(c);
+            }
+            <[u8; 32]>::from(h.finalize())
+        };
+        if let Some(v) = self.cache().get(&key) {
+            if (v.from..=v.until).contains(&unix_time) {
+                return Ok(v.info.clone());
+            }
+        }
+        let (info, from, until) = self.verify_uncached(end_entity, intermediates, unix_time)?;
+        let mut c = self.cache();
+        if c.len() >= MAX_VERIFIED {
+            c.clear();
+        }
+        c.insert(key, Verified { info: info.clone(), from, until });
+        Ok(info)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Verified>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`TrustStore::verify`] without memory; also the validity window of
+    /// the chain (every certificate sent and the anchor).
+    fn verify_uncached(&self, end_entity: &[u8], intermediates: &[Vec<u8>], unix_time: u64) -> Result<(CertInfo, u64, u64), CertError> {
         let ee = CertInfo::parse(end_entity)?;
         let inter: Vec<CertInfo> = intermediates.iter().filter_map(|d| CertInfo::parse(d).ok()).collect();
         if unix_time > ee.not_after {
@@ -387,8 +439,7 @@ impl TrustStore {
         let ee_der = CertificateDer::from(end_entity);
         let cert = webpki::EndEntityCert::try_from(&ee_der).map_err(|e| CertError::Malformed(format!("\"{}\": {e:?}", ee.subject)))?;
         let inter_der: Vec<CertificateDer<'_>> = intermediates.iter().map(|d| CertificateDer::from(d.as_slice())).collect();
-        let crls: Vec<CertRevocationList<'_>> = self.crls.iter().map(|c| CertRevocationList::Owned(c.webpki.clone())).collect();
-        let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
+        let crl_refs: Vec<&CertRevocationList<'_>> = self.crls.iter().map(|c| &c.webpki).collect();
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
             b.with_depth(RevocationCheckDepth::Chain)
                 .with_status_policy(UnknownStatusPolicy::Allow)
@@ -400,8 +451,12 @@ impl TrustStore {
             .verify_for_usage(ALGS, &self.anchors, &inter_der, time, IkeEku, revocation, None)
             .map_err(|e| self.map_error(e, &ee, &inter))?;
         let anchor_spki = path.anchor().subject_public_key_info.as_ref();
+        let mut from = inter.iter().map(|c| c.not_before).fold(ee.not_before, u64::max);
+        let mut until = inter.iter().map(|c| c.not_after).fold(ee.not_after, u64::min);
         if let Some(i) = self.anchors.iter().position(|a| a.subject_public_key_info.as_ref() == anchor_spki) {
             let ca = &self.cas[i];
+            from = from.max(ca.not_before);
+            until = until.min(ca.not_after);
             if unix_time > ca.not_after {
                 return Err(CertError::Expired { subject: ca.subject.clone(), not_after: ca.not_after });
             }
@@ -412,7 +467,7 @@ impl TrustStore {
         if ee.digital_signature == Some(false) {
             return Err(CertError::KeyUsage { subject: ee.subject, detail: "keyUsage without digitalSignature".to_string() });
         }
-        Ok(ee)
+        Ok((ee, from, until))
     }
 
     /// The chain the peer sent, following issuer names from the end entity.
