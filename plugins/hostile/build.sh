@@ -39,3 +39,4 @@ build hostile-policy hostile-huge-answer huge-answer
 build hostile-wrong-world hostile-wrong-world
 build hostile-missing-export hostile-missing-export
 build hostile-old-wit hostile-old-wit
+build hostile-old-wit-v2 hostile-old-wit-v2

@@ -1,16 +1,22 @@
-// Example wisp policy plugin: identity allow-list with source CIDRs, in JavaScript.
+// Example wisp policy plugin: allow-list by identity, certificate issuer or
+// subjectAltName, with source CIDRs, in JavaScript.
 //
-// Behaves exactly like examples/plugins/rust/allowlist (reasons included); the
-// shared fixtures examples/fixtures/allowlist-*.json check that.
+// Behaves exactly like examples/plugins/rust/allowlist (reasons included; its
+// doc comment describes the rules); the shared fixtures
+// examples/fixtures/allowlist-*.json check that.
 //
-// Settings: `peers` (text list), one entry per identity:
-//   "alice@example.com from 10.99.0.0/16, 192.0.2.0/24"   only from these
-//   "gw.example.net"                                      from anywhere
+// Settings: `peers` (text list), one rule per entry, each optionally followed
+// by ` from CIDR, CIDR, ...`:
+//   "alice@example.com from 10.99.0.0/16, 192.0.2.0/24"   identity, only from these
+//   "gw.example.net"                                      identity, from anywhere
+//   "issuer CN=Corp CA, O=Corp"                           certificate issued by this CA
+//   "san dns:*.corp.example"                              certificate with a matching SAN
+//   "san email:*@corp.example"
 //
 // Build: node build.mjs OUT.wasm (scripts/build-plugins.sh does it).
 
 const NAME = "allowlist-js";
-const VERSION = "1.0.0";
+const VERSION = "1.1.0";
 const KNOWN = ["peers"];
 
 // --- addresses -----------------------------------------------------------------
@@ -114,12 +120,65 @@ function typeName(v) {
   return { text: "text", integer: "integer", boolean: "boolean", "text-list": "text list" }[v.tag];
 }
 
+const SAN_TYPES = ["dns", "email", "ip", "uri", "dn"];
+
+function lowerAscii(s) {
+  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
+}
+
+// ASCII lowercase, RDNs split at unescaped commas, trimmed of spaces, joined with ",".
+function normDn(dn) {
+  const parts = [];
+  let cur = "";
+  for (let i = 0; i < dn.length; i++) {
+    const c = dn[i];
+    if (c === "\\") {
+      cur += dn.slice(i, i + 2);
+      i++;
+    } else if (c === ",") {
+      parts.push(cur);
+      cur = "";
+    } else {
+      cur += c;
+    }
+  }
+  parts.push(cur);
+  return parts.map((p) => lowerAscii(p.replace(/^ +| +$/g, ""))).join(",");
+}
+
+function parseRule(raw, text) {
+  if (text.startsWith("issuer ")) {
+    const dn = text.slice("issuer ".length).trim();
+    if (dn === "") throw `peers entry '${raw}': empty issuer`;
+    return { kind: "issuer", value: normDn(dn) };
+  }
+  if (text.startsWith("san ")) {
+    const pat = text.slice("san ".length).trim();
+    const colon = pat.indexOf(":");
+    if (colon < 0) throw `peers entry '${raw}': subjectAltName '${pat}' is not TYPE:VALUE`;
+    const sanType = lowerAscii(pat.slice(0, colon));
+    let value = pat.slice(colon + 1);
+    if (!SAN_TYPES.includes(sanType)) {
+      throw `peers entry '${raw}': unknown subjectAltName type '${sanType}' (known: ${SAN_TYPES.join(", ")})`;
+    }
+    if (value === "") throw `peers entry '${raw}': empty subjectAltName`;
+    const wildOk = (sanType === "dns" && value.startsWith("*.")) || (sanType === "email" && value.startsWith("*@"));
+    if (value.slice(wildOk ? 1 : 0).includes("*")) {
+      throw `peers entry '${raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)`;
+    }
+    if (sanType === "dn") value = normDn(value);
+    return { kind: "san", sanType, value };
+  }
+  return { kind: "id", value: text };
+}
+
 function parseEntry(raw) {
   const i = raw.lastIndexOf(" from ");
   let ident = raw, cidrs = null;
   if (i >= 0) { ident = raw.slice(0, i); cidrs = raw.slice(i + 6); }
   ident = ident.trim();
   if (ident === "") throw `peers entry '${raw}': empty identity`;
+  const rule = parseRule(raw, ident);
   const sources = [];
   if (cidrs !== null) {
     for (let c of cidrs.split(",")) {
@@ -131,7 +190,7 @@ function parseEntry(raw) {
     }
     if (sources.length === 0) throw `peers entry '${raw}': no CIDR after 'from'`;
   }
-  return { ident, sources };
+  return { rule, sources };
 }
 
 function configureFrom(settings) {
@@ -196,13 +255,40 @@ function intersectLists(proposed, allowed) {
   return out;
 }
 
-function lowerAscii(s) {
-  return s.replace(/[A-Z]/g, (c) => c.toLowerCase());
-}
-
 function idMatches(entry, ident) {
   if (ident.kind === "fqdn" || ident.kind === "rfc822-addr") return lowerAscii(entry) === lowerAscii(ident.value);
   return entry === ident.value;
+}
+
+function endsWithCi(value, suffix) {
+  return value.length > suffix.length && lowerAscii(value).endsWith(lowerAscii(suffix));
+}
+
+function sanMatches(sanType, pattern, san) {
+  const colon = san.indexOf(":");
+  if (colon < 0 || san.slice(0, colon) !== sanType) return false;
+  const v = san.slice(colon + 1);
+  if (sanType === "dns" || sanType === "email") {
+    if (pattern.startsWith("*")) {
+      const suffix = pattern.slice(1);
+      if (!endsWithCi(v, suffix)) return false;
+      return sanType === "dns" || !v.slice(0, v.length - suffix.length).includes("@");
+    }
+    return lowerAscii(v) === lowerAscii(pattern);
+  }
+  if (sanType === "ip") return lowerAscii(v) === lowerAscii(pattern);
+  if (sanType === "dn") return normDn(v) === pattern;
+  return v === pattern;
+}
+
+function sansOf(auth) {
+  return auth.subjectAltNames ? Array.from(auth.subjectAltNames) : [];
+}
+
+function ruleMatches(rule, auth) {
+  if (rule.kind === "id") return idMatches(rule.value, auth.peerIdentity);
+  if (rule.kind === "issuer") return auth.certificateIssuer != null && normDn(auth.certificateIssuer) === rule.value;
+  return sansOf(auth).some((s) => sanMatches(rule.sanType, rule.value, s));
 }
 
 // --- the exported interface -------------------------------------------------------
@@ -234,8 +320,21 @@ export const decisions = {
 
   authorize(ctx, auth) {
     const ident = auth.peerIdentity;
-    const mine = state().filter((e) => idMatches(e.ident, ident));
-    if (mine.length === 0) throw { reason: `identity '${ident.value}' is not on the allow-list` };
+    const all = state();
+    const mine = all.filter((e) => ruleMatches(e.rule, auth));
+    if (mine.length === 0) {
+      let detail = "";
+      if (all.some((e) => e.rule.kind !== "id")) {
+        const sans = sansOf(auth);
+        if (auth.certificateIssuer == null && sans.length === 0) {
+          detail = " (no certificate)";
+        } else {
+          const issuer = auth.certificateIssuer != null ? auth.certificateIssuer : "";
+          detail = ` (certificate issuer '${issuer}', subjectAltNames: ${sans.length > 0 ? sans.join(", ") : "none"})`;
+        }
+      }
+      throw { reason: `identity '${ident.value}' is not on the allow-list${detail}` };
+    }
     if (mine.some((e) => e.sources.length === 0 || e.sources.some((s) => cidrContains(s.cidr, ctx.remoteAddress)))) {
       return;
     }

@@ -1,11 +1,17 @@
-"""Example wisp policy plugin: identity allow-list with source CIDRs, in Python.
+"""Example wisp policy plugin: allow-list by identity, certificate issuer or
+subjectAltName, with source CIDRs, in Python.
 
-Behaves exactly like examples/plugins/rust/allowlist (reasons included); the
-shared fixtures examples/fixtures/allowlist-*.json check that.
+Behaves exactly like examples/plugins/rust/allowlist (reasons included; its doc
+comment describes the rules); the shared fixtures
+examples/fixtures/allowlist-*.json check that.
 
-Settings: `peers` (text list), one entry per identity:
-    "alice@example.com from 10.99.0.0/16, 192.0.2.0/24"   only from these
-    "gw.example.net"                                      from anywhere
+Settings: `peers` (text list), one rule per entry, each optionally followed by
+` from CIDR, CIDR, ...`:
+    "alice@example.com from 10.99.0.0/16, 192.0.2.0/24"   identity, only from these
+    "gw.example.net"                                      identity, from anywhere
+    "issuer CN=Corp CA, O=Corp"                           certificate issued by this CA
+    "san dns:*.corp.example"                              certificate with a matching SAN
+    "san email:*@corp.example"
 
 Build: scripts/build-plugins.sh, i.e.
     componentize-py -d ../../../wit -w policy-plugin componentize --stub-wasi app -o allowlist-py.wasm
@@ -20,7 +26,7 @@ from wit_world.imports import types
 from componentize_py_types import Err
 
 NAME = "allowlist-py"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 KNOWN = ["peers"]
 
 
@@ -74,10 +80,65 @@ class Cidr:
         return ip.version == self.version and (int(ip) & self.mask) == self.first
 
 
+SAN_TYPES = ["dns", "email", "ip", "uri", "dn"]
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lower(s: str) -> str:
+    return s.translate(_ASCII_LOWER)
+
+
+def _norm_dn(dn: str) -> str:
+    """ASCII lowercase, RDNs split at unescaped commas, trimmed of spaces, joined with ','."""
+    parts, cur, i = [], [], 0
+    while i < len(dn):
+        c = dn[i]
+        if c == "\\":
+            cur.append(dn[i:i + 2])
+            i += 2
+            continue
+        if c == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return ",".join(_lower(p.strip(" ")) for p in parts)
+
+
 class Entry:
-    def __init__(self, ident: str, sources: List[Tuple[str, Cidr]]):
-        self.ident = ident
+    def __init__(self, kind: str, value: str, san_type: Optional[str], sources: List[Tuple[str, Cidr]]):
+        self.kind = kind  # "id", "issuer" or "san"
+        self.value = value
+        self.san_type = san_type
         self.sources = sources
+
+
+def _parse_rule(raw: str, text: str) -> Tuple[str, str, Optional[str]]:
+    if text.startswith("issuer "):
+        dn = text[len("issuer "):].strip()
+        if not dn:
+            raise Err(f"peers entry '{raw}': empty issuer")
+        return ("issuer", _norm_dn(dn), None)
+    if text.startswith("san "):
+        pat = text[len("san "):].strip()
+        if ":" not in pat:
+            raise Err(f"peers entry '{raw}': subjectAltName '{pat}' is not TYPE:VALUE")
+        kind, value = pat.split(":", 1)
+        kind = _lower(kind)
+        if kind not in SAN_TYPES:
+            raise Err(f"peers entry '{raw}': unknown subjectAltName type '{kind}' (known: {', '.join(SAN_TYPES)})")
+        if not value:
+            raise Err(f"peers entry '{raw}': empty subjectAltName")
+        wild_ok = (kind == "dns" and value.startswith("*.")) or (kind == "email" and value.startswith("*@"))
+        if "*" in value[1 if wild_ok else 0:]:
+            raise Err(f"peers entry '{raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)")
+        if kind == "dn":
+            value = _norm_dn(value)
+        return ("san", value, kind)
+    return ("id", text, None)
 
 
 def _parse_entry(raw: str) -> Entry:
@@ -89,6 +150,7 @@ def _parse_entry(raw: str) -> Entry:
     ident = ident.strip()
     if not ident:
         raise Err(f"peers entry '{raw}': empty identity")
+    kind, value, san_type = _parse_rule(raw, ident)
     sources = []
     if cidrs is not None:
         for c in cidrs.split(","):
@@ -102,16 +164,45 @@ def _parse_entry(raw: str) -> Entry:
             sources.append((c, parsed))
         if not sources:
             raise Err(f"peers entry '{raw}': no CIDR after 'from'")
-    return Entry(ident, sources)
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    return Entry(kind, value, san_type, sources)
 
 
 def _id_matches(entry: str, ident: types.Identity) -> bool:
     if ident.kind in (types.IdType.FQDN, types.IdType.RFC822_ADDR):
-        return entry.translate(_ASCII_LOWER) == ident.value.translate(_ASCII_LOWER)
+        return _lower(entry) == _lower(ident.value)
     return entry == ident.value
+
+
+def _ends_with_ci(value: str, suffix: str) -> bool:
+    return len(value) > len(suffix) and _lower(value).endswith(_lower(suffix))
+
+
+def _san_matches(kind: str, pattern: str, san: str) -> bool:
+    if ":" not in san:
+        return False
+    k, v = san.split(":", 1)
+    if k != kind:
+        return False
+    if kind in ("dns", "email"):
+        if pattern.startswith("*"):
+            suffix = pattern[1:]
+            if not _ends_with_ci(v, suffix):
+                return False
+            return kind == "dns" or "@" not in v[:len(v) - len(suffix)]
+        return _lower(v) == _lower(pattern)
+    if kind == "ip":
+        return _lower(v) == _lower(pattern)
+    if kind == "dn":
+        return _norm_dn(v) == pattern
+    return v == pattern
+
+
+def _rule_matches(e: Entry, auth: types.AuthInfo) -> bool:
+    if e.kind == "id":
+        return _id_matches(e.value, auth.peer_identity)
+    if e.kind == "issuer":
+        return auth.certificate_issuer is not None and _norm_dn(auth.certificate_issuer) == e.value
+    return any(_san_matches(e.san_type, e.value, s) for s in auth.subject_alt_names)
 
 
 def _intersect(a: types.TrafficSelector, b: types.TrafficSelector) -> Optional[types.TrafficSelector]:
@@ -206,9 +297,18 @@ class Decisions(exports.Decisions):
 
     def authorize(self, ctx: types.PeerContext, auth: types.AuthInfo) -> None:
         ident = auth.peer_identity
-        mine = [e for e in _state() if _id_matches(e.ident, ident)]
+        entries = _state()
+        mine = [e for e in entries if _rule_matches(e, auth)]
         if not mine:
-            raise Err(types.Refusal(f"identity '{ident.value}' is not on the allow-list"))
+            detail = ""
+            if any(e.kind != "id" for e in entries):
+                if auth.certificate_issuer is None and not auth.subject_alt_names:
+                    detail = " (no certificate)"
+                else:
+                    sans = ", ".join(auth.subject_alt_names) if auth.subject_alt_names else "none"
+                    issuer = auth.certificate_issuer if auth.certificate_issuer is not None else ""
+                    detail = f" (certificate issuer '{issuer}', subjectAltNames: {sans})"
+            raise Err(types.Refusal(f"identity '{ident.value}' is not on the allow-list{detail}"))
         remote = _ip(ctx.remote_address)
         if any(not e.sources or any(c.contains(remote) for _, c in e.sources) for e in mine):
             return None

@@ -17,6 +17,7 @@ use engine_support::*;
 use wisp_ike::codec::{ExchangeType, Message, Payload};
 use wisp_ike::config::{identity, IdMatch, LocalAuth, LocalCredential, RemoteAuth, SendCert, TrustConfig};
 use wisp_ike::crypto::sig::PrivateKey;
+use wisp_ike::native_policy::ConfigPolicy;
 use wisp_ike::pki::cert::pem_or_der_blocks;
 
 const PKI: &str = "/usr/bin/pki";
@@ -396,4 +397,62 @@ fn remembered_chains_still_expire() {
     let p = run(NOW, 1_000_000_000);
     let r = refused(&p);
     assert!(r.to_lowercase().contains("not yet valid") || r.contains("not valid before"), "{r}");
+}
+
+/// Passes every question to `ConfigPolicy` and keeps the `auth-info` that
+/// `authorize` was asked with.
+struct RecordAuth {
+    inner: Arc<dyn wisp_policy_api::Policy>,
+    seen: std::sync::Mutex<Vec<wisp_policy_api::AuthInfo>>,
+}
+
+impl wisp_policy_api::AskPolicy for RecordAuth {
+    fn decider(&self) -> String {
+        "record-auth".into()
+    }
+    fn answer(&self, q: wisp_policy_api::Question) -> Result<wisp_policy_api::Answer, wisp_policy_api::PolicyError> {
+        if let wisp_policy_api::Question::Authorize { auth, .. } = &q {
+            self.seen.lock().unwrap().push(auth.clone());
+        }
+        Ok(q.ask(&*self.inner))
+    }
+}
+
+#[test]
+fn authorize_sees_issuer_sans_serial_and_expiry() {
+    if !have_pki("authorize_sees_issuer_sans_serial_and_expiry") {
+        return;
+    }
+    let d = world("authinfo", "p256");
+    // A's certificate with several kinds of subjectAltName and a known serial.
+    issue(
+        &d,
+        "ca",
+        "a",
+        "p256",
+        "C=CH, O=wisp test, CN=a.example",
+        &["--san", "a.example", "--san", "alice@a.example", "--san", "192.0.2.7", "--serial", "0badc0de", "--lifetime", "3650"],
+    );
+    let (mut a, mut b) = default_pair_configs();
+    a.connections[0].local_auth = credential(&d, &["a.der"], "a-key.pem");
+    b.connections[0].remote_auth = trust(&d, &["ca.der"], &[]);
+    let rec = Arc::new(RecordAuth { inner: Arc::new(ConfigPolicy::new(&b)), seen: Default::default() });
+    let pa = Arc::new(ConfigPolicy::new(&a));
+    let mut p = Pair::with_policies(a, b, pa, rec.clone());
+    p.b.set_unix_time(NOW);
+    up(&mut p);
+    assert_eq!(ike_up(&p.ev_b).len(), 1, "{:?}", failures(&p.ev_b));
+    let seen = rec.seen.lock().unwrap();
+    let info = seen.first().expect("authorize was asked");
+    let ee = wisp_ike::pki::cert::CertInfo::parse(&der(&d, "a.der")).unwrap();
+    let ca = wisp_ike::pki::cert::CertInfo::parse(&der(&d, "ca.der")).unwrap();
+    assert_eq!(info.method, wisp_policy_api::AuthMethod::DigitalSignature);
+    assert_eq!(info.certificate_subject.as_deref(), Some(ee.subject.as_str()));
+    assert_eq!(info.certificate_issuer.as_deref(), Some(ca.subject.as_str()));
+    assert!(info.certificate_issuer.as_deref().unwrap().contains("CN=test CA"), "{info:?}");
+    assert_eq!(info.subject_alt_names, ["dns:a.example", "email:alice@a.example", "ip:192.0.2.7"]);
+    assert_eq!(info.certificate_serial.as_deref(), Some("0b:ad:c0:de"));
+    assert_eq!(info.certificate_not_after, Some(ee.not_after));
+    assert!(ee.not_after > NOW);
+    assert_eq!(info.key_fingerprint.as_deref(), Some(ee.key_fingerprint.replace(':', "").as_str()));
 }

@@ -253,12 +253,41 @@ pub struct PeerContext {
 }
 
 /// Facts for authorization, after the AUTH payload was verified by the host.
+/// The certificate fields are set only for certificate authentication (all
+/// `None` / empty for a pre-shared key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthInfo {
     pub peer_identity: Identity,
     pub method: AuthMethod,
+    /// RFC 4514 subject of the peer's end-entity certificate.
     pub certificate_subject: Option<String>,
+    /// Lowercase hex SHA-256 of the peer's SubjectPublicKeyInfo, no colons.
     pub key_fingerprint: Option<String>,
+    /// RFC 4514 issuer of the peer's end-entity certificate.
+    pub certificate_issuer: Option<String>,
+    /// The certificate's subjectAltNames as `dns:NAME`, `email:ADDR`, `ip:ADDR`,
+    /// `uri:URI`, `dn:RFC4514` (other kinds are omitted), in certificate order.
+    pub subject_alt_names: Vec<String>,
+    /// The certificate's serial number, lowercase hex, colon-separated.
+    pub certificate_serial: Option<String>,
+    /// The certificate's notAfter, Unix seconds.
+    pub certificate_not_after: Option<u64>,
+}
+
+impl AuthInfo {
+    /// A peer authenticated with a pre-shared key: no certificate facts.
+    pub fn psk(peer_identity: Identity) -> Self {
+        AuthInfo {
+            peer_identity,
+            method: AuthMethod::Psk,
+            certificate_subject: None,
+            key_fingerprint: None,
+            certificate_issuer: None,
+            subject_alt_names: Vec::new(),
+            certificate_serial: None,
+            certificate_not_after: None,
+        }
+    }
 }
 
 /// Selectors to narrow, from this gateway's perspective.
@@ -523,5 +552,15 @@ mod tests {
         let tcp = ts("10.0.0.0", "10.0.0.255", 6, 0, 65535);
         assert!(!ts("10.0.0.1", "10.0.0.1", 0, 0, 65535).is_subset_of(&tcp));
         assert!(!ts("10.0.0.9", "10.0.0.1", 0, 0, 65535).is_subset_of(&outer), "inverted range");
+    }
+
+    #[test]
+    fn psk_auth_info_has_no_certificate_facts() {
+        let id = Identity { kind: IdType::Rfc822Addr, value: "alice@example.com".into() };
+        let a = AuthInfo::psk(id.clone());
+        assert_eq!((a.peer_identity, a.method), (id, AuthMethod::Psk));
+        assert_eq!((a.certificate_subject, a.key_fingerprint, a.certificate_issuer), (None, None, None));
+        assert!(a.subject_alt_names.is_empty());
+        assert_eq!((a.certificate_serial, a.certificate_not_after), (None, None));
     }
 }

@@ -61,13 +61,7 @@ fn requests() -> Vec<(&'static str, DecisionRequest)> {
             DecisionRequest::SelectProposal { ctx: ctx(None), kind: SaKind::Ike, offered: ike_proposals(), configured: ike_proposals() },
         ),
         ("order-proposals", DecisionRequest::OrderProposals { ctx: ctx(None), kind: SaKind::Ike, configured: ike_proposals() }),
-        (
-            "authorize",
-            DecisionRequest::Authorize {
-                ctx: ctx(Some(alice.clone())),
-                auth: AuthInfo { peer_identity: alice.clone(), method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None },
-            },
-        ),
+        ("authorize", DecisionRequest::Authorize { ctx: ctx(Some(alice.clone())), auth: AuthInfo::psk(alice.clone()) }),
         (
             "narrow-selectors",
             DecisionRequest::NarrowSelectors {

@@ -202,6 +202,10 @@ pub fn auth_to_wit(a: &api::AuthInfo) -> wit::AuthInfo {
         },
         certificate_subject: a.certificate_subject.clone(),
         key_fingerprint: a.key_fingerprint.clone(),
+        certificate_issuer: a.certificate_issuer.clone(),
+        subject_alt_names: a.subject_alt_names.clone(),
+        certificate_serial: a.certificate_serial.clone(),
+        certificate_not_after: a.certificate_not_after,
     }
 }
 

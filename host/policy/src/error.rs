@@ -128,13 +128,13 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {detail}")]
     NotAComponent { detail: String },
     /// The component does not export what the `policy-plugin` world requires.
-    #[error("component does not match world wisp:policy/policy-plugin@0.2.0: {detail}")]
+    #[error("component does not match world wisp:policy/policy-plugin@0.3.0: {detail}")]
     MissingExport { detail: String },
     /// The component imports something the host does not provide.
     #[error("component imports something wisp does not provide: {detail}")]
     UnsupportedImport { detail: String },
     /// Exports exist but with the wrong types.
-    #[error("component's exports do not match world wisp:policy/policy-plugin@0.2.0: {detail}")]
+    #[error("component's exports do not match world wisp:policy/policy-plugin@0.3.0: {detail}")]
     TypeMismatch { detail: String },
     /// Instantiation or `info()` failed (trap, deadline, memory cap).
     #[error("instantiating the component failed: {detail}")]

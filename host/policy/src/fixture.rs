@@ -184,6 +184,11 @@ struct RawAuth {
     method: String,
     certificate_subject: Option<String>,
     key_fingerprint: Option<String>,
+    certificate_issuer: Option<String>,
+    #[serde(default)]
+    subject_alt_names: Vec<String>,
+    certificate_serial: Option<String>,
+    certificate_not_after: Option<u64>,
 }
 
 fn default_method() -> String {
@@ -530,6 +535,10 @@ impl Fixture {
                     method: method(&a.method)?,
                     certificate_subject: a.certificate_subject,
                     key_fingerprint: a.key_fingerprint,
+                    certificate_issuer: a.certificate_issuer,
+                    subject_alt_names: a.subject_alt_names,
+                    certificate_serial: a.certificate_serial,
+                    certificate_not_after: a.certificate_not_after,
                 };
                 if ctx.peer_identity.is_none() {
                     ctx.peer_identity = Some(auth.peer_identity.clone());

@@ -21,11 +21,11 @@ use crate::runtime::{self, DeadlineExceeded, MemoryCapExceeded, StoreState};
 use crate::validate::{self, Problem};
 
 /// The export every plugin must provide.
-pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.2.0";
+pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.3.0";
 /// The world's full name.
-pub const WORLD: &str = "wisp:policy/policy-plugin@0.2.0";
+pub const WORLD: &str = "wisp:policy/policy-plugin@0.3.0";
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 /// Functions of `decisions`, all required.
 pub const DECISION_FUNCTIONS: [&str; 6] = ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
 
@@ -614,7 +614,7 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
 
-    let wanted_prefix = "wisp:policy/decisions@0.2.";
+    let wanted_prefix = "wisp:policy/decisions@0.3.";
     let found = ty.exports(engine).find(|(n, _)| *n == DECISIONS_EXPORT || n.starts_with(wanted_prefix));
     let Some((name, item)) = found else {
         let other = exports.iter().find(|n| n.starts_with("wisp:policy/decisions@"));
@@ -648,10 +648,10 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
         return Err(LoadError::MissingExport { detail: format!("missing export {}", missing.join(", ")) });
     }
     for imp in &imports {
-        let ok = imp.starts_with("wasi:") || imp.starts_with("wisp:policy/host@0.2.") || imp.starts_with("wisp:policy/types@0.2.");
+        let ok = imp.starts_with("wasi:") || imp.starts_with("wisp:policy/host@0.3.") || imp.starts_with("wisp:policy/types@0.3.");
         if !ok {
             return Err(LoadError::UnsupportedImport {
-                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.2.0 and WASI only)"),
+                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.3.0 and WASI only)"),
             });
         }
     }

@@ -207,12 +207,7 @@ fn questions_are_bounded_and_shared() {
         w2.fetch_add(1, Ordering::Relaxed);
     }));
     let ctx = |n: u32| ctx_of(&format!("c{}", n % 8), n);
-    let auth = AuthInfo {
-        peer_identity: identity("peer.example"),
-        method: wisp_policy_api::AuthMethod::Psk,
-        certificate_subject: None,
-        key_fingerprint: None,
-    };
+    let auth = AuthInfo::psk(identity("peer.example"));
     assert!(a.authorize(&ctx(1), &auth).unwrap_err().is_deferred());
     assert!(b.authorize(&ctx(1), &auth).unwrap_err().is_deferred());
     assert!(a.authorize(&ctx(1), &auth).unwrap_err().is_deferred(), "asked again while queued");
@@ -290,12 +285,7 @@ fn a_flooded_connection_neither_starves_nor_crowds_out_another() {
         }
     }
     let pool = DecisionPool::new(Arc::new(Timed(Duration::from_millis(20))), 1).unwrap();
-    let auth = AuthInfo {
-        peer_identity: identity("peer.example"),
-        method: wisp_policy_api::AuthMethod::Psk,
-        certificate_subject: None,
-        key_fingerprint: None,
-    };
+    let auth = AuthInfo::psk(identity("peer.example"));
     let quiet_done = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let busy = pool.handle(Arc::new(|| {}));
     let qd = quiet_done.clone();

@@ -174,7 +174,7 @@ fn eval_from_files() {
 #[test]
 fn generated_requests_agree_across_languages() {
     use std::net::IpAddr;
-    use wisp_policy::api::{AuthInfo, AuthMethod, IdType, Identity, PeerContext, SelectorRequest, TrafficSelector};
+    use wisp_policy::api::{AuthInfo, IdType, Identity, PeerContext, SelectorRequest, TrafficSelector};
     use wisp_policy::fixture::decide;
     use wisp_policy::{DecisionRequest, Setting, SettingValue};
 
@@ -263,10 +263,7 @@ fn generated_requests_agree_across_languages() {
             trigger: Default::default(),
         };
         let req = if round % 2 == 0 {
-            DecisionRequest::Authorize {
-                ctx,
-                auth: AuthInfo { peer_identity: identity, method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None },
-            }
+            DecisionRequest::Authorize { ctx, auth: AuthInfo::psk(identity) }
         } else {
             let list = |next: &mut dyn FnMut(usize) -> usize| -> Vec<TrafficSelector> {
                 let n = 1 + next(3);

@@ -133,19 +133,23 @@ fn wrong_world_is_refused_naming_the_missing_export() {
     let err = load(plugin("hostile-wrong-world"), &PluginConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("wisp:policy/decisions@0.2.0"), "{msg}");
+    assert!(msg.contains("wisp:policy/decisions@0.3.0"), "{msg}");
     assert!(msg.contains("hostile:other/calculator@1.0.0"), "message lists what it exports: {msg}");
 }
 
 #[test]
 fn component_built_for_old_wit_is_refused_naming_its_version() {
-    // A complete, well-behaved plugin, but built against wisp:policy@0.1.0.
-    let err = load(plugin("hostile-old-wit"), &PluginConfig::default()).unwrap_err();
-    assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
-    let msg = err.to_string();
-    assert!(msg.contains("built for wisp:policy@0.1.0, this host needs 0.2.0"), "{msg}");
-    let report = wisp_policy::check(plugin("hostile-old-wit")).unwrap_err().to_string();
-    assert!(report.contains("built for wisp:policy@0.1.0"), "plugin check says it too: {report}");
+    // Complete, well-behaved plugins, but built against the previous contracts:
+    // wisp:policy@0.2.0 (auth-info without issuer, SANs, serial, expiry) and
+    // wisp:policy@0.1.0.
+    for (file, built) in [("hostile-old-wit-v2", "0.2.0"), ("hostile-old-wit", "0.1.0")] {
+        let err = load(plugin(file), &PluginConfig::default()).unwrap_err();
+        assert!(matches!(err, LoadError::MissingExport { .. }), "{file}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("built for wisp:policy@{built}, this host needs 0.3.0")), "{file}: {msg}");
+        let report = wisp_policy::check(plugin(file)).unwrap_err().to_string();
+        assert!(report.contains(&format!("built for wisp:policy@{built}")), "{file}: plugin check says it too: {report}");
+    }
 }
 
 #[test]
@@ -156,7 +160,7 @@ fn missing_decision_functions_are_named() {
     for f in ["select-proposal", "order-proposals", "authorize", "narrow-selectors"] {
         assert!(msg.contains(f), "{f} not named in: {msg}");
     }
-    assert!(!msg.contains("`wisp:policy/decisions@0.2.0#info`"), "info is present: {msg}");
+    assert!(!msg.contains("`wisp:policy/decisions@0.3.0#info`"), "info is present: {msg}");
 }
 
 #[test]

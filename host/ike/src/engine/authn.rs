@@ -12,6 +12,7 @@ use crate::codec::{self, AuthPayload, CertEncoding, CertPayload, IdPayload, Noti
 use crate::config::{ConnectionConfig, LocalAuth, RemoteAuth, SendCert};
 use crate::crypto::sig;
 use crate::event::PeerAuth;
+use crate::pki::cert::SubjectAltName;
 
 use super::convert::identity_from_wire;
 use super::suite;
@@ -161,7 +162,7 @@ pub(super) fn check_peer(
                 return Err(format!("AUTH of peer {peer} does not verify with the PSK of connection {} (wrong PSK?)", conn.name));
             }
             let pa = PeerAuth { method: "pre-shared key".into(), cert_subject: None, cert_issuer: None, cert_not_after: None };
-            Ok((AuthInfo { peer_identity: peer, method: AuthMethod::Psk, certificate_subject: None, key_fingerprint: None }, pa))
+            Ok((AuthInfo::psk(peer), pa))
         }
         RemoteAuth::Pubkey(trust) => {
             let x509: Vec<&CertPayload> = certs.iter().copied().filter(|c| c.encoding == CertEncoding::X509_SIGNATURE).collect();
@@ -196,12 +197,32 @@ pub(super) fn check_peer(
             let info = AuthInfo {
                 peer_identity: peer,
                 method,
+                subject_alt_names: san_strings(&cert.sans),
                 certificate_subject: Some(cert.subject),
                 key_fingerprint: Some(cert.key_fingerprint.replace(':', "")),
+                certificate_issuer: Some(cert.issuer),
+                certificate_serial: Some(cert.serial),
+                certificate_not_after: Some(cert.not_after),
             };
             Ok((info, pa))
         }
     }
+}
+
+/// The subjectAltNames as policy sees them (`auth-info.subject-alt-names`):
+/// `dns:NAME`, `email:ADDR`, `ip:ADDR`, `uri:URI`, `dn:RFC4514`, in certificate
+/// order. Other kinds, and a directoryName that does not print, are left out.
+pub(super) fn san_strings(sans: &[SubjectAltName]) -> Vec<String> {
+    sans.iter()
+        .filter_map(|san| match san {
+            SubjectAltName::Dns(n) => Some(format!("dns:{n}")),
+            SubjectAltName::Email(e) => Some(format!("email:{e}")),
+            SubjectAltName::Ip(a) => Some(format!("ip:{a}")),
+            SubjectAltName::Uri(u) => Some(format!("uri:{u}")),
+            SubjectAltName::Dn(der) => crate::pki::dn::to_rfc4514(der).ok().map(|dn| format!("dn:{dn}")),
+            SubjectAltName::Other => None,
+        })
+        .collect()
 }
 
 /// Our ID payload: `local.id` in its wire form, except that a DN equal to

@@ -639,7 +639,7 @@ impl Engine {
         } else {
             None
         };
-        sa.auth = Some(info);
+        sa.auth = Some(Box::new(info));
         // Authenticated.
         sa.candidates.clear();
         let keys = sa.keys.as_ref().expect("checked");
@@ -800,7 +800,7 @@ impl Engine {
         if let Some(info) = verified {
             let ctx = self.ctx(&sa, sa.conn, true);
             match self.policy.authorize(&ctx, &info) {
-                Ok(()) => sa.auth = Some(info),
+                Ok(()) => sa.auth = Some(Box::new(info)),
                 Err(_) if self.policy.take_deferred() => {
                     sa.remote_id = None;
                     self.park_response(now, sa, out, payloads);

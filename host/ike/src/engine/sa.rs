@@ -162,7 +162,7 @@ pub(crate) struct IkeSa {
     pub remote_id: Option<Identity>,
     /// What the peer authenticated with (set with `remote_id` once AUTH
     /// verified; kept across IKE SA rekeys, which authorize it again).
-    pub auth: Option<wisp_policy_api::AuthInfo>,
+    pub auth: Option<Box<wisp_policy_api::AuthInfo>>,
     pub next_msg_id: u32,
     /// Boxed, as the other large parts used only for a while: the SA stays small.
     pub outstanding: Option<Box<Outstanding>>,

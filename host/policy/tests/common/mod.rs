@@ -42,12 +42,7 @@ pub fn proposals() -> Vec<Proposal> {
 }
 
 pub fn auth(id: &str) -> AuthInfo {
-    AuthInfo {
-        peer_identity: Identity { kind: IdType::Fqdn, value: id.into() },
-        method: AuthMethod::Psk,
-        certificate_subject: None,
-        key_fingerprint: None,
-    }
+    AuthInfo::psk(Identity { kind: IdType::Fqdn, value: id.into() })
 }
 
 pub fn ts(a: &str, b: &str) -> TrafficSelector {

@@ -1,6 +1,6 @@
 //! A well-behaved policy plugin, but built against `wisp:policy@0.1.0`
 //! (`wit/policy.wit` in this directory is the frozen 0.1.0 contract). wisp
-//! 0.2.0 must refuse to load it with an error naming the version it was built
+//! 0.2.0 and later must refuse to load it with an error naming the version it was built
 //! for.
 
 wit_bindgen::generate!({
