@@ -228,6 +228,10 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         ec.local_auth = ikecfg::LocalAuth::Pubkey(cred.clone());
     }
     if let Some(t) = &c.remote.trust {
+        // An expired CRL is still used (as strongSwan does), but said.
+        for issuer in t.store.expired_crls(unix_now()) {
+            tracing::warn!(conn = %name, issuer = %issuer, "the CRL of this issuer is past its nextUpdate (remote.crls): still used; fetch a new one");
+        }
         ec.remote_auth = ikecfg::RemoteAuth::Pubkey(t.clone());
     }
     ec.send_cert = match c.send_cert {
