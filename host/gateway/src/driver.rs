@@ -200,7 +200,7 @@ impl Env {
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

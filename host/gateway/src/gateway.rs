@@ -101,8 +101,12 @@ pub(crate) fn conn_status(name: &str, c: &crate::config::Connection) -> Connecti
         decisions_waiting: 0,
         parked_dropped: 0,
         local_cert: c.local.credential.as_ref().map(|cred| {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            crate::status::CertStatus::new(cred.cert.subject.clone(), cred.cert.issuer.clone(), cred.cert.not_after, now)
+            crate::status::CertStatus::new(
+                cred.cert.subject.clone(),
+                cred.cert.issuer.clone(),
+                cred.cert.not_after,
+                crate::driver::unix_now(),
+            )
         }),
     }
 }

@@ -11,7 +11,6 @@ use wisp_policy_api::{AuthInfo, AuthMethod};
 use crate::codec::{self, AuthPayload, CertEncoding, CertPayload, IdPayload, NotifyType, Payload};
 use crate::config::{ConnectionConfig, LocalAuth, RemoteAuth, SendCert};
 use crate::crypto::sig;
-use crate::event::PeerAuth;
 use crate::pki::cert::SubjectAltName;
 
 use super::convert::identity_from_wire;
@@ -144,14 +143,15 @@ pub(super) fn remote_auth_name(conn: &ConnectionConfig) -> &'static str {
 
 /// Verifies the peer's AUTH (with its certificate chain when it signs) as
 /// connection `conn` requires, at `unix_time`. The error names the check
-/// that failed.
+/// that failed. With the AuthInfo comes the scheme that verified
+/// ("pre-shared key", "ECDSA P-256 with SHA2-256 (RFC 7427)", ...).
 pub(super) fn check_peer(
     conn: &ConnectionConfig,
     auth: &AuthPayload,
     certs: &[&CertPayload],
     s: &Signed,
     unix_time: u64,
-) -> Result<(AuthInfo, PeerAuth), String> {
+) -> Result<(AuthInfo, String), String> {
     let peer = identity_from_wire(s.id);
     if !method_fits(conn, auth.method) {
         return Err(format!("peer {peer} authenticates with {}, connection {} expects {}", auth.method, conn.name, remote_auth_name(conn)));
@@ -161,8 +161,7 @@ pub(super) fn check_peer(
             if !suite::ct_eq(&s.psk(conn.psk.as_bytes()), &auth.data) {
                 return Err(format!("AUTH of peer {peer} does not verify with the PSK of connection {} (wrong PSK?)", conn.name));
             }
-            let pa = PeerAuth { method: "pre-shared key".into(), cert_subject: None, cert_issuer: None, cert_not_after: None };
-            Ok((AuthInfo::psk(peer), pa))
+            Ok((AuthInfo::psk(peer), "pre-shared key".into()))
         }
         RemoteAuth::Pubkey(trust) => {
             let x509: Vec<&CertPayload> = certs.iter().copied().filter(|c| c.encoding == CertEncoding::X509_SIGNATURE).collect();
@@ -188,12 +187,6 @@ pub(super) fn check_peer(
                 sig::AUTH_ECDSA_256 | sig::AUTH_ECDSA_384 | sig::AUTH_ECDSA_521 => AuthMethod::EcdsaSignature,
                 _ => AuthMethod::DigitalSignature,
             };
-            let pa = PeerAuth {
-                method: v.scheme,
-                cert_subject: Some(cert.subject.clone()),
-                cert_issuer: Some(cert.issuer.clone()),
-                cert_not_after: Some(cert.not_after),
-            };
             let info = AuthInfo {
                 peer_identity: peer,
                 method,
@@ -204,7 +197,7 @@ pub(super) fn check_peer(
                 certificate_serial: Some(cert.serial),
                 certificate_not_after: Some(cert.not_after),
             };
-            Ok((info, pa))
+            Ok((info, v.scheme))
         }
     }
 }

@@ -904,7 +904,7 @@ impl Engine {
         n.fragmentation = old.fragmentation;
         n.remote_id = old.remote_id.clone();
         n.auth = old.auth.clone();
-        n.peer_auth = old.peer_auth.clone();
+        n.auth_scheme = old.auth_scheme.clone();
         n.suite = Some(s);
         n.group = s.dh;
         n.keys = Some(keys);

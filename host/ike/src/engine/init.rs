@@ -599,8 +599,8 @@ impl Engine {
         let conn = &self.config.connections[ci];
         let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_req, peer_nonce: &sa.nr, sk_p: &keys.sk_pi, id: idi };
         let info = match authn::check_peer(conn, auth, &certs, &signed, self.unix_time) {
-            Ok((info, pa)) => {
-                sa.peer_auth = Some(Box::new(pa));
+            Ok((info, scheme)) => {
+                sa.auth_scheme = Some(scheme.into());
                 info
             }
             Err(reason) => {
@@ -716,7 +716,7 @@ impl Engine {
                 .unwrap_or_else(|| wisp_policy_api::Identity { kind: wisp_policy_api::IdType::Fqdn, value: String::new() }),
             algorithms: sa.algorithms(),
             nat: sa.nat,
-            peer_auth: sa.peer_auth.as_deref().cloned(),
+            peer_auth: sa.peer_auth(),
         }
     }
 
@@ -789,8 +789,8 @@ impl Engine {
         } else {
             let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: idr };
             match authn::check_peer(conn, auth, &certs, &signed, self.unix_time) {
-                Ok((info, pa)) => {
-                    sa.peer_auth = Some(Box::new(pa));
+                Ok((info, scheme)) => {
+                    sa.auth_scheme = Some(scheme.into());
                     verified = Some(info)
                 }
                 Err(reason) => problem = Some(reason),

@@ -587,7 +587,7 @@ impl Engine {
                     established_for: s.established_at.map(|t| now.saturating_sub(t)).unwrap_or_default(),
                     rekey_in: s.soft_at.map(|t| t.saturating_sub(now)),
                     expire_in: s.hard_at.map(|t| t.saturating_sub(now)),
-                    peer_auth: s.peer_auth.as_deref().cloned(),
+                    peer_auth: s.peer_auth(),
                     children: s
                         .children
                         .iter()
@@ -1127,7 +1127,7 @@ impl Engine {
             reauth_of: None,
             reauth_by: None,
             hints: None,
-            peer_auth: None,
+            auth_scheme: None,
         }
     }
 

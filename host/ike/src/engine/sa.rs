@@ -196,8 +196,9 @@ pub(crate) struct IkeSa {
     pub reauth_by: Option<IkeSaId>,
     /// The peer's SIGNATURE_HASH_ALGORITHMS and CERTREQ (until IKE_AUTH).
     pub hints: Option<Box<super::authn::PeerHints>>,
-    /// How the peer authenticated (kept across IKE SA rekeys).
-    pub peer_auth: Option<Box<crate::event::PeerAuth>>,
+    /// The scheme the peer's AUTH verified with, beside `auth` (kept
+    /// across IKE SA rekeys).
+    pub auth_scheme: Option<Box<str>>,
 }
 
 impl IkeSa {
@@ -226,6 +227,17 @@ impl IkeSa {
         self.candidates = Vec::new();
         self.first_child_name = None;
         self.hints = None;
+    }
+
+    /// How the peer authenticated, for events and status.
+    pub fn peer_auth(&self) -> Option<crate::event::PeerAuth> {
+        let auth = self.auth.as_deref()?;
+        Some(crate::event::PeerAuth {
+            method: self.auth_scheme.as_deref().unwrap_or_default().to_string(),
+            cert_subject: auth.certificate_subject.clone(),
+            cert_issuer: auth.certificate_issuer.clone(),
+            cert_not_after: auth.certificate_not_after,
+        })
     }
 
     pub fn child_idx(&self, spi_in: u32) -> Option<usize> {
