@@ -429,6 +429,12 @@ pub struct ConnectionConfig {
     /// (swanctl `reauth_time`): a new IKE SA and its children are built
     /// before the old one is deleted (make-before-break). `None`: never.
     pub reauth_time: Option<Duration>,
+    /// Responder: the address pools (by name, in order) that a peer's
+    /// CFG_REQUEST is answered from (swanctl `pools`).
+    pub pools: Vec<String>,
+    /// Initiator: virtual IPs to ask for in IKE_AUTH (swanctl `vips`;
+    /// `0.0.0.0` / `::` ask for any address of the family).
+    pub vips: Vec<IpAddr>,
 }
 
 /// Per-connection caps, enforced by the engine: a request beyond one is
@@ -491,6 +497,8 @@ impl ConnectionConfig {
             caps: Caps::default(),
             keyingtries: 1,
             reauth_time: None,
+            pools: Vec::new(),
+            vips: Vec::new(),
         })
     }
 
@@ -539,9 +547,6 @@ impl ConnectionConfig {
         for c in &self.children {
             if c.esp_proposals.is_empty() {
                 return Err(bad(&format!("child {:?} has no ESP proposal", c.name)));
-            }
-            if c.local_ts.is_empty() || c.remote_ts.is_empty() {
-                return Err(bad(&format!("child {:?} needs local and remote traffic selectors", c.name)));
             }
             if c.local_ts.len().max(c.remote_ts.len()) > self.caps.max_selectors {
                 return Err(bad(&format!(

@@ -245,6 +245,18 @@ pub struct IkeSaInfo {
     pub nat: NatState,
     /// How the peer authenticated.
     pub peer_auth: Option<PeerAuth>,
+    /// Virtual IPs (RFC 7296 3.15).
+    pub vips: VirtualIps,
+}
+
+/// The virtual IPs of an IKE SA: ours (a CFG_REPLY the peer sent us) or
+/// the peer's (leased by us from a pool), and the DNS servers that came
+/// (or went) with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VirtualIps {
+    pub local: Vec<std::net::IpAddr>,
+    pub remote: Vec<std::net::IpAddr>,
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 /// How a peer authenticated, for status and logs.
@@ -421,4 +433,5 @@ pub struct IkeSaStatus {
     pub expire_in: Option<Duration>,
     pub children: Vec<ChildSaStatus>,
     pub peer_auth: Option<PeerAuth>,
+    pub vips: VirtualIps,
 }

@@ -10,4 +10,5 @@ pub mod engine_fuzz;
 pub mod event;
 pub mod native_policy;
 pub mod pki;
+pub mod pool;
 pub mod spi_pool;

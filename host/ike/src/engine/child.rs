@@ -148,7 +148,7 @@ impl Engine {
         let order = self.ordered(&ctx, SaKind::Child, &ch.esp_proposals).map_err(EngineError::Policy)?;
         let (ts_i, ts_r) = match rekey_idx.and_then(|i| sa.children.get(i)) {
             Some(c) => (c.local_ts.clone(), c.remote_ts.clone()),
-            None => (ch.local_ts.clone(), ch.remote_ts.clone()),
+            None => (self.local_ts_for(sa, &ch.local_ts), self.remote_ts_for(sa, &ch.remote_ts)),
         };
         let rekey_of = rekey_idx.and_then(|i| sa.children.get(i)).map(|c| c.spi_in);
         let mode = ch.mode;
@@ -244,7 +244,8 @@ impl Engine {
                 let mut v: Vec<usize> = (0..conn.children.len()).collect();
                 v.sort_by_key(|&i| {
                     let ch = &conn.children[i];
-                    std::cmp::Reverse(ts_fit(&ch.remote_ts, &remote_proposed) + ts_fit(&ch.local_ts, &local_proposed))
+                    let (r, l) = (self.remote_ts_for(sa, &ch.remote_ts), self.local_ts_for(sa, &ch.local_ts));
+                    std::cmp::Reverse(ts_fit(&r, &remote_proposed) + ts_fit(&l, &local_proposed))
                 });
                 v
             }
@@ -261,8 +262,13 @@ impl Engine {
                 offered.iter().filter(|p| convert::negotiate(p, SaKind::Child, &ch.esp_proposals, &[], None, in_auth).is_ok()).collect();
             let (remote_configured, local_configured) = match rekey_idx.and_then(|i| sa.children.get(i)) {
                 Some(old) => (old.remote_ts.clone(), old.local_ts.clone()),
-                None => (ch.remote_ts.clone(), ch.local_ts.clone()),
+                None => (self.remote_ts_for(sa, &ch.remote_ts), self.local_ts_for(sa, &ch.local_ts)),
             };
+            if remote_configured.is_empty() {
+                let vips = sa.vip.as_deref().map(|v| v.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+                ts_reason = format!("child {}: the peer's virtual IP {} lies outside its remote_ts", ch.name, vips.unwrap_or_default());
+                continue;
+            }
             let req = SelectorRequest {
                 remote_proposed: remote_proposed.clone(),
                 local_proposed: local_proposed.clone(),
@@ -910,6 +916,7 @@ impl Engine {
         n.keys = Some(keys);
         n.replaces = Some(old.id);
         n.reauth_at = old.reauth_at;
+        n.vip = self.inherit_vips(old);
         n
     }
 

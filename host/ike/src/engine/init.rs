@@ -313,6 +313,9 @@ impl Engine {
             payloads.push(Payload::IdR(identity_to_wire(r)));
         }
         payloads.push(proof.auth);
+        if let Some(cp) = self.cp_request(sa) {
+            payloads.push(cp);
+        }
         let others = self.sas.values().any(|s| s.conn == sa.conn && s.remote.ip() == sa.remote.ip() && s.up_reported);
         if conn.initial_contact && !others {
             payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
@@ -624,14 +627,21 @@ impl Engine {
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
             return;
         }
+        // Virtual IPs first: the Child SA's selectors narrow to them.
+        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, &payloads) {
+            Ok(cp) => (cp, None),
+            Err(reason) => (None, Some(reason)),
+        };
         // The Child SA's decisions come before anything changes, so that a
         // deferred one leaves the SA as it was.
-        let child = if payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+        let child = if vip_failure.is_none() && payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
             let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
             let r = self.respond_child(now, &mut sa, &payloads, &ni, &nr, true, None);
             if r.is_err() && self.policy.take_deferred() {
                 sa.conn = conn_before;
                 sa.remote_id = None;
+                // Asked again when the answer is in: the same lease comes back.
+                self.release_vips(&mut sa);
                 self.park_request(now, sa, h, payloads);
                 return;
             }
@@ -650,6 +660,7 @@ impl Engine {
             Ok(p) => p,
             Err(reason) => {
                 sa.auth = None;
+                self.release_vips(&mut sa);
                 deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
                 return;
             }
@@ -657,6 +668,7 @@ impl Engine {
         let mut out = vec![Payload::IdR(idr_p)];
         out.extend(proof.certs);
         out.push(proof.auth);
+        out.extend(cp_reply);
         self.establish(now, &mut sa);
         if find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some() {
             self.initial_contact(&sa);
@@ -678,6 +690,15 @@ impl Engine {
                     self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
                 }
             }
+        }
+        if let Some(reason) = vip_failure {
+            // RFC 7296 3.10.1: the IKE SA is made, no Child SA. Without an
+            // address the peer has no use for it: we delete it.
+            out.push(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()));
+            let remote = sa.remote;
+            self.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(NotifyType::INTERNAL_ADDRESS_FAILURE));
+            sa.delete_reason = Some(DownReason::Failed(reason));
+            sa.tasks.push_back(Task::DeleteIke);
         }
         self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, out);
         self.report_up(&mut sa);
@@ -717,6 +738,7 @@ impl Engine {
             algorithms: sa.algorithms(),
             nat: sa.nat,
             peer_auth: sa.peer_auth(),
+            vips: sa.virtual_ips(),
         }
     }
 
@@ -829,6 +851,11 @@ impl Engine {
             sa.outstanding = None;
             self.teardown(sa, DownReason::Failed("peer authentication failed".into()));
             return;
+        }
+        if let Err(reason) = self.take_cp_reply(&mut sa, &payloads) {
+            let remote = sa.remote;
+            let nt = find_notify(&payloads, NotifyType::INTERNAL_ADDRESS_FAILURE).map(|n| n.notify_type);
+            self.failure(Some(&sa), remote, None, Side::Remote, ex, reason, nt);
         }
         self.establish(now, &mut sa);
         self.report_up(&mut sa);

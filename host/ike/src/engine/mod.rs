@@ -63,6 +63,7 @@ mod recovery;
 mod revoke;
 mod tally;
 mod timers;
+mod vip;
 
 pub use deferral::{MAX_PARKED, PARK_TTL};
 pub use revoke::Recheck;
@@ -183,6 +184,8 @@ pub struct Engine {
     /// Wall-clock time (Unix seconds) for certificate validity, set by the
     /// caller ([`Engine::set_unix_time`]); the engine reads no clock.
     unix_time: u64,
+    /// Virtual IP pools, daemon-wide ([`Engine::set_pools`]).
+    pools: Arc<crate::pool::Pools>,
 }
 
 impl Engine {
@@ -211,6 +214,7 @@ impl Engine {
             timers: timers::Timers::default(),
             tally: tally::Tally::default(),
             unix_time: 0,
+            pools: Arc::new(crate::pool::Pools::default()),
         })
     }
 
@@ -219,6 +223,12 @@ impl Engine {
     /// the clock moves); the engine reads no clock of its own.
     pub fn set_unix_time(&mut self, unix_seconds: u64) {
         self.unix_time = unix_seconds;
+    }
+
+    /// The daemon's virtual IP pools (shared by every engine, so leases are
+    /// unique across connections). Connections name theirs in `pools`.
+    pub fn set_pools(&mut self, pools: Arc<crate::pool::Pools>) {
+        self.pools = pools;
     }
 
     /// The configuration in use.
@@ -588,6 +598,7 @@ impl Engine {
                     rekey_in: s.soft_at.map(|t| t.saturating_sub(now)),
                     expire_in: s.hard_at.map(|t| t.saturating_sub(now)),
                     peer_auth: s.peer_auth(),
+                    vips: s.virtual_ips(),
                     children: s
                         .children
                         .iter()
@@ -883,6 +894,7 @@ impl Engine {
             self.events.push_back(Event::IkeSaDown { ike: sa.id, connection: self.config.connections[sa.conn].name.clone(), reason });
             sa.up_reported = false;
         }
+        self.release_vips(&mut sa);
         self.forget(&sa);
     }
 
@@ -1128,6 +1140,7 @@ impl Engine {
             reauth_by: None,
             hints: None,
             auth_scheme: None,
+            vip: None,
         }
     }
 

@@ -158,7 +158,7 @@ impl Engine {
     fn reselect(&self, sa: &IkeSa, c: &Child) -> Verdict {
         let conn = &self.config.connections[sa.conn];
         let (remote_configured, local_configured) = match conn.child(&c.name) {
-            Some(t) => (t.remote_ts.clone(), t.local_ts.clone()),
+            Some(t) => (self.remote_ts_for(sa, &t.remote_ts), self.local_ts_for(sa, &t.local_ts)),
             None => (c.remote_ts.clone(), c.local_ts.clone()),
         };
         let req = SelectorRequest {

@@ -199,9 +199,19 @@ pub(crate) struct IkeSa {
     /// The scheme the peer's AUTH verified with, beside `auth` (kept
     /// across IKE SA rekeys).
     pub auth_scheme: Option<Box<str>>,
+    /// Virtual IPs: ours (received) or the peer's (leased by us); see `vip.rs`.
+    pub vip: Option<Box<super::vip::Vips>>,
 }
 
 impl IkeSa {
+    pub fn virtual_ips(&self) -> crate::event::VirtualIps {
+        match self.vip.as_deref() {
+            Some(v) if v.mine => crate::event::VirtualIps { local: v.addrs.clone(), remote: Vec::new(), dns: v.dns.clone() },
+            Some(v) => crate::event::VirtualIps { local: Vec::new(), remote: v.addrs.clone(), dns: v.dns.clone() },
+            None => crate::event::VirtualIps::default(),
+        }
+    }
+
     pub fn local_spi(&self) -> u64 {
         if self.initiator {
             self.spi_i

@@ -217,6 +217,13 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.release_all_half_open();
+        for sa in self.sas.values_mut() {
+            if let Some(v) = sa.vip.take() {
+                for l in &v.leases {
+                    self.pools.release(l);
+                }
+            }
+        }
         let ike: Vec<u64> = self.by_spi.map.keys().copied().collect();
         for s in ike {
             self.by_spi.remove(&s);
