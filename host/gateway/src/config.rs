@@ -545,9 +545,34 @@ fn de_local_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Err
 fn de_ts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TrafficSelector>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     if v.is_empty() {
-        return Err(serde::de::Error::custom("at least one traffic selector is required"));
+        return Err(serde::de::Error::custom("at least one traffic selector is required (or leave the key out for `dynamic`)"));
+    }
+    // swanctl's `dynamic`: our (virtual) address, or the peer's; held as no selectors.
+    if v.len() == 1 && v[0].trim() == "dynamic" {
+        return Ok(Vec::new());
     }
     v.iter().map(|s| parse_ts(s).map_err(serde::de::Error::custom)).collect()
+}
+
+fn de_ips<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    let v = string_list(d)?;
+    v.iter().map(|s| s.trim().parse::<IpAddr>().map_err(|_| serde::de::Error::custom(format!("{s:?} is not an IP address")))).collect()
+}
+
+/// One `[pools.NAME]` (swanctl `pools`): addresses handed out to peers
+/// that ask in IKE_AUTH (CFG_REQUEST), with the DNS servers and subnets
+/// sent along.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// A CIDR block (`10.3.0.0/24`: its network and broadcast addresses
+    /// are not handed out) or a range (`10.3.0.10-10.3.0.20`).
+    pub addrs: String,
+    #[serde(default, deserialize_with = "de_ips")]
+    pub dns: Vec<IpAddr>,
+    /// Networks behind the gateway (INTERNAL_IP4_SUBNET / INTERNAL_IP6_SUBNET).
+    #[serde(default, alias = "subnet", deserialize_with = "string_list")]
+    pub subnets: Vec<String>,
 }
 
 /// An interface address with prefix, e.g. `10.98.1.1/24`.
@@ -702,6 +727,12 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub connections: BTreeMap<String, Connection>,
+    /// `[pools.NAME]`: virtual IP pools.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSpec>,
+    /// Parsed from `pools` by [`Config::parse`].
+    #[serde(skip)]
+    pub pool_configs: Vec<wisp_ike::pool::PoolConfig>,
     /// Set by [`Config::load`]: the file this was read from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -875,6 +906,15 @@ pub struct Connection {
     pub max_ike_sas: Option<u32>,
     pub max_child_sas: Option<u32>,
     pub max_selectors: Option<u32>,
+    /// Responder: the pools (`[pools.NAME]`) whose addresses peers asking
+    /// for a virtual IP get, tried in order (swanctl `pools`).
+    #[serde(default, deserialize_with = "string_list")]
+    pub pools: Vec<String>,
+    /// Initiator: virtual IPs to ask the peer for (swanctl `vips`):
+    /// `0.0.0.0` / `::` for any address of the family. The address
+    /// received goes on the TUN device and is our side of the tunnel.
+    #[serde(default, deserialize_with = "de_ips")]
+    pub vips: Vec<IpAddr>,
     #[serde(default)]
     pub children: BTreeMap<String, Child>,
 }
@@ -971,9 +1011,12 @@ impl Auth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Child {
-    #[serde(deserialize_with = "de_ts")]
+    /// Absent or `["dynamic"]`: our virtual IP, else our outer address.
+    #[serde(default, deserialize_with = "de_ts")]
     pub local_ts: Vec<TrafficSelector>,
-    #[serde(deserialize_with = "de_ts")]
+    /// Absent or `["dynamic"]`: the peer's virtual IP (leased from
+    /// `pools`), else its outer address.
+    #[serde(default, deserialize_with = "de_ts")]
     pub remote_ts: Vec<TrafficSelector>,
     #[serde(default = "default_esp_proposals", deserialize_with = "de_esp_proposals")]
     pub esp_proposals: Vec<ProposalSpec>,
@@ -1164,6 +1207,26 @@ impl Config {
             }
         }
         check_bounds(&cfg).map_err(|(field, message)| err(field, message))?;
+        let mut pools: Vec<wisp_ike::pool::PoolConfig> = Vec::new();
+        for (name, p) in &cfg.pools {
+            let f = |s: &str| format!("pools.{name}.{s}");
+            let mut pc = wisp_ike::pool::PoolConfig::new(name, &p.addrs).map_err(|m| err(f("addrs"), m))?;
+            if let Some(o) = pools.iter().find(|o| o.contains(pc.first) || pc.contains(o.first)) {
+                return Err(err(f("addrs"), format!("overlaps pool {} ({})", o.name, o.range())));
+            }
+            for (k, n) in [("dns", p.dns.len()), ("subnets", p.subnets.len())] {
+                if n > bounds::LIST {
+                    return Err(err(f(k), format!("{n} entries, at most {} allowed", bounds::LIST)));
+                }
+            }
+            pc.dns = p.dns.clone();
+            for s in &p.subnets {
+                let a: IfAddr = s.parse().map_err(|m| err(f("subnets"), m))?;
+                pc.subnets.push((a.addr, a.prefix));
+            }
+            pools.push(pc);
+        }
+        cfg.pool_configs = pools;
         for (name, conn) in cfg.connections.iter_mut() {
             let f = |s: &str| format!("connections.{name}.{s}");
             if conn.remote_addrs.is_empty() {
@@ -1188,6 +1251,18 @@ impl Config {
                         "start and trap need a remote address to initiate to: remote_addrs has no single host (only %any, blocks or ranges); use start_action = \"none\" on a responder-only connection".into(),
                     ));
                 }
+            }
+            for p in &conn.pools {
+                if !cfg.pools.contains_key(p) {
+                    let known = cfg.pools.keys().cloned().collect::<Vec<_>>().join(", ");
+                    return Err(err(f("pools"), format!("no pool named {p:?} (known: [{known}])")));
+                }
+            }
+            if !conn.vips.is_empty() && conn.initiate_to().is_none() {
+                return Err(err(f("vips"), "vips are asked for when we initiate: remote_addrs has no single host".into()));
+            }
+            if conn.vips.len() > 2 || (conn.vips.len() == 2 && conn.vips[0].is_ipv6() == conn.vips[1].is_ipv6()) {
+                return Err(err(f("vips"), "at most one IPv4 and one IPv6 address".into()));
             }
             let (la, ra) = (conn.local.auth_kind(true), conn.remote.auth_kind(false));
             if ra == AuthKind::RsaPss {
@@ -1350,6 +1425,7 @@ fn check_bounds(cfg: &Config) -> Result<(), (String, String)> {
         return Err(("natt_port".into(), "must not be 0".into()));
     }
     list("connections".into(), cfg.connections.len(), bounds::CONNECTIONS)?;
+    list("pools".into(), cfg.pools.len(), bounds::CONNECTIONS)?;
     for (name, c) in &cfg.connections {
         let f = |s: &str| format!("connections.{name}.{s}");
         list(f("local_addrs"), c.local_addrs.len(), bounds::LIST)?;
@@ -1484,6 +1560,57 @@ rekey_bytes = "10M"
         assert_eq!(lt.life_time, Duration::from_millis(5500));
         assert_eq!(lt.rekey_bytes, Some(10 << 20));
         assert_eq!(b.auth.secret().unwrap().expose(), b"s3cret-value");
+    }
+
+    const RW: &str = r#"
+[pools.rw]
+addrs = "10.3.0.0/24"
+dns = ["10.1.0.53", "fd00:1::53"]
+subnet = "10.1.0.0/16"
+[pools.rw6]
+addrs = "fd00:3::-fd00:3::ff"
+[connections.rw]
+local_addrs = ["10.99.0.1"]
+remote_addrs = "%any"
+pools = ["rw", "rw6"]
+auth.psk = "0123456789abcdef"
+[connections.rw.children.net]
+local_ts = ["10.1.0.0/16"]
+[connections.client]
+remote_addrs = ["10.99.0.9"]
+vips = ["0.0.0.0", "::"]
+auth.psk = "0123456789abcdef"
+[connections.client.children.net]
+local_ts = ["dynamic"]
+remote_ts = ["0.0.0.0/0"]
+"#;
+
+    #[test]
+    fn pools_vips_and_dynamic_selectors() {
+        let c = Config::parse(RW, Path::new("a.toml")).unwrap();
+        assert_eq!(c.pool_configs.len(), 2);
+        let rw = &c.pool_configs[0];
+        assert_eq!((rw.range(), rw.size()), ("10.3.0.1-10.3.0.254".to_string(), 254));
+        assert_eq!(rw.dns.len(), 2);
+        assert_eq!(rw.subnets, vec![("10.1.0.0".parse().unwrap(), 16)]);
+        assert_eq!(c.pool_configs[1].size(), 256);
+        assert_eq!(c.connections["rw"].pools, vec!["rw", "rw6"]);
+        assert!(c.connections["rw"].children["net"].remote_ts.is_empty(), "absent = dynamic");
+        assert!(c.connections["client"].children["net"].local_ts.is_empty(), "dynamic");
+        assert_eq!(c.connections["client"].vips.len(), 2);
+        let bad = |from: &str, to: &str, field: &str, msg: &str| {
+            let e = Config::parse(&RW.replace(from, to), Path::new("a.toml")).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(msg), "{e}");
+            assert!(e.line > 0, "{e}");
+        };
+        bad("pools = [\"rw\", \"rw6\"]", "pools = [\"nope\"]", "connections.rw.pools", "no pool named \"nope\"");
+        bad("addrs = \"fd00:3::-fd00:3::ff\"", "addrs = \"10.3.0.128/25\"", "pools.rw6.addrs", "overlaps pool rw");
+        bad("addrs = \"10.3.0.0/24\"", "addrs = \"10.3.0.1/24\"", "pools.rw.addrs", "host bits");
+        bad("vips = [\"0.0.0.0\", \"::\"]", "vips = [\"0.0.0.0\", \"10.0.0.1\"]", "connections.client.vips", "at most one IPv4");
+        bad("vips = [\"0.0.0.0\", \"::\"]", "vips = [\"any\"]", "connections.client.vips", "not an IP address");
+        bad("dns = [\"10.1.0.53\", \"fd00:1::53\"]", "dns = [\"ns1\"]", "pools.rw.dns", "not an IP address");
+        bad("remote_addrs = [\"10.99.0.9\"]", "remote_addrs = \"%any\"", "connections.client.vips", "we initiate");
     }
 
     #[test]

@@ -121,6 +121,12 @@ impl Dataplane for Esp {
     fn send_ike(&self, _local: SocketAddr, remote: SocketAddr, ike: &[u8]) -> std::io::Result<()> {
         self.0.send_ike(remote, ike)
     }
+    fn add_address(&self, a: std::net::IpAddr) -> anyhow::Result<()> {
+        Ok(self.0.add_address(a)?)
+    }
+    fn remove_address(&self, a: std::net::IpAddr) -> anyhow::Result<()> {
+        Ok(self.0.remove_address(a)?)
+    }
     fn counters(&self) -> Vec<(String, u64)> {
         self.0.counters_list()
     }

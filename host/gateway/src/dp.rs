@@ -54,6 +54,9 @@ pub trait Dataplane: Send + Sync {
     fn child_counters(&self, spi_in: u32, spi_out: u32) -> Option<ChildCounters>;
     /// Send an IKE message on the NAT-T socket (the dataplane prepends the marker).
     fn send_ike(&self, local: SocketAddr, remote: SocketAddr, ike: &[u8]) -> std::io::Result<()>;
+    /// A virtual IP assigned to us goes on the TUN device (and comes off).
+    fn add_address(&self, a: std::net::IpAddr) -> anyhow::Result<()>;
+    fn remove_address(&self, a: std::net::IpAddr) -> anyhow::Result<()>;
     /// Global counters (drops by reason, ...), for `wisp status`.
     fn counters(&self) -> Vec<(String, u64)>;
     /// Remove every SA and route, stop the packet loops.

@@ -129,6 +129,11 @@ pub struct Env {
     /// plugin (`wisp_policy::DecisionPool`). `None`: `policy` is called
     /// inline (tests of the driver itself).
     pub decisions: Option<Arc<wisp_policy::DecisionPool>>,
+    /// Virtual IP pools: leases unique across every connection.
+    pub pools: Arc<wisp_ike::pool::Pools>,
+    /// Virtual IPs assigned to us on the TUN device, with the number of
+    /// IKE SAs holding each (a reauthentication's new SA holds it beside the old).
+    pub tun_vips: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 /// Our IKE SPI of every live IKE SA, by connection. Only our own SPIs are
@@ -323,6 +328,8 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
         ec.children.push(cc);
     }
     ec.reauth_time = c.reauth_time();
+    ec.pools = c.pools.clone();
+    ec.vips = c.vips.clone();
     // A connection that is meant to come back keeps trying by default.
     let comes_back = ec.children.iter().any(|c| {
         c.start_action == ikecfg::StartAction::Start
@@ -387,6 +394,7 @@ pub fn spawn(env: Env, conn: ikecfg::ConnectionConfig, status: ConnectionStatus,
             traps: Vec::new(),
             engine_policy,
             ready,
+            sa_vips: HashMap::new(),
         };
         d.run(rx, autostart);
     })?;
@@ -405,6 +413,7 @@ fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig, policy: Arc<dyn Policy>
     let mut e = Engine::new(cfg, policy, seed().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     e.set_admission(env.admission.clone());
     e.set_spi_pool(env.spi_pool.clone());
+    e.set_pools(env.pools.clone());
     // Fresh OS entropy for every IKE SA; should getrandom ever fail after
     // start-up, the generator ratchets its own (OS-seeded) state.
     e.set_entropy(Box::new(|| seed().ok()));
@@ -444,6 +453,8 @@ struct Driver {
     engine_policy: Arc<dyn Policy>,
     /// Set by the pool when answers the engine waits for are in.
     ready: Arc<AtomicBool>,
+    /// Our virtual IPs by IKE SA (on the TUN device while an SA holds them).
+    sa_vips: HashMap<IkeSaId, Vec<IpAddr>>,
 }
 
 /// Trap ids, unique across the daemon's drivers.
@@ -875,6 +886,17 @@ impl Driver {
                 }
             }
             Event::IkeSaUp(info) => {
+                self.vips_up(&info.vips.local);
+                if !info.vips.local.is_empty() {
+                    self.sa_vips.insert(info.ike, info.vips.local.clone());
+                }
+                if !info.vips.local.is_empty() || !info.vips.remote.is_empty() {
+                    let list = |v: &[IpAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+                    tracing::info!(
+                        conn = %self.name, ike = %info.ike, local_vips = %list(&info.vips.local),
+                        remote_vips = %list(&info.vips.remote), dns = %list(&info.vips.dns), "virtual IPs"
+                    );
+                }
                 let auth = info.peer_auth.as_ref().map_or("", |a| a.method.as_str());
                 let cert = info.peer_auth.as_ref().and_then(|a| a.cert_subject.as_deref()).unwrap_or("-");
                 tracing::info!(
@@ -892,6 +914,9 @@ impl Driver {
             }
             Event::IkeSaRekeyed { old, new } => {
                 tracing::info!(conn = %self.name, old = %old, new = %new.ike, "IKE SA rekeyed");
+                if let Some(v) = self.sa_vips.remove(&old) {
+                    self.sa_vips.insert(new.ike, v);
+                }
                 for (id, _) in self.up_waiters.iter_mut() {
                     if *id == old {
                         *id = new.ike;
@@ -900,6 +925,9 @@ impl Driver {
             }
             Event::IkeSaDown { ike, reason, .. } => {
                 tracing::info!(conn = %self.name, ike = %ike, "IKE SA down: {reason}");
+                if let Some(v) = self.sa_vips.remove(&ike) {
+                    self.vips_down(&v);
+                }
                 if reason != DownReason::Rekeyed {
                     if let Some(i) = self.up_waiters.iter().position(|(id, _)| *id == ike) {
                         let (_, r) = self.up_waiters.remove(i);
@@ -990,6 +1018,39 @@ impl Driver {
         }
     }
 
+    /// Our virtual IPs of a new IKE SA go on the TUN device (once per address).
+    fn vips_up(&mut self, vips: &[IpAddr]) {
+        if vips.is_empty() {
+            return;
+        }
+        let mut held = self.env.tun_vips.lock().unwrap_or_else(|p| p.into_inner());
+        for a in vips {
+            let n = held.entry(*a).or_insert(0);
+            if *n == 0 {
+                match self.env.dataplane.add_address(*a) {
+                    Ok(()) => tracing::info!(conn = %self.name, "virtual IP {a} on the TUN device"),
+                    Err(e) => tracing::warn!(conn = %self.name, "adding virtual IP {a} to the TUN device: {e:#}"),
+                }
+            }
+            *n += 1;
+        }
+    }
+
+    /// The last IKE SA holding an address is gone: it comes off the TUN device.
+    fn vips_down(&mut self, vips: &[IpAddr]) {
+        let mut held = self.env.tun_vips.lock().unwrap_or_else(|p| p.into_inner());
+        for a in vips {
+            let Some(n) = held.get_mut(a) else { continue };
+            *n -= 1;
+            if *n == 0 {
+                held.remove(a);
+                if let Err(e) = self.env.dataplane.remove_address(*a) {
+                    tracing::warn!(conn = %self.name, "removing virtual IP {a} from the TUN device: {e:#}");
+                }
+            }
+        }
+    }
+
     fn set_state(&self, state: &str, err: Option<String>) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.state = state.to_string();
@@ -1054,6 +1115,9 @@ impl Driver {
                             unix_now(),
                         ))
                     }),
+                    local_vips: s.vips.local.iter().map(|a| a.to_string()).collect(),
+                    remote_vips: s.vips.remote.iter().map(|a| a.to_string()).collect(),
+                    dns: s.vips.dns.iter().map(|a| a.to_string()).collect(),
                     children: s
                         .children
                         .iter()
@@ -1115,6 +1179,10 @@ impl Driver {
             let _ = self.env.dataplane.remove_child(spi_in, inst.spi_out);
         }
         self.disarm_traps();
+        let vips: Vec<Vec<IpAddr>> = self.sa_vips.drain().map(|(_, v)| v).collect();
+        for v in vips {
+            self.vips_down(&v);
+        }
         for (_, r) in self.up_waiters.drain(..) {
             let _ = r.send(Err("daemon shutting down".into()));
         }

@@ -207,6 +207,8 @@ impl Gateway {
             spis: dispatch.spis.clone(),
             admission,
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
+            pools: Arc::new(wisp_ike::pool::Pools::new(cfg.pool_configs.clone())),
+            tun_vips: Default::default(),
             queues: dispatch.queues.clone(),
             decisions: Some(Arc::new(
                 wisp_policy::DecisionPool::new(policy.clone(), cfg.plugin.workers.unwrap_or(DEFAULT_POLICY_WORKERS))
@@ -415,6 +417,29 @@ impl Gateway {
                 .queues
                 .last_unmatched()
                 .map(|(a, ago)| crate::status::Unmatched { source: a.to_string(), secs_ago: ago.as_secs() }),
+            pools: self
+                .inner
+                .env
+                .pools
+                .status()
+                .into_iter()
+                .map(|p| crate::status::PoolStatus {
+                    name: p.name,
+                    range: p.range,
+                    size: p.size.to_string(),
+                    online: p.online,
+                    offline: p.offline,
+                    leases: p
+                        .leases
+                        .into_iter()
+                        .map(|(a, who, n)| crate::status::LeaseStatus {
+                            address: a.to_string(),
+                            identity: who.split_once(':').map_or(who.clone(), |(_, v)| v.to_string()),
+                            sas: n,
+                        })
+                        .collect(),
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -424,6 +449,8 @@ impl Gateway {
     pub fn reload(&self, cfg: Config) -> Result<String, String> {
         *self.inner.on_change.lock().unwrap_or_else(|p| p.into_inner()) = cfg.plugin.on_change;
         let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
+        // Pools whose range is unchanged keep their leases.
+        self.inner.env.pools.reconfigure(cfg.pool_configs.clone());
         let conns = self.apply_connections(&cfg, false)?;
         if let Some(g) = &self.inner.dispatch.gate {
             g.set_config(cfg.ike.admission());

@@ -27,6 +27,7 @@ const NLM_F_CREATE: u16 = 0x400;
 const NLMSG_ERROR: u16 = 2;
 const RTM_NEWLINK: u16 = 16;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const IFLA_MTU: u16 = 4;
@@ -310,6 +311,14 @@ impl Netlink {
         b.extend_from_slice(&self.ifindex.to_ne_bytes());
         let attrs = vec![(IFA_LOCAL, octets(a)), (IFA_ADDRESS, octets(a))];
         self.msg(format!("addr add {a}/{len} dev {}", self.ifname), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, b, attrs)
+    }
+
+    /// `ip addr del A/LEN dev IF`.
+    pub fn del_addr(&self, a: IpAddr, len: u8) -> io::Result<()> {
+        let mut b = vec![family(a), len, 0, 0];
+        b.extend_from_slice(&self.ifindex.to_ne_bytes());
+        let attrs = vec![(IFA_LOCAL, octets(a)), (IFA_ADDRESS, octets(a))];
+        self.msg(format!("addr del {a}/{len} dev {}", self.ifname), RTM_DELADDR, 0, b, attrs)
     }
 
     fn rtmsg(net: IpAddr, len: u8, protocol: u8, scope: u8, ty: u8) -> Vec<u8> {

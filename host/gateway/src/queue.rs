@@ -359,6 +359,12 @@ mod tests {
         fn send_ike(&self, _: SocketAddr, _: SocketAddr, _: &[u8]) -> std::io::Result<()> {
             Ok(())
         }
+        fn add_address(&self, _: std::net::IpAddr) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn remove_address(&self, _: std::net::IpAddr) -> anyhow::Result<()> {
+            Ok(())
+        }
         fn counters(&self) -> Vec<(String, u64)> {
             Vec::new()
         }
@@ -421,6 +427,8 @@ remote_ts = ["10.97.2.0/24"]
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: Arc::new(Global::default()),
             decisions: None,
+            pools: Arc::new(wisp_ike::pool::Pools::default()),
+            tun_vips: Default::default(),
         };
         let gate = Arc::new(Gate::default());
         let open = Arc::new(Gate::default());

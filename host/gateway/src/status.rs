@@ -24,6 +24,9 @@ pub struct Status {
     /// The last IKE_SA_INIT whose addresses matched no connection.
     #[serde(default)]
     pub last_unmatched_init: Option<Unmatched>,
+    /// Virtual IP pools (`[pools.NAME]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolStatus>,
 }
 
 /// An IKE_SA_INIT no connection took: where from, how long ago.
@@ -161,6 +164,36 @@ pub struct IkeSaStatus {
     /// The peer's certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_cert: Option<CertStatus>,
+    /// Virtual IPs assigned to us (`vips`) and to the peer (from `pools`),
+    /// and the DNS servers that came or went with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_vips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_vips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+/// A virtual IP pool and its leases.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PoolStatus {
+    pub name: String,
+    /// `first-last`.
+    pub range: String,
+    pub size: String,
+    /// Leases held by IKE SAs, and leases kept for identities that left.
+    pub online: usize,
+    pub offline: usize,
+    pub leases: Vec<LeaseStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LeaseStatus {
+    pub address: String,
+    /// The identity it is leased to.
+    pub identity: String,
+    /// IKE SAs holding it (2 for a moment during a reauthentication).
+    pub sas: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -270,6 +303,12 @@ impl Status {
                 if let Some(cert) = &s.remote_cert {
                     let _ = writeln!(o, "    peer certificate: {}", cert.describe());
                 }
+                if !s.local_vips.is_empty() {
+                    let _ = writeln!(o, "    our virtual IP {} (DNS {})", s.local_vips.join(" "), s.dns.join(" "));
+                }
+                if !s.remote_vips.is_empty() {
+                    let _ = writeln!(o, "    peer's virtual IP {}", s.remote_vips.join(" "));
+                }
                 for ch in &s.children {
                     let _ = writeln!(
                         o,
@@ -291,6 +330,13 @@ impl Status {
                     );
                     let _ = writeln!(o, "      {} === {}", ch.local_ts.join(" "), ch.remote_ts.join(" "));
                 }
+            }
+        }
+        for p in &self.pools {
+            let _ = writeln!(o, "pool {}: {} ({} addresses), {} online, {} offline", p.name, p.range, p.size, p.online, p.offline);
+            for l in &p.leases {
+                let _ =
+                    writeln!(o, "  {} {}{}", l.address, l.identity, if l.sas > 1 { format!(" ({} SAs)", l.sas) } else { String::new() });
             }
         }
         if !self.ike.is_empty() {

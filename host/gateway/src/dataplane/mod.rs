@@ -405,6 +405,17 @@ impl Dataplane {
         Ok(Dataplane { shared, threads: Mutex::new(threads) })
     }
 
+    /// Put `a` (a virtual IP we were assigned) on the TUN device as a host
+    /// address: the kernel then sources tunnel traffic from it.
+    pub fn add_address(&self, a: std::net::IpAddr) -> std::io::Result<()> {
+        self.shared.netlink.add_addr(a, if a.is_ipv4() { 32 } else { 128 })
+    }
+
+    /// Take a virtual IP off the TUN device again.
+    pub fn remove_address(&self, a: std::net::IpAddr) -> std::io::Result<()> {
+        self.shared.netlink.del_addr(a, if a.is_ipv4() { 32 } else { 128 })
+    }
+
     /// The TUN device's name.
     pub fn tun_name(&self) -> &str {
         &self.shared.tun_name
