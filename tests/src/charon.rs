@@ -75,7 +75,9 @@ impl CharonOptions {
         let mut s = String::new();
         let _ = writeln!(s, "charon {{");
         let _ = writeln!(s, "  load = {}", self.plugins);
-        let _ = writeln!(s, "  install_virtual_ip = no");
+        if !self.extra.iter().any(|l| l.trim_start().starts_with("install_virtual_ip")) {
+            let _ = writeln!(s, "  install_virtual_ip = no");
+        }
         for l in &self.extra {
             let _ = writeln!(s, "  {l}");
         }

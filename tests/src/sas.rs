@@ -215,6 +215,9 @@ pub struct IkeSaInfo {
     pub integ_alg: Option<String>,
     pub prf_alg: String,
     pub dh_group: String,
+    /// Virtual IPs (`local-vips`, `remote-vips`).
+    pub local_vips: Vec<String>,
+    pub remote_vips: Vec<String>,
     pub children: Vec<ChildSaInfo>,
 }
 
@@ -287,6 +290,8 @@ impl IkeSaInfo {
             integ_alg: s.str("integ-alg").map(Into::into),
             prf_alg: s.str("prf-alg").unwrap_or("").into(),
             dh_group: s.str("dh-group").unwrap_or("").into(),
+            local_vips: s.list("local-vips"),
+            remote_vips: s.list("remote-vips"),
             children,
         })
     }

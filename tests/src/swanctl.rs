@@ -110,6 +110,8 @@ pub struct SwanctlConf {
     /// CRL files, copied into swanctl's `x509crl/` directory beside the
     /// config (see `Charon::load`).
     pub crls: Vec<String>,
+    /// `pools { NAME { key = value ... } }`.
+    pub pools: Vec<(String, Vec<(String, String)>)>,
 }
 
 fn kv(out: &mut String, indent: usize, k: &str, v: &str) {
@@ -188,7 +190,19 @@ impl SwanctlConf {
             }
             o.push_str("    }\n  }\n");
         }
-        o.push_str("}\nsecrets {\n");
+        o.push_str("}\n");
+        if !self.pools.is_empty() {
+            o.push_str("pools {\n");
+            for (name, kvs) in &self.pools {
+                let _ = writeln!(o, "  {name} {{");
+                for (k, v) in kvs {
+                    kv(&mut o, 4, k, v);
+                }
+                o.push_str("  }\n");
+            }
+            o.push_str("}\n");
+        }
+        o.push_str("secrets {\n");
         for s in &self.secrets {
             let _ = writeln!(o, "  ike-{} {{", s.name);
             for (i, id) in s.ids.iter().enumerate() {

@@ -252,6 +252,8 @@ pub struct WispConf {
     /// `[ike]` as raw TOML lines (`key = value`).
     pub ike_settings: Vec<String>,
     pub conns: Vec<WispConn>,
+    /// Raw TOML appended at the end (`[pools.NAME]` tables, ...).
+    pub tail: Vec<String>,
 }
 
 /// TOML string literal.
@@ -332,8 +334,13 @@ impl WispConf {
             }
             for ch in &c.children {
                 let _ = writeln!(o, "\n[connections.{}.children.{}]", c.name, ch.name);
-                let _ = writeln!(o, "local_ts = {}", toml_list(&ch.local_ts));
-                let _ = writeln!(o, "remote_ts = {}", toml_list(&ch.remote_ts));
+                // No selectors: the key is left out (swanctl's `dynamic`).
+                if !ch.local_ts.is_empty() {
+                    let _ = writeln!(o, "local_ts = {}", toml_list(&ch.local_ts));
+                }
+                if !ch.remote_ts.is_empty() {
+                    let _ = writeln!(o, "remote_ts = {}", toml_list(&ch.remote_ts));
+                }
                 let _ = writeln!(o, "esp_proposals = {}", toml_list(&ch.esp_proposals));
                 opt(&mut o, "rekey_time", &ch.rekey_time);
                 opt(&mut o, "life_time", &ch.life_time);
@@ -341,6 +348,9 @@ impl WispConf {
                 opt(&mut o, "dpd_action", &ch.dpd_action);
                 opt(&mut o, "close_action", &ch.close_action);
             }
+        }
+        for l in &self.tail {
+            let _ = writeln!(o, "{l}");
         }
         o
     }

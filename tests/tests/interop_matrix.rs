@@ -134,7 +134,7 @@ impl Env {
         let dc = TestDir::new(&format!("mx-{tag}-c")).map_err(e)?;
         let charon = Charon::start(&pair.right, dc.path(), &s.charon).map_err(e)?;
         charon.load(&s.swan).map_err(e)?;
-        let extra = peers.iter().map(|&n| extra_peer(tag, &pair.left, n, PSK)).collect::<R<Vec<_>>>()?;
+        let extra = peers.iter().map(|&n| extra_peer(tag, &pair.left, n, PSK, &s.charon)).collect::<R<Vec<_>>>()?;
         let wisp = WispDaemon::start(&pair.left, dw.path(), &s.wisp.render()).map_err(e)?;
         Ok(Env { pair, charon, extra, wisp: Some(wisp), dw, _dc: dc })
     }
@@ -270,8 +270,17 @@ impl Env {
             if norm(wa) != norm(&c.proposal()) {
                 return Err(format!("ESP algorithms differ: wisp {wa}, charon {}", c.proposal()));
             }
-            let wl = strs(&m["local_ts"]);
-            let wr = strs(&m["remote_ts"]);
+            // wisp writes a host selector as its address, charon with /32 (/128).
+            let host = |v: Vec<String>| {
+                v.into_iter()
+                    .map(|s| match s.parse::<IpAddr>() {
+                        Ok(a) => format!("{s}/{}", if a.is_ipv4() { 32 } else { 128 }),
+                        Err(_) => s,
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let wl = host(strs(&m["local_ts"]));
+            let wr = host(strs(&m["remote_ts"]));
             if wl != c.remote_ts || wr != c.local_ts {
                 return Err(format!("selectors differ: wisp {wl:?}<->{wr:?}, charon {:?}<->{:?}", c.local_ts, c.remote_ts));
             }
@@ -984,7 +993,7 @@ struct ExtraPeer {
     _dir: TestDir,
 }
 
-fn extra_peer(tag: &str, wisp_ns: &wisp_testbed::netns::Netns, n: u8, psk: &str) -> R<ExtraPeer> {
+fn extra_peer(tag: &str, wisp_ns: &wisp_testbed::netns::Netns, n: u8, psk: &str, opts: &CharonOptions) -> R<ExtraPeer> {
     let ns = wisp_testbed::netns::Netns::new(&format!("{tag}{n}")).map_err(e)?;
     let w_if = format!("wv{n}");
     wisp_testbed::netns::veth(wisp_ns, &w_if, &ns, Pair::IFACE).map_err(e)?;
@@ -992,7 +1001,7 @@ fn extra_peer(tag: &str, wisp_ns: &wisp_testbed::netns::Netns, n: u8, psk: &str)
     ns.addr_add(Pair::IFACE, &format!("10.99.{n}.2/24")).map_err(e)?;
     ns.addr_add("lo", &format!("10.2.{n}.1/32")).map_err(e)?;
     let dir = TestDir::new(&format!("mx-{tag}-c{n}")).map_err(e)?;
-    let charon = Charon::start(&ns, dir.path(), &CharonOptions::default()).map_err(e)?;
+    let charon = Charon::start(&ns, dir.path(), opts).map_err(e)?;
     charon.load(&peer_swan(n, psk)).map_err(e)?;
     Ok(ExtraPeer { ns, charon, _dir: dir })
 }
@@ -1623,4 +1632,204 @@ fn matrix_certificates() {
         }
     }
     report("interop matrix: certificates", cases);
+}
+
+// ---------------------------------------------------------------- road warriors
+
+/// wisp's side of a road-warrior connection: addresses from `[pools.rw]`
+/// (`addrs`), the peer's selectors dynamic (its virtual IP).
+fn rw_wisp(s: &mut Setup, addrs: &str) {
+    let w = &mut s.wisp.conns[0];
+    w.extra.push("pools = [\"rw\"]".into());
+    w.children[0].remote_ts.clear();
+    s.wisp.tail = vec!["[pools.rw]".into(), format!("addrs = {addrs:?}"), "dns = [\"10.1.0.53\"]".into()];
+}
+
+/// charon as a road-warrior client: asks for any IPv4 address, its own
+/// selectors dynamic.
+fn rw_client(c: &mut Conn) {
+    // (with `install_virtual_ip = yes` in CharonOptions: see rw_charon)
+    c.extra.push(("vips".into(), "0.0.0.0".into()));
+    c.children[0].local_ts.clear();
+}
+
+/// charon installs the virtual IP it gets (on its outbound interface).
+fn rw_charon(o: &mut CharonOptions) {
+    o.extra.push("install_virtual_ip = yes".into());
+}
+
+/// wisp's pool `rw` from `status`: (online, offline, leased addresses).
+fn wisp_pool(st: &Value) -> (u64, u64, Vec<String>) {
+    let p = st["pools"].as_array().and_then(|a| a.iter().find(|p| p["name"] == "rw")).cloned().unwrap_or_default();
+    let leases =
+        p["leases"].as_array().map(|a| a.iter().map(|l| l["address"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default();
+    (p["online"].as_u64().unwrap_or(0), p["offline"].as_u64().unwrap_or(0), leases)
+}
+
+/// charon (`vips = 0.0.0.0`, certificates) connects to wisp: it gets the
+/// pool's first address and DNS, pings from it, and the lease goes
+/// offline when it disconnects.
+fn rw_cert_case() -> R<Outcome> {
+    let mut w = cert_world(&format!("mxw{}", port()), KeyType::EcdsaP256, CertVariant::Plain)?;
+    rw_wisp(&mut w.setup, "10.3.0.0/24");
+    rw_client(&mut w.setup.swan.conns[0]);
+    rw_charon(&mut w.setup.charon);
+    let env = Env::new("mxw", &w.setup, false)?;
+    env.charon.initiate_child("net", 20).map_err(|x| format!("charon: {x}{}", env.ctx()))?;
+    let sas = env.charon.list_sas().map_err(e)?;
+    let vips = sas.first().map(|s| s.local_vips.clone()).unwrap_or_default();
+    if vips != ["10.3.0.1"] {
+        return env.fail(format!("charon holds virtual IPs {vips:?}, want [10.3.0.1]"));
+    }
+    let ts = sas[0].children.first().map(|c| c.local_ts.clone()).unwrap_or_default();
+    if ts != ["10.3.0.1/32"] {
+        return env.fail(format!("charon's side of the Child SA is {ts:?}, want 10.3.0.1/32"));
+    }
+    if !env.charon.log().contains("CPRP(ADDR DNS)") {
+        return env.fail("charon did not get the address and the DNS server in a CFG_REPLY");
+    }
+    let st = env.wisp().status().map_err(e)?;
+    let rv = strs(&wisp_ike(&st)?["remote_vips"]);
+    if rv != ["10.3.0.1"] || wisp_pool(&st).0 != 1 {
+        return env.fail(format!("wisp shows the peer's virtual IPs {rv:?}, pool {:?}", wisp_pool(&st)));
+    }
+    ping_until_ok(&env.pair.right, "10.3.0.1", "10.1.0.1", 10).map_err(|x| format!("from the virtual IP: {x}{}", env.ctx()))?;
+    let p = ping(&env.pair.left, "10.1.0.1", "10.3.0.1", 10, 0.05).map_err(e)?;
+    if p.received < 8 {
+        return env.fail(format!("pings to the virtual IP: {p:?}"));
+    }
+    env.charon.terminate_ike("gw").map_err(e)?;
+    let st = env
+        .wisp()
+        .wait_status(Duration::from_secs(10), |st| wisp_pool(st).0 == 0 && wisp_pool(st).1 == 1)
+        .map_err(|x| format!("lease not released: {x}{}", env.ctx()))?;
+    Ok(Outcome {
+        algorithms: algos(&sas[0]),
+        note: format!("charon got 10.3.0.1 + DNS, pings {}/10 to it; lease offline after disconnect {:?}", p.received, wisp_pool(&st)),
+    })
+}
+
+/// Three charons at once get three distinct addresses of a 3-address pool;
+/// a fourth is refused with INTERNAL_ADDRESS_FAILURE, said on both sides.
+fn rw_exhausted_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    let ids: Vec<String> = [0u8, 2, 3, 4].iter().map(|n| format!("\"charon{n}.test\"")).collect();
+    s.wisp.plugin_settings = vec![format!("allowed_ids = [{}]", ids.join(", "))];
+    rw_wisp(&mut s, "10.3.0.1-10.3.0.3");
+    let w = &mut s.wisp.conns[0];
+    w.local_addrs = vec![W_OUT.into(), "10.99.2.1".into(), "10.99.3.1".into(), "10.99.4.1".into()];
+    w.remote_addrs = vec!["%any".into()];
+    w.remote_id = "*.test".into();
+    w.children[0].local_ts = vec!["10.1.0.0/24".into()];
+    s.swan = peer_swan(0, PSK);
+    rw_client(&mut s.swan.conns[0]);
+    rw_charon(&mut s.charon);
+    let env = Env::build_with_peers("mxx", &s, false, false, &[2, 3, 4])?;
+    for (i, p) in env.extra.iter().enumerate() {
+        let mut sw = peer_swan(i as u8 + 2, PSK);
+        rw_client(&mut sw.conns[0]);
+        p.charon.load(&sw).map_err(e)?;
+    }
+    let mut got = Vec::new();
+    for (name, c) in [("charon0", &env.charon), ("charon2", &env.extra[0].charon), ("charon3", &env.extra[1].charon)] {
+        c.initiate_child("net", 20).map_err(|x| format!("{name}: {x}{}", env.ctx()))?;
+        let v = c.list_sas().map_err(e)?.first().map(|s| s.local_vips.clone()).unwrap_or_default();
+        got.push(v.join(","));
+    }
+    let mut sorted = got.clone();
+    sorted.sort();
+    if sorted != ["10.3.0.1", "10.3.0.2", "10.3.0.3"] {
+        return env.fail(format!("the three charons hold {got:?}"));
+    }
+    ping_until_ok(&env.extra[1].ns, &got[2], "10.1.0.1", 10).map_err(|x| format!("charon3: {x}{}", env.ctx()))?;
+    let fourth = &env.extra[2].charon;
+    if fourth.initiate_child("net", 10).is_ok() {
+        return env.fail("a fourth charon got a tunnel from an exhausted pool");
+    }
+    let clog = fourth.log();
+    if !clog.contains("INTERNAL_ADDRESS_FAILURE") {
+        return env.fail(format!("charon4 does not say INTERNAL_ADDRESS_FAILURE:\n{}", fourth.log_tail(30)));
+    }
+    let wlog = env.wisp().log();
+    if !wlog.contains("address pool rw exhausted (3 of 3 addresses leased)") {
+        return env.fail("wisp's log does not say the pool is exhausted");
+    }
+    // wisp deletes the IKE SA it could not give an address.
+    let st = env
+        .wisp()
+        .wait_status(Duration::from_secs(10), |st| wisp_peers(st).is_ok_and(|p| p.len() == 3))
+        .map_err(|x| format!("charon4's IKE SA not deleted: {x}{}", env.ctx()))?;
+    let (online, _, leases) = wisp_pool(&st);
+    if online != 3 {
+        return env.fail(format!("wisp: pool {:?}, peers {:?}", wisp_pool(&st), wisp_peers(&st)?));
+    }
+    Ok(Outcome {
+        algorithms: "aes128gcm16".into(),
+        note: format!("leases {leases:?}; charon4 refused: INTERNAL_ADDRESS_FAILURE, wisp: pool rw exhausted"),
+    })
+}
+
+/// wisp as a client (`vips = ["0.0.0.0"]`) of a charon gateway with a pool:
+/// the address goes on wisp's TUN device and carries its traffic.
+fn wisp_client_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    s.wisp.tun_addrs.clear();
+    let w = &mut s.wisp.conns[0];
+    w.extra.push("vips = [\"0.0.0.0\"]".into());
+    w.children[0].local_ts.clear();
+    let c = &mut s.swan.conns[0];
+    c.extra.push(("pools".into(), "rw".into()));
+    c.children[0].remote_ts.clear();
+    s.swan.pools = vec![("rw".into(), vec![("addrs".into(), "10.4.0.0/24".into()), ("dns".into(), "10.2.0.53".into())])];
+    let env = Env::new("mxv", &s, false)?;
+    env.establish(Who::Wisp, &["net"])?;
+    let st = env
+        .wisp()
+        .wait_status(Duration::from_secs(10), |st| wisp_ike(st).is_ok_and(|i| !strs(&i["local_vips"]).is_empty()))
+        .map_err(|x| format!("no virtual IP in wisp's status: {x}{}", env.ctx()))?;
+    let ike = wisp_ike(&st)?;
+    let vips = strs(&ike["local_vips"]);
+    let dns = strs(&ike["dns"]);
+    if vips != ["10.4.0.1"] || dns != ["10.2.0.53"] {
+        return env.fail(format!("wisp got virtual IPs {vips:?}, DNS {dns:?}"));
+    }
+    let sas = env.charon.list_sas().map_err(e)?;
+    let rv = sas.first().map(|s| s.remote_vips.clone()).unwrap_or_default();
+    if rv != ["10.4.0.1"] {
+        return env.fail(format!("charon shows the peer's virtual IPs {rv:?}"));
+    }
+    let addrs = env.pair.left.output("ip", &["-o", "addr", "show", "dev", "wisp0"]).map_err(e)?;
+    let addrs = String::from_utf8_lossy(&addrs.stdout).to_string();
+    if !addrs.contains("10.4.0.1/32") {
+        return env.fail(format!("the virtual IP is not on wisp's TUN device: {addrs}"));
+    }
+    // The kernel sources traffic into the tunnel from the virtual IP.
+    ping_until_ok(&env.pair.left, "10.4.0.1", "10.2.0.1", 10).map_err(|x| format!("{x}{}", env.ctx()))?;
+    let p = ping(&env.pair.right, "10.2.0.1", "10.4.0.1", 10, 0.05).map_err(e)?;
+    if p.received < 8 {
+        return env.fail(format!("pings to wisp's virtual IP: {p:?}"));
+    }
+    env.wisp().cli_ok(&["down", "gw"]).map_err(e)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = env.pair.left.output("ip", &["-o", "addr", "show", "dev", "wisp0"]).map_err(e)?;
+    if String::from_utf8_lossy(&after.stdout).contains("10.4.0.1") {
+        return env.fail("the virtual IP stayed on the TUN device after the IKE SA went");
+    }
+    Ok(Outcome {
+        algorithms: algos(&sas[0]),
+        note: format!("wisp got 10.4.0.1 + DNS 10.2.0.53 on wisp0; pings {}/10; removed on down", p.received),
+    })
+}
+
+#[test]
+fn matrix_road_warriors() {
+    if !require_root("matrix_road_warriors") {
+        return;
+    }
+    let cases: Vec<Case> = vec![
+        ("charon vips=0.0.0.0 with certificates: lease, ping, release".into(), Box::new(rw_cert_case)),
+        ("3 charons get 3 addresses, a 4th: pool exhausted".into(), Box::new(rw_exhausted_case)),
+        ("wisp vips=0.0.0.0 against a charon pool".into(), Box::new(wisp_client_case)),
+    ];
+    report("interop matrix: road warriors (virtual IPs)", cases);
 }
