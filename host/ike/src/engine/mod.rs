@@ -846,7 +846,6 @@ impl Engine {
         });
     }
 
-    // Issue 11's typed FailureReason replaces this signature.
     #[allow(clippy::too_many_arguments)]
     fn failure(
         &mut self,
@@ -855,7 +854,7 @@ impl Engine {
         conn: Option<usize>,
         side: Side,
         exchange: Exchange,
-        reason: String,
+        reason: FailureReason,
         notify: Option<NotifyType>,
     ) {
         self.events.push_back(Event::Failure(Failure {
@@ -999,7 +998,7 @@ impl Engine {
                             None,
                             Side::Remote,
                             exchange,
-                            format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote),
+                            FailureReason::NoResponse { peer: taken.remote, sends, exchange },
                             None,
                         );
                     }
@@ -1187,11 +1186,11 @@ impl Engine {
                     None,
                     Side::Remote,
                     ex,
-                    format!("peer sent a malformed {ex} request: {e}"),
+                    FailureReason::Malformed(Malformed::Request { exchange: ex, error: e.to_string() }),
                     Some(e.notify_type()),
                 );
                 if h.exchange == ExchangeType::IKE_AUTH {
-                    self.linger(now, sa, DownReason::Failed(format!("malformed IKE_AUTH: {e}")));
+                    self.linger(now, sa, DownReason::Failed(FailureReason::Malformed(Malformed::AuthRequestDown { error: e.to_string() })));
                 } else {
                     self.put(sa);
                 }
@@ -1281,8 +1280,9 @@ impl Engine {
             Err(suite::OpenError::Inner(e)) => {
                 let out = sa.outstanding.take().expect("checked above");
                 let ex = out.pending.exchange();
-                self.failure(Some(&sa), remote, None, Side::Remote, ex, format!("malformed {ex} response: {e}"), Some(e.notify_type()));
-                let reason = DownReason::Failed(format!("malformed {ex} response"));
+                let reason = FailureReason::Malformed(Malformed::Response { exchange: ex, error: e.to_string() });
+                self.failure(Some(&sa), remote, None, Side::Remote, ex, reason, Some(e.notify_type()));
+                let reason = DownReason::Failed(FailureReason::Malformed(Malformed::ResponseDown { exchange: ex }));
                 self.teardown(sa, reason);
                 return;
             }
@@ -1366,7 +1366,7 @@ impl Engine {
                         None,
                         Side::Remote,
                         Exchange::Informational,
-                        format!("peer reported {}", notify_name(n.notify_type.0)),
+                        FailureReason::PeerReported { notify: n.notify_type.0 },
                         Some(n.notify_type),
                     );
                 }

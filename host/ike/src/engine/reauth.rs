@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::event::{DownReason, Event, Exchange, IkeSaId, Side};
+use crate::event::{DownReason, Event, Exchange, FailureReason, IkeSaId, Side};
 
 use super::sa::{ChildState, IkeState, Task};
 use super::{Engine, EngineError};
@@ -103,7 +103,7 @@ impl Engine {
                     None,
                     Side::Local,
                     Exchange::CreateChildSa,
-                    format!("reauthentication did not bring child {name} back; it goes with the old IKE SA"),
+                    FailureReason::ReauthLeftChild { child: name },
                     None,
                 );
             }
@@ -161,7 +161,7 @@ impl Engine {
                     None,
                     Side::Local,
                     Exchange::IkeSaInit,
-                    format!("reauthentication not started: {e}"),
+                    FailureReason::ReauthNotStarted { why: e.to_string() },
                     None,
                 );
                 if let Some(sa) = sa {

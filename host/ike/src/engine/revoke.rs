@@ -130,15 +130,7 @@ impl Engine {
 
     fn undecided(&mut self, sa: &IkeSa, reason: String) {
         let remote = sa.remote;
-        self.failure(
-            Some(sa),
-            remote,
-            None,
-            Side::Local,
-            Exchange::Informational,
-            format!("re-check after reload undecided, SA kept: {reason}"),
-            None,
-        );
+        self.failure(Some(sa), remote, None, Side::Local, Exchange::Informational, FailureReason::RecheckUndecided { why: reason }, None);
     }
 
     /// `authorize` again with what the peer authenticated with.
