@@ -18,11 +18,12 @@ use super::*;
 pub(super) struct ChildRefusal {
     pub notify: NotifyType,
     pub data: Vec<u8>,
-    pub reason: FailureReason,
+    /// Boxed: a `FailureReason` is large and refusals are rare.
+    pub reason: Box<FailureReason>,
 }
 
 fn refuse(notify: NotifyType, reason: FailureReason) -> ChildRefusal {
-    ChildRefusal { notify, data: Vec::new(), reason }
+    ChildRefusal { notify, data: Vec::new(), reason: Box::new(reason) }
 }
 
 fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> Vec<u8> {
@@ -325,7 +326,7 @@ impl Engine {
             return Err(ChildRefusal {
                 notify: NotifyType::INVALID_KE_PAYLOAD,
                 data: group.to_be_bytes().to_vec(),
-                reason: FailureReason::KeGroupMismatch { sent: ke.map(|k| k.group), selected: group },
+                reason: Box::new(FailureReason::KeGroupMismatch { sent: ke.map(|k| k.group), selected: group }),
             });
         }
         let cipher = convert::esp_cipher(&chosen)
@@ -791,7 +792,7 @@ impl Engine {
                 respond_err(self, &mut sa, r.notify, r.data);
                 if r.notify != NotifyType::INVALID_KE_PAYLOAD {
                     let remote = sa.remote;
-                    self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
+                    self.failure(Some(&sa), remote, None, Side::Local, ex, *r.reason, Some(r.notify));
                 }
             }
         }

@@ -680,7 +680,7 @@ impl Engine {
                 Err(r) => {
                     out.push(notify(r.notify, r.data));
                     let remote = sa.remote;
-                    self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
+                    self.failure(Some(&sa), remote, None, Side::Local, ex, *r.reason, Some(r.notify));
                 }
             }
         }
