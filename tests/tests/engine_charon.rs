@@ -256,7 +256,7 @@ fn failure(tag: &str, engine_initiates: bool, cfg: Config, sw: SwanctlConf, noti
     assert_eq!(f.notify, Some(notify), "engine failure: {f}");
     let want_side = if engine_initiates { Side::Remote } else { Side::Local };
     assert_eq!(f.side, want_side, "engine failure: {f}");
-    assert!(!f.reason.is_empty());
+    assert!(!f.reason.to_string().is_empty());
     println!("engine reported: {f}");
     let log = b.charon.log();
     let charon_saw = if engine_initiates { charon_log::sent_notifies(&log) } else { charon_log::received_notifies(&log) };

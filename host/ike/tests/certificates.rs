@@ -137,7 +137,7 @@ fn up(p: &mut Pair) {
 }
 
 fn refused(p: &Pair) -> String {
-    let f: Vec<String> = failures(&p.ev_a).iter().chain(failures(&p.ev_b).iter()).map(|f| f.reason.clone()).collect();
+    let f: Vec<String> = failures(&p.ev_a).iter().chain(failures(&p.ev_b).iter()).map(|f| f.reason.to_string()).collect();
     assert!(ike_up(&p.ev_a).is_empty() || ike_up(&p.ev_b).is_empty(), "must not come up: {f:?}");
     f.join(" | ")
 }

@@ -210,7 +210,7 @@ fn an_initiation_whose_order_never_comes_fails_after_the_ttl() {
     assert!(p.wire.is_empty());
     let f = failures(&p.ev_a);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert!(f[0].reason.contains("did not decide"), "{}", f[0].reason);
+    assert!(f[0].reason.to_string().contains("did not decide"), "{}", f[0].reason);
     assert_eq!(p.a.ike_sa_count(), 0);
     assert_eq!(p.a.decisions_waiting(), 0);
 }

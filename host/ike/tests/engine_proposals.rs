@@ -191,7 +191,7 @@ fn children_proposals_not_pooled() {
     assert_eq!(ike_up(&p.ev_b).len(), 1);
     assert!(child_ups(&p.ev_b).is_empty(), "child came up with a pooled proposal: {:?}", child_ups(&p.ev_b));
     assert_eq!(failure_notifies(&p.ev_b), vec![Some(NotifyType::NO_PROPOSAL_CHOSEN.0)]);
-    assert!(failures(&p.ev_b)[0].reason.contains("child net"), "{}", failures(&p.ev_b)[0].reason);
+    assert!(failures(&p.ev_b)[0].reason.to_string().contains("child net"), "{}", failures(&p.ev_b)[0].reason);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn plugin_answer_outside_configured_proposal_refused() {
     assert!(ike_up(&p.ev_b).is_empty());
     let f = failures(&p.ev_b);
     assert_eq!(f[0].notify, Some(NotifyType::NO_PROPOSAL_CHOSEN.0));
-    assert!(f[0].reason.contains("outside the configured proposals"), "{}", f[0].reason);
+    assert!(f[0].reason.to_string().contains("outside the configured proposals"), "{}", f[0].reason);
     assert_eq!(pb.calls().first(), Some(&Call::Select(SaKind::Ike, DecisionTrigger::Initial)));
 }
 
@@ -337,7 +337,7 @@ fn plugin_refusing_rekey_refuses_it() {
     p.run_until_quiet();
     assert!(!p.ev_b.iter().chain(&p.ev_a).any(|e| matches!(e, Event::IkeSaRekeyed { .. })));
     assert_eq!(failure_notifies(&p.ev_b), vec![Some(NotifyType::AUTHENTICATION_FAILED.0)]);
-    assert!(failures(&p.ev_b)[0].reason.contains("identity revoked"));
+    assert!(failures(&p.ev_b)[0].reason.to_string().contains("identity revoked"));
     assert_eq!(failures(&p.ev_a).last().unwrap().notify, Some(NotifyType::AUTHENTICATION_FAILED.0));
 
     // Our own policy refusing: A does not even send the rekey.
@@ -351,7 +351,7 @@ fn plugin_refusing_rekey_refuses_it() {
     p.a.rekey_ike(p.now, ike).unwrap();
     p.run_until_quiet();
     assert_eq!(p.wire.len(), sent, "a refused rekey is not sent");
-    assert!(failures(&p.ev_a).last().unwrap().reason.contains("identity revoked"));
+    assert!(failures(&p.ev_a).last().unwrap().reason.to_string().contains("identity revoked"));
 
     // Child SA rekey refused by select-proposal: NO_PROPOSAL_CHOSEN, the old one stays.
     let (a, b) = default_pair_configs();

@@ -163,7 +163,7 @@ fn recheck_keeps_sa_when_the_policy_fails_to_decide() {
     p.run_until_quiet();
     assert_eq!(live_children(&p.b, p.now).len(), 1);
     assert!(
-        failures(&p.ev_b).iter().any(|f| f.reason.contains("undecided, SA kept") && f.reason.contains("trap")),
+        failures(&p.ev_b).iter().any(|f| f.reason.to_string().contains("undecided, SA kept") && f.reason.to_string().contains("trap")),
         "{:?}",
         failures(&p.ev_b)
     );
@@ -230,7 +230,7 @@ fn caps_on_ike_child_and_selectors() {
     p.run_until_quiet();
     assert_eq!(live_children(&p.b, p.now).len(), 1);
     let f = failures(&p.ev_b);
-    assert!(f.iter().any(|f| f.reason.contains("max_child_sas = 1") && f.notify == Some(35)), "B: {f:?}");
+    assert!(f.iter().any(|f| f.reason.to_string().contains("max_child_sas = 1") && f.notify == Some(35)), "B: {f:?}");
     assert!(failures(&p.ev_a).iter().any(|f| f.notify == Some(35)), "A told NO_ADDITIONAL_SAS: {:?}", failures(&p.ev_a));
     // Our own initiation respects the cap too.
     let (mut a, b) = default_pair_configs();
@@ -240,7 +240,7 @@ fn caps_on_ike_child_and_selectors() {
     p.a.initiate_child(p.now, "ab", "net2").unwrap();
     p.run_until_quiet();
     assert_eq!(live_children(&p.a, p.now).len(), 1);
-    assert!(failures(&p.ev_a).iter().any(|f| f.reason.contains("max_child_sas = 1")), "{:?}", failures(&p.ev_a));
+    assert!(failures(&p.ev_a).iter().any(|f| f.reason.to_string().contains("max_child_sas = 1")), "{:?}", failures(&p.ev_a));
 
     // IKE SAs: B accepts one for the connection; a second is refused, the first stays.
     let (a, mut b) = default_pair_configs();
@@ -250,7 +250,11 @@ fn caps_on_ike_child_and_selectors() {
     p.a.initiate(p.now, "ab").unwrap();
     p.run_until_quiet();
     assert_eq!(p.b.ike_sas().len(), 1, "{:?}", p.b.status(p.now));
-    assert!(failures(&p.ev_b).iter().any(|f| f.reason.contains("max_ike_sas = 1") && f.notify == Some(24)), "{:?}", failures(&p.ev_b));
+    assert!(
+        failures(&p.ev_b).iter().any(|f| f.reason.to_string().contains("max_ike_sas = 1") && f.notify == Some(24)),
+        "{:?}",
+        failures(&p.ev_b)
+    );
     assert_eq!(live_children(&p.b, p.now).len(), 1, "the first IKE SA and its child are untouched");
     let (mut a, b) = default_pair_configs();
     a.connections[0].caps.max_ike_sas = 1;
@@ -270,7 +274,7 @@ fn caps_on_ike_child_and_selectors() {
     p.run_until_quiet();
     assert!(live_children(&p.b, p.now).is_empty());
     let f = failures(&p.ev_b);
-    assert!(f.iter().any(|f| f.reason.contains("peer proposed 2 TSi traffic selectors") && f.notify == Some(38)), "{f:?}");
+    assert!(f.iter().any(|f| f.reason.to_string().contains("peer proposed 2 TSi traffic selectors") && f.notify == Some(38)), "{f:?}");
     // A config above its own cap is refused up front.
     a.connections[0].caps.max_selectors = 1;
     let err = a.connections[0].validate().unwrap_err().to_string();

@@ -127,7 +127,7 @@ fn a_failed_reauthentication_keeps_the_old_sa() {
     p.run_until_quiet();
     assert_eq!(p.a.ike_sas(), vec![old_a], "the old SA stays");
     assert_eq!(live_children(&p.a, p.now).len(), 2);
-    assert!(failures(&p.ev_a).iter().any(|f| f.reason.contains("AUTHENTICATION_FAILED")), "{:?}", failures(&p.ev_a));
+    assert!(failures(&p.ev_a).iter().any(|f| f.reason.to_string().contains("AUTHENTICATION_FAILED")), "{:?}", failures(&p.ev_a));
     assert!(rekeyed_events(&p.ev_a).is_empty());
     // Its children are still mirrored and rekey as before.
     assert_mirrored(&p);

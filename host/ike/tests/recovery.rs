@@ -155,7 +155,7 @@ fn keyingtries_bound_the_retries_with_backoff() {
     }
     assert_eq!(seen, 3, "three tries, then give up: {times:?}");
     let f = failures(&p.ev_a);
-    assert!(f.iter().any(|f| f.reason.contains("giving up after 3 of keyingtries = 3")), "{f:?}");
+    assert!(f.iter().any(|f| f.reason.to_string().contains("giving up after 3 of keyingtries = 3")), "{f:?}");
     // Each try waits out its retransmissions, then 1 s, then 2 s more.
     let gap1 = times[1] - times[0];
     let gap2 = times[2] - times[1];

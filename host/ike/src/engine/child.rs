@@ -18,11 +18,12 @@ use super::*;
 pub(super) struct ChildRefusal {
     pub notify: NotifyType,
     pub data: Vec<u8>,
-    pub reason: String,
+    /// Boxed: a `FailureReason` is large and refusals are rare.
+    pub reason: Box<FailureReason>,
 }
 
-fn refuse(notify: NotifyType, reason: String) -> ChildRefusal {
-    ChildRefusal { notify, data: Vec::new(), reason }
+fn refuse(notify: NotifyType, reason: FailureReason) -> ChildRefusal {
+    ChildRefusal { notify, data: Vec::new(), reason: Box::new(reason) }
 }
 
 fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> Vec<u8> {
@@ -213,14 +214,16 @@ impl Engine {
             }
         }
         let (Some(sa_p), Some(tsi), Some(tsr)) = (sa_p, tsi, tsr) else {
-            return Err(refuse(NotifyType::INVALID_SYNTAX, "Child SA request lacks SA, TSi or TSr".into()));
+            return Err(refuse(NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::ChildRequestIncomplete)));
         };
         let conn_i = sa.conn;
         if rekey_idx.is_none() {
-            self.child_cap_allows(conn_i, Some(&*sa)).map_err(|r| refuse(NotifyType::NO_ADDITIONAL_SAS, r))?;
+            self.child_cap_allows(conn_i, Some(&*sa))
+                .map_err(|what| refuse(NotifyType::NO_ADDITIONAL_SAS, FailureReason::Limit { what }))?;
         }
         for (side, n) in [("TSi", tsi.selectors.len()), ("TSr", tsr.selectors.len())] {
-            self.selector_cap_allows(conn_i, side, n).map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("peer proposed {r}")))?;
+            self.selector_cap_allows(conn_i, side, n)
+                .map_err(|detail| refuse(NotifyType::TS_UNACCEPTABLE, FailureReason::TsCap { by: SelectorSource::PeerProposal, detail }))?;
         }
         // Proposals with an ESP SPI, without KE inside IKE_AUTH (its Child SA
         // has no key exchange of its own).
@@ -283,7 +286,9 @@ impl Engine {
                 }
                 // Deferred: stop here, the caller parks the request (this
                 // refusal is never sent).
-                Err(e) if self.policy.deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, policy_reason(&e))),
+                Err(e) if self.policy.deferred() => {
+                    return Err(refuse(NotifyType::TEMPORARY_FAILURE, FailureReason::PolicyRefused { why: policy_reason(&e) }))
+                }
                 Err(e) => {
                     ts_reason = format!("child {}: {}", ch.name, policy_reason(&e));
                     continue;
@@ -303,47 +308,52 @@ impl Engine {
                     picked = Some((ti, pair, usable[i].spi.clone(), chosen));
                     break;
                 }
-                Err(reason) if self.policy.deferred() => return Err(refuse(NotifyType::TEMPORARY_FAILURE, reason)),
+                Err(why) if self.policy.deferred() => {
+                    return Err(refuse(NotifyType::TEMPORARY_FAILURE, FailureReason::PolicyRefused { why }))
+                }
                 Err(reason) => prop_reason = Some(format!("child {}: {reason}", ch.name)),
             }
         }
         let Some((ti, pair, peer_spi, chosen)) = picked else {
             return Err(match prop_reason {
-                Some(reason) => refuse(NotifyType::NO_PROPOSAL_CHOSEN, reason),
-                None => refuse(NotifyType::TS_UNACCEPTABLE, ts_reason),
+                Some(detail) => refuse(NotifyType::NO_PROPOSAL_CHOSEN, FailureReason::NoProposalChosen { detail }),
+                None => refuse(NotifyType::TS_UNACCEPTABLE, FailureReason::TsUnacceptable { detail: ts_reason }),
             });
         };
         for (side, n) in [("remote", pair.remote.len()), ("local", pair.local.len())] {
-            self.selector_cap_allows(conn_i, side, n)
-                .map_err(|r| refuse(NotifyType::TS_UNACCEPTABLE, format!("policy narrowed to {r}")))?;
+            self.selector_cap_allows(conn_i, side, n).map_err(|detail| {
+                refuse(NotifyType::TS_UNACCEPTABLE, FailureReason::TsCap { by: SelectorSource::PolicyNarrowing, detail })
+            })?;
         }
-        let spi_out = spi32(&peer_spi).ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "ESP SPI must be 4 bytes".into()))?;
+        let spi_out =
+            spi32(&peer_spi).ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::EspSpiSize)))?;
         let group = convert::pick(&chosen, codec::TransformType::DH).map(|t| t.id).unwrap_or(0);
         if group != 0 && ke.map(|k| k.group) != Some(group) {
             return Err(ChildRefusal {
                 notify: NotifyType::INVALID_KE_PAYLOAD,
                 data: group.to_be_bytes().to_vec(),
-                reason: format!("peer sent KE for group {:?}, we selected {group}", ke.map(|k| k.group)),
+                reason: Box::new(FailureReason::KeGroupMismatch { sent: ke.map(|k| k.group), selected: group }),
             });
         }
-        let cipher = convert::esp_cipher(&chosen).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "no usable ESP cipher".into()))?;
+        let cipher = convert::esp_cipher(&chosen)
+            .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, FailureReason::NoUsableEspCipher { answer: false }))?;
         let ch = &self.config.connections[conn_i].children[ti];
         let transport = find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some() && ch.mode == Mode::Transport;
         let name = ch.name.clone();
         let lifetimes = ch.lifetimes.clone();
         let (g_ir, ke_out) = if group != 0 {
             let (dh, public) =
-                suite::dh_generate(group, &mut self.rng).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "DH failed".into()))?;
+                suite::dh_generate(group, &mut self.rng).ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, FailureReason::DhFailed))?;
             let shared = suite::dh_compute(&dh, &ke.expect("checked above").data)
-                .ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "invalid KE value".into()))?;
+                .ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::InvalidKe)))?;
             (Some(shared), Some(public))
         } else {
             (None, None)
         };
-        let keys = sa.keys.as_ref().ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, "no keys".into()))?;
+        let keys = sa.keys.as_ref().ok_or_else(|| refuse(NotifyType::INVALID_SYNTAX, FailureReason::NoKeys))?;
         let (i2r, r2i) =
             suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
-                .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, "key derivation failed".into()))?;
+                .ok_or_else(|| refuse(NotifyType::NO_PROPOSAL_CHOSEN, FailureReason::KeyDerivation))?;
         let spi_in = self.alloc_esp_spi();
         let mut answer = chosen.clone();
         answer.spi = spi_in.to_be_bytes().to_vec();
@@ -449,14 +459,14 @@ impl Engine {
         payloads: &[Payload],
         nr: &[u8],
         in_auth: bool,
-    ) -> Result<ChildSaInfo, (Side, Option<NotifyType>, String)> {
+    ) -> Result<ChildSaInfo, (Side, Option<NotifyType>, FailureReason)> {
         let fail = |this: &mut Engine, side, nt, reason| {
             this.spis_in.remove(&nego.spi_in);
             Err((side, nt, reason))
         };
         if let Some(n) = first_error(payloads) {
             let nt = n.notify_type;
-            return fail(self, Side::Remote, Some(nt), format!("peer refused Child SA {} with {}", nego.child, notify_name(nt.0)));
+            return fail(self, Side::Remote, Some(nt), FailureReason::PeerRefusedChild { child: nego.child.clone(), notify: nt.0 });
         }
         let mut sa_p = None;
         let mut tsi = None;
@@ -472,7 +482,7 @@ impl Engine {
             }
         }
         let (Some(sa_p), Some(tsi), Some(tsr)) = (sa_p, tsi, tsr) else {
-            return fail(self, Side::Remote, Some(NotifyType::INVALID_SYNTAX), "Child SA answer lacks SA, TSi or TSr".into());
+            return fail(self, Side::Remote, Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::ChildAnswerIncomplete));
         };
         let offered: Vec<codec::Proposal> = if in_auth { nego.proposals.iter().map(strip_ke).collect() } else { nego.proposals.clone() };
         // Exactly one transform of each type of the proposal we sent: an answer
@@ -486,24 +496,26 @@ impl Engine {
                 self,
                 Side::Local,
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
-                format!("peer's ESP answer {} refused: {why}", convert::summary(&sa_p.proposals)),
+                FailureReason::AnswerRefused { esp: true, answer: convert::summary(&sa_p.proposals), why },
             );
         }
         let chosen = &sa_p.proposals[0];
         let Some(spi_out) = spi32(&chosen.spi) else {
-            return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), "ESP SPI must be 4 bytes".into());
+            return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::EspSpiSize));
         };
         let Some(cipher) = convert::esp_cipher(chosen) else {
-            return fail(self, Side::Local, Some(NotifyType::NO_PROPOSAL_CHOSEN), "peer chose no usable ESP cipher".into());
+            return fail(self, Side::Local, Some(NotifyType::NO_PROPOSAL_CHOSEN), FailureReason::NoUsableEspCipher { answer: true });
         };
         let group = convert::pick(chosen, codec::TransformType::DH).map(|t| t.id).unwrap_or(0);
         let g_ir = if group != 0 {
             match (ke, &nego.dh) {
                 (Some(k), Some(dh)) if k.group == group && group == nego.group => match suite::dh_compute(dh, &k.data) {
                     Some(s) => Some(s),
-                    None => return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), "invalid KE value".into()),
+                    None => {
+                        return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::InvalidKe))
+                    }
                 },
-                _ => return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), "KE missing or of another group".into()),
+                _ => return fail(self, Side::Local, Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::KeMissing)),
             }
         } else {
             None
@@ -515,30 +527,34 @@ impl Engine {
                 self,
                 Side::Local,
                 Some(NotifyType::TS_UNACCEPTABLE),
-                format!(
-                    "peer narrowed to {} / {} outside our {} / {}",
-                    crate::native_policy::ts_list(&ts_i),
-                    crate::native_policy::ts_list(&ts_r),
-                    crate::native_policy::ts_list(&nego.ts_i),
-                    crate::native_policy::ts_list(&nego.ts_r)
-                ),
+                FailureReason::TsOutside {
+                    ts_i: crate::native_policy::ts_list(&ts_i),
+                    ts_r: crate::native_policy::ts_list(&ts_r),
+                    our_i: crate::native_policy::ts_list(&nego.ts_i),
+                    our_r: crate::native_policy::ts_list(&nego.ts_r),
+                },
             );
         }
         for (side, n) in [("TSi", ts_i.len()), ("TSr", ts_r.len())] {
-            if let Err(r) = self.selector_cap_allows(sa.conn, side, n) {
-                return fail(self, Side::Local, Some(NotifyType::TS_UNACCEPTABLE), format!("peer narrowed to {r}"));
+            if let Err(detail) = self.selector_cap_allows(sa.conn, side, n) {
+                return fail(
+                    self,
+                    Side::Local,
+                    Some(NotifyType::TS_UNACCEPTABLE),
+                    FailureReason::TsCap { by: SelectorSource::PeerNarrowing, detail },
+                );
             }
         }
         let transport = nego.mode == Mode::Transport && find_notify(payloads, NotifyType::USE_TRANSPORT_MODE).is_some();
         let Some(keys) = sa.keys.as_ref() else {
-            return fail(self, Side::Local, None, "no keys".into());
+            return fail(self, Side::Local, None, FailureReason::NoKeys);
         };
         // IKE_AUTH: KEYMAT uses the IKE SA's nonces; CREATE_CHILD_SA the exchange's.
         let ni: &[u8] = if in_auth { &sa.ni } else { &nego.ni };
         let Some((i2r, r2i)) =
             suite::child_keymat(keys.suite.prf, &keys.sk_d, g_ir.as_deref().map(|v| v.as_slice()), ni, nr, cipher.keymat_len())
         else {
-            return fail(self, Side::Local, None, "key derivation failed".into());
+            return fail(self, Side::Local, None, FailureReason::KeyDerivation);
         };
         let conn = &self.config.connections[sa.conn];
         let lifetimes = conn.child(&nego.child).map(|c| c.lifetimes.clone()).unwrap_or_else(crate::config::Lifetimes::child_default);
@@ -588,7 +604,15 @@ impl Engine {
                 Err(_) if self.policy.deferred() => {}
                 Err(e) => {
                     let remote = sa.remote;
-                    self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, e.to_string(), None);
+                    self.failure(
+                        Some(sa),
+                        remote,
+                        None,
+                        Side::Local,
+                        Exchange::CreateChildSa,
+                        FailureReason::NotStarted { why: e.to_string() },
+                        None,
+                    );
                 }
             },
             Task::RekeyChild(spi) => {
@@ -606,7 +630,15 @@ impl Engine {
                     Err(_) if self.policy.deferred() => {}
                     Err(e) => {
                         let remote = sa.remote;
-                        self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, e.to_string(), None);
+                        self.failure(
+                            Some(sa),
+                            remote,
+                            None,
+                            Side::Local,
+                            Exchange::CreateChildSa,
+                            FailureReason::NotStarted { why: e.to_string() },
+                            None,
+                        );
                     }
                 }
             }
@@ -614,7 +646,7 @@ impl Engine {
                 let Some(cur) = sa.suite else { return };
                 let mut ctx = self.ctx(sa, sa.conn, true);
                 ctx.trigger = DecisionTrigger::Rekey;
-                if let Err(reason) = self.reauthorize(sa, &ctx) {
+                if let Err(why) = self.reauthorize(sa, &ctx) {
                     if self.policy.deferred() {
                         return;
                     }
@@ -625,7 +657,7 @@ impl Engine {
                         None,
                         Side::Local,
                         Exchange::CreateChildSa,
-                        format!("IKE SA rekey refused: {reason}"),
+                        FailureReason::IkeRekeyRefused { why },
                         None,
                     );
                     return;
@@ -634,9 +666,17 @@ impl Engine {
                 let order = match self.ordered(&ctx, SaKind::Ike, &conn.ike_proposals) {
                     Ok(o) => o,
                     Err(_) if self.policy.deferred() => return,
-                    Err(reason) => {
+                    Err(detail) => {
                         let remote = sa.remote;
-                        self.failure(Some(sa), remote, None, Side::Local, Exchange::CreateChildSa, reason, None);
+                        self.failure(
+                            Some(sa),
+                            remote,
+                            None,
+                            Side::Local,
+                            Exchange::CreateChildSa,
+                            FailureReason::NoProposalChosen { detail },
+                            None,
+                        );
                         return;
                     }
                 };
@@ -679,7 +719,7 @@ impl Engine {
                     sa.state = IkeState::Deleting;
                 }
                 if sa.delete_reason.is_none() {
-                    sa.delete_reason = Some(DownReason::LocalDelete);
+                    sa.delete_reason = Some(Box::new(DownReason::LocalDelete));
                 }
                 let p = vec![Payload::Delete(codec::DeletePayload { protocol: ProtocolId::IKE, spi_size: 0, spis: Vec::new() })];
                 self.send_request(now, sa, ExchangeType::INFORMATIONAL, p, Pending::DeleteIke);
@@ -758,7 +798,7 @@ impl Engine {
                 respond_err(self, &mut sa, r.notify, r.data);
                 if r.notify != NotifyType::INVALID_KE_PAYLOAD {
                     let remote = sa.remote;
-                    self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
+                    self.failure(Some(&sa), remote, None, Side::Local, ex, *r.reason, Some(r.notify));
                 }
             }
         }
@@ -808,9 +848,10 @@ impl Engine {
                 self.park_request(now, sa, h, payloads);
                 return;
             }
-            Err(reason) => {
+            Err(detail) => {
                 reply(self, &mut sa, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
                 let remote = sa.remote;
+                let reason = FailureReason::NoProposalChosen { detail };
                 self.failure(Some(&sa), remote, None, Side::Local, ex, reason, Some(NotifyType::NO_PROPOSAL_CHOSEN));
                 self.put(sa);
                 return;
@@ -828,14 +869,22 @@ impl Engine {
         }
         // The peer keeps its authenticated identity only while the policy still
         // authorizes it: a rekey asks again.
-        if let Err(reason) = self.reauthorize(&sa, &ctx) {
+        if let Err(why) = self.reauthorize(&sa, &ctx) {
             if self.policy.take_deferred() {
                 self.park_request(now, sa, h, payloads);
                 return;
             }
             reply(self, &mut sa, vec![notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())]);
             let remote = sa.remote;
-            self.failure(Some(&sa), remote, None, Side::Local, ex, reason, Some(NotifyType::AUTHENTICATION_FAILED));
+            self.failure(
+                Some(&sa),
+                remote,
+                None,
+                Side::Local,
+                ex,
+                FailureReason::PolicyRefused { why },
+                Some(NotifyType::AUTHENTICATION_FAILED),
+            );
             self.put(sa);
             return;
         }
@@ -963,9 +1012,9 @@ impl Engine {
                     Some(n) => Err((
                         Side::Remote,
                         Some(n.notify_type),
-                        format!("peer refused Child SA {} with {}", nego.child, notify_name(n.notify_type.0)),
+                        FailureReason::PeerRefusedChild { child: nego.child.clone(), notify: n.notify_type.0 },
                     )),
-                    None => Err((Side::Remote, Some(NotifyType::INVALID_SYNTAX), "CREATE_CHILD_SA answer lacks a nonce".into())),
+                    None => Err((Side::Remote, Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::ChildAnswerNoNonce))),
                 }
             }
         };
@@ -1049,15 +1098,7 @@ impl Engine {
                 self.adopt_peer_rekey(&mut sa);
             } else {
                 let remote = sa.remote;
-                self.failure(
-                    Some(&sa),
-                    remote,
-                    None,
-                    Side::Remote,
-                    ex,
-                    format!("peer refused the IKE SA rekey with {}", notify_name(nt.0)),
-                    Some(nt),
-                );
+                self.failure(Some(&sa), remote, None, Side::Remote, ex, FailureReason::PeerRefusedIkeRekey { notify: nt.0 }, Some(nt));
                 if nt == NotifyType::TEMPORARY_FAILURE {
                     sa.soft_at = Some(now + Duration::from_secs(10));
                 }
@@ -1099,7 +1140,7 @@ impl Engine {
                 None,
                 Side::Local,
                 ex,
-                "invalid answer to our IKE SA rekey".into(),
+                FailureReason::Malformed(Malformed::IkeRekeyAnswer),
                 Some(NotifyType::INVALID_SYNTAX),
             );
             self.kick(now, &mut sa);
@@ -1124,7 +1165,7 @@ impl Engine {
         sa.state = IkeState::Rekeyed;
         if lose {
             // Our new SA is redundant: delete it; the peer deletes the old one.
-            new.delete_reason = Some(DownReason::Rekeyed);
+            new.delete_reason = Some(Box::new(DownReason::Rekeyed));
             new.tasks.push_back(Task::DeleteIke);
             if let Some(rec) = theirs {
                 if let Ok(mut t) = self.take(rec.new_sa) {
@@ -1142,7 +1183,7 @@ impl Engine {
                 self.retime(rec.new_sa);
             }
             new.tasks.extend(sa.tasks.drain(..).filter(|t| !matches!(t, Task::DeleteIke | Task::RekeyIke)));
-            sa.delete_reason = Some(DownReason::Rekeyed);
+            sa.delete_reason = Some(Box::new(DownReason::Rekeyed));
             sa.tasks.clear();
             sa.tasks.push_back(Task::DeleteIke);
             new.up_reported = true;

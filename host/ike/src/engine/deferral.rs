@@ -32,7 +32,7 @@ use std::time::Duration;
 use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
 
 use crate::codec::{Header, Payload};
-use crate::event::{DownReason, Exchange, IkeSaId, Side};
+use crate::event::{DownReason, Exchange, FailureReason, IkeSaId, Side};
 
 use super::sa::{IkeSa, IkeState, Outstanding};
 use super::Engine;
@@ -174,7 +174,7 @@ impl Engine {
                     self.deferrals.inits.insert(id, since);
                     self.put(sa);
                 }
-                Err(e) => self.fail_waiting_init(sa, e.to_string()),
+                Err(e) => self.fail_waiting_init(sa, FailureReason::NotStarted { why: e.to_string() }),
             }
         }
         if std::mem::take(&mut self.deferrals.recheck) {
@@ -219,7 +219,11 @@ impl Engine {
             let Ok(mut sa) = self.take(id) else { continue };
             let task = sa.tasks.pop_front();
             let remote = sa.remote;
-            let reason = format!("policy {} did not decide within {} s; {task:?} dropped", self.policy.describe(), PARK_TTL.as_secs());
+            let reason = FailureReason::PolicyTimeout {
+                policy: self.policy.describe(),
+                secs: PARK_TTL.as_secs(),
+                dropped: Some(format!("{task:?}")),
+            };
             self.failure(Some(&sa), remote, None, Side::Local, Exchange::CreateChildSa, reason, None);
             self.kick(now, &mut sa);
             self.put(sa);
@@ -228,12 +232,12 @@ impl Engine {
         for id in inits {
             self.deferrals.inits.remove(&id);
             let Ok(sa) = self.take(id) else { continue };
-            let reason = format!("policy {} did not decide within {} s", self.policy.describe(), PARK_TTL.as_secs());
+            let reason = FailureReason::PolicyTimeout { policy: self.policy.describe(), secs: PARK_TTL.as_secs(), dropped: None };
             self.fail_waiting_init(sa, reason);
         }
     }
 
-    fn fail_waiting_init(&mut self, sa: IkeSa, reason: String) {
+    fn fail_waiting_init(&mut self, sa: IkeSa, reason: FailureReason) {
         let remote = sa.remote;
         self.failure(Some(&sa), remote, None, Side::Local, Exchange::IkeSaInit, reason.clone(), None);
         self.teardown(sa, DownReason::Failed(reason));

@@ -32,9 +32,9 @@ impl Engine {
                 Payload::Notify(n) if n.notify_type.is_error() => {
                     let (ex, reason) = if n.notify_type == NotifyType::AUTHENTICATION_FAILED {
                         auth_failed = true;
-                        (Exchange::IkeAuth, "peer rejected our authentication (AUTHENTICATION_FAILED): wrong PSK or identity?".to_string())
+                        (Exchange::IkeAuth, FailureReason::PeerRejectedOurAuth)
                     } else {
-                        (Exchange::Informational, format!("peer reported {}", notify_name(n.notify_type.0)))
+                        (Exchange::Informational, FailureReason::PeerReported { notify: n.notify_type.0 })
                     };
                     let remote = sa.remote;
                     self.failure(Some(&sa), remote, None, Side::Remote, ex, reason, Some(n.notify_type));
@@ -49,7 +49,7 @@ impl Engine {
         self.send_response(&mut sa, ExchangeType::INFORMATIONAL, h.message_id, out);
         if delete_ike {
             let reason = if auth_failed {
-                DownReason::Failed("peer rejected our authentication".into())
+                DownReason::Failed(FailureReason::PeerRejectedOurAuth)
             } else if sa.state == IkeState::Rekeyed {
                 DownReason::Rekeyed
             } else {

@@ -133,7 +133,7 @@ impl Engine {
         self.transmits.push_back(t);
     }
 
-    fn fail_sa(&mut self, sa: IkeSa, side: Side, exchange: Exchange, reason: String, notify: Option<NotifyType>) {
+    fn fail_sa(&mut self, sa: IkeSa, side: Side, exchange: Exchange, reason: FailureReason, notify: Option<NotifyType>) {
         let remote = sa.remote;
         self.failure(Some(&sa), remote, None, side, exchange, reason.clone(), notify);
         self.teardown(sa, DownReason::Failed(reason));
@@ -157,7 +157,7 @@ impl Engine {
                 self.send_init_request(now, &mut sa);
                 self.put(sa);
             } else {
-                self.fail_sa(sa, Side::Remote, ex, "peer keeps demanding a COOKIE".into(), Some(NotifyType::COOKIE));
+                self.fail_sa(sa, Side::Remote, ex, FailureReason::CookieLoop, Some(NotifyType::COOKIE));
             }
             return;
         }
@@ -174,14 +174,13 @@ impl Engine {
                     return;
                 }
             }
-            let reason =
-                format!("peer wants key exchange group {want}, which we did not offer (offered: {})", convert::summary(&sa.offered));
+            let reason = FailureReason::KeGroupNotOffered { group: want, offered: convert::summary(&sa.offered) };
             self.fail_sa(sa, Side::Remote, ex, reason, Some(NotifyType::INVALID_KE_PAYLOAD));
             return;
         }
         if let Some(n) = msg.notifies().find(|n| n.notify_type.is_error()) {
             let nt = n.notify_type;
-            let reason = format!("peer refused IKE_SA_INIT with {} (we offered {})", notify_name(nt.0), convert::summary(&sa.offered));
+            let reason = FailureReason::PeerRefusedInit { notify: nt.0, offered: convert::summary(&sa.offered) };
             self.fail_sa(sa, Side::Remote, ex, reason, Some(nt));
             return;
         }
@@ -197,7 +196,13 @@ impl Engine {
             }
         }
         let (Some(sa_p), Some(ke), Some(nonce)) = (sa_p, ke, nonce) else {
-            self.fail_sa(sa, Side::Remote, ex, "IKE_SA_INIT response lacks SA, KE or Nonce".into(), Some(NotifyType::INVALID_SYNTAX));
+            self.fail_sa(
+                sa,
+                Side::Remote,
+                ex,
+                FailureReason::Malformed(Malformed::InitResponseIncomplete),
+                Some(NotifyType::INVALID_SYNTAX),
+            );
             return;
         };
         let answer = match sa_p.proposals.as_slice() {
@@ -209,7 +214,7 @@ impl Engine {
                 sa,
                 Side::Local,
                 ex,
-                format!("peer's answer {} refused: {why}", convert::summary(&sa_p.proposals)),
+                FailureReason::AnswerRefused { esp: false, answer: convert::summary(&sa_p.proposals), why },
                 Some(NotifyType::NO_PROPOSAL_CHOSEN),
             );
             return;
@@ -219,7 +224,7 @@ impl Engine {
                 sa,
                 Side::Local,
                 ex,
-                "IKE_SA_INIT response has a bad nonce or responder SPI".into(),
+                FailureReason::Malformed(Malformed::InitResponseNonceOrSpi),
                 Some(NotifyType::INVALID_SYNTAX),
             );
             return;
@@ -232,14 +237,14 @@ impl Engine {
                     sa,
                     Side::Local,
                     ex,
-                    format!("peer's answer {} does not match our key exchange", convert::summary(&sa_p.proposals)),
+                    FailureReason::AnswerKeMismatch { answer: convert::summary(&sa_p.proposals) },
                     Some(NotifyType::INVALID_SYNTAX),
                 );
                 return;
             }
         };
         let Some(g_ir) = sa.dh.as_ref().and_then(|d| suite::dh_compute(d, &ke.data)) else {
-            self.fail_sa(sa, Side::Local, ex, "peer's key exchange value is invalid".into(), Some(NotifyType::INVALID_SYNTAX));
+            self.fail_sa(sa, Side::Local, ex, FailureReason::Malformed(Malformed::KeValue), Some(NotifyType::INVALID_SYNTAX));
             return;
         };
         sa.spi_r = h.spi_r;
@@ -249,7 +254,7 @@ impl Engine {
         let skeyseed = suite::skeyseed_initial(suite.prf, &sa.ni, &sa.nr, &g_ir);
         sa.keys = suite::derive_ike_keys(suite, &skeyseed, &sa.ni, &sa.nr, sa.spi_i, sa.spi_r);
         if sa.keys.is_none() {
-            self.fail_sa(sa, Side::Local, ex, "key derivation failed".into(), None);
+            self.fail_sa(sa, Side::Local, ex, FailureReason::KeyDerivation, None);
             return;
         }
         sa.suite = Some(suite);
@@ -264,7 +269,7 @@ impl Engine {
             sa.remote.set_port(NATT_PORT);
         }
         if let Err(reason) = self.send_auth_request(now, &mut sa) {
-            self.fail_sa(sa, Side::Local, Exchange::IkeAuth, reason, None);
+            self.fail_sa(sa, Side::Local, Exchange::IkeAuth, FailureReason::OwnAuth { why: reason }, None);
             return;
         }
         self.put(sa);
@@ -414,7 +419,7 @@ impl Engine {
                 connection: None,
                 side: Side::Local,
                 exchange: ex,
-                reason: format!("no connection configured for peer {remote}"),
+                reason: FailureReason::NoConnection { peer: remote },
                 notify: Some(NotifyType::NO_PROPOSAL_CHOSEN.0),
                 remote,
             }));
@@ -426,7 +431,7 @@ impl Engine {
         let ceiling = &self.config.connections[ci].ike_proposals;
         let usable: Vec<&codec::Proposal> =
             sa_p.proposals.iter().filter(|p| convert::negotiate(p, SaKind::Ike, ceiling, &[], None, false).is_ok()).collect();
-        let refuse = |this: &mut Engine, reason: String| {
+        let refuse = |this: &mut Engine, reason: FailureReason| {
             reply_plain(this, vec![notify(NotifyType::NO_PROPOSAL_CHOSEN, Vec::new())]);
             this.events.push_back(Event::Failure(Failure {
                 ike: None,
@@ -439,13 +444,13 @@ impl Engine {
             }));
         };
         if usable.is_empty() {
-            let reason = format!(
+            let detail = format!(
                 "peer offered {}; we accept {} (connection {}; wisp implements AES_GCM_16 128/256 and CHACHA20_POLY1305 with PRF_HMAC_SHA1/SHA2 and CURVE25519/ECP_256/ECP_384)",
                 convert::summary(&sa_p.proposals),
                 self.config.connections[ci].ike_proposals.iter().map(crate::config::proposal_summary).collect::<Vec<_>>().join(", "),
                 self.config.connections[ci].name
             );
-            refuse(self, reason);
+            refuse(self, FailureReason::NoProposalChosen { detail });
             return;
         }
         let ctx = self.ctx(&sa, ci, false);
@@ -456,13 +461,13 @@ impl Engine {
                     self.park_init(now, local, remote, bytes, h.spi_i);
                     return;
                 }
-                Err(reason) => {
-                    refuse(self, reason);
+                Err(detail) => {
+                    refuse(self, FailureReason::NoProposalChosen { detail });
                     return;
                 }
             };
         let Some(suite) = ike_suite(&chosen) else {
-            refuse(self, "selected proposal lacks a usable algorithm".into());
+            refuse(self, FailureReason::SelectedUnusable);
             return;
         };
         if ke.group != suite.dh {
@@ -543,7 +548,7 @@ impl Engine {
                 _ => {}
             }
         }
-        let deny = |this: &mut Engine, mut sa: IkeSa, nt: NotifyType, reason: String| {
+        let deny = |this: &mut Engine, mut sa: IkeSa, nt: NotifyType, reason: FailureReason| {
             this.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, vec![notify(nt, Vec::new())]);
             let remote = sa.remote;
             this.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(nt));
@@ -551,9 +556,9 @@ impl Engine {
         };
         let (Some(idi), Some(auth)) = (idi, auth) else {
             if payloads.iter().any(|p| matches!(p, Payload::Eap(_))) || auth.is_none() {
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, "peer sent IKE_AUTH without AUTH (EAP is not supported)".into());
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::EapUnsupported);
             } else {
-                deny(self, sa, NotifyType::INVALID_SYNTAX, "IKE_AUTH request lacks IDi".into());
+                deny(self, sa, NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::AuthRequestNoIdi));
             }
             return;
         };
@@ -583,14 +588,14 @@ impl Engine {
             let reason = match by_id.first() {
                 Some(&(_, ci)) => {
                     let c = &self.config.connections[ci];
-                    format!(
-                        "peer {peer_id} authenticates with {}, connection {} expects {}",
-                        auth.method,
-                        c.name,
-                        authn::remote_auth_name(c)
-                    )
+                    FailureReason::AuthMethodMismatch {
+                        peer: peer_id.clone(),
+                        method: auth.method.to_string(),
+                        connection: c.name.clone(),
+                        expects: authn::remote_auth_name(c).to_string(),
+                    }
                 }
-                None => format!("no connection accepts peer identity {peer_id} from {}", h.spi_i),
+                None => FailureReason::NoMatchingConnection { peer: peer_id.clone(), spi_i: h.spi_i },
             };
             deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
             return;
@@ -606,8 +611,8 @@ impl Engine {
                 sa.auth_scheme = Some(scheme.into());
                 info
             }
-            Err(reason) => {
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+            Err(check) => {
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::AuthenticationFailed { check });
                 return;
             }
         };
@@ -620,11 +625,11 @@ impl Engine {
                 self.park_request(now, sa, h, payloads);
                 return;
             }
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, format!("peer {peer_id} not authorized: {}", policy_reason(&e)));
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::NotAuthorized { peer: peer_id, why: policy_reason(&e) });
             return;
         }
-        if let Err(reason) = self.ike_cap_allows(&sa, ci, find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some()) {
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+        if let Err(what) = self.ike_cap_allows(&sa, ci, find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some()) {
+            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::Limit { what });
             return;
         }
         // Virtual IPs first: the Child SA's selectors narrow to them.
@@ -658,10 +663,10 @@ impl Engine {
         let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: &idr_p };
         let proof = match authn::prove(conn, sa.hints.as_deref(), &signed) {
             Ok(p) => p,
-            Err(reason) => {
+            Err(why) => {
                 sa.auth = None;
                 self.release_vips(&mut sa);
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::OwnAuth { why });
                 return;
             }
         };
@@ -687,7 +692,7 @@ impl Engine {
                 Err(r) => {
                     out.push(notify(r.notify, r.data));
                     let remote = sa.remote;
-                    self.failure(Some(&sa), remote, None, Side::Local, ex, r.reason, Some(r.notify));
+                    self.failure(Some(&sa), remote, None, Side::Local, ex, *r.reason, Some(r.notify));
                 }
             }
         }
@@ -697,7 +702,7 @@ impl Engine {
             out.push(notify(NotifyType::INTERNAL_ADDRESS_FAILURE, Vec::new()));
             let remote = sa.remote;
             self.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(NotifyType::INTERNAL_ADDRESS_FAILURE));
-            sa.delete_reason = Some(DownReason::Failed(reason));
+            sa.delete_reason = Some(Box::new(DownReason::Failed(reason)));
             sa.tasks.push_back(Task::DeleteIke);
         }
         self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, out);
@@ -789,14 +794,11 @@ impl Engine {
         let (Some(idr), Some(auth)) = (idr, auth) else {
             let (nt, reason) = match first_error(&payloads) {
                 Some(n) if n.notify_type == NotifyType::AUTHENTICATION_FAILED => {
-                    let hint = match self.config.connections[sa.conn].local_auth {
-                        crate::config::LocalAuth::Psk => "wrong PSK or identity?",
-                        crate::config::LocalAuth::Pubkey(_) => "does it trust our CA, and accept our identity and certificate?",
-                    };
-                    (Some(n.notify_type), format!("peer refused our authentication (AUTHENTICATION_FAILED): {hint}"))
+                    let with_cert = matches!(self.config.connections[sa.conn].local_auth, crate::config::LocalAuth::Pubkey(_));
+                    (Some(n.notify_type), FailureReason::PeerRefusedOurAuth { with_cert })
                 }
-                Some(n) => (Some(n.notify_type), format!("peer refused IKE_AUTH with {}", notify_name(n.notify_type.0))),
-                None => (Some(NotifyType::INVALID_SYNTAX), "IKE_AUTH response lacks IDr or AUTH".to_string()),
+                Some(n) => (Some(n.notify_type), FailureReason::PeerRefusedAuth { notify: n.notify_type.0 }),
+                None => (Some(NotifyType::INVALID_SYNTAX), FailureReason::Malformed(Malformed::AuthResponseIncomplete)),
             };
             self.fail_sa(sa, Side::Remote, ex, reason, nt);
             return;
@@ -807,7 +809,7 @@ impl Engine {
         let mut problem = None;
         let mut verified = None;
         if !convert::id_accepts(&conn.remote_id, idr) {
-            problem = Some(format!("peer identified as {peer_id}, expected {}", conn.remote_id));
+            problem = Some(FailureReason::IdentityMismatch { peer: peer_id.clone(), expected: conn.remote_id.to_string() });
         } else {
             let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: idr };
             match authn::check_peer(conn, auth, &certs, &signed, self.unix_time) {
@@ -815,7 +817,7 @@ impl Engine {
                     sa.auth_scheme = Some(scheme.into());
                     verified = Some(info)
                 }
-                Err(reason) => problem = Some(reason),
+                Err(check) => problem = Some(FailureReason::AuthenticationFailed { check }),
             }
         }
         sa.remote_id = Some(peer_id.clone());
@@ -828,7 +830,7 @@ impl Engine {
                     self.park_response(now, sa, out, payloads);
                     return;
                 }
-                Err(e) => problem = Some(format!("peer {peer_id} not authorized: {}", policy_reason(&e))),
+                Err(e) => problem = Some(FailureReason::NotAuthorized { peer: peer_id.clone(), why: policy_reason(&e) }),
             }
         }
         if let Some(reason) = problem {
@@ -836,7 +838,7 @@ impl Engine {
             let remote = sa.remote;
             self.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(NotifyType::AUTHENTICATION_FAILED));
             sa.state = IkeState::Deleting;
-            sa.delete_reason = Some(DownReason::Failed(reason));
+            sa.delete_reason = Some(Box::new(DownReason::Failed(reason)));
             self.send_request(
                 now,
                 &mut sa,
@@ -849,7 +851,7 @@ impl Engine {
             );
             // Do not wait for the answer.
             sa.outstanding = None;
-            self.teardown(sa, DownReason::Failed("peer authentication failed".into()));
+            self.teardown(sa, DownReason::Failed(FailureReason::PeerAuthFailed));
             return;
         }
         if let Err(reason) = self.take_cp_reply(&mut sa, &payloads) {

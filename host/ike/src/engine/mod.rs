@@ -857,7 +857,6 @@ impl Engine {
         });
     }
 
-    // Issue 11's typed FailureReason replaces this signature.
     #[allow(clippy::too_many_arguments)]
     fn failure(
         &mut self,
@@ -866,7 +865,7 @@ impl Engine {
         conn: Option<usize>,
         side: Side,
         exchange: Exchange,
-        reason: String,
+        reason: FailureReason,
         notify: Option<NotifyType>,
     ) {
         self.events.push_back(Event::Failure(Failure {
@@ -1011,11 +1010,11 @@ impl Engine {
                             None,
                             Side::Remote,
                             exchange,
-                            format!("no response from {} after {sends} transmissions of the {exchange} request", taken.remote),
+                            FailureReason::NoResponse { peer: taken.remote, sends, exchange },
                             None,
                         );
                     }
-                    let reason = match (&taken.delete_reason, was_delete) {
+                    let reason = match (taken.delete_reason.as_deref(), was_delete) {
                         (Some(r @ (DownReason::Revoked(_) | DownReason::Expired | DownReason::Rekeyed)), true) => r.clone(),
                         (_, true) => DownReason::LocalDelete,
                         (_, false) => DownReason::Timeout,
@@ -1047,7 +1046,7 @@ impl Engine {
                     sa.soft_at = None;
                     sa.tasks.clear();
                     sa.outstanding = None;
-                    sa.delete_reason = Some(DownReason::Expired);
+                    sa.delete_reason = Some(Box::new(DownReason::Expired));
                     sa.tasks.push_back(Task::DeleteIke);
                 } else if sa.soft_at.is_some_and(|t| t <= now) {
                     sa.soft_at = None;
@@ -1200,11 +1199,11 @@ impl Engine {
                     None,
                     Side::Remote,
                     ex,
-                    format!("peer sent a malformed {ex} request: {e}"),
+                    FailureReason::Malformed(Malformed::Request { exchange: ex, error: e.to_string() }),
                     Some(e.notify_type()),
                 );
                 if h.exchange == ExchangeType::IKE_AUTH {
-                    self.linger(now, sa, DownReason::Failed(format!("malformed IKE_AUTH: {e}")));
+                    self.linger(now, sa, DownReason::Failed(FailureReason::Malformed(Malformed::AuthRequestDown { error: e.to_string() })));
                 } else {
                     self.put(sa);
                 }
@@ -1294,8 +1293,9 @@ impl Engine {
             Err(suite::OpenError::Inner(e)) => {
                 let out = sa.outstanding.take().expect("checked above");
                 let ex = out.pending.exchange();
-                self.failure(Some(&sa), remote, None, Side::Remote, ex, format!("malformed {ex} response: {e}"), Some(e.notify_type()));
-                let reason = DownReason::Failed(format!("malformed {ex} response"));
+                let reason = FailureReason::Malformed(Malformed::Response { exchange: ex, error: e.to_string() });
+                self.failure(Some(&sa), remote, None, Side::Remote, ex, reason, Some(e.notify_type()));
+                let reason = DownReason::Failed(FailureReason::Malformed(Malformed::ResponseDown { exchange: ex }));
                 self.teardown(sa, reason);
                 return;
             }
@@ -1336,7 +1336,7 @@ impl Engine {
                 let reason = if sa.state == IkeState::Rekeyed {
                     DownReason::Rekeyed
                 } else {
-                    sa.delete_reason.clone().unwrap_or(DownReason::LocalDelete)
+                    sa.delete_reason.as_deref().cloned().unwrap_or(DownReason::LocalDelete)
                 };
                 self.teardown(sa, reason);
             }
@@ -1379,7 +1379,7 @@ impl Engine {
                         None,
                         Side::Remote,
                         Exchange::Informational,
-                        format!("peer reported {}", notify_name(n.notify_type.0)),
+                        FailureReason::PeerReported { notify: n.notify_type.0 },
                         Some(n.notify_type),
                     );
                 }

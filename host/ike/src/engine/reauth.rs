@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use crate::event::{DownReason, Event, Exchange, IkeSaId, Side};
+use crate::event::{DownReason, Event, Exchange, FailureReason, IkeSaId, Side};
 
 use super::sa::{ChildState, IkeState, Task};
 use super::{Engine, EngineError};
@@ -103,12 +103,12 @@ impl Engine {
                     None,
                     Side::Local,
                     Exchange::CreateChildSa,
-                    format!("reauthentication did not bring child {name} back; it goes with the old IKE SA"),
+                    FailureReason::ReauthLeftChild { child: name },
                     None,
                 );
             }
             if o.state == IkeState::Established {
-                o.delete_reason = Some(DownReason::Rekeyed);
+                o.delete_reason = Some(Box::new(DownReason::Rekeyed));
                 o.tasks.push_back(Task::DeleteIke);
                 self.kick(now, &mut o);
             }
@@ -161,7 +161,7 @@ impl Engine {
                     None,
                     Side::Local,
                     Exchange::IkeSaInit,
-                    format!("reauthentication not started: {e}"),
+                    FailureReason::ReauthNotStarted { why: e.to_string() },
                     None,
                 );
                 if let Some(sa) = sa {

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::{CloseAction, DpdAction, StartAction};
-use crate::event::{DownReason, Event, Exchange, Failure, IkeSaId, Side};
+use crate::event::{DownReason, Event, Exchange, Failure, FailureReason, IkeSaId, Side};
 
 use super::sa::ChildState;
 use super::{Engine, EngineError};
@@ -68,10 +68,10 @@ impl Engine {
                 self.recovery.inflight.insert(key, (ike, attempt));
             }
             Err(EngineError::Limit(reason)) => {
-                self.recovery_failed(key, attempt, &format!("cannot initiate now: {reason}"));
+                self.recovery_failed(key, attempt, &FailureReason::CannotInitiate { why: reason });
             }
             // No remote address, unknown child (config changed): nothing to retry.
-            Err(e) => self.recovery_note(conn, &format!("child {child} not brought back: {e}")),
+            Err(e) => self.recovery_note(conn, FailureReason::NotBroughtBack { child: child.to_string(), why: e.to_string() }),
         }
     }
 
@@ -132,18 +132,18 @@ impl Engine {
     }
 
     /// A managed try failed: schedule the next one or give up.
-    fn recovery_failed(&mut self, key: Key, attempt: u32, why: &str) {
+    fn recovery_failed(&mut self, key: Key, attempt: u32, why: &FailureReason) {
         let Some(c) = self.config.connections.iter().find(|c| c.name == key.0) else { return };
         if c.keyingtries != 0 && attempt >= c.keyingtries {
-            let msg = format!("child {} not brought back: giving up after {attempt} of keyingtries = {} ({why})", key.1, c.keyingtries);
-            self.recovery_note(&key.0, &msg);
+            let reason = FailureReason::GaveUp { child: key.1.clone(), attempt, keyingtries: c.keyingtries, why: Box::new(why.clone()) };
+            self.recovery_note(&key.0, reason);
             return;
         }
         let at = self.recovery.clock + backoff(attempt);
         self.recovery.due.insert(key, (at, attempt + 1));
     }
 
-    fn recovery_note(&mut self, conn: &str, reason: &str) {
+    fn recovery_note(&mut self, conn: &str, reason: FailureReason) {
         let remote = self
             .config
             .connections
@@ -157,7 +157,7 @@ impl Engine {
             connection: Some(conn.to_string()),
             side: Side::Local,
             exchange: Exchange::IkeSaInit,
-            reason: reason.to_string(),
+            reason,
             notify: None,
             remote,
         }));
@@ -183,7 +183,7 @@ impl Engine {
             .collect();
         for (key, attempt) in vanished {
             self.recovery.inflight.remove(&key);
-            self.recovery_failed(key, attempt, "its IKE SA is gone");
+            self.recovery_failed(key, attempt, &FailureReason::IkeSaGone);
         }
         let ready: Vec<(Key, u32)> =
             self.recovery.due.iter().filter(|(_, (at, _))| *at <= now).map(|(k, (_, a))| (k.clone(), *a)).collect();

@@ -130,15 +130,7 @@ impl Engine {
 
     fn undecided(&mut self, sa: &IkeSa, reason: String) {
         let remote = sa.remote;
-        self.failure(
-            Some(sa),
-            remote,
-            None,
-            Side::Local,
-            Exchange::Informational,
-            format!("re-check after reload undecided, SA kept: {reason}"),
-            None,
-        );
+        self.failure(Some(sa), remote, None, Side::Local, Exchange::Informational, FailureReason::RecheckUndecided { why: reason }, None);
     }
 
     /// `authorize` again with what the peer authenticated with.
@@ -190,7 +182,7 @@ impl Engine {
         for spi in spis {
             self.remove_child_now(sa, spi, DownReason::Revoked(reason.clone()));
         }
-        sa.delete_reason = Some(DownReason::Revoked(reason));
+        sa.delete_reason = Some(Box::new(DownReason::Revoked(reason)));
         sa.tasks.clear();
         sa.tasks.push_front(Task::DeleteIke);
         // A DELETE supersedes whatever request is outstanding.

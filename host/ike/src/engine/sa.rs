@@ -184,7 +184,7 @@ pub(crate) struct IkeSa {
     /// Fragments (RFC 7383) of the message being received.
     pub reasm: Option<Box<(u32, crate::codec::sk::Reassembler)>>,
     /// Why our DELETE of this IKE SA was sent.
-    pub delete_reason: Option<crate::event::DownReason>,
+    pub delete_reason: Option<Box<crate::event::DownReason>>,
     /// When this SA entered [`IkeState::Rekeyed`] (it expires a grace period later).
     pub rekeyed_at: Option<Duration>,
     /// When to reauthenticate (kept across IKE SA rekeys: it counts from

@@ -23,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use wisp_policy_api::TrafficSelector;
 
 use crate::codec::{CfgType, ConfigAttrType, ConfigAttribute, CpPayload, Payload};
+use crate::event::FailureReason;
 use crate::pool::Lease;
 
 use super::sa::IkeSa;
@@ -148,7 +149,7 @@ impl Engine {
     /// Responder, IKE_AUTH: lease what a CFG_REQUEST asks for. `Ok(None)`:
     /// nothing to answer (no request, or a connection without pools).
     /// `Err`: an address was asked for and none could be leased.
-    pub(super) fn assign_vips(&mut self, sa: &mut IkeSa, payloads: &[Payload]) -> Result<Option<Payload>, String> {
+    pub(super) fn assign_vips(&mut self, sa: &mut IkeSa, payloads: &[Payload]) -> Result<Option<Payload>, FailureReason> {
         let Some(req) = cp_of(payloads, CfgType::REQUEST) else { return Ok(None) };
         let conn = &self.config.connections[sa.conn];
         if conn.pools.is_empty() {
@@ -158,7 +159,9 @@ impl Engine {
         if asked.is_empty() {
             return Ok(None);
         }
-        let Some(owner) = sa.remote_id.clone() else { return Err("no authenticated peer identity".into()) };
+        let Some(owner) = sa.remote_id.clone() else {
+            return Err(FailureReason::NoAddress { why: "no authenticated peer identity to lease to".into() });
+        };
         let mut vips = Vips::default();
         let mut errors = Vec::new();
         for (fam, want) in asked {
@@ -171,7 +174,7 @@ impl Engine {
             }
         }
         if vips.leases.is_empty() {
-            return Err(errors.join("; "));
+            return Err(FailureReason::NoAddress { why: errors.join("; ") });
         }
         let mut attrs = Vec::new();
         let mut seen_pools: Vec<String> = Vec::new();
@@ -251,7 +254,7 @@ impl Engine {
 
     /// Initiator, IKE_AUTH response: take the addresses and DNS servers of
     /// a CFG_REPLY. `Err` when we asked for an address and got none.
-    pub(super) fn take_cp_reply(&mut self, sa: &mut IkeSa, payloads: &[Payload]) -> Result<(), String> {
+    pub(super) fn take_cp_reply(&mut self, sa: &mut IkeSa, payloads: &[Payload]) -> Result<(), FailureReason> {
         let conn = &self.config.connections[sa.conn];
         if conn.vips.is_empty() {
             return Ok(());
@@ -282,8 +285,7 @@ impl Engine {
         if got {
             Ok(())
         } else {
-            let asked: Vec<String> = conn.vips.iter().map(|a| a.to_string()).collect();
-            Err(format!("peer assigned no virtual IP (requested {})", asked.join(", ")))
+            Err(FailureReason::NoVirtualIp { requested: conn.vips.clone() })
         }
     }
 
