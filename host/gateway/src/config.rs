@@ -394,117 +394,14 @@ fn default_esp_proposals() -> Vec<ProposalSpec> {
 
 /// Parse a traffic selector: `10.1.0.0/24`, `10.1.0.7`, `10.1.0.1-10.1.0.9`,
 /// `fd99::/64`, `0.0.0.0/0`, optionally followed by `[proto]` or `[proto/port]`
-/// or `[proto/lo-hi]`, with proto `tcp`, `udp`, `icmp`, `ipv6-icmp`, `any` or a number.
+/// or `[proto/lo-hi]` (the one selector syntax, [`wisp_policy_api::selector`]).
 pub fn parse_ts(s: &str) -> Result<TrafficSelector, String> {
-    let s = s.trim();
-    let (net, extra) = match s.find('[') {
-        Some(i) => {
-            let rest = &s[i + 1..];
-            let close = rest.strip_suffix(']').ok_or_else(|| format!("missing `]` in selector `{s}`"))?;
-            (&s[..i], Some(close))
-        }
-        None => (s, None),
-    };
-    let (start, end) = if let Some((a, b)) = net.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|_| format!("invalid address `{a}` in selector `{s}`"))?;
-        let b: IpAddr = b.trim().parse().map_err(|_| format!("invalid address `{b}` in selector `{s}`"))?;
-        if a.is_ipv4() != b.is_ipv4() || a > b {
-            return Err(format!("invalid address range `{net}`"));
-        }
-        (a, b)
-    } else if let Some((a, p)) = net.split_once('/') {
-        let a: IpAddr = a.trim().parse().map_err(|_| format!("invalid address `{a}` in selector `{s}`"))?;
-        let bits = if a.is_ipv4() { 32 } else { 128 };
-        let p: u32 =
-            p.trim().parse().ok().filter(|p| *p <= bits).ok_or_else(|| format!("invalid prefix length `{p}` in selector `{s}`"))?;
-        match a {
-            IpAddr::V4(v) => {
-                let x = u32::from(v);
-                let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-                (IpAddr::V4((x & mask).into()), IpAddr::V4((x | !mask).into()))
-            }
-            IpAddr::V6(v) => {
-                let x = u128::from(v);
-                let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-                (IpAddr::V6((x & mask).into()), IpAddr::V6((x | !mask).into()))
-            }
-        }
-    } else {
-        let a: IpAddr = net.trim().parse().map_err(|_| format!("invalid selector `{s}` (expected CIDR, address or range)"))?;
-        (a, a)
-    };
-    let (mut proto, mut sp, mut ep) = (0u8, 0u16, u16::MAX);
-    if let Some(extra) = extra {
-        let (p, port) = match extra.split_once('/') {
-            Some((p, port)) => (p, Some(port)),
-            None => (extra, None),
-        };
-        proto = match p.trim().to_ascii_lowercase().as_str() {
-            "" | "any" | "%any" => 0,
-            "tcp" => 6,
-            "udp" => 17,
-            "icmp" => 1,
-            "ipv6-icmp" | "icmp6" => 58,
-            "sctp" => 132,
-            n => n.parse().map_err(|_| format!("invalid protocol `{n}` in selector `{s}`"))?,
-        };
-        if let Some(port) = port {
-            let port = port.trim();
-            if !(port.is_empty() || port == "%any" || port == "any") {
-                let (a, b) = port.split_once('-').unwrap_or((port, port));
-                sp = a.trim().parse().map_err(|_| format!("invalid port `{a}` in selector `{s}`"))?;
-                ep = b.trim().parse().map_err(|_| format!("invalid port `{b}` in selector `{s}`"))?;
-                if sp > ep {
-                    return Err(format!("invalid port range `{port}` in selector `{s}`"));
-                }
-            }
-        }
-    }
-    Ok(TrafficSelector { ip_protocol: proto, start_port: sp, end_port: ep, start_address: start, end_address: end })
+    wisp_policy_api::selector::parse(s)
 }
 
 /// Print a selector the way [`parse_ts`] reads it (CIDR when it is one).
 pub fn format_ts(ts: &TrafficSelector) -> String {
-    let net = match (ts.start_address, ts.end_address) {
-        (a, b) if a == b => a.to_string(),
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let (x, y) = (u32::from(a), u32::from(b));
-            let span = x ^ y;
-            if span.wrapping_add(1) & span == 0 && x & span == 0 && (y & span) == span {
-                format!("{a}/{}", span.leading_zeros())
-            } else {
-                format!("{a}-{b}")
-            }
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let (x, y) = (u128::from(a), u128::from(b));
-            let span = x ^ y;
-            if span.wrapping_add(1) & span == 0 && x & span == 0 && (y & span) == span {
-                format!("{a}/{}", span.leading_zeros())
-            } else {
-                format!("{a}-{b}")
-            }
-        }
-        (a, b) => format!("{a}-{b}"),
-    };
-    if ts.ip_protocol == 0 && ts.start_port == 0 && ts.end_port == u16::MAX {
-        return net;
-    }
-    let proto = match ts.ip_protocol {
-        0 => "any".to_string(),
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "ipv6-icmp".into(),
-        n => n.to_string(),
-    };
-    if ts.start_port == 0 && ts.end_port == u16::MAX {
-        format!("{net}[{proto}]")
-    } else if ts.start_port == ts.end_port {
-        format!("{net}[{proto}/{}]", ts.start_port)
-    } else {
-        format!("{net}[{proto}/{}-{}]", ts.start_port, ts.end_port)
-    }
+    wisp_policy_api::selector::format(ts, wisp_policy_api::selector::Style::Swanctl)
 }
 
 /// A list of strings, or one swanctl-style comma-separated string.

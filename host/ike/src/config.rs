@@ -18,7 +18,7 @@ pub enum ConfigError {
     UnknownAlgorithm { proposal: String, token: String },
     #[error("proposal {proposal:?}: {what}")]
     BadProposal { proposal: String, what: String },
-    #[error("traffic selector {0:?}: expected ADDR[/PREFIX] or ADDR-ADDR")]
+    #[error("traffic selector {0:?}: expected ADDR[/PREFIX] or ADDR-ADDR, optionally [PROTO/PORT]")]
     BadSelector(String),
     #[error("address {0:?}: expected %any, %any4, %any6, ADDR, ADDR/PREFIX or ADDR-ADDR")]
     BadAddress(String),
@@ -863,50 +863,14 @@ fn plain_identity(s: &str) -> Identity {
     Identity { kind, value: s.to_string() }
 }
 
-/// A selector from `10.1.0.0/24`, `10.1.0.5`, `10.1.0.1-10.1.0.9` or `fd00::/64`
-/// (any protocol, all ports).
+/// A selector from `10.1.0.0/24`, `10.1.0.5`, `10.1.0.1-10.1.0.9` or `fd00::/64`,
+/// optionally with a protocol and ports (`[tcp/80]`, `proto 6 port 80`): the
+/// one selector syntax, [`wisp_policy_api::selector`].
 pub fn selector(s: &str) -> Result<TrafficSelector, ConfigError> {
-    let (start, end) = address_range(s).ok_or_else(|| ConfigError::BadSelector(s.to_string()))?;
-    Ok(TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address: start, end_address: end })
+    wisp_policy_api::selector::parse(s).map_err(|_| ConfigError::BadSelector(s.to_string()))
 }
 
-/// `ADDR`, `ADDR/PREFIX` or `ADDR-ADDR` as an inclusive range of one family
-/// (the one address syntax of selectors, `remote_addrs` and identities).
-pub fn address_range(s: &str) -> Option<(IpAddr, IpAddr)> {
-    let s = s.trim();
-    if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().ok()?;
-        let b: IpAddr = b.trim().parse().ok()?;
-        if a.is_ipv4() != b.is_ipv4() || a > b {
-            return None;
-        }
-        return Some((a, b));
-    }
-    if let Some((a, p)) = s.split_once('/') {
-        let a: IpAddr = a.trim().parse().ok()?;
-        let p: u32 = p.trim().parse().ok()?;
-        return match a {
-            IpAddr::V4(v4) => {
-                if p > 32 {
-                    return None;
-                }
-                let mask: u32 = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-                let n = u32::from(v4) & mask;
-                Some((IpAddr::V4(n.into()), IpAddr::V4((n | !mask).into())))
-            }
-            IpAddr::V6(v6) => {
-                if p > 128 {
-                    return None;
-                }
-                let mask: u128 = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-                let n = u128::from(v6) & mask;
-                Some((IpAddr::V6(n.into()), IpAddr::V6((n | !mask).into())))
-            }
-        };
-    }
-    let a: IpAddr = s.parse().ok()?;
-    Some((a, a))
-}
+pub use wisp_policy_api::selector::address_range;
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@
 
 use std::net::IpAddr;
 
+pub mod selector;
+
 /// Which kind of SA a proposal list is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SaKind {

@@ -18,7 +18,7 @@ use crate::{
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -303,87 +303,18 @@ pub fn parse_transform(s: &str) -> Result<Transform, String> {
     }
 }
 
-fn parse_addr(s: &str) -> Result<IpAddr, String> {
-    s.parse().map_err(|_| format!("'{s}' is not an IP address"))
-}
-
 /// A selector: `10.1.0.0/24`, `fd99::/64`, `10.1.0.5-10.1.0.9` or a single
 /// address, optionally followed by `proto N` and `port P` / `ports A-B`
-/// (defaults: any protocol, all ports).
+/// (defaults: any protocol, all ports); swanctl's `[tcp/80]` suffix is read
+/// too (the one selector syntax, [`wisp_policy_api::selector`]).
 pub fn parse_selector(s: &str) -> Result<TrafficSelector, String> {
-    let mut words = s.split_whitespace();
-    let range = words.next().ok_or_else(|| "empty selector".to_string())?;
-    let (start_address, end_address) = if let Some((a, p)) = range.split_once('/') {
-        let a = parse_addr(a)?;
-        let bits: u32 = if a.is_ipv4() { 32 } else { 128 };
-        let p: u32 = p.parse().ok().filter(|p| *p <= bits).ok_or_else(|| format!("selector '{s}': bad prefix"))?;
-        let host = bits - p;
-        match a {
-            IpAddr::V4(v) => {
-                let m: u32 = if host == 32 { 0 } else { u32::MAX << host };
-                let n = u32::from(v) & m;
-                (IpAddr::from(n.to_be_bytes()), IpAddr::from((n | !m).to_be_bytes()))
-            }
-            IpAddr::V6(v) => {
-                let m: u128 = if host == 128 { 0 } else { u128::MAX << host };
-                let n = u128::from(v) & m;
-                (IpAddr::from(n.to_be_bytes()), IpAddr::from((n | !m).to_be_bytes()))
-            }
-        }
-    } else if let Some((a, b)) = range.split_once('-') {
-        (parse_addr(a)?, parse_addr(b)?)
-    } else {
-        let a = parse_addr(range)?;
-        (a, a)
-    };
-    let mut ts = TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, start_address, end_address };
-    while let Some(w) = words.next() {
-        let v = words.next().ok_or_else(|| format!("selector '{s}': '{w}' needs a value"))?;
-        match w {
-            "proto" => ts.ip_protocol = v.parse().map_err(|_| format!("selector '{s}': bad protocol '{v}'"))?,
-            "port" => {
-                let p = v.parse().map_err(|_| format!("selector '{s}': bad port '{v}'"))?;
-                ts.start_port = p;
-                ts.end_port = p;
-            }
-            "ports" => {
-                let (a, b) = v.split_once('-').ok_or_else(|| format!("selector '{s}': ports A-B"))?;
-                ts.start_port = a.parse().map_err(|_| format!("selector '{s}': bad port '{a}'"))?;
-                ts.end_port = b.parse().map_err(|_| format!("selector '{s}': bad port '{b}'"))?;
-            }
-            o => return Err(format!("selector '{s}': unknown word '{o}' (proto, port, ports)")),
-        }
-    }
-    Ok(ts)
+    wisp_policy_api::selector::parse(s)
 }
 
 /// Printable selector, the inverse of [`parse_selector`] (CIDR form when the
 /// range is a prefix).
 pub fn format_selector(t: &TrafficSelector) -> String {
-    let key = |a: IpAddr| match a {
-        IpAddr::V4(v) => (32u32, u32::from(v) as u128),
-        IpAddr::V6(v) => (128u32, u128::from(v)),
-    };
-    let (bits, s) = key(t.start_address);
-    let (_, e) = key(t.end_address);
-    let span = e.wrapping_sub(s);
-    let mut out = if e >= s && span.wrapping_add(1) & span == 0 && s & span == 0 {
-        let host = if span == u128::MAX { 128 } else { 128 - span.wrapping_add(1).leading_zeros() - 1 };
-        format!("{}/{}", t.start_address, bits - host.min(bits))
-    } else {
-        format!("{}-{}", t.start_address, t.end_address)
-    };
-    if t.ip_protocol != 0 {
-        out.push_str(&format!(" proto {}", t.ip_protocol));
-    }
-    if (t.start_port, t.end_port) != (0, 65535) {
-        if t.start_port == t.end_port {
-            out.push_str(&format!(" port {}", t.start_port));
-        } else {
-            out.push_str(&format!(" ports {}-{}", t.start_port, t.end_port));
-        }
-    }
-    out
+    wisp_policy_api::selector::format(t, wisp_policy_api::selector::Style::Words)
 }
 
 fn selectors(l: &[String]) -> Result<Vec<TrafficSelector>, String> {
@@ -789,6 +720,7 @@ pub fn eval_file(wasm: impl AsRef<Path>, fixture: impl AsRef<Path>) -> Result<An
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn shorthands() {
