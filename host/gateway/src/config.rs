@@ -63,6 +63,21 @@
 //! remote_ts = ["10.97.0.0/16"]         # each peer narrows to its own part
 //! ```
 //!
+//! Road warriors: address pools (swanctl `pools`) and virtual IPs (`vips`):
+//!
+//! ```toml
+//! [pools.rw]
+//! addrs = "10.3.0.0/24"                # a CIDR block (network/broadcast left out) or a range a-b
+//! dns = ["10.1.0.53"]
+//! subnets = ["10.1.0.0/16"]            # INTERNAL_IP4/6_SUBNET (alias: subnet)
+//! [connections.roadwarriors]
+//! pools = ["rw"]                       # answer CFG_REQUEST from these, in order
+//! # children: remote_ts left out (or ["dynamic"]) = the peer's virtual IP
+//! [connections.office]
+//! vips = ["0.0.0.0", "::"]             # ask for an address of each family
+//! # children: local_ts left out (or ["dynamic"]) = our virtual IP
+//! ```
+//!
 //! Certificates (swanctl's pubkey authentication):
 //!
 //! ```toml
