@@ -129,11 +129,64 @@ pub struct Env {
     /// plugin (`wisp_policy::DecisionPool`). `None`: `policy` is called
     /// inline (tests of the driver itself).
     pub decisions: Option<Arc<wisp_policy::DecisionPool>>,
+    /// Which driver each dataplane notice goes to.
+    pub notices: Arc<NoticeRoutes>,
     /// Virtual IP pools: leases unique across every connection.
     pub pools: Arc<wisp_ike::pool::Pools>,
     /// Virtual IPs assigned to us on the TUN device, with the number of
     /// IKE SAs holding each (a reauthentication's new SA holds it beside the old).
     pub tun_vips: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Who holds what the dataplane reports about: the driver (connection)
+/// of each installed Child SA by inbound SPI, and of each trap, so a
+/// dataplane notice goes to its owner alone instead of to every driver.
+#[derive(Default)]
+pub struct NoticeRoutes {
+    children: std::sync::RwLock<HashMap<u32, Arc<str>>>,
+    traps: std::sync::RwLock<HashMap<u64, Arc<str>>>,
+    /// Notices for an SPI or trap nobody holds (gone meanwhile): dropped.
+    unrouted: std::sync::atomic::AtomicU64,
+}
+
+impl NoticeRoutes {
+    fn set<K: std::hash::Hash + Eq>(m: &std::sync::RwLock<HashMap<K, Arc<str>>>, k: K, owner: Option<&Arc<str>>) {
+        let mut m = m.write().unwrap_or_else(|p| p.into_inner());
+        match owner {
+            Some(o) => {
+                m.insert(k, o.clone());
+            }
+            None => {
+                m.remove(&k);
+            }
+        }
+    }
+
+    pub fn child(&self, spi_in: u32, owner: Option<&Arc<str>>) {
+        Self::set(&self.children, spi_in, owner);
+    }
+
+    pub fn trap(&self, id: u64, owner: Option<&Arc<str>>) {
+        Self::set(&self.traps, id, owner);
+    }
+
+    /// The driver a notice belongs to; `None` (counted) when nobody holds it.
+    pub fn owner(&self, n: &crate::dp::Notice) -> Option<Arc<str>> {
+        let found = match n {
+            crate::dp::Notice::Limit { spi_in, .. } | crate::dp::Notice::PeerSeen { spi_in, .. } => {
+                self.children.read().unwrap_or_else(|p| p.into_inner()).get(spi_in).cloned()
+            }
+            crate::dp::Notice::Acquire { id } => self.traps.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned(),
+        };
+        if found.is_none() {
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
 }
 
 /// Our IKE SPI of every live IKE SA, by connection. Only our own SPIs are
@@ -673,12 +726,15 @@ impl Driver {
             return;
         }
         let id = NEXT_TRAP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Routed before the trap exists: its first packet may come at once.
+        self.env.notices.trap(id, Some(&self.spi_owner));
         match self.env.dataplane.install_trap(id, &c.local_ts, &c.remote_ts) {
             Ok(()) => {
                 tracing::info!(conn = %self.name, child = %c.name, "trap installed: traffic for the child's selectors starts it");
                 self.traps.push((id, c.name.clone()));
             }
             Err(e) => {
+                self.env.notices.trap(id, None);
                 tracing::warn!(conn = %self.name, child = %c.name, "trap not installed ({e:#}): initiating now");
                 if self.engine.initiate_child(now, &self.name, &c.name).is_ok() {
                     self.set_state("connecting", None);
@@ -689,6 +745,7 @@ impl Driver {
 
     fn disarm_traps(&mut self) {
         for (id, _) in self.traps.drain(..) {
+            self.env.notices.trap(id, None);
             let _ = self.env.dataplane.remove_trap(id);
         }
     }
@@ -870,6 +927,7 @@ impl Driver {
         match r {
             Ok(()) => {
                 self.children.insert(info.spi_in, Installed { spi_out: info.spi_out, last: ChildCounters::default() });
+                self.env.notices.child(info.spi_in, Some(&self.spi_owner));
             }
             Err(e) => {
                 tracing::error!(conn = %self.name, child = %info.name, "dataplane install failed: {e:#}");
@@ -989,6 +1047,7 @@ impl Driver {
             Event::ChildSaDown { name, spi_in, spi_out, reason, .. } => {
                 tracing::info!(conn = %self.name, child = %name, "Child SA {:08x} down: {reason}", spi_in);
                 self.children.remove(&spi_in);
+                self.env.notices.child(spi_in, None);
                 if let Err(e) = self.env.dataplane.remove_child(spi_in, spi_out) {
                     tracing::warn!(conn = %self.name, "dataplane remove {spi_in:08x}: {e:#}");
                 }
@@ -1176,6 +1235,7 @@ impl Driver {
             self.flush();
         }
         for (spi_in, inst) in self.children.drain() {
+            self.env.notices.child(spi_in, None);
             let _ = self.env.dataplane.remove_child(spi_in, inst.spi_out);
         }
         self.disarm_traps();
@@ -1272,6 +1332,27 @@ life_packets = 1000
         v.extend_from_slice(&[0, 0x20, 37, if from_initiator { 0x08 } else { 0 }]);
         v.extend_from_slice(&[0u8; 8]);
         v
+    }
+
+    #[test]
+    fn notices_go_to_their_owner_only() {
+        use crate::dp::Notice;
+        let r = NoticeRoutes::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        r.child(0x1000, Some(&a));
+        r.child(0x2000, Some(&b));
+        r.trap(7, Some(&b));
+        let limit = |spi_in| Notice::Limit { spi_in, event: wisp_esp::LimitEvent::Hard(wisp_esp::LimitKind::Packets) };
+        assert_eq!(r.owner(&limit(0x1000)).as_deref(), Some("a"));
+        assert_eq!(r.owner(&Notice::PeerSeen { spi_in: 0x2000, from: "10.0.0.9:4500".parse().unwrap() }).as_deref(), Some("b"));
+        assert_eq!(r.owner(&Notice::Acquire { id: 7 }).as_deref(), Some("b"));
+        assert_eq!(r.unrouted(), 0);
+        r.child(0x1000, None);
+        r.trap(7, None);
+        assert_eq!(r.owner(&limit(0x1000)), None, "removed with its Child SA");
+        assert_eq!(r.owner(&Notice::Acquire { id: 7 }), None);
+        assert_eq!(r.owner(&limit(0x3000)), None);
+        assert_eq!(r.unrouted(), 3, "each unowned notice counted");
     }
 
     #[test]

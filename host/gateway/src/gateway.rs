@@ -161,16 +161,19 @@ impl Gateway {
         let d2 = dispatch.clone();
         let sink: crate::dp::IkeSink = Box::new(move |l, r, b| d2.deliver(l, r, b));
         let d3 = dispatch.clone();
+        let notice_routes = Arc::new(driver::NoticeRoutes::default());
+        let routes2 = notice_routes.clone();
         let notices: crate::dp::NoticeSink = Box::new(move |n| {
-            // Rare: tell every driver; the one holding the SA (or trap) acts.
-            let cmd = || match n {
+            // To the driver holding the Child SA (or trap) only.
+            let Some(owner) = routes2.owner(&n) else { return };
+            let cmd = match n {
                 crate::dp::Notice::Limit { spi_in, event } => Cmd::Limit { spi_in, event },
                 crate::dp::Notice::PeerSeen { spi_in, from } => Cmd::PeerSeen { spi_in, from },
                 crate::dp::Notice::Acquire { id } => Cmd::Acquire { id },
             };
             let drivers = d3.drivers.read().unwrap_or_else(|p| p.into_inner());
-            for tx in drivers.values() {
-                let _ = tx.send(cmd());
+            if let Some(tx) = drivers.get(&*owner) {
+                let _ = tx.send(cmd);
             }
         });
         let dataplane = crate::dataplane_glue::start(&cfg, sink, notices).await?;
@@ -207,6 +210,7 @@ impl Gateway {
             spis: dispatch.spis.clone(),
             admission,
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
+            notices: notice_routes,
             pools: Arc::new(wisp_ike::pool::Pools::new(cfg.pool_configs.clone())),
             tun_vips: Default::default(),
             queues: dispatch.queues.clone(),
@@ -410,7 +414,11 @@ impl Gateway {
             connections,
             dataplane: dp.counters(),
             ike: self.inner.dispatch.gate.as_ref().map(|g| g.counters()).unwrap_or_default(),
-            daemon: self.inner.dispatch.queues.counters(),
+            daemon: {
+                let mut d = self.inner.dispatch.queues.counters();
+                d.push(("dataplane_notices_unrouted".into(), self.inner.env.notices.unrouted()));
+                d
+            },
             last_unmatched_init: self
                 .inner
                 .dispatch

@@ -427,6 +427,7 @@ remote_ts = ["10.97.2.0/24"]
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             queues: Arc::new(Global::default()),
             decisions: None,
+            notices: Default::default(),
             pools: Arc::new(wisp_ike::pool::Pools::default()),
             tun_vips: Default::default(),
         };
