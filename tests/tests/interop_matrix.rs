@@ -1709,6 +1709,35 @@ fn rw_cert_case() -> R<Outcome> {
     })
 }
 
+/// charon asks for both families (`vips = 0.0.0.0, ::`): wisp leases one
+/// address from each of two pools, and both carry pings.
+fn rw_dual_case() -> R<Outcome> {
+    let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    rw_wisp(&mut s, "10.3.0.0/24");
+    s.wisp.tun_addrs.push("fd00:1::1/128".into());
+    let w = &mut s.wisp.conns[0];
+    w.extra = vec!["pools = [\"rw\", \"rw6\"]".into()];
+    w.children[0].local_ts.push("fd00:1::/64".into());
+    s.wisp.tail.extend(["[pools.rw6]".to_string(), "addrs = \"fd00:3::/120\"".into()]);
+    rw_client(&mut s.swan.conns[0]);
+    s.swan.conns[0].extra.retain(|(k, _)| k != "vips");
+    s.swan.conns[0].extra.push(("vips".into(), "0.0.0.0,::".into()));
+    s.swan.conns[0].children[0].remote_ts.push("fd00:1::/64".into());
+    rw_charon(&mut s.charon);
+    let env = Env::new("mxd", &s, false)?;
+    env.charon.initiate_child("net", 20).map_err(|x| format!("charon: {x}{}", env.ctx()))?;
+    let sas = env.charon.list_sas().map_err(e)?;
+    let vips = sas.first().map(|s| s.local_vips.clone()).unwrap_or_default();
+    if vips != ["10.3.0.1", "fd00:3::1"] {
+        return env.fail(format!("charon holds virtual IPs {vips:?}, want 10.3.0.1 and fd00:3::1"));
+    }
+    ping_until_ok(&env.pair.right, "10.3.0.1", "10.1.0.1", 10).map_err(|x| format!("IPv4: {x}{}", env.ctx()))?;
+    ping_until_ok(&env.pair.right, "fd00:3::1", "fd00:1::1", 10).map_err(|x| format!("IPv6: {x}{}", env.ctx()))?;
+    let st = env.wisp().status().map_err(e)?;
+    let rv = strs(&wisp_ike(&st)?["remote_vips"]);
+    Ok(Outcome { algorithms: algos(&sas[0]), note: format!("charon got {vips:?} (wisp shows {rv:?}); pings over both families") })
+}
+
 /// Three charons at once get three distinct addresses of a 3-address pool;
 /// a fourth is refused with INTERNAL_ADDRESS_FAILURE, said on both sides.
 fn rw_exhausted_case() -> R<Outcome> {
@@ -1828,6 +1857,7 @@ fn matrix_road_warriors() {
     }
     let cases: Vec<Case> = vec![
         ("charon vips=0.0.0.0 with certificates: lease, ping, release".into(), Box::new(rw_cert_case)),
+        ("charon vips=0.0.0.0,:: gets one address of each family".into(), Box::new(rw_dual_case)),
         ("3 charons get 3 addresses, a 4th: pool exhausted".into(), Box::new(rw_exhausted_case)),
         ("wisp vips=0.0.0.0 against a charon pool".into(), Box::new(wisp_client_case)),
     ];
