@@ -4,7 +4,6 @@
 //! IKE_SA_INIT, refined by identity at IKE_AUTH). Several initiator engines
 //! talk to one responder engine over an in-memory network.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,78 +43,21 @@ fn gw_conn(name: &str, remote_addrs: &[&str], remote_id: &str, psk: &[u8]) -> Co
     c
 }
 
-/// Several engines on one virtual network, by address.
-struct Net {
-    engines: BTreeMap<IpAddr, Engine>,
-    events: BTreeMap<IpAddr, Vec<Event>>,
-    now: Duration,
+mod engine_support;
+use engine_support::Net;
+
+/// The gateway (deciding with `gw_policy`) and its clients on one network.
+fn network(gw: Config, gw_policy: Arc<dyn Policy>, clients: Vec<(&str, Config)>) -> Net {
+    let mut net = Net::default();
+    net.engines.insert(ip(GW), Engine::new(gw, gw_policy, [7; 32]).unwrap());
+    for (n, (addr, cfg)) in clients.into_iter().enumerate() {
+        net.add(addr, cfg, n as u8 + 10);
+    }
+    net
 }
 
-impl Net {
-    fn new(gw: Config, gw_policy: Arc<dyn Policy>, clients: Vec<(&str, Config)>) -> Net {
-        let mut engines = BTreeMap::new();
-        engines.insert(ip(GW), Engine::new(gw, gw_policy, [7; 32]).unwrap());
-        for (n, (addr, cfg)) in clients.into_iter().enumerate() {
-            let p = Arc::new(ConfigPolicy::new(&cfg));
-            engines.insert(ip(addr), Engine::new(cfg, p, [n as u8 + 10; 32]).unwrap());
-        }
-        Net { engines, events: BTreeMap::new(), now: Duration::from_secs(1) }
-    }
-
-    fn run(&mut self) {
-        for _ in 0..200 {
-            let mut moved = false;
-            let addrs: Vec<IpAddr> = self.engines.keys().copied().collect();
-            for a in addrs {
-                let out: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_transmit()).collect();
-                let evs: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_event()).collect();
-                self.events.entry(a).or_default().extend(evs);
-                for t in out {
-                    moved = true;
-                    if let Some(dst) = self.engines.get_mut(&t.remote.ip()) {
-                        dst.handle_datagram(self.now, t.remote, t.local, &t.bytes);
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-            self.now += Duration::from_millis(5);
-        }
-    }
-
-    fn initiate(&mut self, addr: &str) {
-        self.engines.get_mut(&ip(addr)).unwrap().initiate(self.now, "gw").unwrap();
-        self.run();
-    }
-
-    fn gw_status(&self) -> Vec<IkeSaStatus> {
-        self.engines[&ip(GW)].status(self.now)
-    }
-
-    fn child_ups(&self, addr: &str) -> Vec<&ChildSaInfo> {
-        self.events
-            .get(&ip(addr))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| match e {
-                Event::ChildSaUp(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn failures(&self, addr: &str) -> Vec<&Failure> {
-        self.events
-            .get(&ip(addr))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| match e {
-                Event::Failure(f) => Some(f),
-                _ => None,
-            })
-            .collect()
-    }
+fn gw_status(net: &Net) -> Vec<IkeSaStatus> {
+    net.engines[&ip(GW)].status(net.now)
 }
 
 /// The native policy of the gateway config, plus a list of refused identities.
@@ -167,12 +109,12 @@ fn several_peers_in_one_block_share_one_connection() {
     clients.push(("10.0.5.9", client("mallory.rw.example", "10.0.5.9", b"psk-rw", "10.8.9.1")));
     clients.push(("10.0.6.1", client("dave.rw.example", "10.0.6.1", b"psk-rw", "10.8.4.1")));
     clients.push(("10.0.5.3", client("erin.other.example", "10.0.5.3", b"psk-rw", "10.8.5.1")));
-    let mut net = Net::new(gw, policy, clients);
+    let mut net = network(gw, policy, clients);
     for (a, _, _) in &peers {
         net.initiate(a);
     }
     // All three up, at the same time, on the one connection.
-    let st = net.gw_status();
+    let st = gw_status(&net);
     assert_eq!(st.len(), 3, "{st:#?}");
     for (a, id, inner) in &peers {
         let s = st.iter().find(|s| s.remote.ip() == ip(a)).unwrap_or_else(|| panic!("no IKE SA for {a}"));
@@ -198,7 +140,7 @@ fn several_peers_in_one_block_share_one_connection() {
     net.initiate("10.0.5.3");
     assert!(net.child_ups("10.0.5.3").is_empty());
     assert!(net.failures(GW).iter().any(|f| f.reason.to_string().contains("no connection accepts peer identity erin.other.example")));
-    assert_eq!(net.gw_status().len(), 3, "the refused peers hold no SA");
+    assert_eq!(gw_status(&net).len(), 3, "the refused peers hold no SA");
 }
 
 #[test]
@@ -219,11 +161,11 @@ fn identity_selects_among_connections_with_the_same_addresses() {
         ("192.0.2.12", client("zed.example", "192.0.2.12", b"psk-of-rest", "10.8.3.1")),
         ("192.0.2.13", client("alice.example", "192.0.2.13", b"psk-of-bob", "10.8.4.1")),
     ];
-    let mut net = Net::new(gw, policy, clients);
+    let mut net = network(gw, policy, clients);
     for a in ["192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.13"] {
         net.initiate(a);
     }
-    let st = net.gw_status();
+    let st = gw_status(&net);
     let conn_of = |a: &str| st.iter().find(|s| s.remote.ip() == ip(a)).map(|s| s.connection.as_str());
     assert_eq!(conn_of("192.0.2.10"), Some("bob"));
     assert_eq!(conn_of("192.0.2.11"), Some("alice"), "the exact identity wins over the pattern of `rest`");
@@ -253,11 +195,11 @@ fn the_best_address_fit_answers() {
         ("10.0.7.99", client("b.example", "10.0.7.99", b"psk-block", "10.8.0.99")),
         ("10.0.9.1", client("a.example", "10.0.9.1", b"psk-any", "10.8.9.1")),
     ];
-    let mut net = Net::new(gw, policy, clients);
+    let mut net = network(gw, policy, clients);
     for a in ["10.0.7.21", "10.0.7.22", "10.0.7.99", "10.0.9.1"] {
         net.initiate(a);
     }
-    let st = net.gw_status();
+    let st = gw_status(&net);
     let conn_of = |a: &str| st.iter().find(|s| s.remote.ip() == ip(a)).map(|s| s.connection.clone());
     assert_eq!(conn_of("10.0.7.21").as_deref(), Some("host"));
     assert_eq!(conn_of("10.0.7.22").as_deref(), Some("range"));

@@ -5,7 +5,6 @@
 //! the IKE SA goes; a client connection with `vips` asks and takes the
 //! address as its side of the tunnel. Engines on an in-memory network.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,109 +45,34 @@ fn gateway(pools: &[&str]) -> Config {
     Config { connections: vec![c], ..Config::default() }
 }
 
-struct Net {
-    engines: BTreeMap<IpAddr, Engine>,
-    events: BTreeMap<IpAddr, Vec<Event>>,
-    pools: Arc<Pools>,
-    now: Duration,
+mod engine_support;
+use engine_support::Net;
+
+/// The gateway (with the daemon's pools) and its clients on one network.
+fn network(gw: Config, pools: Vec<PoolConfig>, clients: Vec<(&str, Config)>) -> (Net, Arc<Pools>) {
+    let pools = Arc::new(Pools::new(pools));
+    let mut net = Net::default();
+    let p = Arc::new(ConfigPolicy::new(&gw));
+    let mut g = Engine::new(gw, p, [7; 32]).unwrap();
+    g.set_pools(pools.clone());
+    net.engines.insert(ip(GW), g);
+    for (n, (addr, cfg)) in clients.into_iter().enumerate() {
+        net.add(addr, cfg, n as u8 + 10);
+    }
+    (net, pools)
 }
 
-impl Net {
-    fn new(gw: Config, pools: Vec<PoolConfig>, clients: Vec<(&str, Config)>) -> Net {
-        let pools = Arc::new(Pools::new(pools));
-        let mut engines = BTreeMap::new();
-        let p = Arc::new(ConfigPolicy::new(&gw));
-        let mut g = Engine::new(gw, p, [7; 32]).unwrap();
-        g.set_pools(pools.clone());
-        engines.insert(ip(GW), g);
-        let mut net = Net { engines, events: BTreeMap::new(), pools, now: Duration::from_secs(1) };
-        for (n, (addr, cfg)) in clients.into_iter().enumerate() {
-            net.add(addr, cfg, n as u8 + 10);
-        }
-        net
+fn delete_all(net: &mut Net, addr: &str) {
+    let now = net.now;
+    let e = net.engine(addr);
+    for id in e.ike_sas() {
+        e.delete_ike(now, id).unwrap();
     }
+    net.run();
+}
 
-    fn add(&mut self, addr: &str, cfg: Config, seed: u8) {
-        let p = Arc::new(ConfigPolicy::new(&cfg));
-        self.engines.insert(ip(addr), Engine::new(cfg, p, [seed; 32]).unwrap());
-    }
-
-    fn run(&mut self) {
-        for _ in 0..400 {
-            let mut moved = false;
-            let addrs: Vec<IpAddr> = self.engines.keys().copied().collect();
-            for a in addrs {
-                let out: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_transmit()).collect();
-                let evs: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_event()).collect();
-                self.events.entry(a).or_default().extend(evs);
-                for t in out {
-                    moved = true;
-                    if let Some(dst) = self.engines.get_mut(&t.remote.ip()) {
-                        dst.handle_datagram(self.now, t.remote, t.local, &t.bytes);
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-            self.now += Duration::from_millis(5);
-            for e in self.engines.values_mut() {
-                if e.poll_timeout().is_some_and(|t| t <= self.now) {
-                    e.handle_timeout(self.now);
-                }
-            }
-        }
-    }
-
-    fn engine(&mut self, addr: &str) -> &mut Engine {
-        self.engines.get_mut(&ip(addr)).unwrap()
-    }
-
-    fn initiate(&mut self, addr: &str) {
-        let now = self.now;
-        self.engine(addr).initiate(now, "gw").unwrap();
-        self.run();
-    }
-
-    fn delete_all(&mut self, addr: &str) {
-        let now = self.now;
-        let e = self.engine(addr);
-        for id in e.ike_sas() {
-            e.delete_ike(now, id).unwrap();
-        }
-        self.run();
-    }
-
-    fn ev(&self, addr: &str) -> &[Event] {
-        self.events.get(&ip(addr)).map_or(&[], |v| v.as_slice())
-    }
-
-    fn last_ike_up(&self, addr: &str) -> Option<&IkeSaInfo> {
-        self.ev(addr).iter().rev().find_map(|e| match e {
-            Event::IkeSaUp(i) => Some(i),
-            _ => None,
-        })
-    }
-
-    fn child_ups(&self, addr: &str) -> Vec<&ChildSaInfo> {
-        self.ev(addr)
-            .iter()
-            .filter_map(|e| match e {
-                Event::ChildSaUp(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn failures(&self, addr: &str) -> Vec<&Failure> {
-        self.ev(addr)
-            .iter()
-            .filter_map(|e| match e {
-                Event::Failure(f) => Some(f),
-                _ => None,
-            })
-            .collect()
-    }
+fn last_ike_up<'a>(net: &'a Net, addr: &str) -> Option<&'a IkeSaInfo> {
+    engine_support::ike_up(net.ev(addr)).into_iter().last()
 }
 
 fn host(a: IpAddr) -> wisp_policy_api::TrafficSelector {
@@ -162,11 +86,11 @@ fn three_clients_get_three_addresses_and_a_fourth_is_refused() {
     let peers = [("10.0.5.1", "alice.rw.example"), ("10.0.5.2", "bob.rw.example"), ("10.0.5.3", "carol.rw.example")];
     let mut clients: Vec<(&str, Config)> = peers.iter().map(|(a, id)| (*a, client(id, a, &["0.0.0.0"]))).collect();
     clients.push(("10.0.5.4", client("dave.rw.example", "10.0.5.4", &["0.0.0.0"])));
-    let mut net = Net::new(gateway(&["rw"]), vec![pool], clients);
+    let (mut net, pools) = network(gateway(&["rw"]), vec![pool], clients);
     let mut got = Vec::new();
     for (a, _) in &peers {
         net.initiate(a);
-        let up = net.last_ike_up(a).unwrap_or_else(|| panic!("{a}: no IKE SA"));
+        let up = last_ike_up(&net, a).unwrap_or_else(|| panic!("{a}: no IKE SA"));
         assert_eq!(up.vips.local.len(), 1, "{a}: {:?}", up.vips);
         assert_eq!(up.vips.dns, vec![ip("10.1.0.53")], "{a}: DNS from the pool");
         let vip = up.vips.local[0];
@@ -198,30 +122,30 @@ fn three_clients_get_three_addresses_and_a_fourth_is_refused() {
     assert!(f.iter().any(|f| matches!(f.reason, FailureReason::NoVirtualIp { .. })), "{f:?}");
     // ... and the gateway does not keep its IKE SA.
     assert!(net.engines[&ip(GW)].status(net.now).iter().all(|s| s.remote.ip() != ip("10.0.5.4")));
-    assert_eq!(net.pools.status()[0].online, 3);
+    assert_eq!(pools.status()[0].online, 3);
 
     // Bob leaves: his lease goes offline, and dave (new) gets it.
-    let bob = net.last_ike_up("10.0.5.2").unwrap().vips.local[0];
-    net.delete_all("10.0.5.2");
-    assert_eq!((net.pools.status()[0].online, net.pools.status()[0].offline), (2, 1));
+    let bob = last_ike_up(&net, "10.0.5.2").unwrap().vips.local[0];
+    delete_all(&mut net, "10.0.5.2");
+    assert_eq!((pools.status()[0].online, pools.status()[0].offline), (2, 1));
     net.initiate("10.0.5.4");
-    assert_eq!(net.last_ike_up("10.0.5.4").unwrap().vips.local, vec![bob]);
+    assert_eq!(last_ike_up(&net, "10.0.5.4").unwrap().vips.local, vec![bob]);
 }
 
 #[test]
 fn a_lease_is_kept_for_its_identity_and_survives_ike_rekeys() {
-    let mut net = Net::new(
+    let (mut net, pools) = network(
         gateway(&["rw"]),
         vec![PoolConfig::new("rw", "10.3.0.0/24").unwrap()],
         vec![("10.0.5.1", client("alice.rw.example", "10.0.5.1", &["0.0.0.0"]))],
     );
     net.initiate("10.0.5.1");
-    let first = net.last_ike_up("10.0.5.1").unwrap().vips.local.clone();
+    let first = last_ike_up(&net, "10.0.5.1").unwrap().vips.local.clone();
     assert_eq!(first, vec![ip("10.3.0.1")]);
     // Others connect meanwhile.
     net.add("10.0.5.2", client("bob.rw.example", "10.0.5.2", &["0.0.0.0"]), 50);
     net.initiate("10.0.5.2");
-    assert_eq!(net.last_ike_up("10.0.5.2").unwrap().vips.local, vec![ip("10.3.0.2")]);
+    assert_eq!(last_ike_up(&net, "10.0.5.2").unwrap().vips.local, vec![ip("10.3.0.2")]);
     // The gateway rekeys alice's IKE SA: still one lease, held by the new SA.
     let now = net.now;
     let g = net.engine(GW);
@@ -235,19 +159,19 @@ fn a_lease_is_kept_for_its_identity_and_survives_ike_rekeys() {
     assert_eq!(a.len(), 1, "{st:#?}");
     assert_ne!(a[0].ike, alice, "rekeyed");
     assert_eq!(a[0].vips.remote, first);
-    let p = &net.pools.status()[0];
+    let p = &pools.status()[0];
     assert_eq!(p.leases.iter().find(|l| l.0 == first[0]).map(|l| l.2), Some(1), "{p:?}");
     // Alice leaves and comes back: the same address.
-    net.delete_all("10.0.5.1");
-    assert_eq!((net.pools.status()[0].online, net.pools.status()[0].offline), (1, 1));
+    delete_all(&mut net, "10.0.5.1");
+    assert_eq!((pools.status()[0].online, pools.status()[0].offline), (1, 1));
     net.initiate("10.0.5.1");
-    assert_eq!(net.last_ike_up("10.0.5.1").unwrap().vips.local, first);
+    assert_eq!(last_ike_up(&net, "10.0.5.1").unwrap().vips.local, first);
 }
 
 #[test]
 fn without_pools_or_vips_nothing_changes_and_ipv6_is_leased_too() {
     // A gateway connection without pools ignores the request: the client says so.
-    let mut net = Net::new(gateway(&[]), vec![], vec![("10.0.5.1", client("alice.rw.example", "10.0.5.1", &["0.0.0.0"]))]);
+    let (mut net, _) = network(gateway(&[]), vec![], vec![("10.0.5.1", client("alice.rw.example", "10.0.5.1", &["0.0.0.0"]))]);
     net.initiate("10.0.5.1");
     let f = net.failures("10.0.5.1");
     assert!(f.iter().any(|f| f.reason.to_string() == "peer assigned no virtual IP (requested 0.0.0.0)"), "{f:?}");
@@ -258,9 +182,9 @@ fn without_pools_or_vips_nothing_changes_and_ipv6_is_leased_too() {
     gw.connections[0].children[0].local_ts.push(selector("fd00:1::/64").unwrap());
     let mut cl = client("alice.rw.example", "10.0.5.1", &["0.0.0.0", "::"]);
     cl.connections[0].children[0].remote_ts.push(selector("fd00:1::/64").unwrap());
-    let mut net = Net::new(gw, vec![PoolConfig::new("rw", "10.3.0.0/24").unwrap(), v6], vec![("10.0.5.1", cl)]);
+    let (mut net, _) = network(gw, vec![PoolConfig::new("rw", "10.3.0.0/24").unwrap(), v6], vec![("10.0.5.1", cl)]);
     net.initiate("10.0.5.1");
-    let up = net.last_ike_up("10.0.5.1").unwrap();
+    let up = last_ike_up(&net, "10.0.5.1").unwrap();
     assert_eq!(up.vips.local, vec![ip("10.3.0.1"), ip("fd00:3::1")], "{:?}", net.failures(GW));
     assert_eq!(up.vips.dns, vec![ip("fd00:1::53")]);
     let c = net.child_ups("10.0.5.1");

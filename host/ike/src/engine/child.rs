@@ -594,6 +594,11 @@ impl Engine {
         true
     }
 
+    /// A task of ours (a CREATE_CHILD_SA exchange) could not start.
+    fn task_failed(&mut self, sa: &IkeSa, reason: FailureReason) {
+        self.failure(Some(sa), sa.remote, None, Side::Local, Exchange::CreateChildSa, reason, None);
+    }
+
     fn start_task_now(&mut self, now: Duration, sa: &mut IkeSa, task: Task) {
         match task {
             Task::CreateChild(name) => match self.child_nego(sa, &name, None, true) {
@@ -603,16 +608,7 @@ impl Engine {
                 }
                 Err(_) if self.policy.deferred() => {}
                 Err(e) => {
-                    let remote = sa.remote;
-                    self.failure(
-                        Some(sa),
-                        remote,
-                        None,
-                        Side::Local,
-                        Exchange::CreateChildSa,
-                        FailureReason::NotStarted { why: e.to_string() },
-                        None,
-                    );
+                    self.task_failed(sa, FailureReason::NotStarted { why: e.to_string() });
                 }
             },
             Task::RekeyChild(spi) => {
@@ -629,16 +625,7 @@ impl Engine {
                     }
                     Err(_) if self.policy.deferred() => {}
                     Err(e) => {
-                        let remote = sa.remote;
-                        self.failure(
-                            Some(sa),
-                            remote,
-                            None,
-                            Side::Local,
-                            Exchange::CreateChildSa,
-                            FailureReason::NotStarted { why: e.to_string() },
-                            None,
-                        );
+                        self.task_failed(sa, FailureReason::NotStarted { why: e.to_string() });
                     }
                 }
             }
@@ -650,16 +637,7 @@ impl Engine {
                     if self.policy.deferred() {
                         return;
                     }
-                    let remote = sa.remote;
-                    self.failure(
-                        Some(sa),
-                        remote,
-                        None,
-                        Side::Local,
-                        Exchange::CreateChildSa,
-                        FailureReason::IkeRekeyRefused { why },
-                        None,
-                    );
+                    self.task_failed(sa, FailureReason::IkeRekeyRefused { why });
                     return;
                 }
                 let conn = &self.config.connections[sa.conn];
@@ -667,16 +645,7 @@ impl Engine {
                     Ok(o) => o,
                     Err(_) if self.policy.deferred() => return,
                     Err(detail) => {
-                        let remote = sa.remote;
-                        self.failure(
-                            Some(sa),
-                            remote,
-                            None,
-                            Side::Local,
-                            Exchange::CreateChildSa,
-                            FailureReason::NoProposalChosen { detail },
-                            None,
-                        );
+                        self.task_failed(sa, FailureReason::NoProposalChosen { detail });
                         return;
                     }
                 };

@@ -136,9 +136,8 @@ impl Engine {
         }
         let mut out = Vec::new();
         for ts in configured {
-            for &a in peer_vips {
-                let h = host_ts(a);
-                if h.is_subset_of(&TrafficSelector { ip_protocol: 0, start_port: 0, end_port: 65535, ..ts.clone() }) {
+            for &a in peer_vips.iter().filter(|a| a.is_ipv4() == ts.start_address.is_ipv4()) {
+                if ts.start_address <= a && a <= ts.end_address {
                     out.push(TrafficSelector { start_address: a, end_address: a, ..ts.clone() });
                 }
             }

@@ -407,3 +407,77 @@ pub fn established() -> Pair {
     assert_eq!(ike_up(&p.ev_b).len(), 1, "B up: {:?}", p.ev_b);
     p
 }
+
+/// Several engines on one in-memory network, by address (a gateway and
+/// its clients): datagrams go to the engine holding the destination
+/// address, in turns of 5 ms of virtual time, with due timers run.
+pub struct Net {
+    pub engines: std::collections::BTreeMap<IpAddr, Engine>,
+    pub events: std::collections::BTreeMap<IpAddr, Vec<Event>>,
+    pub now: Duration,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net { engines: Default::default(), events: Default::default(), now: Duration::from_secs(1) }
+    }
+}
+
+impl Net {
+    /// `cfg` at `addr`, with its own config as the policy.
+    pub fn add(&mut self, addr: &str, cfg: Config, seed: u8) {
+        let p = Arc::new(ConfigPolicy::new(&cfg));
+        self.engines.insert(addr.parse().unwrap(), Engine::new(cfg, p, [seed; 32]).unwrap());
+    }
+
+    /// Deliver until nothing moves (at most 400 turns).
+    pub fn run(&mut self) {
+        for _ in 0..400 {
+            let mut moved = false;
+            let addrs: Vec<IpAddr> = self.engines.keys().copied().collect();
+            for a in addrs {
+                let out: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_transmit()).collect();
+                let evs: Vec<_> = std::iter::from_fn(|| self.engines.get_mut(&a).unwrap().poll_event()).collect();
+                self.events.entry(a).or_default().extend(evs);
+                for t in out {
+                    moved = true;
+                    if let Some(dst) = self.engines.get_mut(&t.remote.ip()) {
+                        dst.handle_datagram(self.now, t.remote, t.local, &t.bytes);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+            self.now += Duration::from_millis(5);
+            for e in self.engines.values_mut() {
+                if e.poll_timeout().is_some_and(|t| t <= self.now) {
+                    e.handle_timeout(self.now);
+                }
+            }
+        }
+    }
+
+    pub fn engine(&mut self, addr: &str) -> &mut Engine {
+        self.engines.get_mut(&addr.parse::<IpAddr>().unwrap()).unwrap()
+    }
+
+    /// `addr` initiates its connection `gw`; the network runs.
+    pub fn initiate(&mut self, addr: &str) {
+        let now = self.now;
+        self.engine(addr).initiate(now, "gw").unwrap();
+        self.run();
+    }
+
+    pub fn ev(&self, addr: &str) -> &[Event] {
+        self.events.get(&addr.parse::<IpAddr>().unwrap()).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn child_ups(&self, addr: &str) -> Vec<&ChildSaInfo> {
+        child_ups(self.ev(addr))
+    }
+
+    pub fn failures(&self, addr: &str) -> Vec<&Failure> {
+        failures(self.ev(addr))
+    }
+}
