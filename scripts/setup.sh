@@ -12,7 +12,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(iproute2 iputils-ping iperf3 procps nftables conntrack
       strongswan-charon strongswan-swanctl libstrongswan-standard-plugins
-      libstrongswan-extra-plugins libcharon-extra-plugins strongswan-pki)
+      libstrongswan-extra-plugins libcharon-extra-plugins libcharon-extauth-plugins
+      strongswan-pki)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

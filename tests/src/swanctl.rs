@@ -112,6 +112,8 @@ pub struct SwanctlConf {
     pub crls: Vec<String>,
     /// `pools { NAME { key = value ... } }`.
     pub pools: Vec<(String, Vec<(String, String)>)>,
+    /// `secrets { eap-N { id = ID; secret = "..." } }`: (id, secret).
+    pub eap_secrets: Vec<(String, String)>,
 }
 
 fn kv(out: &mut String, indent: usize, k: &str, v: &str) {
@@ -209,6 +211,12 @@ impl SwanctlConf {
                 kv(&mut o, 4, &format!("id-{}", i + 1), id);
             }
             kv(&mut o, 4, "secret", &quote(&s.secret));
+            o.push_str("  }\n");
+        }
+        for (i, (id, secret)) in self.eap_secrets.iter().enumerate() {
+            let _ = writeln!(o, "  eap-{i} {{");
+            kv(&mut o, 4, "id", &quote(id));
+            kv(&mut o, 4, "secret", &quote(secret));
             o.push_str("  }\n");
         }
 

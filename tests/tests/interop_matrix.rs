@@ -1850,6 +1850,113 @@ fn wisp_client_case() -> R<Outcome> {
     })
 }
 
+/// charon as a road warrior that authenticates by EAP-MSCHAPv2 (the
+/// method of the native Windows, macOS/iOS and Android clients) after wisp
+/// proved itself with its certificate (RFC 7296 2.16). With
+/// `ask_identity`, charon's IKE identity is its address (as a Windows
+/// client's is) and wisp asks for the user by EAP-Identity
+/// (`remote.eap_id = %any`); without, the IKE identity is the user.
+fn rw_eap_world(ask_identity: bool, password: &str) -> R<CertWorld> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut w = cert_world(&format!("mxe{}", port()), KeyType::EcdsaP256, CertVariant::Plain)?;
+    rw_wisp(&mut w.setup, "10.3.0.0/24");
+    let secrets = w._dir.path().join("eap.secrets");
+    std::fs::write(&secrets, "alice = \"alice-Pa55 word\"\n\"bob@example.org\" = \"bob's\"\n").map_err(e)?;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).map_err(e)?;
+    let ike_id = if ask_identity { C_OUT } else { "alice" };
+    w.setup.wisp.plugin_settings = vec![format!("allowed_ids = [\"{ike_id}\"]")];
+    let wc = &mut w.setup.wisp.conns[0];
+    wc.extra.retain(|l| !l.starts_with("remote.cacerts"));
+    wc.extra.push("remote.auth = \"eap-mschapv2\"".into());
+    if ask_identity {
+        wc.extra.push("remote.eap_id = \"%any\"".into());
+    }
+    wc.remote_id = ike_id.into();
+    w.setup.wisp.tail.extend(["[secrets]".to_string(), format!("eap_file = {:?}", secrets.display().to_string())]);
+    let sc = &mut w.setup.swan.conns[0];
+    sc.local_id = ike_id.into();
+    sc.local_auth = Some("eap-mschapv2".into());
+    sc.local_certs.clear();
+    sc.local_extra.push(("eap_id".into(), "alice".into()));
+    rw_client(sc);
+    w.setup.swan.private_keys.clear();
+    w.setup.swan.eap_secrets = vec![("alice".into(), password.into())];
+    rw_charon(&mut w.setup.charon);
+    w.setup.charon.plugins.push_str(" eap-identity eap-mschapv2");
+    Ok(w)
+}
+
+/// The EAP road warrior gets its address, pings from it, wisp shows the
+/// EAP identity as the way it authenticated and leases to the user; the
+/// lease goes offline when charon disconnects.
+fn rw_eap_case(ask_identity: bool) -> R<Outcome> {
+    let w = rw_eap_world(ask_identity, "alice-Pa55 word")?;
+    let env = Env::new("mxe", &w.setup, false)?;
+    env.charon.initiate_child("net", 20).map_err(|x| format!("charon: {x}{}", env.ctx()))?;
+    let log = env.charon.log();
+    if !log.contains("EAP_MSCHAPV2 succeeded") && !log.contains("EAP method EAP_MSCHAPV2 succeeded") {
+        return env.fail("charon's log does not say EAP-MSCHAPv2 succeeded");
+    }
+    if ask_identity != log.contains("EAP_IDENTITY") {
+        return env.fail(format!("charon's log {} EAP_IDENTITY", if ask_identity { "lacks" } else { "has" }));
+    }
+    let sas = env.charon.list_sas().map_err(e)?;
+    let vips = sas.first().map(|s| s.local_vips.clone()).unwrap_or_default();
+    if vips != ["10.3.0.1"] {
+        return env.fail(format!("charon holds virtual IPs {vips:?}, want [10.3.0.1]"));
+    }
+    let st = env.wisp().status().map_err(e)?;
+    let ike = wisp_ike(&st)?;
+    let how = ike["remote_auth"].as_str().unwrap_or("").to_string();
+    if how != "EAP-MSCHAPV2 as \"alice\"" {
+        return env.fail(format!("wisp says the peer authenticated by {how:?}"));
+    }
+    let lease_ids: Vec<String> = st["pools"][0]["leases"]
+        .as_array()
+        .map(|a| a.iter().map(|l| l["identity"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    if lease_ids != ["alice"] {
+        return env.fail(format!("the lease is held by {lease_ids:?}, want the EAP user alice"));
+    }
+    ping_until_ok(&env.pair.right, "10.3.0.1", "10.1.0.1", 10).map_err(|x| format!("from the virtual IP: {x}{}", env.ctx()))?;
+    env.charon.terminate_ike("gw").map_err(e)?;
+    let st = env
+        .wisp()
+        .wait_status(Duration::from_secs(10), |st| wisp_pool(st).0 == 0 && wisp_pool(st).1 == 1)
+        .map_err(|x| format!("lease not released: {x}{}", env.ctx()))?;
+    Ok(Outcome {
+        algorithms: algos(&sas[0]),
+        note: format!(
+            "{}; wisp: {how}, lease of alice, ping from 10.3.0.1; offline after disconnect {:?}",
+            if ask_identity { "IDi = address, EAP-Identity asked" } else { "IDi = the user" },
+            wisp_pool(&st)
+        ),
+    })
+}
+
+/// A wrong password: charon gets the MS-CHAPv2 Failure (E=691), wisp says
+/// why without quoting the password, no lease is made.
+fn rw_eap_wrong_password_case() -> R<Outcome> {
+    let w = rw_eap_world(true, "not the password")?;
+    let env = Env::new("mxf", &w.setup, false)?;
+    let (_, last_error, reason) = initiation_fails(&env, Who::Charon)?;
+    if !reason.contains("EAP-MSCHAPV2 failed: EAP-MSCHAPv2: wrong password for \"alice\"") {
+        return env.fail(format!("wisp's reason does not name the wrong password: {reason:?}"));
+    }
+    if reason.contains("not the password") {
+        return env.fail("wisp's reason quotes the password");
+    }
+    // charon gives up on the MS-CHAPv2 Failure request (E=691), before EAP-Failure.
+    if !env.charon.log().contains("ERROR_AUTHENTICATION_FAILURE") {
+        return env.fail("charon's log lacks EAP-MSCHAPv2's ERROR_AUTHENTICATION_FAILURE");
+    }
+    let st = env.wisp().status().map_err(e)?;
+    if wisp_pool(&st) != (0, 0, Vec::new()) {
+        return env.fail(format!("a lease was made: {:?}", wisp_pool(&st)));
+    }
+    Ok(Outcome { algorithms: "- (E=691, AUTHENTICATION_FAILED)".into(), note: format!("wisp: {}", last_error.unwrap_or_default()) })
+}
+
 #[test]
 fn matrix_road_warriors() {
     if !require_root("matrix_road_warriors") {
@@ -1860,6 +1967,9 @@ fn matrix_road_warriors() {
         ("charon vips=0.0.0.0,:: gets one address of each family".into(), Box::new(rw_dual_case)),
         ("3 charons get 3 addresses, a 4th: pool exhausted".into(), Box::new(rw_exhausted_case)),
         ("wisp vips=0.0.0.0 against a charon pool".into(), Box::new(wisp_client_case)),
+        ("charon EAP-MSCHAPv2 (IDi = the user) after wisp's certificate".into(), Box::new(|| rw_eap_case(false))),
+        ("charon EAP-MSCHAPv2, EAP-Identity asked (remote.eap_id = %any)".into(), Box::new(|| rw_eap_case(true))),
+        ("charon EAP-MSCHAPv2 with a wrong password: refused (E=691)".into(), Box::new(rw_eap_wrong_password_case)),
     ];
     report("interop matrix: road warriors (virtual IPs)", cases);
 }

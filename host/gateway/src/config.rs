@@ -78,6 +78,22 @@
 //! # children: local_ts left out (or ["dynamic"]) = our virtual IP
 //! ```
 //!
+//! EAP (RFC 7296 2.16): road warriors log in with a user name and password
+//! (EAP-MSCHAPv2, what the native Windows, macOS/iOS and Android clients
+//! use) after we proved ourselves with our certificate:
+//!
+//! ```toml
+//! [secrets]
+//! eap_file = "users.secrets"           # `alice = "password"` lines (TOML); mode 0600
+//! [connections.rw]
+//! local.certs = ["gwCert.pem"]         # required: the EAP server signs first
+//! local.key = "gwKey.pem"
+//! remote.auth = "eap-mschapv2"
+//! remote.eap_id = "%any"               # ask with EAP-Identity (default: the IKE identity is the user)
+//! remote.id = "%any"                   # the IKE identity (often just the client's address)
+//! pools = ["rw"]                       # leases go to the EAP user
+//! ```
+//!
 //! Certificates (swanctl's pubkey authentication):
 //!
 //! ```toml
@@ -471,6 +487,36 @@ fn de_ips<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
     v.iter().map(|s| s.trim().parse::<IpAddr>().map_err(|_| serde::de::Error::custom(format!("{s:?} is not an IP address")))).collect()
 }
 
+/// `[secrets]`: secrets kept apart from the connections (swanctl keeps its
+/// `secrets { eap-NAME { id = ..., secret = ... } }` section the same way).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// EAP user secrets: a TOML file of `identity = "password"` lines
+    /// (quote an identity with `@` or spaces: `"alice@example.org" = "..."`),
+    /// mode 0600 like a PSK file; read again on every reload.
+    pub eap_file: Option<PathBuf>,
+}
+
+/// Reads an EAP secrets file (see [`SecretsConfig::eap_file`]).
+pub fn load_eap_users(file: &Path) -> Result<wisp_ike::eap::EapUsers, String> {
+    check_private_file(file, "EAP secrets")?;
+    let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?);
+    // The parser's own messages may quote the line: they are not passed on.
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map_or(0, |s| text[..s.start].lines().count().max(1));
+        format!("{} line {line}: not `identity = \"password\"` TOML", file.display())
+    })?;
+    let mut entries = Vec::with_capacity(table.len());
+    for (id, v) in table {
+        match v {
+            toml::Value::String(s) if !s.is_empty() => entries.push((id, Zeroizing::new(s))),
+            _ => return Err(format!("{}: the secret of {id:?} must be a non-empty string", file.display())),
+        }
+    }
+    wisp_ike::eap::EapUsers::new(entries).map_err(|e| format!("{}: {e}", file.display()))
+}
+
 /// One `[pools.NAME]` (swanctl `pools`): addresses handed out to peers
 /// that ask in IKE_AUTH (CFG_REQUEST), with the DNS servers and subnets
 /// sent along.
@@ -645,6 +691,12 @@ pub struct Config {
     /// Parsed from `pools` by [`Config::parse`].
     #[serde(skip)]
     pub pool_configs: Vec<wisp_ike::pool::PoolConfig>,
+    /// `[secrets]`: where the EAP user secrets are.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// Read from `secrets.eap_file` by [`Config::parse`].
+    #[serde(skip)]
+    pub eap_users: std::sync::Arc<wisp_ike::eap::EapUsers>,
     /// Set by [`Config::load`]: the file this was read from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -844,8 +896,8 @@ pub struct Endpoint {
     /// one host (the peer must identify with it), else `%any`.
     pub id: Option<String>,
     /// `psk`, `pubkey` (a certificate and a signature; RFC 7427 when the
-    /// peer supports it), or for `local.auth` also `rsa/pss` (RSASSA-PSS
-    /// with an RSA key). Default: `pubkey` when `local.certs` (`local`) or
+    /// peer supports it), for `local.auth` also `rsa/pss` (RSASSA-PSS
+    /// with an RSA key), for `remote.auth` also `eap-mschapv2`. Default: `pubkey` when `local.certs` (`local`) or
     /// `remote.cacerts` (`remote`) is set, else `psk`.
     pub auth: Option<AuthKind>,
     /// `local.certs`: our certificate, then the intermediate CAs to send
@@ -862,6 +914,10 @@ pub struct Endpoint {
     /// `remote.crls`: CRLs of those CAs (files or directories).
     #[serde(default, deserialize_with = "string_list")]
     pub crls: Vec<String>,
+    /// `remote.eap_id` (with `remote.auth = eap-*`): the EAP identity the
+    /// peer must prove. Default: its IKE identity; `%any` asks with
+    /// EAP-Identity and takes any user of `[secrets] eap_file`.
+    pub eap_id: Option<String>,
     /// Loaded by [`Config::parse`] (`local`).
     #[serde(skip)]
     pub credential: Option<std::sync::Arc<wisp_ike::config::LocalCredential>>,
@@ -879,6 +935,20 @@ pub enum AuthKind {
     Pubkey,
     #[serde(rename = "rsa/pss")]
     RsaPss,
+    /// `remote.auth` only: the peer authenticates by EAP-MSCHAPv2 against
+    /// `[secrets] eap_file`; we by our certificate.
+    #[serde(rename = "eap-mschapv2")]
+    EapMschapv2,
+}
+
+impl AuthKind {
+    /// The EAP method, for the `eap-*` kinds.
+    pub fn eap_method(self) -> Option<wisp_ike::eap::Method> {
+        match self {
+            AuthKind::EapMschapv2 => Some(wisp_ike::eap::Method::MsChapV2),
+            _ => None,
+        }
+    }
 }
 
 impl Endpoint {
@@ -1139,6 +1209,12 @@ impl Config {
             pools.push(pc);
         }
         cfg.pool_configs = pools;
+        if let Some(file) = &cfg.secrets.eap_file {
+            let file = if file.is_relative() { base.join(file) } else { file.clone() };
+            cfg.eap_users = std::sync::Arc::new(load_eap_users(&file).map_err(|m| err("secrets.eap_file".into(), m))?);
+            cfg.secrets.eap_file = Some(file);
+        }
+        let has_eap_file = cfg.secrets.eap_file.is_some();
         for (name, conn) in cfg.connections.iter_mut() {
             let f = |s: &str| format!("connections.{name}.{s}");
             if conn.remote_addrs.is_empty() {
@@ -1182,6 +1258,34 @@ impl Config {
                     f("remote.auth"),
                     "rsa/pss names how we sign; the peer's scheme is taken from its AUTH (use pubkey)".into(),
                 ));
+            }
+            if la.eap_method().is_some() {
+                return Err(err(f("local.auth"), "wisp does not authenticate itself by EAP (use pubkey or psk)".into()));
+            }
+            if conn.local.eap_id.is_some() {
+                return Err(err(f("local.eap_id"), "wisp does not authenticate itself by EAP".into()));
+            }
+            if ra.eap_method().is_some() {
+                if la == AuthKind::Psk {
+                    // RFC 7296 2.16: the EAP server signs its first AUTH.
+                    return Err(err(
+                        f("local.auth"),
+                        "remote.auth = eap-* needs a certificate of ours (local.auth = pubkey, local.certs, local.key)".into(),
+                    ));
+                }
+                if !has_eap_file {
+                    return Err(err(f("remote.auth"), "EAP needs the users' secrets: set [secrets] eap_file".into()));
+                }
+            } else if conn.remote.eap_id.is_some() {
+                return Err(err(f("remote.eap_id"), "set only with remote.auth = eap-*".into()));
+            }
+            if let Some(id) = &conn.remote.eap_id {
+                if id.is_empty() || id.len() > wisp_ike::eap::MAX_IDENTITY {
+                    return Err(err(
+                        f("remote.eap_id"),
+                        format!("must be %any or an identity of 1 to {} octets", wisp_ike::eap::MAX_IDENTITY),
+                    ));
+                }
             }
             for (id, field) in [(&conn.local.id, "local.id"), (&conn.remote.id, "remote.id")] {
                 if let Some(id) = id {

@@ -133,6 +133,8 @@ pub struct Env {
     pub notices: Arc<NoticeRoutes>,
     /// Virtual IP pools: leases unique across every connection.
     pub pools: Arc<wisp_ike::pool::Pools>,
+    /// EAP user secrets (`[secrets] eap_file`), replaced in place on reload.
+    pub eap_users: Arc<wisp_ike::eap::EapUsers>,
     /// Virtual IPs assigned to us on the TUN device, with the number of
     /// IKE SAs holding each (a reauthentication's new SA holds it beside the old).
     pub tun_vips: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -291,6 +293,14 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
             tracing::warn!(conn = %name, issuer = %issuer, "the CRL of this issuer is past its nextUpdate (remote.crls): still used; fetch a new one");
         }
         ec.remote_auth = ikecfg::RemoteAuth::Pubkey(t.clone());
+    }
+    if let Some(method) = c.remote.auth_kind(false).eap_method() {
+        let eap_id = match c.remote.eap_id.as_deref() {
+            None => wisp_ike::eap::EapId::Ike,
+            Some("%any") => wisp_ike::eap::EapId::Any,
+            Some(id) => wisp_ike::eap::EapId::Exact(id.to_string()),
+        };
+        ec.remote_auth = ikecfg::RemoteAuth::Eap(ikecfg::EapAuth { method, eap_id });
     }
     ec.send_cert = match c.send_cert {
         config::SendCert::Ifasked => ikecfg::SendCert::IfAsked,
@@ -467,6 +477,7 @@ fn new_engine(env: &Env, conn: ikecfg::ConnectionConfig, policy: Arc<dyn Policy>
     e.set_admission(env.admission.clone());
     e.set_spi_pool(env.spi_pool.clone());
     e.set_pools(env.pools.clone());
+    e.set_eap_users(env.eap_users.clone());
     // Fresh OS entropy for every IKE SA; should getrandom ever fail after
     // start-up, the generator ratchets its own (OS-seeded) state.
     e.set_entropy(Box::new(|| seed().ok()));

@@ -212,6 +212,7 @@ impl Gateway {
             spi_pool: Arc::new(wisp_ike::spi_pool::SpiPool::default()),
             notices: notice_routes,
             pools: Arc::new(wisp_ike::pool::Pools::new(cfg.pool_configs.clone())),
+            eap_users: cfg.eap_users.clone(),
             tun_vips: Default::default(),
             queues: dispatch.queues.clone(),
             decisions: Some(Arc::new(
@@ -459,6 +460,7 @@ impl Gateway {
         let plugin = self.inner.policy.reload(&cfg, self.inner.registry.clone())?;
         // Pools whose range is unchanged keep their leases.
         self.inner.env.pools.reconfigure(cfg.pool_configs.clone());
+        self.inner.env.eap_users.replace(&cfg.eap_users);
         let conns = self.apply_connections(&cfg, false)?;
         if let Some(g) = &self.inner.dispatch.gate {
             g.set_config(cfg.ike.admission());

@@ -429,6 +429,7 @@ remote_ts = ["10.97.2.0/24"]
             decisions: None,
             notices: Default::default(),
             pools: Arc::new(wisp_ike::pool::Pools::default()),
+            eap_users: Default::default(),
             tun_vips: Default::default(),
         };
         let gate = Arc::new(Gate::default());

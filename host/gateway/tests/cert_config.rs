@@ -144,3 +144,67 @@ fn bad_credentials_are_errors_naming_the_field() {
     std::fs::write(cadir.join("notes.txt"), b"not a certificate").unwrap();
     expect(with_dir, "connections.b.remote.cacerts", "notes.txt");
 }
+
+/// `remote.auth = eap-mschapv2` with `[secrets] eap_file`: the users are
+/// read (mode checked), `remote.eap_id` maps to the engine, and the
+/// mistakes a user makes are errors that name the field.
+#[test]
+fn eap_configuration_and_its_errors() {
+    if !have_pki("eap_configuration_and_its_errors") {
+        return;
+    }
+    let w = World::new(KeyType::EcdsaP256);
+    let secrets = w.dir.path().join("users.secrets");
+    std::fs::write(&secrets, "alice = \"pw one\"\n\"bob@example.org\" = \"pw two\"\n").unwrap();
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ours = format!("local.certs = {:?}\nlocal.key = {:?}", w.path("gw.pem"), w.path("gw-key.pem"));
+    let tail = format!("\n[secrets]\neap_file = {:?}\n", secrets.display().to_string());
+    let good = |extra: &str| format!("{}{tail}", w.config(&format!("{ours}\nremote.auth = \"eap-mschapv2\"\n{extra}")));
+    let cfg = w.load(&good("remote.eap_id = \"%any\"")).unwrap();
+    assert_eq!(cfg.eap_users.len(), 2);
+    assert_eq!(cfg.eap_users.password("bob@example.org").as_deref().map(String::as_str), Some("pw two"));
+    assert!(!format!("{cfg:?}").contains("pw one"), "secrets never printed");
+    let ec = wisp_gateway::driver::engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+    let wisp_ike::config::RemoteAuth::Eap(e) = &ec.remote_auth else { panic!("{:?}", ec.remote_auth) };
+    assert_eq!((e.method, &e.eap_id), (wisp_ike::eap::Method::MsChapV2, &wisp_ike::eap::EapId::Any));
+    assert!(ec.validate().is_ok());
+    let cfg = w.load(&good("")).unwrap();
+    let ec = wisp_gateway::driver::engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+    assert!(matches!(&ec.remote_auth, wisp_ike::config::RemoteAuth::Eap(e) if e.eap_id == wisp_ike::eap::EapId::Ike));
+
+    let err = |text: String, field: &str, msg: &str| {
+        let e = w.load(&text).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.to_string().contains(msg), "{e}");
+    };
+    // No secrets file.
+    err(w.config(&format!("{ours}\nremote.auth = \"eap-mschapv2\"")), "connections.b.remote.auth", "[secrets] eap_file");
+    // No certificate of ours: the EAP server signs first.
+    err(
+        format!("{}{tail}", w.config("remote.auth = \"eap-mschapv2\"\nauth.psk = \"x\"")),
+        "connections.b.local.auth",
+        "certificate of ours",
+    );
+    // wisp is not an EAP client.
+    err(
+        format!("{}{tail}", w.config(&format!("{ours}\nlocal.auth = \"eap-mschapv2\""))),
+        "connections.b.local.auth",
+        "does not authenticate itself by EAP",
+    );
+    // eap_id without EAP.
+    err(
+        w.good().replace("remote.crls", "remote.eap_id = \"%any\"\nremote.crls"),
+        "connections.b.remote.eap_id",
+        "only with remote.auth = eap-*",
+    );
+    // A secrets file others may read.
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o644)).unwrap();
+    err(good(""), "secrets.eap_file", "mode 0644");
+    // Not TOML of strings; the message does not quote the file.
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&secrets, "alice = \"ok\"\nbob = s3cr3t-unquoted\n").unwrap();
+    let e = w.load(&good("")).unwrap_err();
+    assert!(e.to_string().contains("line 2") && !e.to_string().contains("s3cr3t"), "{e}");
+    std::fs::write(&secrets, "alice = 5\n").unwrap();
+    err(good(""), "secrets.eap_file", "must be a non-empty string");
+}

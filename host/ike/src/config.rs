@@ -541,6 +541,10 @@ impl ConnectionConfig {
         if psk_used && self.psk.as_bytes().is_empty() {
             return Err(bad("empty PSK"));
         }
+        if matches!(self.remote_auth, RemoteAuth::Eap(_)) && !matches!(self.local_auth, LocalAuth::Pubkey(_)) {
+            // RFC 7296 2.16: the EAP server proves itself with a signature first.
+            return Err(bad("remote.auth = eap-* needs local.auth = pubkey (a certificate of ours)"));
+        }
         if self.fragment_size != 0 && !(MIN_FRAGMENT_SIZE..=65_535).contains(&self.fragment_size) {
             return Err(bad(&format!("fragment_size {} is neither 0 nor within {MIN_FRAGMENT_SIZE}..=65535", self.fragment_size)));
         }
@@ -957,6 +961,19 @@ pub enum RemoteAuth {
     /// these CAs (and is not revoked by their CRLs) and holds the peer's
     /// identity.
     Pubkey(std::sync::Arc<TrustConfig>),
+    /// EAP (RFC 7296 2.16; swanctl `remote.auth = eap-mschapv2`): the
+    /// peer sends no AUTH of its own until an EAP method succeeded; we
+    /// prove ourselves first, with our certificate (`local.auth = pubkey`).
+    /// The secrets are the engine's ([`crate::engine::Engine::set_eap_users`]).
+    Eap(EapAuth),
+}
+
+/// How the peer authenticates by EAP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EapAuth {
+    pub method: crate::eap::Method,
+    /// swanctl `remote.eap_id`.
+    pub eap_id: crate::eap::EapId,
 }
 
 /// The configured trust of one connection.
@@ -987,6 +1004,7 @@ impl fmt::Debug for RemoteAuth {
         match self {
             RemoteAuth::Psk => f.write_str("Psk"),
             RemoteAuth::Pubkey(t) => f.debug_tuple("Pubkey").field(t).finish(),
+            RemoteAuth::Eap(e) => f.debug_tuple("Eap").field(e).finish(),
         }
     }
 }

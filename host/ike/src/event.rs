@@ -307,8 +307,12 @@ pub enum FailureReason {
     NoKeys,
 
     // --- Authentication and authorization.
-    /// IKE_AUTH without AUTH (EAP).
-    EapUnsupported,
+    /// The EAP method failed (wrong password, unknown user, a declined
+    /// method, a malformed packet).
+    EapFailed {
+        method: String,
+        why: String,
+    },
     /// No connection has a `remote.id` accepting the peer's identity.
     NoMatchingConnection {
         peer: Identity,
@@ -477,7 +481,7 @@ impl FailureReason {
             self,
             FailureReason::PeerRejectedOurAuth
                 | FailureReason::PeerRefusedOurAuth { .. }
-                | FailureReason::EapUnsupported
+                | FailureReason::EapFailed { .. }
                 | FailureReason::NoMatchingConnection { .. }
                 | FailureReason::AuthMethodMismatch { .. }
                 | FailureReason::IdentityMismatch { .. }
@@ -553,7 +557,7 @@ impl fmt::Display for FailureReason {
             TsCap { by: SelectorSource::PolicyNarrowing, detail } => write!(f, "policy narrowed to {detail}"),
             KeyDerivation => f.write_str("key derivation failed"),
             NoKeys => f.write_str("no keys"),
-            EapUnsupported => f.write_str("peer sent IKE_AUTH without AUTH (EAP is not supported)"),
+            EapFailed { method, why } => write!(f, "{method} failed: {why}"),
             NoMatchingConnection { peer, spi_i } => write!(f, "no connection accepts peer identity {peer} from {spi_i}"),
             AuthMethodMismatch { peer, method, connection, expects } => {
                 write!(f, "peer {peer} authenticates with {method}, connection {connection} expects {expects}")

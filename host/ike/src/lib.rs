@@ -4,6 +4,7 @@ pub mod admission;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod eap;
 pub mod engine;
 #[doc(hidden)]
 pub mod engine_fuzz;

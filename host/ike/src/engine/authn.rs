@@ -121,11 +121,14 @@ pub(super) fn prove(conn: &ConnectionConfig, hints: Option<&PeerHints>, s: &Sign
     }
 }
 
-/// Does the peer's AUTH method fit what `conn` requires of it?
-pub(super) fn method_fits(conn: &ConnectionConfig, method: codec::AuthMethod) -> bool {
-    match conn.remote_auth {
-        RemoteAuth::Psk => method == codec::AuthMethod::SHARED_KEY_MIC,
-        RemoteAuth::Pubkey(_) => is_signature(method),
+/// Does the peer's AUTH method (`None`: no AUTH payload, i.e. EAP) fit
+/// what `conn` requires of it?
+pub(super) fn method_fits(conn: &ConnectionConfig, method: Option<codec::AuthMethod>) -> bool {
+    match (&conn.remote_auth, method) {
+        (RemoteAuth::Psk, Some(m)) => m == codec::AuthMethod::SHARED_KEY_MIC,
+        (RemoteAuth::Pubkey(_), Some(m)) => is_signature(m),
+        (RemoteAuth::Eap(_), None) => true,
+        _ => false,
     }
 }
 
@@ -135,9 +138,12 @@ fn is_signature(m: codec::AuthMethod) -> bool {
 
 /// What `remote.auth` of a connection asks for, in words.
 pub(super) fn remote_auth_name(conn: &ConnectionConfig) -> &'static str {
-    match conn.remote_auth {
+    match &conn.remote_auth {
         RemoteAuth::Psk => "a pre-shared key",
         RemoteAuth::Pubkey(_) => "a certificate (remote.auth = pubkey)",
+        RemoteAuth::Eap(e) => match e.method {
+            crate::eap::Method::MsChapV2 => "EAP-MSCHAPv2 (remote.auth = eap-mschapv2)",
+        },
     }
 }
 
@@ -153,7 +159,7 @@ pub(super) fn check_peer(
     unix_time: u64,
 ) -> Result<(AuthInfo, String), String> {
     let peer = identity_from_wire(s.id);
-    if !method_fits(conn, auth.method) {
+    if !method_fits(conn, Some(auth.method)) {
         return Err(format!("peer {peer} authenticates with {}, connection {} expects {}", auth.method, conn.name, remote_auth_name(conn)));
     }
     match &conn.remote_auth {
@@ -199,7 +205,14 @@ pub(super) fn check_peer(
             };
             Ok((info, v.scheme))
         }
+        RemoteAuth::Eap(_) => Err(format!("peer {peer} sent AUTH before EAP (connection {} expects EAP)", conn.name)),
     }
+}
+
+/// The AUTH payload keyed with an EAP method's MSK (RFC 7296 2.16), for
+/// the octets `s` (ours, or the peer's to compare).
+pub(super) fn msk_auth(s: &Signed, msk: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+    s.psk(msk)
 }
 
 /// The subjectAltNames as policy sees them (`auth-info.subject-alt-names`):

@@ -929,6 +929,7 @@ impl Engine {
         n.remote_id = old.remote_id.clone();
         n.auth = old.auth.clone();
         n.auth_scheme = old.auth_scheme.clone();
+        n.eap_identity = old.eap_identity.clone();
         n.suite = Some(s);
         n.group = s.dh;
         n.keys = Some(keys);

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use wisp_policy_api::SaKind;
+use wisp_policy_api::{AuthInfo, SaKind};
 
 use crate::codec::{self, ExchangeType, Flags, Header, KePayload, Message, NotifyType, Payload, SaPayload};
 use crate::config::ConnectionConfig;
@@ -11,6 +11,7 @@ use crate::event::*;
 
 use super::authn;
 use super::convert::{self, identity_from_wire, identity_to_wire};
+use super::eap::AuthDone;
 use super::sa::*;
 use super::suite::{self, IkeSuite};
 use super::*;
@@ -533,8 +534,30 @@ impl Engine {
         self.put(sa);
     }
 
+    /// Refuses an IKE_AUTH request: the notify `nt` to the peer, `reason`
+    /// reported, the SA lingers to answer retransmissions.
+    pub(super) fn deny_auth(
+        &mut self,
+        now: Duration,
+        mut sa: IkeSa,
+        h: &Header,
+        nt: NotifyType,
+        reason: FailureReason,
+        extra: Vec<Payload>,
+    ) {
+        let mut out = extra;
+        out.push(notify(nt, Vec::new()));
+        self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, out);
+        let remote = sa.remote;
+        self.failure(Some(&sa), remote, None, Side::Local, Exchange::IkeAuth, reason.clone(), Some(nt));
+        self.linger(now, sa, DownReason::Failed(reason));
+    }
+
     pub(super) fn responder_auth(&mut self, now: Duration, mut sa: IkeSa, h: &Header, payloads: Vec<Payload>) {
-        let ex = Exchange::IkeAuth;
+        if sa.eap.is_some() {
+            self.eap_continue(now, sa, h, payloads);
+            return;
+        }
         let mut idi = None;
         let mut idr = None;
         let mut auth = None;
@@ -548,26 +571,18 @@ impl Engine {
                 _ => {}
             }
         }
-        let deny = |this: &mut Engine, mut sa: IkeSa, nt: NotifyType, reason: FailureReason| {
-            this.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, vec![notify(nt, Vec::new())]);
-            let remote = sa.remote;
-            this.failure(Some(&sa), remote, None, Side::Local, ex, reason.clone(), Some(nt));
-            this.linger(now, sa, DownReason::Failed(reason));
-        };
-        let (Some(idi), Some(auth)) = (idi, auth) else {
-            if payloads.iter().any(|p| matches!(p, Payload::Eap(_))) || auth.is_none() {
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::EapUnsupported);
-            } else {
-                deny(self, sa, NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::AuthRequestNoIdi));
-            }
+        let Some(idi) = idi else {
+            self.deny_auth(now, sa, h, NotifyType::INVALID_SYNTAX, FailureReason::Malformed(Malformed::AuthRequestNoIdi), Vec::new());
             return;
         };
         let peer_id = identity_from_wire(idi);
+        let method = auth.map(|a| a.method);
         // Refine by identity: of the connections that accept the peer's
         // addresses, the one whose `remote.id` fits IDi best (exact before an
         // address block, a pattern, %any; then the better address fit).
         // Then by the peer's AUTH method: a connection that wants a
-        // certificate does not take a PSK, and the other way round.
+        // certificate does not take a PSK, and the other way round; no
+        // AUTH payload asks for EAP (RFC 7296 2.16).
         let by_id: Vec<(usize, usize)> = sa
             .candidates
             .iter()
@@ -581,7 +596,7 @@ impl Engine {
         let pick = by_id
             .iter()
             .copied()
-            .filter(|&(_, ci)| authn::method_fits(&self.config.connections[ci], auth.method))
+            .filter(|&(_, ci)| authn::method_fits(&self.config.connections[ci], method))
             .min_by_key(|&(order, ci)| (std::cmp::Reverse(self.config.connections[ci].remote_id.rank()), order))
             .map(|(_, ci)| ci);
         let Some(ci) = pick else {
@@ -590,19 +605,23 @@ impl Engine {
                     let c = &self.config.connections[ci];
                     FailureReason::AuthMethodMismatch {
                         peer: peer_id.clone(),
-                        method: auth.method.to_string(),
+                        method: method.map_or_else(|| "EAP (no AUTH payload)".to_string(), |m| m.to_string()),
                         connection: c.name.clone(),
                         expects: authn::remote_auth_name(c).to_string(),
                     }
                 }
                 None => FailureReason::NoMatchingConnection { peer: peer_id.clone(), spi_i: h.spi_i },
             };
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, reason);
+            self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, reason, Vec::new());
             return;
         };
         let conn_before = sa.conn;
         sa.conn = ci;
         authn::PeerHints::note(&mut sa.hints, &payloads);
+        let Some(auth) = auth else {
+            self.eap_start(now, sa, h, payloads);
+            return;
+        };
         let Some(keys) = sa.keys.as_ref() else { return };
         let conn = &self.config.connections[ci];
         let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_req, peer_nonce: &sa.nr, sk_p: &keys.sk_pi, id: idi };
@@ -612,42 +631,87 @@ impl Engine {
                 info
             }
             Err(check) => {
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::AuthenticationFailed { check });
+                self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, FailureReason::AuthenticationFailed { check }, Vec::new());
                 return;
             }
         };
-        sa.remote_id = Some(peer_id.clone());
+        sa.remote_id = Some(peer_id);
+        self.finish_responder_auth(now, sa, h, payloads, info, AuthDone::Signed { conn_before });
+    }
+
+    /// The peer is authenticated (by its AUTH, or by EAP and the AUTH keyed
+    /// with its MSK): authorize it, lease its virtual IPs, make the first
+    /// Child SA, prove ourselves and establish. `payloads` is the request
+    /// being answered (parked as it is when a decision is deferred).
+    pub(super) fn finish_responder_auth(
+        &mut self,
+        now: Duration,
+        mut sa: IkeSa,
+        h: &Header,
+        payloads: Vec<Payload>,
+        info: AuthInfo,
+        done: AuthDone,
+    ) {
+        let ex = Exchange::IkeAuth;
+        let ci = sa.conn;
+        let peer_id = sa.remote_id.clone().expect("set by the caller");
+        // With EAP, the Child SA, the virtual IPs and INITIAL_CONTACT were
+        // asked for in the first IKE_AUTH request.
+        let first_owned;
+        let first: &[Payload] = match &done {
+            AuthDone::Eap { state, .. } => {
+                first_owned = state.first.clone();
+                &first_owned
+            }
+            AuthDone::Signed { .. } => &payloads,
+        };
+        // Parks the request until the policy answers, putting the SA back
+        // as it was before the question.
+        let park = |this: &mut Engine, mut sa: IkeSa, done: AuthDone, payloads: Vec<Payload>| {
+            match done {
+                AuthDone::Signed { conn_before } => {
+                    sa.conn = conn_before;
+                    sa.remote_id = None;
+                }
+                AuthDone::Eap { state } => sa.eap = Some(state),
+            }
+            this.park_request(now, sa, h, payloads);
+        };
         let ctx = self.ctx(&sa, ci, false);
         if let Err(e) = self.policy.authorize(&ctx, &info) {
             if self.policy.take_deferred() {
-                sa.conn = conn_before;
-                sa.remote_id = None;
-                self.park_request(now, sa, h, payloads);
+                park(self, sa, done, payloads);
                 return;
             }
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::NotAuthorized { peer: peer_id, why: policy_reason(&e) });
+            self.deny_auth(
+                now,
+                sa,
+                h,
+                NotifyType::AUTHENTICATION_FAILED,
+                FailureReason::NotAuthorized { peer: peer_id, why: policy_reason(&e) },
+                Vec::new(),
+            );
             return;
         }
-        if let Err(what) = self.ike_cap_allows(&sa, ci, find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some()) {
-            deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::Limit { what });
+        let initial_contact = find_notify(first, NotifyType::INITIAL_CONTACT).is_some();
+        if let Err(what) = self.ike_cap_allows(&sa, ci, initial_contact) {
+            self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, FailureReason::Limit { what }, Vec::new());
             return;
         }
         // Virtual IPs first: the Child SA's selectors narrow to them.
-        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, &payloads) {
+        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, first) {
             Ok(cp) => (cp, None),
             Err(reason) => (None, Some(reason)),
         };
         // The Child SA's decisions come before anything changes, so that a
         // deferred one leaves the SA as it was.
-        let child = if vip_failure.is_none() && payloads.iter().any(|p| matches!(p, Payload::Sa(_))) {
+        let child = if vip_failure.is_none() && first.iter().any(|p| matches!(p, Payload::Sa(_))) {
             let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
-            let r = self.respond_child(now, &mut sa, &payloads, &ni, &nr, true, None);
+            let r = self.respond_child(now, &mut sa, first, &ni, &nr, true, None);
             if r.is_err() && self.policy.take_deferred() {
-                sa.conn = conn_before;
-                sa.remote_id = None;
                 // Asked again when the answer is in: the same lease comes back.
                 self.release_vips(&mut sa);
-                self.park_request(now, sa, h, payloads);
+                park(self, sa, done, payloads);
                 return;
             }
             Some(r)
@@ -661,21 +725,31 @@ impl Engine {
         let conn = &self.config.connections[ci];
         let idr_p = authn::local_id_wire(conn);
         let signed = authn::Signed { prf: keys.suite.prf, real_message: &sa.init_resp, peer_nonce: &sa.ni, sk_p: &keys.sk_pr, id: &idr_p };
-        let proof = match authn::prove(conn, sa.hints.as_deref(), &signed) {
-            Ok(p) => p,
-            Err(why) => {
-                sa.auth = None;
-                self.release_vips(&mut sa);
-                deny(self, sa, NotifyType::AUTHENTICATION_FAILED, FailureReason::OwnAuth { why });
-                return;
-            }
-        };
-        let mut out = vec![Payload::IdR(idr_p)];
-        out.extend(proof.certs);
-        out.push(proof.auth);
+        let mut out = Vec::new();
+        match &done {
+            AuthDone::Signed { .. } => match authn::prove(conn, sa.hints.as_deref(), &signed) {
+                Ok(proof) => {
+                    out.push(Payload::IdR(idr_p.clone()));
+                    out.extend(proof.certs);
+                    out.push(proof.auth);
+                }
+                Err(why) => {
+                    sa.auth = None;
+                    self.release_vips(&mut sa);
+                    self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, FailureReason::OwnAuth { why }, Vec::new());
+                    return;
+                }
+            },
+            // RFC 7296 2.16: our second AUTH, keyed with the MSK.
+            AuthDone::Eap { state } => out.push(Payload::Auth(codec::AuthPayload {
+                method: codec::AuthMethod::SHARED_KEY_MIC,
+                data: authn::msk_auth(&signed, state.msk()).to_vec(),
+            })),
+        }
+        drop(done);
         out.extend(cp_reply);
         self.establish(now, &mut sa);
-        if find_notify(&payloads, NotifyType::INITIAL_CONTACT).is_some() {
+        if initial_contact {
             self.initial_contact(&sa);
         }
         let half_key = (sa.spi_i, sa.remote);

@@ -56,6 +56,7 @@ pub(crate) mod suite;
 
 mod child;
 mod deferral;
+mod eap;
 mod info;
 mod init;
 mod reauth;
@@ -186,6 +187,8 @@ pub struct Engine {
     unix_time: u64,
     /// Virtual IP pools, daemon-wide ([`Engine::set_pools`]).
     pools: Arc<crate::pool::Pools>,
+    /// EAP user secrets, daemon-wide ([`Engine::set_eap_users`]).
+    eap_users: Arc<crate::eap::EapUsers>,
 }
 
 impl Engine {
@@ -215,6 +218,7 @@ impl Engine {
             tally: tally::Tally::default(),
             unix_time: 0,
             pools: Arc::new(crate::pool::Pools::default()),
+            eap_users: Arc::new(crate::eap::EapUsers::default()),
         })
     }
 
@@ -1140,6 +1144,8 @@ impl Engine {
             hints: None,
             auth_scheme: None,
             vip: None,
+            eap: None,
+            eap_identity: None,
         }
     }
 
@@ -1240,6 +1246,9 @@ impl Engine {
         }
         match h.exchange {
             ExchangeType::IKE_AUTH if sa.state == IkeState::InitResponded => self.responder_auth(now, sa, h, payloads),
+            ExchangeType::INFORMATIONAL if sa.state == IkeState::InitResponded && sa.eap.is_some() => {
+                self.eap_aborted(now, sa, h, payloads)
+            }
             ExchangeType::CREATE_CHILD_SA => self.responder_create_child(now, sa, h, payloads),
             ExchangeType::INFORMATIONAL => self.responder_informational(now, sa, h, payloads),
             _ => {

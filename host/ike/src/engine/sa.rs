@@ -201,6 +201,10 @@ pub(crate) struct IkeSa {
     pub auth_scheme: Option<Box<str>>,
     /// Virtual IPs: ours (received) or the peer's (leased by us); see `vip.rs`.
     pub vip: Option<Box<super::vip::Vips>>,
+    /// Responder: an EAP authentication under way (see `eap.rs`).
+    pub eap: Option<Box<super::eap::EapState>>,
+    /// The EAP identity the peer authenticated as (kept across rekeys).
+    pub eap_identity: Option<Box<str>>,
 }
 
 impl IkeSa {
@@ -237,6 +241,7 @@ impl IkeSa {
         self.candidates = Vec::new();
         self.first_child_name = None;
         self.hints = None;
+        self.eap = None;
     }
 
     /// How the peer authenticated, for events and status.

@@ -158,7 +158,16 @@ impl Engine {
         if asked.is_empty() {
             return Ok(None);
         }
-        let Some(owner) = sa.remote_id.clone() else {
+        // An EAP peer's lease goes with its EAP identity (the user), not
+        // the IKE identity (often just the client's address).
+        let owner = match &sa.eap_identity {
+            Some(e) => Some(wisp_policy_api::Identity {
+                kind: if e.contains('@') { wisp_policy_api::IdType::Rfc822Addr } else { wisp_policy_api::IdType::Fqdn },
+                value: e.to_string(),
+            }),
+            None => sa.remote_id.clone(),
+        };
+        let Some(owner) = owner else {
             return Err(FailureReason::NoAddress { why: "no authenticated peer identity to lease to".into() });
         };
         let mut vips = Vips::default();
