@@ -31,6 +31,9 @@ pub struct CharonOptions {
     /// Raw lines inserted into the `charon { }` section, e.g.
     /// `retransmit_tries = 2`.
     pub extra: Vec<String>,
+    /// Raw lines after the `charon { }` section (other sections of
+    /// strongswan.conf, e.g. `libtls { version_max = 1.3 }`).
+    pub top: Vec<String>,
 }
 
 impl Default for CharonOptions {
@@ -51,6 +54,7 @@ impl Default for CharonOptions {
                 "retransmit_timeout = 1".into(),
                 "retransmit_tries = 3".into(),
             ],
+            top: Vec::new(),
         }
     }
 }
@@ -93,6 +97,9 @@ impl CharonOptions {
         let _ = writeln!(s, "    }}\n  }}");
         let _ = writeln!(s, "  syslog {{\n    identifier = charon-test\n    daemon {{\n      default = -1\n    }}\n  }}");
         let _ = writeln!(s, "}}");
+        for l in &self.top {
+            let _ = writeln!(s, "{l}");
+        }
         s
     }
 }

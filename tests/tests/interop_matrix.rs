@@ -1934,6 +1934,21 @@ fn rw_eap_case(ask_identity: bool) -> R<Outcome> {
     })
 }
 
+/// charon's EAP identity (`mallory.test`) is in none of its certificates,
+/// so it sends none: wisp's TLS server refuses the handshake and says so.
+fn rw_eap_tls_identity_case() -> R<Outcome> {
+    let w = rw_eap_tls_world(Some("mallory.test"))?;
+    let env = Env::new("mxu", &w.setup, false)?;
+    let (_, last_error, reason) = initiation_fails(&env, Who::Charon)?;
+    if !reason.contains("EAP-TLS failed: TLS handshake failed: peer sent no certificates") {
+        return env.fail(format!("wisp's reason does not say the client sent no certificate: {reason:?}"));
+    }
+    if !env.charon.log().contains("EAP/FAIL N(AUTH_FAILED)") {
+        return env.fail("charon did not get EAP-Failure with AUTHENTICATION_FAILED");
+    }
+    Ok(Outcome { algorithms: "- (EAP-Failure)".into(), note: format!("wisp: {}", last_error.unwrap_or_default()) })
+}
+
 /// A wrong password: charon gets the MS-CHAPv2 Failure (E=691), wisp says
 /// why without quoting the password, no lease is made.
 fn rw_eap_wrong_password_case() -> R<Outcome> {
@@ -1957,6 +1972,63 @@ fn rw_eap_wrong_password_case() -> R<Outcome> {
     Ok(Outcome { algorithms: "- (E=691, AUTHENTICATION_FAILED)".into(), note: format!("wisp: {}", last_error.unwrap_or_default()) })
 }
 
+/// charon as an EAP-TLS road warrior (its client certificate, after
+/// wisp's certificate AUTH); `eap_id`: charon's EAP identity when it is
+/// not its IKE identity (wisp then asks with EAP-Identity).
+fn rw_eap_tls_world(eap_id: Option<&str>) -> R<CertWorld> {
+    let mut w = cert_world(&format!("mxt{}", port()), KeyType::EcdsaP256, CertVariant::Plain)?;
+    rw_wisp(&mut w.setup, "10.3.0.0/24");
+    w.setup.wisp.conns[0].extra.push("remote.auth = \"eap-tls\"".into());
+    let sc = &mut w.setup.swan.conns[0];
+    sc.local_auth = Some("eap-tls".into());
+    if let Some(id) = eap_id {
+        sc.local_extra.push(("eap_id".into(), id.into()));
+        w.setup.wisp.conns[0].extra.push("remote.eap_id = \"%any\"".into());
+    }
+    rw_client(sc);
+    rw_charon(&mut w.setup.charon);
+    w.setup.charon.plugins.push_str(" eap-identity eap-tls");
+    Ok(w)
+}
+
+/// charon authenticates by EAP-TLS (RFC 5216; strongSwan 5.9.8 speaks TLS
+/// 1.2 here, its 1.3 EAP-TLS came with 5.9.10): it gets its address, wisp
+/// shows the client certificate, the lease goes when charon does.
+fn rw_eap_tls_case() -> R<Outcome> {
+    let w = rw_eap_tls_world(None)?;
+    let env = Env::new("mxt", &w.setup, false)?;
+    env.charon.initiate_child("net", 20).map_err(|x| format!("charon: {x}{}", env.ctx()))?;
+    let log = env.charon.log();
+    if !log.contains("EAP method EAP_TLS succeeded, MSK established") {
+        return env.fail("charon's log does not say EAP-TLS succeeded with an MSK");
+    }
+    let version = log.lines().find_map(|l| l.split_once("negotiated ").map(|(_, v)| v.trim().to_string())).unwrap_or_default();
+    let sas = env.charon.list_sas().map_err(e)?;
+    let vips = sas.first().map(|s| s.local_vips.clone()).unwrap_or_default();
+    if vips != ["10.3.0.1"] {
+        return env.fail(format!("charon holds virtual IPs {vips:?}, want [10.3.0.1]"));
+    }
+    let st = env.wisp().status().map_err(e)?;
+    let ike = wisp_ike(&st)?;
+    let how = ike["remote_auth"].as_str().unwrap_or("").to_string();
+    if how != format!("EAP-TLS as {CHARON_ID:?}") {
+        return env.fail(format!("wisp says the peer authenticated by {how:?}"));
+    }
+    let subject = ike["remote_cert"]["subject"].as_str().unwrap_or("").to_string();
+    if !subject.contains("charon") {
+        return env.fail(format!("wisp shows the client certificate {:?}", ike["remote_cert"]));
+    }
+    ping_until_ok(&env.pair.right, "10.3.0.1", "10.1.0.1", 10).map_err(|x| format!("from the virtual IP: {x}{}", env.ctx()))?;
+    env.charon.terminate_ike("gw").map_err(e)?;
+    env.wisp()
+        .wait_status(Duration::from_secs(10), |st| wisp_pool(st).0 == 0 && wisp_pool(st).1 == 1)
+        .map_err(|x| format!("lease not released: {x}{}", env.ctx()))?;
+    Ok(Outcome {
+        algorithms: algos(&sas[0]),
+        note: format!("{version}; wisp: {how}, client certificate {subject}; ping from 10.3.0.1; lease released"),
+    })
+}
+
 #[test]
 fn matrix_road_warriors() {
     if !require_root("matrix_road_warriors") {
@@ -1970,6 +2042,8 @@ fn matrix_road_warriors() {
         ("charon EAP-MSCHAPv2 (IDi = the user) after wisp's certificate".into(), Box::new(|| rw_eap_case(false))),
         ("charon EAP-MSCHAPv2, EAP-Identity asked (remote.eap_id = %any)".into(), Box::new(|| rw_eap_case(true))),
         ("charon EAP-MSCHAPv2 with a wrong password: refused (E=691)".into(), Box::new(rw_eap_wrong_password_case)),
+        ("charon EAP-TLS (TLS 1.2) with a client certificate".into(), Box::new(rw_eap_tls_case)),
+        ("charon EAP-TLS without a certificate for its EAP identity: refused".into(), Box::new(rw_eap_tls_identity_case)),
     ];
     report("interop matrix: road warriors (virtual IPs)", cases);
 }

@@ -88,7 +88,7 @@
 //! [connections.rw]
 //! local.certs = ["gwCert.pem"]         # required: the EAP server signs first
 //! local.key = "gwKey.pem"
-//! remote.auth = "eap-mschapv2"
+//! remote.auth = "eap-mschapv2"         # or "eap-tls" with remote.cacerts = [...] (client certificates)
 //! remote.eap_id = "%any"               # ask with EAP-Identity (default: the IKE identity is the user)
 //! remote.id = "%any"                   # the IKE identity (often just the client's address)
 //! pools = ["rw"]                       # leases go to the EAP user
@@ -897,7 +897,7 @@ pub struct Endpoint {
     pub id: Option<String>,
     /// `psk`, `pubkey` (a certificate and a signature; RFC 7427 when the
     /// peer supports it), for `local.auth` also `rsa/pss` (RSASSA-PSS
-    /// with an RSA key), for `remote.auth` also `eap-mschapv2`. Default: `pubkey` when `local.certs` (`local`) or
+    /// with an RSA key), for `remote.auth` also `eap-mschapv2` and `eap-tls`. Default: `pubkey` when `local.certs` (`local`) or
     /// `remote.cacerts` (`remote`) is set, else `psk`.
     pub auth: Option<AuthKind>,
     /// `local.certs`: our certificate, then the intermediate CAs to send
@@ -939,6 +939,10 @@ pub enum AuthKind {
     /// `[secrets] eap_file`; we by our certificate.
     #[serde(rename = "eap-mschapv2")]
     EapMschapv2,
+    /// `remote.auth` only: the peer authenticates by EAP-TLS with a client
+    /// certificate that chains to `remote.cacerts`; we by our certificate.
+    #[serde(rename = "eap-tls")]
+    EapTls,
 }
 
 impl AuthKind {
@@ -946,6 +950,7 @@ impl AuthKind {
     pub fn eap_method(self) -> Option<wisp_ike::eap::Method> {
         match self {
             AuthKind::EapMschapv2 => Some(wisp_ike::eap::Method::MsChapV2),
+            AuthKind::EapTls => Some(wisp_ike::eap::Method::Tls),
             _ => None,
         }
     }
@@ -1273,7 +1278,7 @@ impl Config {
                         "remote.auth = eap-* needs a certificate of ours (local.auth = pubkey, local.certs, local.key)".into(),
                     ));
                 }
-                if !has_eap_file {
+                if ra == AuthKind::EapMschapv2 && !has_eap_file {
                     return Err(err(f("remote.auth"), "EAP needs the users' secrets: set [secrets] eap_file".into()));
                 }
             } else if conn.remote.eap_id.is_some() {
@@ -1299,7 +1304,10 @@ impl Config {
             } else if !conn.local.certs.is_empty() || conn.local.key.is_some() {
                 return Err(err(f("local.auth"), "local.certs / local.key are set but local.auth = psk".into()));
             }
-            if ra == AuthKind::Pubkey {
+            if ra == AuthKind::EapTls && conn.remote.cacerts.is_empty() {
+                return Err(err(f("remote.cacerts"), "remote.auth = eap-tls needs the CAs of the client certificates".into()));
+            }
+            if ra == AuthKind::Pubkey || ra == AuthKind::EapTls {
                 let t = crate::credentials::load_trust(&base, &conn.remote.cacerts, &conn.remote.crls)
                     .map_err(|(s, m)| err(f(&format!("remote.{s}")), m))?;
                 conn.remote.trust = Some(t);

@@ -300,7 +300,8 @@ pub fn engine_conn(cfg: &Config, name: &str, c: &Connection) -> Result<ikecfg::C
             Some("%any") => wisp_ike::eap::EapId::Any,
             Some(id) => wisp_ike::eap::EapId::Exact(id.to_string()),
         };
-        ec.remote_auth = ikecfg::RemoteAuth::Eap(ikecfg::EapAuth { method, eap_id });
+        let tls_trust = c.remote.trust.clone();
+        ec.remote_auth = ikecfg::RemoteAuth::Eap(ikecfg::EapAuth { method, eap_id, tls_trust });
     }
     ec.send_cert = match c.send_cert {
         config::SendCert::Ifasked => ikecfg::SendCert::IfAsked,

@@ -172,6 +172,16 @@ fn eap_configuration_and_its_errors() {
     let ec = wisp_gateway::driver::engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
     assert!(matches!(&ec.remote_auth, wisp_ike::config::RemoteAuth::Eap(e) if e.eap_id == wisp_ike::eap::EapId::Ike));
 
+    // EAP-TLS: the client certificates' CAs from remote.cacerts; no secrets file needed.
+    let tls = w.config(&format!("{ours}\nremote.auth = \"eap-tls\"\nremote.cacerts = [{:?}]", w.path("ca.pem")));
+    let cfg = w.load(&tls).unwrap();
+    let ec = wisp_gateway::driver::engine_conn(&cfg, "b", &cfg.connections["b"]).unwrap();
+    assert!(
+        matches!(&ec.remote_auth, wisp_ike::config::RemoteAuth::Eap(e) if e.method == wisp_ike::eap::Method::Tls && e.tls_trust.is_some())
+    );
+    let e = w.load(&w.config(&format!("{ours}\nremote.auth = \"eap-tls\""))).unwrap_err();
+    assert_eq!(e.field, "connections.b.remote.cacerts", "{e}");
+
     let err = |text: String, field: &str, msg: &str| {
         let e = w.load(&text).unwrap_err();
         assert_eq!(e.field, field, "{e}");

@@ -545,6 +545,9 @@ impl ConnectionConfig {
             // RFC 7296 2.16: the EAP server proves itself with a signature first.
             return Err(bad("remote.auth = eap-* needs local.auth = pubkey (a certificate of ours)"));
         }
+        if matches!(&self.remote_auth, RemoteAuth::Eap(e) if e.method == crate::eap::Method::Tls && e.tls_trust.is_none()) {
+            return Err(bad("remote.auth = eap-tls needs the CAs of the client certificates (remote.cacerts)"));
+        }
         if self.fragment_size != 0 && !(MIN_FRAGMENT_SIZE..=65_535).contains(&self.fragment_size) {
             return Err(bad(&format!("fragment_size {} is neither 0 nor within {MIN_FRAGMENT_SIZE}..=65535", self.fragment_size)));
         }
@@ -969,11 +972,14 @@ pub enum RemoteAuth {
 }
 
 /// How the peer authenticates by EAP.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct EapAuth {
     pub method: crate::eap::Method,
     /// swanctl `remote.eap_id`.
     pub eap_id: crate::eap::EapId,
+    /// EAP-TLS: the CAs (and CRLs) client certificates must chain to
+    /// (swanctl `remote.cacerts`).
+    pub tls_trust: Option<std::sync::Arc<TrustConfig>>,
 }
 
 /// The configured trust of one connection.
@@ -982,14 +988,17 @@ pub struct TrustConfig {
     /// Digests of the CA certificates and CRLs as loaded: a reload that
     /// changes any of them changes the connection.
     pub digests: Vec<String>,
+    /// The CA certificates and CRLs (DER) as loaded, for EAP-TLS.
+    pub ca_der: Vec<Vec<u8>>,
+    pub crl_der: Vec<Vec<u8>>,
 }
 
 impl TrustConfig {
     pub fn new(ca_certs: Vec<Vec<u8>>, crls: Vec<Vec<u8>>) -> Result<Self, String> {
         use sha2::Digest;
         let digests = ca_certs.iter().chain(&crls).map(|c| hex_short(&sha2::Sha256::digest(c))).collect();
-        let store = crate::pki::cert::TrustStore::new(ca_certs, crls).map_err(|e| e.to_string())?;
-        Ok(TrustConfig { store, digests })
+        let store = crate::pki::cert::TrustStore::new(ca_certs.clone(), crls.clone()).map_err(|e| e.to_string())?;
+        Ok(TrustConfig { store, digests, ca_der: ca_certs, crl_der: crls })
     }
 }
 

@@ -269,6 +269,22 @@ pub struct PrivateKey {
     inner: Inner,
     spki: Vec<u8>,
     rng: SystemRandom,
+    /// The key as it was read, for TLS (EAP-TLS gives it to rustls).
+    source: Option<KeySource>,
+}
+
+/// A private key's DER encoding, as read.
+pub struct KeySource {
+    pub format: KeyFormat,
+    pub der: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// The encoding of [`KeySource::der`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    Pkcs8,
+    Sec1,
+    Pkcs1,
 }
 
 impl fmt::Debug for PrivateKey {
@@ -298,26 +314,37 @@ impl PrivateKey {
         if trimmed.starts_with(b"-----BEGIN ") {
             let text = std::str::from_utf8(trimmed).map_err(|_| SigError::Pem("not ASCII text".into()))?;
             let (label, der) = pem_key_block(text)?;
-            match label.as_str() {
-                "PRIVATE KEY" => Self::from_pkcs8(&der),
-                "EC PRIVATE KEY" => Self::from_sec1(&der, None),
-                "RSA PRIVATE KEY" => Self::from_pkcs1(&der),
+            let (key, format) = match label.as_str() {
+                "PRIVATE KEY" => (Self::from_pkcs8(&der)?, KeyFormat::Pkcs8),
+                "EC PRIVATE KEY" => (Self::from_sec1(&der, None)?, KeyFormat::Sec1),
+                "RSA PRIVATE KEY" => (Self::from_pkcs1(&der)?, KeyFormat::Pkcs1),
                 _ => unreachable!("pem_key_block returns our labels only"),
-            }
+            };
+            Ok(key.with_source(format, &der))
         } else {
             Self::from_der(bytes)
         }
     }
 
+    fn with_source(mut self, format: KeyFormat, der: &[u8]) -> Self {
+        self.source = Some(KeySource { format, der: zeroize::Zeroizing::new(der.to_vec()) });
+        self
+    }
+
+    /// The DER the key was read from.
+    pub fn source(&self) -> Option<&KeySource> {
+        self.source.as_ref()
+    }
+
     fn from_der(der: &[u8]) -> Result<Self, SigError> {
         if pkcs8::PrivateKeyInfo::from_der(der).is_ok() {
-            return Self::from_pkcs8(der);
+            return Ok(Self::from_pkcs8(der)?.with_source(KeyFormat::Pkcs8, der));
         }
         if sec1::EcPrivateKey::from_der(der).is_ok() {
-            return Self::from_sec1(der, None);
+            return Ok(Self::from_sec1(der, None)?.with_source(KeyFormat::Sec1, der));
         }
         if pkcs1::RsaPrivateKey::from_der(der).is_ok() {
-            return Self::from_pkcs1(der);
+            return Ok(Self::from_pkcs1(der)?.with_source(KeyFormat::Pkcs1, der));
         }
         if EncryptedPrivateKeyInfo::from_der(der).is_ok() {
             return Err(SigError::EncryptedKey("DER EncryptedPrivateKeyInfo"));
@@ -337,7 +364,7 @@ impl PrivateKey {
         } else if alg == oid::ED25519 {
             let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| SigError::InvalidKey(format!("Ed25519: {e}")))?;
             let spki = spki_der(oid::ED25519, None, kp.public_key().as_ref());
-            Ok(PrivateKey { inner: Inner::Ed25519(kp), spki, rng: SystemRandom::new() })
+            Ok(PrivateKey { inner: Inner::Ed25519(kp), spki, rng: SystemRandom::new(), source: None })
         } else {
             Err(SigError::KeyAlgorithm(oid_name(&alg)))
         }
@@ -390,7 +417,7 @@ impl PrivateKey {
         let fixed = EcdsaKeyPair::from_pkcs8(fixed_alg, &p8_der, &rng).map_err(bad)?;
         let asn1 = EcdsaKeyPair::from_pkcs8(asn1_alg, &p8_der, &rng).map_err(bad)?;
         let spki = spki_der(oid::EC_PUBLIC_KEY, Some(curve_oid), fixed.public_key().as_ref());
-        Ok(PrivateKey { inner: Inner::Ec { curve: c, fixed: Box::new(fixed), asn1: Box::new(asn1) }, spki, rng })
+        Ok(PrivateKey { inner: Inner::Ec { curve: c, fixed: Box::new(fixed), asn1: Box::new(asn1) }, spki, rng, source: None })
     }
 
     fn from_pkcs1(der: &[u8]) -> Result<Self, SigError> {
@@ -407,6 +434,7 @@ impl PrivateKey {
             inner: Inner::Rsa { bits, ring, legacy: Box::new(rsa::pkcs1v15::SigningKey::new(legacy)) },
             spki,
             rng: SystemRandom::new(),
+            source: None,
         })
     }
 

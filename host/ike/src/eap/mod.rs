@@ -7,10 +7,12 @@
 //! challenge) comes from the caller.
 //!
 //! Methods: EAP-Identity (type 1, when the EAP identity is not the IKE
-//! identity: swanctl `remote.eap_id = %any`) and EAP-MSCHAPv2 (type 26),
-//! what the native IKEv2 clients of Windows, macOS/iOS and Android use.
+//! identity: swanctl `remote.eap_id = %any`), EAP-MSCHAPv2 (type 26),
+//! what the native IKEv2 clients of Windows, macOS/iOS and Android use,
+//! and EAP-TLS (type 13, a client certificate, with rustls).
 
 pub mod mschapv2;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,7 +33,7 @@ pub const TYPE_NAK: u8 = 3;
 /// The longest EAP identity we take (octets).
 pub const MAX_IDENTITY: usize = 255;
 /// EAP round trips one authentication may take.
-pub const MAX_ROUNDS: u8 = 16;
+pub const MAX_ROUNDS: u8 = 64;
 
 /// An EAP method wisp serves (swanctl `remote.auth = eap-NAME`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +41,8 @@ pub const MAX_ROUNDS: u8 = 16;
 pub enum Method {
     /// EAP-MSCHAPv2: a password, checked against [`EapUsers`].
     MsChapV2,
+    /// EAP-TLS: a client certificate, checked against `remote.cacerts`.
+    Tls,
 }
 
 impl Method {
@@ -46,18 +50,21 @@ impl Method {
     pub fn type_code(self) -> u8 {
         match self {
             Method::MsChapV2 => mschapv2::TYPE,
+            Method::Tls => tls::TYPE,
         }
     }
     /// The swanctl name (`eap-mschapv2` is `remote.auth`'s spelling).
     pub fn name(self) -> &'static str {
         match self {
             Method::MsChapV2 => "mschapv2",
+            Method::Tls => "tls",
         }
     }
     /// Parses a swanctl `remote.auth` value naming an EAP method.
     pub fn from_auth(s: &str) -> Option<Method> {
         match s {
             "eap-mschapv2" => Some(Method::MsChapV2),
+            "eap-tls" => Some(Method::Tls),
             _ => None,
         }
     }
@@ -196,6 +203,7 @@ fn nak_types(data: &[u8]) -> String {
 enum Phase {
     Identity,
     MsChap(mschapv2::Server),
+    Tls(Box<tls::Server>),
 }
 
 /// The server side of one EAP authentication.
@@ -208,6 +216,8 @@ pub struct Session {
     identity: Option<String>,
     phase: Phase,
     rounds: u8,
+    /// EAP-TLS: the server's configuration, until the method starts.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// What a Response leads to.
@@ -215,8 +225,9 @@ pub enum Outcome {
     /// Send this EAP packet (a Request) and wait for the next Response.
     Continue(Vec<u8>),
     /// Send this EAP-Success; the peer proved `identity`, and the method
-    /// keyed the final AUTH with `msk`.
-    Success { packet: Vec<u8>, msk: Zeroizing<Vec<u8>>, identity: String },
+    /// keyed the final AUTH with `msk`. EAP-TLS: the peer's certificate
+    /// chain (end entity first), which the caller binds to `identity`.
+    Success { packet: Vec<u8>, msk: Zeroizing<Vec<u8>>, identity: String, peer_certs: Vec<Vec<u8>> },
     /// Send this Request, which tells the peer it failed (its answer ends
     /// the method with a Failure); `reason` says why, for the log.
     Refused { packet: Vec<u8>, reason: String },
@@ -227,28 +238,45 @@ pub enum Outcome {
 impl Session {
     /// Starts with the first Request: EAP-Identity unless the IKE identity
     /// `ike_identity` is the EAP identity. `id` is its EAP identifier,
-    /// `challenge` the method's randomness.
-    pub fn start(method: Method, eap_id: EapId, ike_identity: &str, id: u8, challenge: [u8; 16]) -> (Session, Vec<u8>) {
-        let mut s = Session { method, eap_id, id, identity: None, phase: Phase::Identity, rounds: 0 };
+    /// `challenge` the method's randomness; `tls` the TLS server's
+    /// configuration (EAP-TLS only).
+    pub fn start(
+        method: Method,
+        eap_id: EapId,
+        ike_identity: &str,
+        id: u8,
+        challenge: [u8; 16],
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Result<(Session, Vec<u8>), String> {
+        if method == Method::Tls && tls.is_none() {
+            return Err("EAP-TLS without a TLS configuration".into());
+        }
+        let mut s = Session { method, eap_id, id, identity: None, phase: Phase::Identity, rounds: 0, tls };
         let first = if s.eap_id == EapId::Ike {
             s.identity = Some(ike_identity.to_string());
-            s.begin_method(challenge)
+            s.begin_method(challenge)?
         } else {
             encode(REQUEST, id, TYPE_IDENTITY, &[])
         };
-        (s, first)
+        Ok((s, first))
     }
 
     pub fn method(&self) -> Method {
         self.method
     }
 
-    fn begin_method(&mut self, challenge: [u8; 16]) -> Vec<u8> {
+    fn begin_method(&mut self, challenge: [u8; 16]) -> Result<Vec<u8>, String> {
         match self.method {
             Method::MsChapV2 => {
                 let (m, data) = mschapv2::Server::start(challenge, self.id);
                 self.phase = Phase::MsChap(m);
-                encode(REQUEST, self.id, mschapv2::TYPE, &data)
+                Ok(encode(REQUEST, self.id, mschapv2::TYPE, &data))
+            }
+            Method::Tls => {
+                let cfg = self.tls.take().ok_or("EAP-TLS without a TLS configuration")?;
+                let (t, data) = tls::Server::start(cfg)?;
+                self.phase = Phase::Tls(Box::new(t));
+                Ok(encode(REQUEST, self.id, tls::TYPE, &data))
             }
         }
     }
@@ -287,7 +315,28 @@ impl Session {
                 }
                 self.identity = Some(identity);
                 self.id = self.id.wrapping_add(1);
-                Outcome::Continue(self.begin_method(challenge))
+                match self.begin_method(challenge) {
+                    Ok(first) => Outcome::Continue(first),
+                    Err(e) => fail(self, e),
+                }
+            }
+            Phase::Tls(t) => {
+                if p.typ != tls::TYPE {
+                    return fail(self, format!("expected EAP-TLS, got EAP type {}", p.typ));
+                }
+                match t.respond(p.data) {
+                    tls::Step::Request(data) => {
+                        self.id = self.id.wrapping_add(1);
+                        Outcome::Continue(encode(REQUEST, self.id, tls::TYPE, &data))
+                    }
+                    tls::Step::Done { msk, peer_certs } => Outcome::Success {
+                        packet: encode_code(SUCCESS, self.id),
+                        msk,
+                        identity: self.identity.clone().unwrap_or_default(),
+                        peer_certs,
+                    },
+                    tls::Step::Failed(reason) => fail(self, reason),
+                }
             }
             Phase::MsChap(m) => {
                 if p.typ != mschapv2::TYPE {
@@ -303,7 +352,9 @@ impl Session {
                         self.id = self.id.wrapping_add(1);
                         Outcome::Refused { packet: encode(REQUEST, self.id, mschapv2::TYPE, &data), reason: why }
                     }
-                    mschapv2::Step::Done { msk, user } => Outcome::Success { packet: encode_code(SUCCESS, self.id), msk, identity: user },
+                    mschapv2::Step::Done { msk, user } => {
+                        Outcome::Success { packet: encode_code(SUCCESS, self.id), msk, identity: user, peer_certs: Vec::new() }
+                    }
                     mschapv2::Step::Failed(reason) => fail(self, reason),
                 }
             }
@@ -322,7 +373,7 @@ mod tests {
     /// Plays the peer: answers Identity with `who`, MSCHAPv2 with `pw`.
     fn run(eap_id: EapId, ike_id: &str, who: &str, pw: &str) -> Outcome {
         let u = users();
-        let (mut s, mut req) = Session::start(Method::MsChapV2, eap_id, ike_id, 7, [3; 16]);
+        let (mut s, mut req) = Session::start(Method::MsChapV2, eap_id, ike_id, 7, [3; 16], None).unwrap();
         loop {
             let p = Packet::parse(&req).unwrap();
             assert_eq!(p.code, REQUEST);
@@ -343,7 +394,7 @@ mod tests {
 
     #[test]
     fn identity_then_mschapv2() {
-        let Outcome::Success { packet, msk, identity } = run(EapId::Any, "10.0.0.9", "alice", "pw-alice") else { panic!("failed") };
+        let Outcome::Success { packet, msk, identity, .. } = run(EapId::Any, "10.0.0.9", "alice", "pw-alice") else { panic!("failed") };
         assert_eq!(identity, "alice");
         assert_eq!(msk.len(), 64);
         let p = Packet::parse(&packet).unwrap();
@@ -374,14 +425,14 @@ mod tests {
     #[test]
     fn nak_wrong_identifier_and_garbage_fail() {
         let u = users();
-        let (mut s, req) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16]);
+        let (mut s, req) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16], None).unwrap();
         let id = req[1];
         let Outcome::Failure { reason, .. } = s.process(&encode(RESPONSE, id, TYPE_NAK, &[13]), &u, [0; 16]) else { panic!() };
         assert!(reason.contains("declined EAP-MSCHAPV2 and asks for TLS"), "{reason}");
-        let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16]);
+        let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16], None).unwrap();
         assert!(matches!(s.process(&encode(RESPONSE, id + 1, TYPE_IDENTITY, b"alice"), &u, [0; 16]), Outcome::Failure { .. }));
         for junk in [&[][..], &[2, 1, 0], &[2, 1, 0, 9, 1], &[2, 1, 0, 4], &[9, 1, 0, 5, 1]] {
-            let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16]);
+            let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16], None).unwrap();
             assert!(matches!(s.process(junk, &u, [0; 16]), Outcome::Failure { .. }), "{junk:?}");
         }
     }
@@ -389,7 +440,7 @@ mod tests {
     #[test]
     fn rounds_are_bounded() {
         let u = users();
-        let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16]);
+        let (mut s, _) = Session::start(Method::MsChapV2, EapId::Any, "x", 1, [0; 16], None).unwrap();
         // Identity answered, then only Naks of nothing... each a failure; a
         // session that fails is over, but a looping peer cannot get more
         // than MAX_ROUNDS out of one session either.

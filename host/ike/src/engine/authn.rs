@@ -143,6 +143,7 @@ pub(super) fn remote_auth_name(conn: &ConnectionConfig) -> &'static str {
         RemoteAuth::Pubkey(_) => "a certificate (remote.auth = pubkey)",
         RemoteAuth::Eap(e) => match e.method {
             crate::eap::Method::MsChapV2 => "EAP-MSCHAPv2 (remote.auth = eap-mschapv2)",
+            crate::eap::Method::Tls => "EAP-TLS (remote.auth = eap-tls)",
         },
     }
 }

@@ -22,7 +22,7 @@ use wisp_policy_api::{AuthInfo, Identity};
 use zeroize::Zeroizing;
 
 use crate::codec::{self, ExchangeType, Header, NotifyType, Payload};
-use crate::config::RemoteAuth;
+use crate::config::{LocalAuth, RemoteAuth};
 use crate::eap::{self, Method, Outcome, Session};
 use crate::event::{DownReason, Exchange, FailureReason, Side};
 
@@ -43,11 +43,13 @@ pub(crate) struct EapState {
 
 enum Step {
     Running(Session),
-    /// EAP-Success sent; the peer's AUTH is due.
+    /// EAP-Success sent; the peer's AUTH is due. `cert`: EAP-TLS's
+    /// verified client certificate.
     Succeeded {
         method: Method,
         identity: String,
         msk: Zeroizing<Vec<u8>>,
+        cert: Option<Box<crate::pki::cert::CertInfo>>,
     },
 }
 
@@ -99,7 +101,23 @@ impl Engine {
             .find_map(|p| if let Payload::IdI(i) = p { Some(identity_from_wire(i).value) } else { None })
             .unwrap_or_default();
         let first_id = self.rng.bytes::<1>()[0];
-        let (session, request) = Session::start(cfg.method, cfg.eap_id.clone(), &ike_identity, first_id, self.rng.bytes());
+        let tls = match (cfg.method, &conn.local_auth, &cfg.tls_trust) {
+            (Method::Tls, LocalAuth::Pubkey(ours), Some(trust)) => match eap::tls::server_config(ours, trust, self.unix_time) {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, FailureReason::OwnAuth { why }, Vec::new());
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let (session, request) = match Session::start(cfg.method, cfg.eap_id.clone(), &ike_identity, first_id, self.rng.bytes(), tls) {
+            Ok(s) => s,
+            Err(why) => {
+                self.deny_auth(now, sa, h, NotifyType::AUTHENTICATION_FAILED, FailureReason::OwnAuth { why }, Vec::new());
+                return;
+            }
+        };
         let mut out = vec![Payload::IdR(idr_p)];
         out.extend(proof.certs);
         out.push(proof.auth);
@@ -144,8 +162,33 @@ impl Engine {
                         self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, vec![Payload::Eap(packet)]);
                         self.put(sa);
                     }
-                    Outcome::Success { packet, msk, identity } => {
-                        state.step = Step::Succeeded { method, identity, msk };
+                    Outcome::Success { packet, msk, identity, peer_certs } => {
+                        // EAP-TLS: the EAP identity must be the certificate's
+                        // (its subject or a subjectAltName), as for IKE's own.
+                        let cert = match peer_certs.first().map(|ee| crate::pki::cert::CertInfo::parse(ee)) {
+                            None => None,
+                            Some(Err(err)) => {
+                                fail(
+                                    self,
+                                    sa,
+                                    format!("the client certificate does not parse: {err}"),
+                                    vec![Payload::Eap(eap::encode_code(eap::FAILURE, packet[1]))],
+                                );
+                                return;
+                            }
+                            Some(Ok(c)) => {
+                                let bound = crate::config::parse_identity(&identity)
+                                    .map(|id| super::convert::identity_to_wire(&id))
+                                    .is_ok_and(|w| c.binds_identity(w.id_type.0, &w.data));
+                                if !bound {
+                                    let why = format!("EAP identity {identity:?} is not in the client certificate {}", c.subject);
+                                    fail(self, sa, why, vec![Payload::Eap(eap::encode_code(eap::FAILURE, packet[1]))]);
+                                    return;
+                                }
+                                Some(Box::new(c))
+                            }
+                        };
+                        state.step = Step::Succeeded { method, identity, msk, cert };
                         sa.eap = Some(state);
                         self.send_response(&mut sa, ExchangeType::IKE_AUTH, h.message_id, vec![Payload::Eap(packet)]);
                         self.put(sa);
@@ -172,7 +215,7 @@ impl Engine {
                     Outcome::Failure { packet, reason } => fail(self, sa, reason, vec![Payload::Eap(packet)]),
                 }
             }
-            Step::Succeeded { identity, msk, .. } => {
+            Step::Succeeded { identity, msk, cert, .. } => {
                 let msk: &[u8] = msk;
                 let Some(auth) = payloads.iter().find_map(|p| if let Payload::Auth(a) = p { Some(a) } else { None }) else {
                     fail(self, sa, "the peer sent no AUTH after EAP-Success".into(), Vec::new());
@@ -195,7 +238,7 @@ impl Engine {
                     );
                     return;
                 }
-                let info = eap_auth_info(peer.clone(), method, identity);
+                let info = eap_auth_info(peer.clone(), method, identity, cert.as_deref());
                 sa.auth_scheme = Some(format!("{method} as {identity:?}").into());
                 sa.eap_identity = Some(identity.as_str().into());
                 sa.remote_id = Some(peer);
@@ -236,6 +279,15 @@ impl Engine {
 }
 
 /// What the policy's `authorize` sees of an EAP peer.
-fn eap_auth_info(peer: Identity, _method: Method, _identity: &str) -> AuthInfo {
-    AuthInfo::psk(peer)
+fn eap_auth_info(peer: Identity, _method: Method, _identity: &str, cert: Option<&crate::pki::cert::CertInfo>) -> AuthInfo {
+    let mut info = AuthInfo::psk(peer);
+    if let Some(c) = cert {
+        info.certificate_subject = Some(c.subject.clone());
+        info.certificate_issuer = Some(c.issuer.clone());
+        info.key_fingerprint = Some(c.key_fingerprint.replace(':', ""));
+        info.subject_alt_names = authn::san_strings(&c.sans);
+        info.certificate_serial = Some(c.serial.clone());
+        info.certificate_not_after = Some(c.not_after);
+    }
+    info
 }
