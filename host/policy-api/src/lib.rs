@@ -12,7 +12,10 @@
 
 use std::net::IpAddr;
 
+pub mod address;
 pub mod selector;
+
+pub use address::{AddressChoice, AddressFamily, AddressPick, AddressPool, AddressRequest, AddressWanted};
 
 /// Which kind of SA a proposal list is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
