@@ -633,8 +633,15 @@ impl Engine {
             return;
         }
         // Virtual IPs first: the Child SA's selectors narrow to them.
-        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, &payloads) {
+        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, &payloads, &info) {
             Ok(cp) => (cp, None),
+            Err(_) if self.policy.take_deferred() => {
+                // `assign-address` is asked again when the answer is in (nothing was leased).
+                sa.conn = conn_before;
+                sa.remote_id = None;
+                self.park_request(now, sa, h, payloads);
+                return;
+            }
             Err(reason) => (None, Some(reason)),
         };
         // The Child SA's decisions come before anything changes, so that a
