@@ -257,7 +257,7 @@ mod tests {
         };
         let pick = |p: &[wit::AddressPick]| address_choice(Ok(wit::AddressChoice { picks: p.to_vec() }), &request);
         let inside = wit::AddressPick::Address(crate::convert::ip_to_wit("10.3.0.7".parse().unwrap()));
-        assert_eq!(pick(&[inside.clone()]).unwrap().picks, vec![api::AddressPick::Address("10.3.0.7".parse().unwrap())]);
+        assert_eq!(pick(std::slice::from_ref(&inside)).unwrap().picks, vec![api::AddressPick::Address("10.3.0.7".parse().unwrap())]);
         assert_eq!(pick(&[]).unwrap(), api::AddressChoice::default());
         let outside = wit::AddressPick::Address(crate::convert::ip_to_wit("10.9.9.9".parse().unwrap()));
         assert_eq!(pick(&[outside]), Err(Problem::Invalid("assigned 10.9.9.9, outside pools rw (10.3.0.0/24)".into())));
