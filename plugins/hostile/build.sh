@@ -33,6 +33,7 @@ build hostile-policy hostile-wide-selector wide-selector
 build hostile-policy hostile-recursion recursion
 build hostile-policy hostile-log-flood log-flood
 build hostile-policy hostile-huge-answer huge-answer
+build hostile-policy hostile-bad-address bad-address
 # The oversized and the slow-to-compile components are derived from
 # hostile-v1/-v2 by the tests themselves (host/policy/tests/common): a 65 MiB
 # custom section, and an extra core module with megabytes of code.
@@ -40,3 +41,4 @@ build hostile-wrong-world hostile-wrong-world
 build hostile-missing-export hostile-missing-export
 build hostile-old-wit hostile-old-wit
 build hostile-old-wit-v2 hostile-old-wit-v2
+build hostile-old-wit-v3 hostile-old-wit-v3

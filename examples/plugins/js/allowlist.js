@@ -1,5 +1,6 @@
 // Example wisp policy plugin: allow-list by identity, certificate issuer or
-// subjectAltName, with source CIDRs, in JavaScript.
+// subjectAltName, with source CIDRs, and virtual IPs by the same rules, in
+// JavaScript.
 //
 // Behaves exactly like examples/plugins/rust/allowlist (reasons included; its
 // doc comment describes the rules); the shared fixtures
@@ -13,11 +14,19 @@
 //   "san dns:*.corp.example"                              certificate with a matching SAN
 //   "san email:*@corp.example"
 //
+// `leases` (text list): where a peer's virtual IP comes from (`assign-address`),
+// a rule of the forms above followed by what it gets:
+//   "alice@example.com 10.3.0.7"             exactly this address
+//   "issuer CN=Staff CA, O=Corp pool staff"  any address of pool `staff`
+//   "san dns:*.guest.example none"           no address (refused)
+// Per family asked for, the first matching entry of that family (or `none`)
+// decides; a pool the connection lacks gives nothing; no entry: the host decides.
+//
 // Build: node build.mjs OUT.wasm (scripts/build-plugins.sh does it).
 
 const NAME = "allowlist-js";
-const VERSION = "1.1.0";
-const KNOWN = ["peers"];
+const VERSION = "1.2.0";
+const KNOWN = ["peers", "leases"];
 
 // --- addresses -----------------------------------------------------------------
 
@@ -146,25 +155,25 @@ function normDn(dn) {
   return parts.map((p) => lowerAscii(p.replace(/^ +| +$/g, ""))).join(",");
 }
 
-function parseRule(raw, text) {
+function parseRule(key, raw, text) {
   if (text.startsWith("issuer ")) {
     const dn = text.slice("issuer ".length).trim();
-    if (dn === "") throw `peers entry '${raw}': empty issuer`;
+    if (dn === "") throw `${key} entry '${raw}': empty issuer`;
     return { kind: "issuer", value: normDn(dn) };
   }
   if (text.startsWith("san ")) {
     const pat = text.slice("san ".length).trim();
     const colon = pat.indexOf(":");
-    if (colon < 0) throw `peers entry '${raw}': subjectAltName '${pat}' is not TYPE:VALUE`;
+    if (colon < 0) throw `${key} entry '${raw}': subjectAltName '${pat}' is not TYPE:VALUE`;
     const sanType = lowerAscii(pat.slice(0, colon));
     let value = pat.slice(colon + 1);
     if (!SAN_TYPES.includes(sanType)) {
-      throw `peers entry '${raw}': unknown subjectAltName type '${sanType}' (known: ${SAN_TYPES.join(", ")})`;
+      throw `${key} entry '${raw}': unknown subjectAltName type '${sanType}' (known: ${SAN_TYPES.join(", ")})`;
     }
-    if (value === "") throw `peers entry '${raw}': empty subjectAltName`;
+    if (value === "") throw `${key} entry '${raw}': empty subjectAltName`;
     const wildOk = (sanType === "dns" && value.startsWith("*.")) || (sanType === "email" && value.startsWith("*@"));
     if (value.slice(wildOk ? 1 : 0).includes("*")) {
-      throw `peers entry '${raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)`;
+      throw `${key} entry '${raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)`;
     }
     if (sanType === "dn") value = normDn(value);
     return { kind: "san", sanType, value };
@@ -178,7 +187,7 @@ function parseEntry(raw) {
   if (i >= 0) { ident = raw.slice(0, i); cidrs = raw.slice(i + 6); }
   ident = ident.trim();
   if (ident === "") throw `peers entry '${raw}': empty identity`;
-  const rule = parseRule(raw, ident);
+  const rule = parseRule("peers", raw, ident);
   const sources = [];
   if (cidrs !== null) {
     for (let c of cidrs.split(",")) {
@@ -193,31 +202,73 @@ function parseEntry(raw) {
   return { rule, sources };
 }
 
+// An IPv4 or IPv6 address -> WIT ip-address, or null.
+function parseAddress(text) {
+  const n4 = parseIpv4(text);
+  if (n4 !== null) {
+    return { tag: "ipv4", val: [0, 1, 2, 3].map((i) => Number((n4 >> BigInt(8 * (3 - i))) & 0xffn)) };
+  }
+  const n6 = parseIpv6(text);
+  if (n6 === null) return null;
+  return { tag: "ipv6", val: [0, 1, 2, 3, 4, 5, 6, 7].map((i) => Number((n6 >> BigInt(16 * (7 - i))) & 0xffffn)) };
+}
+
+// `RULE ADDRESS`, `RULE pool NAME` or `RULE none`.
+function parseLease(raw) {
+  const usage = "expected RULE ADDRESS, RULE pool NAME or RULE none";
+  const text = raw.trim();
+  const i = text.lastIndexOf(" ");
+  if (i < 0) throw `leases entry '${raw}': ${usage}`;
+  const head = text.slice(0, i), last = text.slice(i + 1);
+  let ruleText, gives;
+  if (last === "none") {
+    ruleText = head;
+    gives = { kind: "none" };
+  } else if (head.endsWith(" pool")) {
+    ruleText = head.slice(0, head.length - " pool".length);
+    gives = { kind: "pool", name: last };
+  } else if (head === "pool") {
+    throw `leases entry '${raw}': no rule before 'pool'`;
+  } else {
+    const addr = parseAddress(last);
+    if (addr === null) throw `leases entry '${raw}': '${last}' is not an address (${usage})`;
+    ruleText = head;
+    gives = { kind: "address", addr };
+  }
+  ruleText = ruleText.trim();
+  if (ruleText === "") throw `leases entry '${raw}': ${usage}`;
+  return { raw, rule: parseRule("leases", raw, ruleText), gives };
+}
+
+function textList(settings, key) {
+  let value = null;
+  for (const s of settings) if (s.key === key) value = s.value; // the last one wins
+  if (value === null) return [];
+  if (value.tag === "text-list") return value.val;
+  if (value.tag === "text") return [value.val];
+  throw `setting '${key}' must be a text list, not a ${typeName(value)}`;
+}
+
 function configureFrom(settings) {
   for (const s of settings) {
     if (!KNOWN.includes(s.key)) throw `unknown setting '${s.key}' (known: ${KNOWN.join(", ")})`;
   }
-  let value = null;
-  for (const s of settings) if (s.key === "peers") value = s.value; // the last one wins
-  let peers;
-  if (value === null) peers = [];
-  else if (value.tag === "text-list") peers = value.val;
-  else if (value.tag === "text") peers = [value.val];
-  else throw `setting 'peers' must be a text list, not a ${typeName(value)}`;
-  return peers.map(parseEntry);
+  const entries = textList(settings, "peers").map(parseEntry);
+  const leases = textList(settings, "leases").map(parseLease);
+  return { entries, leases };
 }
 
-let entries = null;
+let config = null;
 
 function state() {
-  if (entries === null) {
+  if (config === null) {
     try {
-      entries = configureFrom([]);
+      config = configureFrom([]);
     } catch (e) {
       throw { reason: `${NAME} is not configured: ${e}` };
     }
   }
-  return entries;
+  return config;
 }
 
 // --- selectors -------------------------------------------------------------------
@@ -299,7 +350,7 @@ export const decisions = {
   },
 
   configure(settings) {
-    entries = configureFrom(settings);
+    config = configureFrom(settings);
   },
 
   selectProposal(ctx, kind, offered, configured) {
@@ -320,7 +371,7 @@ export const decisions = {
 
   authorize(ctx, auth) {
     const ident = auth.peerIdentity;
-    const all = state();
+    const all = state().entries;
     const mine = all.filter((e) => ruleMatches(e.rule, auth));
     if (mine.length === 0) {
       let detail = "";
@@ -349,5 +400,23 @@ export const decisions = {
     const local = intersectLists(request.localProposed, request.localConfigured);
     if (local.length === 0) throw { reason: "local selectors do not overlap the configured ranges" };
     return { remote, local };
+  },
+
+  assignAddress(ctx, request) {
+    const leases = state().leases;
+    const picks = [];
+    for (const wanted of request.requested) {
+      const decides = (l) => {
+        if (l.gives.kind === "address") return (l.gives.addr.tag === "ipv4" ? "ipv4" : "ipv6") === wanted.family;
+        if (l.gives.kind === "pool") return request.pools.some((p) => p.name === l.gives.name && p.family === wanted.family);
+        return true;
+      };
+      const lease = leases.find((l) => ruleMatches(l.rule, request.auth) && decides(l));
+      if (lease === undefined) continue;
+      if (lease.gives.kind === "address") picks.push({ tag: "address", val: lease.gives.addr });
+      else if (lease.gives.kind === "pool") picks.push({ tag: "pool", val: lease.gives.name });
+      else throw { reason: `identity '${request.auth.peerIdentity.value}' gets no address (leases entry '${lease.raw}')` };
+    }
+    return { picks };
   },
 };

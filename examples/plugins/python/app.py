@@ -1,5 +1,5 @@
 """Example wisp policy plugin: allow-list by identity, certificate issuer or
-subjectAltName, with source CIDRs, in Python.
+subjectAltName, with source CIDRs, and virtual IPs by the same rules, in Python.
 
 Behaves exactly like examples/plugins/rust/allowlist (reasons included; its doc
 comment describes the rules); the shared fixtures
@@ -12,6 +12,14 @@ Settings: `peers` (text list), one rule per entry, each optionally followed by
     "issuer CN=Corp CA, O=Corp"                           certificate issued by this CA
     "san dns:*.corp.example"                              certificate with a matching SAN
     "san email:*@corp.example"
+
+`leases` (text list): where a peer's virtual IP comes from (`assign-address`),
+a rule of the forms above followed by what it gets:
+    "alice@example.com 10.3.0.7"             exactly this address
+    "issuer CN=Staff CA, O=Corp pool staff"  any address of pool `staff`
+    "san dns:*.guest.example none"           no address (refused)
+Per family asked for, the first matching entry of that family (or `none`)
+decides; a pool the connection lacks gives nothing; no entry: the host decides.
 
 Build: scripts/build-plugins.sh, i.e.
     componentize-py -d ../../../wit -w policy-plugin componentize --stub-wasi app -o allowlist-py.wasm
@@ -26,8 +34,8 @@ from wit_world.imports import types
 from componentize_py_types import Err
 
 NAME = "allowlist-py"
-VERSION = "1.1.0"
-KNOWN = ["peers"]
+VERSION = "1.2.0"
+KNOWN = ["peers", "leases"]
 
 
 def _type_name(v) -> str:
@@ -116,25 +124,25 @@ class Entry:
         self.sources = sources
 
 
-def _parse_rule(raw: str, text: str) -> Tuple[str, str, Optional[str]]:
+def _parse_rule(key: str, raw: str, text: str) -> Tuple[str, str, Optional[str]]:
     if text.startswith("issuer "):
         dn = text[len("issuer "):].strip()
         if not dn:
-            raise Err(f"peers entry '{raw}': empty issuer")
+            raise Err(f"{key} entry '{raw}': empty issuer")
         return ("issuer", _norm_dn(dn), None)
     if text.startswith("san "):
         pat = text[len("san "):].strip()
         if ":" not in pat:
-            raise Err(f"peers entry '{raw}': subjectAltName '{pat}' is not TYPE:VALUE")
+            raise Err(f"{key} entry '{raw}': subjectAltName '{pat}' is not TYPE:VALUE")
         kind, value = pat.split(":", 1)
         kind = _lower(kind)
         if kind not in SAN_TYPES:
-            raise Err(f"peers entry '{raw}': unknown subjectAltName type '{kind}' (known: {', '.join(SAN_TYPES)})")
+            raise Err(f"{key} entry '{raw}': unknown subjectAltName type '{kind}' (known: {', '.join(SAN_TYPES)})")
         if not value:
-            raise Err(f"peers entry '{raw}': empty subjectAltName")
+            raise Err(f"{key} entry '{raw}': empty subjectAltName")
         wild_ok = (kind == "dns" and value.startswith("*.")) or (kind == "email" and value.startswith("*@"))
         if "*" in value[1 if wild_ok else 0:]:
-            raise Err(f"peers entry '{raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)")
+            raise Err(f"{key} entry '{raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)")
         if kind == "dn":
             value = _norm_dn(value)
         return ("san", value, kind)
@@ -150,7 +158,7 @@ def _parse_entry(raw: str) -> Entry:
     ident = ident.strip()
     if not ident:
         raise Err(f"peers entry '{raw}': empty identity")
-    kind, value, san_type = _parse_rule(raw, ident)
+    kind, value, san_type = _parse_rule("peers", raw, ident)
     sources = []
     if cidrs is not None:
         for c in cidrs.split(","):
@@ -165,6 +173,58 @@ def _parse_entry(raw: str) -> Entry:
         if not sources:
             raise Err(f"peers entry '{raw}': no CIDR after 'from'")
     return Entry(kind, value, san_type, sources)
+
+
+class Lease:
+    def __init__(self, raw: str, rule: Entry, gives: str, value):
+        self.raw = raw
+        self.rule = rule  # an Entry without sources
+        self.gives = gives  # "address", "pool" or "none"
+        self.value = value  # an ipaddress address, a pool name, or None
+
+
+def _parse_address(text: str):
+    """An IPv4 or IPv6 address as Rust's std parses it (no zone, no prefix)."""
+    if "%" in text or "/" in text:
+        raise ValueError(text)
+    return ipaddress.ip_address(text)
+
+
+def _parse_lease(raw: str) -> Lease:
+    usage = "expected RULE ADDRESS, RULE pool NAME or RULE none"
+    text = raw.strip()
+    i = text.rfind(" ")
+    if i < 0:
+        raise Err(f"leases entry '{raw}': {usage}")
+    head, last = text[:i], text[i + 1:]
+    if last == "none":
+        rule_text, gives, value = head, "none", None
+    elif head.endswith(" pool"):
+        rule_text, gives, value = head[:-len(" pool")], "pool", last
+    elif head == "pool":
+        raise Err(f"leases entry '{raw}': no rule before 'pool'")
+    else:
+        try:
+            value = _parse_address(last)
+        except ValueError:
+            raise Err(f"leases entry '{raw}': '{last}' is not an address ({usage})")
+        rule_text, gives = head, "address"
+    rule_text = rule_text.strip()
+    if not rule_text:
+        raise Err(f"leases entry '{raw}': {usage}")
+    kind, rule_value, san_type = _parse_rule("leases", raw, rule_text)
+    return Lease(raw, Entry(kind, rule_value, san_type, []), gives, value)
+
+
+def _to_wit(ip) -> types.IpAddress:
+    if ip.version == 4:
+        return types.IpAddress_Ipv4(tuple(ip.packed))
+    n = int(ip)
+    return types.IpAddress_Ipv6(tuple((n >> (16 * (7 - k))) & 0xFFFF for k in range(8)))
+
+
+def _family(ip):
+    return types.AddressFamily.IPV4 if ip.version == 4 else types.AddressFamily.IPV6
 
 
 def _id_matches(entry: str, ident: types.Identity) -> bool:
@@ -241,36 +301,46 @@ def _intersect_lists(proposed, allowed):
     return out
 
 
-_entries: Optional[List[Entry]] = None
+class Config:
+    def __init__(self, entries: List[Entry], leases: List[Lease]):
+        self.entries = entries
+        self.leases = leases
 
 
-def _configure(settings: List[types.Setting]) -> List[Entry]:
+_config: Optional[Config] = None
+
+
+def _text_list(settings: List[types.Setting], key: str) -> List[str]:
+    value = None
+    for s in settings:
+        if s.key == key:
+            value = s.value  # the last one wins
+    if value is None:
+        return []
+    if isinstance(value, types.SettingValue_TextList):
+        return list(value.value)
+    if isinstance(value, types.SettingValue_Text):
+        return [value.value]
+    raise Err(f"setting '{key}' must be a text list, not a {_type_name(value)}")
+
+
+def _configure(settings: List[types.Setting]) -> Config:
     for s in settings:
         if s.key not in KNOWN:
             raise Err(f"unknown setting '{s.key}' (known: {', '.join(KNOWN)})")
-    value = None
-    for s in settings:
-        if s.key == "peers":
-            value = s.value  # the last one wins
-    if value is None:
-        peers = []
-    elif isinstance(value, types.SettingValue_TextList):
-        peers = list(value.value)
-    elif isinstance(value, types.SettingValue_Text):
-        peers = [value.value]
-    else:
-        raise Err(f"setting 'peers' must be a text list, not a {_type_name(value)}")
-    return [_parse_entry(p) for p in peers]
+    entries = [_parse_entry(p) for p in _text_list(settings, "peers")]
+    leases = [_parse_lease(p) for p in _text_list(settings, "leases")]
+    return Config(entries, leases)
 
 
-def _state() -> List[Entry]:
-    global _entries
-    if _entries is None:
+def _state() -> Config:
+    global _config
+    if _config is None:
         try:
-            _entries = _configure([])
+            _config = _configure([])
         except Err as e:
             raise Err(types.Refusal(f"{NAME} is not configured: {e.value}"))
-    return _entries
+    return _config
 
 
 class Decisions(exports.Decisions):
@@ -278,8 +348,8 @@ class Decisions(exports.Decisions):
         return types.PluginInfo(NAME, VERSION)
 
     def configure(self, settings: List[types.Setting]) -> None:
-        global _entries
-        _entries = _configure(settings)
+        global _config
+        _config = _configure(settings)
 
     def select_proposal(self, ctx, kind, offered, configured) -> types.ProposalChoice:
         _state()
@@ -297,7 +367,7 @@ class Decisions(exports.Decisions):
 
     def authorize(self, ctx: types.PeerContext, auth: types.AuthInfo) -> None:
         ident = auth.peer_identity
-        entries = _state()
+        entries = _state().entries
         mine = [e for e in entries if _rule_matches(e, auth)]
         if not mine:
             detail = ""
@@ -324,3 +394,25 @@ class Decisions(exports.Decisions):
         if not local:
             raise Err(types.Refusal("local selectors do not overlap the configured ranges"))
         return types.SelectorPair(remote, local)
+
+    def assign_address(self, ctx, request: types.AddressRequest) -> types.AddressChoice:
+        leases = _state().leases
+        picks = []
+        for wanted in request.requested:
+            def decides(lease: Lease) -> bool:
+                if lease.gives == "address":
+                    return _family(lease.value) == wanted.family
+                if lease.gives == "pool":
+                    return any(p.name == lease.value and p.family == wanted.family for p in request.pools)
+                return True
+            lease = next((l for l in leases if _rule_matches(l.rule, request.auth) and decides(l)), None)
+            if lease is None:
+                continue
+            if lease.gives == "address":
+                picks.append(types.AddressPick_Address(_to_wit(lease.value)))
+            elif lease.gives == "pool":
+                picks.append(types.AddressPick_Pool(lease.value))
+            else:
+                raise Err(types.Refusal(
+                    f"identity '{request.auth.peer_identity.value}' gets no address (leases entry '{lease.raw}')"))
+        return types.AddressChoice(picks)

@@ -71,7 +71,9 @@
 //! dns = ["10.1.0.53"]
 //! subnets = ["10.1.0.0/16"]            # INTERNAL_IP4/6_SUBNET (alias: subnet)
 //! [connections.roadwarriors]
-//! pools = ["rw"]                       # answer CFG_REQUEST from these, in order
+//! pools = ["rw"]                       # answer CFG_REQUEST from these, in order; the
+//!                                      # plugin's assign-address may pick one of them or
+//!                                      # an address inside them, never beyond
 //! # children: remote_ts left out (or ["dynamic"]) = the peer's virtual IP
 //! [connections.office]
 //! vips = ["0.0.0.0", "::"]             # ask for an address of each family

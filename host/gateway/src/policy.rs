@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use wisp_policy::{PluginConfig, PolicySlot, Setting, SettingValue, SwapListener};
 use wisp_policy_api::{
-    AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind, SaView, SelectorPair, SelectorRequest,
+    AddressChoice, AddressRequest, AuthInfo, Identity, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaCounts, SaKind,
+    SaView, SelectorPair, SelectorRequest,
 };
 
 use crate::config::Config;
@@ -178,5 +179,8 @@ impl Policy for SwitchPolicy {
     }
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
         self.current().narrow_selectors(ctx, request)
+    }
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        self.current().assign_address(ctx, request)
     }
 }

@@ -374,6 +374,13 @@ pub enum FailureReason {
     NoAddress {
         why: String,
     },
+    /// The policy's `assign-address` refused the peer an address, or
+    /// answered outside what the configuration allows (`why`: what it
+    /// answered and why the host refused it, read after "policy NAME").
+    AddressRefused {
+        policy: String,
+        why: String,
+    },
     /// We asked for virtual IPs (`vips`) and the peer assigned none.
     NoVirtualIp {
         requested: Vec<std::net::IpAddr>,
@@ -576,6 +583,7 @@ impl fmt::Display for FailureReason {
             RecheckUndecided { why } => write!(f, "re-check after reload undecided, SA kept: {why}"),
             NoConnection { peer } => write!(f, "no connection configured for peer {peer}"),
             NoAddress { why } => f.write_str(why),
+            AddressRefused { policy, why } => write!(f, "policy {policy} {why}"),
             NoVirtualIp { requested } => {
                 let r: Vec<String> = requested.iter().map(|a| a.to_string()).collect();
                 write!(f, "peer assigned no virtual IP (requested {})", r.join(", "))
@@ -888,6 +896,10 @@ mod tests {
             (FailureReason::PolicyTimeout { policy: "p".into(), secs: 30, dropped: None }, "policy p did not decide within 30 s"),
             (FailureReason::RecheckUndecided { why: "trap".into() }, "re-check after reload undecided, SA kept: trap"),
             (FailureReason::NoConnection { peer }, "no connection configured for peer 192.0.2.1:500"),
+            (
+                FailureReason::AddressRefused { policy: "p 1.0".into(), why: "assigned 10.9.9.9, outside pools rw (10.3.0.0/24)".into() },
+                "policy p 1.0 assigned 10.9.9.9, outside pools rw (10.3.0.0/24)",
+            ),
             (
                 FailureReason::GaveUp {
                     child: "net".into(),

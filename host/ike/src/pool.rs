@@ -24,7 +24,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
-use wisp_policy_api::Identity;
+use wisp_policy_api::{AddressFamily, AddressPool, Identity};
 
 /// Offline leases kept per pool; beyond, the oldest is forgotten (its
 /// address becomes free for anyone).
@@ -34,6 +34,8 @@ pub const MAX_OFFLINE: usize = 65_536;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub name: String,
+    /// The addresses as configured (`10.3.0.0/24`, `10.3.0.10-10.3.0.20`).
+    pub addrs: String,
     /// First and last address handed out (same family, first <= last).
     pub first: IpAddr,
     pub last: IpAddr,
@@ -50,8 +52,8 @@ impl PoolConfig {
     /// out unless the block is a /31, /32, /127 or /128) or a range
     /// `10.3.0.10-10.3.0.20`.
     pub fn new(name: &str, addrs: &str) -> Result<PoolConfig, String> {
-        let (first, last) = parse_addrs(addrs)?;
-        Ok(PoolConfig { name: name.to_string(), first, last, dns: Vec::new(), subnets: Vec::new() })
+        let (first, last) = wisp_policy_api::address::pool_bounds(addrs)?;
+        Ok(PoolConfig { name: name.to_string(), addrs: addrs.trim().to_string(), first, last, dns: Vec::new(), subnets: Vec::new() })
     }
 
     pub fn is_ipv6(&self) -> bool {
@@ -71,39 +73,18 @@ impl PoolConfig {
     pub fn range(&self) -> String {
         format!("{}-{}", self.first, self.last)
     }
-}
 
-fn parse_addrs(s: &str) -> Result<(IpAddr, IpAddr), String> {
-    let s = s.trim();
-    if let Some((a, b)) = s.split_once('-') {
-        let a: IpAddr = a.trim().parse().map_err(|_| format!("{a:?} is not an IP address"))?;
-        let b: IpAddr = b.trim().parse().map_err(|_| format!("{b:?} is not an IP address"))?;
-        if a.is_ipv4() != b.is_ipv4() {
-            return Err(format!("range {s} mixes IPv4 and IPv6"));
+    /// The pool as a policy sees it (`assign-address`).
+    pub fn for_policy(&self) -> AddressPool {
+        AddressPool {
+            name: self.name.clone(),
+            family: if self.is_ipv6() { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 },
+            range: self.addrs.clone(),
+            first: self.first,
+            last: self.last,
+            size: u64::try_from(self.size()).unwrap_or(u64::MAX),
         }
-        if to_u128(a) > to_u128(b) {
-            return Err(format!("range {s} ends before it starts"));
-        }
-        return Ok((a, b));
     }
-    let (net, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is neither a CIDR block (10.3.0.0/24) nor a range (a-b)"))?;
-    let net: IpAddr = net.trim().parse().map_err(|_| format!("{net:?} is not an IP address"))?;
-    let bits: u32 = if net.is_ipv4() { 32 } else { 128 };
-    let len: u32 = len.trim().parse().ok().filter(|l| *l <= bits).ok_or_else(|| format!("bad prefix length in {s:?}"))?;
-    let host_bits = bits - len;
-    let mask: u128 = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
-    let base = to_u128(net) & !mask;
-    let top = base | mask;
-    if to_u128(net) != base {
-        return Err(format!("{s} has host bits set (the block is {}/{len})", from_u128(base, net.is_ipv6())));
-    }
-    // Leave out the network address (and IPv4's broadcast) of real blocks.
-    let (lo, hi) = match (net.is_ipv4(), host_bits) {
-        (_, 0 | 1) => (base, top),
-        (true, _) => (base + 1, top - 1),
-        (false, _) => (base + 1, top),
-    };
-    Ok((from_u128(lo, net.is_ipv6()), from_u128(hi, net.is_ipv6())))
 }
 
 fn to_u128(a: IpAddr) -> u128 {
@@ -242,13 +223,13 @@ impl Pool {
         let off = self.offset(a).ok_or_else(|| format!("not in pool {}", self.cfg.name))?;
         if let Some((o, _)) = self.online.get(&off) {
             if o != owner {
-                return Err(format!("leased to {o}"));
+                return Err(format!("already leased to {o}"));
             }
             return Ok(self.go_online(off, owner));
         }
         if let Some(holder) = self.offline.iter().find(|(_, (o, _))| *o == off).map(|(h, _)| h.clone()) {
             if holder != owner {
-                return Err(format!("kept for {holder} (offline lease)"));
+                return Err(format!("kept for {holder} (its offline lease)"));
             }
             self.take_offline(owner);
             return Ok(self.go_online(off, owner));
@@ -517,7 +498,7 @@ mod tests {
         let x = pools.acquire_exact(&names, &id("a"), ip("10.3.0.77")).unwrap();
         assert_eq!(x.addr, ip("10.3.0.77"));
         let e = pools.acquire_exact(&names, &id("b"), ip("10.3.0.77")).unwrap_err();
-        assert!(e.to_string().contains("leased to"), "{e}");
+        assert_eq!(e.to_string(), "address 10.3.0.77 cannot be leased: already leased to Fqdn:a");
         let e = pools.acquire_exact(&names, &id("b"), ip("10.4.0.1")).unwrap_err();
         assert!(e.to_string().contains("not in the connection's pools"), "{e}");
         // Offsets skipped by the exact lease are handed out later, and 77 is not handed out twice.
@@ -527,6 +508,26 @@ mod tests {
             assert!(seen.insert(l.addr) && l.addr != x.addr, "{} twice", l.addr);
         }
         assert!(pools.acquire(&names, &id("late"), false, None).is_err());
+    }
+
+    #[test]
+    fn exact_addresses_kept_offline_for_another_are_refused() {
+        let pools = Pools::new(vec![PoolConfig::new("rw", "10.3.0.0/24").unwrap()]);
+        let names = vec!["rw".to_string()];
+        let a = pools.acquire(&names, &id("a"), false, None).unwrap();
+        assert!(pools.release(&a));
+        let e = pools.acquire_exact(&names, &id("b"), a.addr).unwrap_err();
+        assert_eq!(e.to_string(), "address 10.3.0.1 cannot be leased: kept for Fqdn:a (its offline lease)");
+        // Its owner gets it back exactly.
+        assert_eq!(pools.acquire_exact(&names, &id("a"), a.addr).unwrap().addr, a.addr);
+    }
+
+    #[test]
+    fn pools_as_a_policy_sees_them() {
+        let p = PoolConfig::new("rw6", " fd00:3::/120 ").unwrap().for_policy();
+        assert_eq!((p.name.as_str(), p.range.as_str(), p.size), ("rw6", "fd00:3::/120", 255));
+        assert_eq!((p.first, p.last, p.family), (ip("fd00:3::1"), ip("fd00:3::ff"), AddressFamily::Ipv6));
+        assert_eq!(PoolConfig::new("big", "fd00::/32").unwrap().for_policy().size, u64::MAX);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 
 use std::net::IpAddr;
 
+pub mod address;
 pub mod selector;
+
+pub use address::{AddressChoice, AddressFamily, AddressPick, AddressPool, AddressRequest, AddressWanted};
 
 /// Which kind of SA a proposal list is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +178,8 @@ pub enum AuthMethod {
     RsaSignature,
     EcdsaSignature,
     DigitalSignature,
+    /// EAP inside IKE_AUTH; [`AuthInfo::eap_method`] says which.
+    Eap,
     Unknown(u8),
 }
 
@@ -256,7 +261,7 @@ pub struct PeerContext {
 
 /// Facts for authorization, after the AUTH payload was verified by the host.
 /// The certificate fields are set only for certificate authentication (all
-/// `None` / empty for a pre-shared key).
+/// `None` / empty for a pre-shared key), the EAP fields only for EAP.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthInfo {
     pub peer_identity: Identity,
@@ -274,6 +279,11 @@ pub struct AuthInfo {
     pub certificate_serial: Option<String>,
     /// The certificate's notAfter, Unix seconds.
     pub certificate_not_after: Option<u64>,
+    /// The identity the peer gave inside EAP (its EAP-Identity response).
+    pub eap_identity: Option<String>,
+    /// The EAP method that authenticated the peer, lowercase: `mschapv2`,
+    /// `tls`, `md5`, ...
+    pub eap_method: Option<String>,
 }
 
 impl AuthInfo {
@@ -288,6 +298,8 @@ impl AuthInfo {
             subject_alt_names: Vec::new(),
             certificate_serial: None,
             certificate_not_after: None,
+            eap_identity: None,
+            eap_method: None,
         }
     }
 }
@@ -390,13 +402,15 @@ impl PolicyError {
     }
 }
 
-/// The three decisions (plus initiator-side proposal ordering) the IKE engine
-/// asks for. Implementations must be cheap to call from any thread; a slow
-/// implementation only delays the negotiation that asked.
+/// The decisions the IKE engine asks for: proposals (both roles),
+/// authorization, selectors and virtual addresses. Implementations must be
+/// cheap to call from any thread; a slow implementation only delays the
+/// negotiation that asked.
 ///
 /// Every method's answer is validated by the caller of the plugin (the
 /// `wisp-policy` host) before it gets here: an index is in range, selectors are
-/// inside what was proposed.
+/// inside what was proposed, an address inside the pools. The engine enforces
+/// the configuration on every answer again, whoever gave it.
 pub trait Policy: Send + Sync {
     /// "name version" of whoever decides, for logs and diagnostics.
     fn describe(&self) -> String;
@@ -421,6 +435,15 @@ pub trait Policy: Send + Sync {
 
     /// Narrow the proposed selectors.
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError>;
+
+    /// Responder, a peer asking for virtual IPs: where each family's address
+    /// comes from. The default has no opinion (the host's default for every
+    /// family), so a policy that does not care about addresses need not
+    /// implement it; a policy that wraps another must forward it.
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        let _ = (ctx, request);
+        Ok(AddressChoice::default())
+    }
 }
 
 /// One decision asked of a [`Policy`], as a value: a key for policies that
@@ -432,6 +455,7 @@ pub enum Question {
     Order { ctx: PeerContext, kind: SaKind, configured: Vec<Proposal> },
     Authorize { ctx: PeerContext, auth: AuthInfo },
     Narrow { ctx: PeerContext, request: SelectorRequest },
+    Assign { ctx: PeerContext, request: AddressRequest },
 }
 
 /// The answer to a [`Question`], of the matching kind.
@@ -441,15 +465,18 @@ pub enum Answer {
     Order(Result<Vec<usize>, PolicyError>),
     Authorize(Result<(), PolicyError>),
     Narrow(Result<SelectorPair, PolicyError>),
+    Assign(Result<AddressChoice, PolicyError>),
 }
 
 impl Question {
     /// The connection the question is about.
     pub fn connection(&self) -> &str {
         match self {
-            Question::Select { ctx, .. } | Question::Order { ctx, .. } | Question::Authorize { ctx, .. } | Question::Narrow { ctx, .. } => {
-                &ctx.connection
-            }
+            Question::Select { ctx, .. }
+            | Question::Order { ctx, .. }
+            | Question::Authorize { ctx, .. }
+            | Question::Narrow { ctx, .. }
+            | Question::Assign { ctx, .. } => &ctx.connection,
         }
     }
 
@@ -460,6 +487,7 @@ impl Question {
             Question::Order { ctx, kind, configured } => Answer::Order(policy.order_proposals(ctx, *kind, configured)),
             Question::Authorize { ctx, auth } => Answer::Authorize(policy.authorize(ctx, auth)),
             Question::Narrow { ctx, request } => Answer::Narrow(policy.narrow_selectors(ctx, request)),
+            Question::Assign { ctx, request } => Answer::Assign(policy.assign_address(ctx, request)),
         }
     }
 }
@@ -511,6 +539,12 @@ impl<T: AskPolicy> Policy for T {
             _ => Err(mismatched(self.decider())),
         }
     }
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        match self.answer(Question::Assign { ctx: ctx.clone(), request: request.clone() })? {
+            Answer::Assign(r) => r,
+            _ => Err(mismatched(self.decider())),
+        }
+    }
 }
 
 impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
@@ -534,6 +568,9 @@ impl<P: Policy + ?Sized> Policy for std::sync::Arc<P> {
     }
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
         (**self).narrow_selectors(ctx, request)
+    }
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        (**self).assign_address(ctx, request)
     }
 }
 
@@ -564,5 +601,6 @@ mod tests {
         assert_eq!((a.certificate_subject, a.key_fingerprint, a.certificate_issuer), (None, None, None));
         assert!(a.subject_alt_names.is_empty());
         assert_eq!((a.certificate_serial, a.certificate_not_after), (None, None));
+        assert_eq!((a.eap_identity, a.eap_method), (None, None));
     }
 }

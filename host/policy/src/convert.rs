@@ -198,6 +198,7 @@ pub fn auth_to_wit(a: &api::AuthInfo) -> wit::AuthInfo {
             api::AuthMethod::RsaSignature => wit::AuthMethod::RsaSignature,
             api::AuthMethod::EcdsaSignature => wit::AuthMethod::EcdsaSignature,
             api::AuthMethod::DigitalSignature => wit::AuthMethod::DigitalSignature,
+            api::AuthMethod::Eap => wit::AuthMethod::Eap,
             api::AuthMethod::Unknown(_) => wit::AuthMethod::Unknown,
         },
         certificate_subject: a.certificate_subject.clone(),
@@ -206,6 +207,8 @@ pub fn auth_to_wit(a: &api::AuthInfo) -> wit::AuthInfo {
         subject_alt_names: a.subject_alt_names.clone(),
         certificate_serial: a.certificate_serial.clone(),
         certificate_not_after: a.certificate_not_after,
+        eap_identity: a.eap_identity.clone(),
+        eap_method: a.eap_method.clone(),
     }
 }
 
@@ -236,6 +239,43 @@ pub fn selector_request_to_wit(r: &api::SelectorRequest) -> wit::SelectorRequest
         local_proposed: conv(&r.local_proposed),
         remote_configured: conv(&r.remote_configured),
         local_configured: conv(&r.local_configured),
+    }
+}
+
+fn family_to_wit(f: api::AddressFamily) -> wit::AddressFamily {
+    match f {
+        api::AddressFamily::Ipv4 => wit::AddressFamily::Ipv4,
+        api::AddressFamily::Ipv6 => wit::AddressFamily::Ipv6,
+    }
+}
+
+pub fn address_request_to_wit(r: &api::AddressRequest) -> wit::AddressRequest {
+    wit::AddressRequest {
+        auth: auth_to_wit(&r.auth),
+        requested: r
+            .requested
+            .iter()
+            .map(|w| wit::AddressWanted { family: family_to_wit(w.family), address: w.address.map(ip_to_wit) })
+            .collect(),
+        pools: r
+            .pools
+            .iter()
+            .map(|p| wit::AddressPool {
+                name: p.name.clone(),
+                family: family_to_wit(p.family),
+                range: p.range.clone(),
+                first: ip_to_wit(p.first),
+                last: ip_to_wit(p.last),
+                size: p.size,
+            })
+            .collect(),
+    }
+}
+
+pub fn address_pick_from_wit(p: &wit::AddressPick) -> api::AddressPick {
+    match p {
+        wit::AddressPick::Pool(name) => api::AddressPick::Pool(name.clone()),
+        wit::AddressPick::Address(a) => api::AddressPick::Address(ip_from_wit(a)),
     }
 }
 

@@ -30,11 +30,17 @@ pub enum DecisionKind {
     OrderProposals,
     Authorize,
     NarrowSelectors,
+    AssignAddress,
 }
 
 impl DecisionKind {
-    pub const ALL: [DecisionKind; 4] =
-        [DecisionKind::SelectProposal, DecisionKind::OrderProposals, DecisionKind::Authorize, DecisionKind::NarrowSelectors];
+    pub const ALL: [DecisionKind; 5] = [
+        DecisionKind::SelectProposal,
+        DecisionKind::OrderProposals,
+        DecisionKind::Authorize,
+        DecisionKind::NarrowSelectors,
+        DecisionKind::AssignAddress,
+    ];
     /// The WIT function name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -42,6 +48,7 @@ impl DecisionKind {
             DecisionKind::OrderProposals => "order-proposals",
             DecisionKind::Authorize => "authorize",
             DecisionKind::NarrowSelectors => "narrow-selectors",
+            DecisionKind::AssignAddress => "assign-address",
         }
     }
 }
@@ -60,8 +67,8 @@ pub enum DecisionError {
     #[error("{decision}: refused by {plugin}: {reason}")]
     Refused { plugin: PluginLabel, decision: DecisionKind, reason: String },
     /// The plugin answered something the contract does not allow (index out of
-    /// range, duplicate, selector wider than proposed, empty result). Treated as
-    /// a refusal.
+    /// range, duplicate, selector wider than proposed, empty result, address
+    /// outside the pools). Treated as a refusal.
     #[error("{decision}: invalid answer from {plugin}: {detail}")]
     InvalidAnswer { plugin: PluginLabel, decision: DecisionKind, detail: String },
     /// The plugin trapped (e.g. `unreachable`, out-of-bounds access, panic).
@@ -128,13 +135,13 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {detail}")]
     NotAComponent { detail: String },
     /// The component does not export what the `policy-plugin` world requires.
-    #[error("component does not match world wisp:policy/policy-plugin@0.3.0: {detail}")]
+    #[error("component does not match world wisp:policy/policy-plugin@0.4.0: {detail}")]
     MissingExport { detail: String },
     /// The component imports something the host does not provide.
     #[error("component imports something wisp does not provide: {detail}")]
     UnsupportedImport { detail: String },
     /// Exports exist but with the wrong types.
-    #[error("component's exports do not match world wisp:policy/policy-plugin@0.3.0: {detail}")]
+    #[error("component's exports do not match world wisp:policy/policy-plugin@0.4.0: {detail}")]
     TypeMismatch { detail: String },
     /// Instantiation or `info()` failed (trap, deadline, memory cap).
     #[error("instantiating the component failed: {detail}")]

@@ -9,8 +9,8 @@
 //! `examples/fixtures/` against every plugin it names.
 
 use crate::api::{
-    AuthInfo, AuthMethod, DecisionTrigger, IdType, Identity, PeerContext, Proposal, Protocol, SaCounts, SaKind, SaView, SelectorPair,
-    SelectorRequest, TrafficSelector, Transform, TransformType,
+    AddressFamily, AddressPick, AddressPool, AddressRequest, AddressWanted, AuthInfo, AuthMethod, DecisionTrigger, IdType, Identity,
+    PeerContext, Proposal, Protocol, SaCounts, SaKind, SaView, SelectorPair, SelectorRequest, TrafficSelector, Transform, TransformType,
 };
 use crate::{
     load, transform_name, DecisionAnswer, DecisionError, DecisionRequest, LoadError, LoadedPlugin, PluginConfig, Setting, SettingValue,
@@ -60,8 +60,14 @@ pub enum Expect {
     Index(usize, Vec<Transform>),
     Order(Vec<usize>),
     Selectors(SelectorPair),
+    /// `assign-address`: exactly these picks, in this order (empty: no
+    /// opinion, the host decides).
+    Picks(Vec<AddressPick>),
     /// A refusal; the reason must contain the text, when given.
     Refuse(Option<String>),
+    /// An answer the host rejects as outside the contract; the host's
+    /// reason must contain the text, when given.
+    Invalid(Option<String>),
     /// `configure` must refuse the settings; the message must contain the text.
     ConfigureError(Option<String>),
 }
@@ -74,6 +80,8 @@ pub enum Answer {
     Index(usize, Vec<Transform>),
     Order(Vec<usize>),
     Selectors(SelectorPair),
+    /// `assign-address`: the plugin's picks (empty: the host's default).
+    Picks(Vec<AddressPick>),
     /// The plugin said no, with its reason.
     Refused(String),
     /// The plugin's answer broke the contract (counts as a refusal).
@@ -146,8 +154,12 @@ struct RawExpect {
     transforms: Option<Vec<String>>,
     order: Option<Vec<usize>>,
     selectors: Option<RawPair>,
+    /// `assign-address`: `["pool NAME", "address ADDR"]`, `[]` for no opinion.
+    picks: Option<Vec<String>>,
     /// `true`, or a substring the reason must contain.
     refuse: Option<serde_json::Value>,
+    /// `true`, or a substring of the host's reason for rejecting the answer.
+    invalid: Option<serde_json::Value>,
     configure_error: Option<serde_json::Value>,
 }
 
@@ -189,6 +201,35 @@ struct RawAuth {
     subject_alt_names: Vec<String>,
     certificate_serial: Option<String>,
     certificate_not_after: Option<u64>,
+    eap_identity: Option<String>,
+    eap_method: Option<String>,
+}
+
+impl RawAuth {
+    fn parse(self) -> Result<AuthInfo, String> {
+        Ok(AuthInfo {
+            peer_identity: parse_identity(&self.identity)?,
+            method: method(&self.method)?,
+            certificate_subject: self.certificate_subject,
+            key_fingerprint: self.key_fingerprint,
+            certificate_issuer: self.certificate_issuer,
+            subject_alt_names: self.subject_alt_names,
+            certificate_serial: self.certificate_serial,
+            certificate_not_after: self.certificate_not_after,
+            eap_identity: self.eap_identity,
+            eap_method: self.eap_method,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAddress {
+    auth: RawAuth,
+    /// `"ipv4"`, `"ipv6"`, or a family with the address asked for: `"ipv4 10.3.0.9"`.
+    requested: Vec<String>,
+    /// `"NAME RANGE"`: `"rw 10.3.0.0/24"`, `"staff 10.4.0.10-10.4.0.20"`.
+    pools: Vec<String>,
 }
 
 fn default_method() -> String {
@@ -231,7 +272,8 @@ fn method(s: &str) -> Result<AuthMethod, String> {
         "rsa-signature" | "rsa" => AuthMethod::RsaSignature,
         "ecdsa-signature" | "ecdsa" => AuthMethod::EcdsaSignature,
         "digital-signature" | "signature" => AuthMethod::DigitalSignature,
-        o => return Err(format!("unknown auth method '{o}' (psk, rsa, ecdsa, signature)")),
+        "eap" => AuthMethod::Eap,
+        o => return Err(format!("unknown auth method '{o}' (psk, rsa, ecdsa, signature, eap)")),
     })
 }
 
@@ -377,6 +419,33 @@ fn protocol(v: &serde_json::Value) -> Result<Protocol, String> {
     }
 }
 
+/// `ipv4`, `ipv6`, optionally followed by the address asked for.
+fn wanted(s: &str) -> Result<AddressWanted, String> {
+    let mut words = s.split_whitespace();
+    let family = match words.next() {
+        Some("ipv4") => AddressFamily::Ipv4,
+        Some("ipv6") => AddressFamily::Ipv6,
+        _ => return Err(format!("requested '{s}': use \"ipv4\", \"ipv6\" or e.g. \"ipv4 10.3.0.9\"")),
+    };
+    let address = match words.next() {
+        None => None,
+        Some(a) => {
+            let a: std::net::IpAddr = a.parse().map_err(|_| format!("requested '{s}': '{a}' is not an address"))?;
+            if AddressFamily::of(a) != family || words.next().is_some() {
+                return Err(format!("requested '{s}': one address of the family named"));
+            }
+            Some(a)
+        }
+    };
+    Ok(AddressWanted { family, address })
+}
+
+/// `NAME RANGE`, the range as `[pools.NAME] addrs` takes it.
+fn address_pool(s: &str) -> Result<AddressPool, String> {
+    let (name, range) = s.trim().split_once(char::is_whitespace).ok_or_else(|| format!("pool '{s}': expected NAME RANGE"))?;
+    AddressPool::parse(name, range).map_err(|e| format!("pool '{s}': {e}"))
+}
+
 fn socket(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| format!("'{s}' is not ADDRESS:PORT (IPv6: [ADDR]:PORT)"))
 }
@@ -461,16 +530,7 @@ impl Fixture {
             }
             "authorize" => {
                 let a: RawAuth = serde_json::from_value(input).map_err(|e| format!("input: {e}"))?;
-                let auth = AuthInfo {
-                    peer_identity: parse_identity(&a.identity)?,
-                    method: method(&a.method)?,
-                    certificate_subject: a.certificate_subject,
-                    key_fingerprint: a.key_fingerprint,
-                    certificate_issuer: a.certificate_issuer,
-                    subject_alt_names: a.subject_alt_names,
-                    certificate_serial: a.certificate_serial,
-                    certificate_not_after: a.certificate_not_after,
-                };
+                let auth = a.parse()?;
                 if ctx.peer_identity.is_none() {
                     ctx.peer_identity = Some(auth.peer_identity.clone());
                 }
@@ -488,7 +548,19 @@ impl Fixture {
                     },
                 }
             }
-            o => return Err(format!("decision '{o}': use select-proposal, order-proposals, authorize or narrow-selectors")),
+            "assign-address" => {
+                let a: RawAddress = serde_json::from_value(input).map_err(|e| format!("input: {e}"))?;
+                let auth = a.auth.parse()?;
+                if ctx.peer_identity.is_none() {
+                    ctx.peer_identity = Some(auth.peer_identity.clone());
+                }
+                let requested = a.requested.iter().map(|w| wanted(w)).collect::<Result<Vec<_>, _>>()?;
+                let pools = a.pools.iter().map(|p| address_pool(p)).collect::<Result<Vec<_>, _>>()?;
+                DecisionRequest::AssignAddress { ctx, request: AddressRequest { auth, requested, pools } }
+            }
+            o => {
+                return Err(format!("decision '{o}': use select-proposal, order-proposals, authorize, narrow-selectors or assign-address"))
+            }
         };
         let e = &raw.expect;
         let substring = |v: &serde_json::Value, what: &str| -> Result<Option<String>, String> {
@@ -517,23 +589,30 @@ impl Fixture {
         if let Some(p) = &e.selectors {
             expects.push(Expect::Selectors(SelectorPair { remote: selectors(&p.remote)?, local: selectors(&p.local)? }));
         }
+        if let Some(p) = &e.picks {
+            expects.push(Expect::Picks(p.iter().map(|p| AddressPick::parse(p)).collect::<Result<_, _>>()?));
+        }
         if let Some(r) = &e.refuse {
             expects.push(Expect::Refuse(substring(r, "refuse")?));
+        }
+        if let Some(r) = &e.invalid {
+            expects.push(Expect::Invalid(substring(r, "invalid")?));
         }
         if let Some(r) = &e.configure_error {
             expects.push(Expect::ConfigureError(substring(r, "configure_error")?));
         }
         if expects.len() != 1 {
-            return Err("expect: give exactly one of allow, index, order, selectors, refuse, configure_error".into());
+            return Err("expect: give exactly one of allow, index, order, selectors, picks, refuse, invalid, configure_error".into());
         }
         let expect = expects.remove(0);
         let fits = matches!(
             (&request, &expect),
-            (_, Expect::Refuse(_) | Expect::ConfigureError(_))
+            (_, Expect::Refuse(_) | Expect::Invalid(_) | Expect::ConfigureError(_))
                 | (DecisionRequest::SelectProposal { .. }, Expect::Index(..))
                 | (DecisionRequest::OrderProposals { .. }, Expect::Order(_))
                 | (DecisionRequest::Authorize { .. }, Expect::Allow)
                 | (DecisionRequest::NarrowSelectors { .. }, Expect::Selectors(_))
+                | (DecisionRequest::AssignAddress { .. }, Expect::Picks(_))
         );
         if !fits {
             return Err(format!("expect: {expect:?} is not an answer of {}", raw.decision));
@@ -572,7 +651,9 @@ impl Fixture {
             (Expect::Index(a, ta), Answer::Index(b, tb)) => a == b && same_transforms(ta, tb),
             (Expect::Order(a), Answer::Order(b)) => a == b,
             (Expect::Selectors(a), Answer::Selectors(b)) => a == b,
+            (Expect::Picks(a), Answer::Picks(b)) => a == b,
             (Expect::Refuse(sub), Answer::Refused(r)) => sub.as_deref().is_none_or(|s| r.contains(s)),
+            (Expect::Invalid(sub), Answer::Invalid(r)) => sub.as_deref().is_none_or(|s| r.contains(s)),
             (Expect::ConfigureError(sub), Answer::ConfigureFailed(r)) => sub.as_deref().is_none_or(|s| r.contains(s)),
             _ => false,
         };
@@ -589,8 +670,11 @@ impl Fixture {
             Expect::Index(i, t) => Answer::Index(*i, t.clone()).to_string(),
             Expect::Order(o) => format!("order {o:?}"),
             Expect::Selectors(p) => Answer::Selectors(p.clone()).to_string(),
+            Expect::Picks(p) => Answer::Picks(p.clone()).to_string(),
             Expect::Refuse(None) => "a refusal".into(),
             Expect::Refuse(Some(s)) => format!("a refusal containing {s:?}"),
+            Expect::Invalid(None) => "an answer the host rejects".into(),
+            Expect::Invalid(Some(s)) => format!("an answer the host rejects with {s:?}"),
             Expect::ConfigureError(None) => "configure to fail".into(),
             Expect::ConfigureError(Some(s)) => format!("configure to fail with {s:?}"),
         }
@@ -616,6 +700,8 @@ impl fmt::Display for Answer {
             Answer::Index(i, t) => write!(f, "index {i} with {}", t.iter().map(transform_label).collect::<Vec<_>>().join(", ")),
             Answer::Order(o) => write!(f, "order {o:?}"),
             Answer::Selectors(p) => write!(f, "selectors remote [{}] local [{}]", list(&p.remote), list(&p.local)),
+            Answer::Picks(p) if p.is_empty() => write!(f, "picks [] (the host decides)"),
+            Answer::Picks(p) => write!(f, "picks [{}]", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")),
             Answer::Refused(r) => write!(f, "refuse: {r}"),
             Answer::Invalid(r) => write!(f, "invalid answer (refused): {r}"),
             Answer::Failed(r) => write!(f, "failed: {r}"),
@@ -639,6 +725,7 @@ impl Answer {
             Answer::Selectors(p) => {
                 json!({ "selectors": { "remote": list(&p.remote), "local": list(&p.local) } })
             }
+            Answer::Picks(p) => json!({ "picks": p.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
             Answer::Refused(r) => json!({ "refuse": r }),
             Answer::Invalid(r) => json!({ "invalid": r }),
             Answer::Failed(r) => json!({ "failed": r }),
@@ -695,6 +782,7 @@ pub fn decide(p: &LoadedPlugin, req: &DecisionRequest) -> Answer {
         Ok(DecisionAnswer::Order(o)) => Answer::Order(o),
         Ok(DecisionAnswer::Authorized) => Answer::Allow,
         Ok(DecisionAnswer::Selectors(s)) => Answer::Selectors(s),
+        Ok(DecisionAnswer::Address(c)) => Answer::Picks(c.picks),
         Err(DecisionError::Refused { reason, .. }) => Answer::Refused(reason),
         Err(DecisionError::InvalidAnswer { detail, .. }) => Answer::Invalid(detail),
         Err(e) => Answer::Failed(e.to_string()),
@@ -769,5 +857,48 @@ mod tests {
         assert!(bad.is_err());
         let typo = Fixture::parse("t", r#"{"plugins":["x"],"decison":"authorize","input":{},"expect":{"allow":true}}"#);
         assert!(typo.is_err());
+    }
+
+    #[test]
+    fn address_fixtures() {
+        let f = Fixture::parse(
+            "t",
+            r#"{"plugins":["x"],"decision":"assign-address",
+                "input":{"auth":{"identity":"email:alice@example.org","method":"eap","eap_identity":"alice","eap_method":"mschapv2"},
+                         "requested":["ipv4 10.3.0.9","ipv6"],"pools":["rw 10.3.0.0/24","rw6 fd00:3::/120"]},
+                "expect":{"picks":["address 10.3.0.7","pool rw6"]}}"#,
+        )
+        .unwrap();
+        match &f.request {
+            DecisionRequest::AssignAddress { ctx, request } => {
+                assert_eq!(ctx.peer_identity.as_ref().unwrap().value, "alice@example.org");
+                assert_eq!(request.auth.method, AuthMethod::Eap);
+                assert_eq!((request.auth.eap_identity.as_deref(), request.auth.eap_method.as_deref()), (Some("alice"), Some("mschapv2")));
+                assert_eq!(request.requested[0].address, Some("10.3.0.9".parse().unwrap()));
+                assert_eq!(request.requested[1], AddressWanted { family: AddressFamily::Ipv6, address: None });
+                assert_eq!((request.pools[1].name.as_str(), request.pools[1].size), ("rw6", 255));
+            }
+            other => panic!("wrong request {other:?}"),
+        }
+        let picks = vec![AddressPick::Address("10.3.0.7".parse().unwrap()), AddressPick::Pool("rw6".into())];
+        assert!(f.check(&Answer::Picks(picks.clone())).is_ok());
+        assert!(f.check(&Answer::Picks(picks.into_iter().rev().collect())).is_err(), "order matters");
+        assert!(f.check(&Answer::Picks(vec![])).is_err());
+        assert_eq!(Answer::Picks(vec![]).to_json(), serde_json::json!({ "picks": [] }));
+        assert_eq!(Answer::Picks(vec![AddressPick::Pool("rw".into())]).to_string(), "picks [pool rw]");
+        for bad in [r#""requested":["ipv5"]"#, r#""requested":["ipv4 fd00::1"]"#, r#""pools":["rw"]"#, r#""pools":["rw 10.3.0.1/24"]"#] {
+            let (requested, pools) = if bad.contains("requested") { (bad, r#""pools":[]"#) } else { (r#""requested":[]"#, bad) };
+            let json = format!(
+                r#"{{"plugins":["x"],"decision":"assign-address","input":{{"auth":{{"identity":"fqdn:a"}},{requested},{pools}}},"expect":{{"picks":[]}}}}"#
+            );
+            assert!(Fixture::parse("t", &json).is_err(), "{bad}");
+        }
+        let invalid = Fixture::parse(
+            "t",
+            r#"{"plugins":["x"],"decision":"assign-address","input":{"auth":{"identity":"fqdn:a"},"requested":["ipv4"],"pools":[]},"expect":{"invalid":"outside pools"}}"#,
+        )
+        .unwrap();
+        assert!(invalid.check(&Answer::Invalid("assigned 10.9.9.9, outside pools rw (10.3.0.0/24)".into())).is_ok());
+        assert!(invalid.check(&Answer::Refused("outside pools".into())).is_err());
     }
 }

@@ -10,8 +10,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::Component;
 use wasmtime::Store;
 use wisp_policy_api::{
-    self as api, AuthInfo, Clock, NoSas, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SaView, SelectorPair,
-    SelectorRequest, SystemClock,
+    self as api, AddressChoice, AddressRequest, AuthInfo, Clock, NoSas, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind,
+    SaView, SelectorPair, SelectorRequest, SystemClock,
 };
 
 use crate::bindings::{self, wit, PolicyPlugin, PolicyPluginPre};
@@ -21,13 +21,14 @@ use crate::runtime::{self, DeadlineExceeded, MemoryCapExceeded, StoreState};
 use crate::validate::{self, Problem};
 
 /// The export every plugin must provide.
-pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.3.0";
+pub const DECISIONS_EXPORT: &str = "wisp:policy/decisions@0.4.0";
 /// The world's full name.
-pub const WORLD: &str = "wisp:policy/policy-plugin@0.3.0";
+pub const WORLD: &str = "wisp:policy/policy-plugin@0.4.0";
 /// The WIT package version this host implements.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
 /// Functions of `decisions`, all required.
-pub const DECISION_FUNCTIONS: [&str; 6] = ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors"];
+pub const DECISION_FUNCTIONS: [&str; 7] =
+    ["info", "configure", "select-proposal", "order-proposals", "authorize", "narrow-selectors", "assign-address"];
 
 /// How plugin instances are used across decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +141,7 @@ pub enum DecisionRequest {
     OrderProposals { ctx: PeerContext, kind: SaKind, configured: Vec<Proposal> },
     Authorize { ctx: PeerContext, auth: AuthInfo },
     NarrowSelectors { ctx: PeerContext, request: SelectorRequest },
+    AssignAddress { ctx: PeerContext, request: AddressRequest },
 }
 
 impl DecisionRequest {
@@ -149,6 +151,7 @@ impl DecisionRequest {
             DecisionRequest::OrderProposals { .. } => DecisionKind::OrderProposals,
             DecisionRequest::Authorize { .. } => DecisionKind::Authorize,
             DecisionRequest::NarrowSelectors { .. } => DecisionKind::NarrowSelectors,
+            DecisionRequest::AssignAddress { .. } => DecisionKind::AssignAddress,
         }
     }
 }
@@ -162,6 +165,8 @@ pub enum DecisionAnswer {
     Order(Vec<usize>),
     Authorized,
     Selectors(SelectorPair),
+    /// Where each family's address comes from (empty: the host's default).
+    Address(AddressChoice),
 }
 
 pub(crate) struct Instance {
@@ -461,6 +466,18 @@ impl LoadedPlugin {
         self.log(r)
     }
 
+    /// Which pool or address each family's virtual IP comes from. Checked
+    /// against the request's pools here; the IKE engine checks again and
+    /// knows which addresses are free.
+    pub fn try_assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, DecisionError> {
+        let d = DecisionKind::AssignAddress;
+        let wctx = convert::ctx_to_wit(ctx);
+        let wreq = convert::address_request_to_wit(request);
+        let r =
+            self.call(d, |s, g| g.call_assign_address(s, &wctx, &wreq)).and_then(|a| self.finish(d, validate::address_choice(a, request)));
+        self.log(r)
+    }
+
     /// Any decision, dispatched.
     pub fn decide(&self, req: &DecisionRequest) -> Result<DecisionAnswer, DecisionError> {
         match req {
@@ -472,6 +489,7 @@ impl LoadedPlugin {
             }
             DecisionRequest::Authorize { ctx, auth } => self.try_authorize(ctx, auth).map(|()| DecisionAnswer::Authorized),
             DecisionRequest::NarrowSelectors { ctx, request } => self.try_narrow_selectors(ctx, request).map(DecisionAnswer::Selectors),
+            DecisionRequest::AssignAddress { ctx, request } => self.try_assign_address(ctx, request).map(DecisionAnswer::Address),
         }
     }
 }
@@ -497,6 +515,9 @@ impl Policy for LoadedPlugin {
     }
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<api::SelectorPair, PolicyError> {
         self.try_narrow_selectors(ctx, request).map_err(Into::into)
+    }
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        self.try_assign_address(ctx, request).map_err(Into::into)
     }
 }
 
@@ -614,7 +635,7 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
     let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
 
-    let wanted_prefix = "wisp:policy/decisions@0.3.";
+    let wanted_prefix = "wisp:policy/decisions@0.4.";
     let found = ty.exports(engine).find(|(n, _)| *n == DECISIONS_EXPORT || n.starts_with(wanted_prefix));
     let Some((name, item)) = found else {
         let other = exports.iter().find(|n| n.starts_with("wisp:policy/decisions@"));
@@ -648,10 +669,10 @@ fn check_world(component: &Component) -> Result<(Vec<String>, Vec<String>), Load
         return Err(LoadError::MissingExport { detail: format!("missing export {}", missing.join(", ")) });
     }
     for imp in &imports {
-        let ok = imp.starts_with("wasi:") || imp.starts_with("wisp:policy/host@0.3.") || imp.starts_with("wisp:policy/types@0.3.");
+        let ok = imp.starts_with("wasi:") || imp.starts_with("wisp:policy/host@0.4.") || imp.starts_with("wisp:policy/types@0.4.");
         if !ok {
             return Err(LoadError::UnsupportedImport {
-                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@0.3.0 and WASI only)"),
+                detail: format!("import `{imp}` is not provided (plugins may import wisp:policy/host@{WIT_VERSION} and WASI only)"),
             });
         }
     }

@@ -21,7 +21,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{
+    AddressChoice, AddressRequest, AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair,
+    SelectorRequest,
+};
 
 use crate::convert::Setting;
 use crate::error::LoadError;
@@ -332,5 +335,8 @@ impl Policy for PolicySlot {
     }
     fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
         self.current().narrow_selectors(ctx, request)
+    }
+    fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        self.current().assign_address(ctx, request)
     }
 }

@@ -7,7 +7,7 @@
 use wisp_policy_api as api;
 
 use crate::bindings::wit;
-use crate::convert::ts_from_wit;
+use crate::convert::{self, ts_from_wit};
 
 /// Longest refusal reason kept (the rest is cut); reasons end up in logs.
 pub const MAX_REASON_LEN: usize = 512;
@@ -137,6 +137,31 @@ pub fn selectors(answer: Result<wit::SelectorPair, wit::Refusal>, request: &api:
     Ok(api::SelectorPair { remote, local })
 }
 
+/// `assign-address`: every pick inside the request's pools, of a family the
+/// peer asked for, one per family ([`api::AddressRequest::check`], the check
+/// the IKE engine enforces too). Whether an address is free only the
+/// engine's pools know.
+pub fn address_choice(
+    answer: Result<wit::AddressChoice, wit::Refusal>,
+    request: &api::AddressRequest,
+) -> Result<api::AddressChoice, Problem> {
+    let choice = answer.map_err(|r| Problem::Refused(sanitize(&r.reason)))?;
+    // More picks than families asked for always break the contract, and the
+    // first `families + 1` of them show how: no need to look at the rest.
+    let look_at = choice.picks.len().min(request.requested.len() + 1);
+    let picks = choice.picks[..look_at]
+        .iter()
+        .map(|p| match p {
+            // A name that is no pool is quoted in the reason: make it loggable.
+            wit::AddressPick::Pool(name) if request.pool(name).is_none() => api::AddressPick::Pool(sanitize(name)),
+            p => convert::address_pick_from_wit(p),
+        })
+        .collect();
+    let choice = api::AddressChoice { picks };
+    request.check(&choice).map_err(|e| Problem::Invalid(e.to_string()))?;
+    Ok(choice)
+}
+
 /// `info()`: a name and version that are short printable text.
 pub fn info(i: &wit::PluginInfo) -> Result<(String, String), String> {
     let ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_graphic());
@@ -221,6 +246,29 @@ mod tests {
         assert!(matches!(selectors(Ok(wide), &req), Err(Problem::Invalid(_))));
         let empty = wit::SelectorPair { remote: vec![], local: inside.local };
         assert!(matches!(selectors(Ok(empty), &req), Err(Problem::Refused(_))));
+    }
+
+    #[test]
+    fn address_checks() {
+        let request = api::AddressRequest {
+            auth: api::AuthInfo::psk(api::Identity { kind: api::IdType::Fqdn, value: "a.example".into() }),
+            requested: vec![api::AddressWanted { family: api::AddressFamily::Ipv4, address: None }],
+            pools: vec![api::AddressPool::parse("rw", "10.3.0.0/24").unwrap()],
+        };
+        let pick = |p: &[wit::AddressPick]| address_choice(Ok(wit::AddressChoice { picks: p.to_vec() }), &request);
+        let inside = wit::AddressPick::Address(crate::convert::ip_to_wit("10.3.0.7".parse().unwrap()));
+        assert_eq!(pick(std::slice::from_ref(&inside)).unwrap().picks, vec![api::AddressPick::Address("10.3.0.7".parse().unwrap())]);
+        assert_eq!(pick(&[]).unwrap(), api::AddressChoice::default());
+        let outside = wit::AddressPick::Address(crate::convert::ip_to_wit("10.9.9.9".parse().unwrap()));
+        assert_eq!(pick(&[outside]), Err(Problem::Invalid("assigned 10.9.9.9, outside pools rw (10.3.0.0/24)".into())));
+        let weird = wit::AddressPick::Pool(format!("x\n{}", "y".repeat(10_000)));
+        match pick(&[weird]) {
+            Err(Problem::Invalid(why)) => assert!(why.len() < 700 && !why.contains('\n'), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let huge = vec![inside; 1_000_000];
+        assert!(matches!(pick(&huge), Err(Problem::Invalid(why)) if why.contains("two IPv4")));
+        assert_eq!(address_choice(Err(wit::Refusal { reason: "no".into() }), &request), Err(Problem::Refused("no".into())));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use wisp_policy::api;
 use wisp_policy::bindings::wit;
-use wisp_policy::convert::{ts_from_wit, ts_to_wit};
+use wisp_policy::convert::{ip_from_wit, ts_from_wit, ts_to_wit};
 use wisp_policy::validate::{self, Problem};
 
 fn ip() -> impl Strategy<Value = wit::IpAddress> {
@@ -54,8 +54,76 @@ fn pair(req: &api::SelectorRequest) -> impl Strategy<Value = wit::SelectorPair> 
     ]
 }
 
+fn address_request() -> impl Strategy<Value = api::AddressRequest> {
+    let wanted = (any::<bool>(), prop::option::of(ip())).prop_map(|(v6, a)| api::AddressWanted {
+        family: if v6 { api::AddressFamily::Ipv6 } else { api::AddressFamily::Ipv4 },
+        address: a.map(|a| ip_from_wit(&a)),
+    });
+    let pools = prop::sample::subsequence(vec!["rw 10.99.1.0/24", "staff 10.99.1.200-10.99.1.220", "rw6 ::/120", "x 10.0.0.0/8"], 0..4);
+    (prop::collection::vec(wanted, 0..3), pools).prop_map(|(mut requested, pools)| {
+        requested.dedup_by_key(|w| w.family);
+        api::AddressRequest {
+            auth: api::AuthInfo::psk(api::Identity { kind: api::IdType::Fqdn, value: "p.example".into() }),
+            requested,
+            pools: pools
+                .iter()
+                .map(|p| {
+                    let (name, range) = p.split_once(' ').unwrap();
+                    api::AddressPool::parse(name, range).unwrap()
+                })
+                .collect(),
+        }
+    })
+}
+
+fn address_pick() -> impl Strategy<Value = wit::AddressPick> {
+    prop_oneof![
+        ip().prop_map(wit::AddressPick::Address),
+        prop_oneof![Just("rw".to_string()), Just("rw6".to_string()), Just("staff".to_string()), any::<String>()]
+            .prop_map(wit::AddressPick::Pool),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn address_choice_never_panics_and_accepted_ones_are_inside(
+        req in address_request(),
+        answer in prop_oneof![
+            prop::collection::vec(address_pick(), 0..4).prop_map(|picks| Ok(wit::AddressChoice { picks })),
+            refusal().prop_map(Err),
+        ],
+    ) {
+        match validate::address_choice(answer.clone(), &req) {
+            Ok(c) => {
+                let mut families = std::collections::HashSet::new();
+                for p in &c.picks {
+                    let family = match p {
+                        api::AddressPick::Pool(name) => {
+                            let pool = req.pools.iter().find(|q| &q.name == name);
+                            prop_assert!(pool.is_some(), "unknown pool {} accepted", name);
+                            pool.unwrap().family
+                        }
+                        api::AddressPick::Address(a) => {
+                            prop_assert!(req.pools.iter().any(|q| q.contains(*a)), "{} outside the pools accepted", a);
+                            api::AddressFamily::of(*a)
+                        }
+                    };
+                    prop_assert!(req.requested.iter().any(|w| w.family == family), "a family not asked for accepted");
+                    prop_assert!(families.insert(family), "two picks of one family accepted");
+                }
+            }
+            Err(Problem::Refused(r)) => {
+                prop_assert!(answer.is_err());
+                prop_assert!(r.len() <= validate::MAX_REASON_LEN + 3);
+            }
+            Err(Problem::Invalid(why)) => {
+                prop_assert!(answer.is_ok());
+                prop_assert!(!why.chars().any(char::is_control), "{:?}", why);
+            }
+        }
+    }
 
     #[test]
     fn proposal_choice_never_panics(

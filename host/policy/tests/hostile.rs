@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use wisp_policy::api::{Policy, PolicyError, SaKind};
+use wisp_policy::api::{AddressChoice, Policy, PolicyError, SaKind};
 use wisp_policy::{load, DecisionError, DecisionKind, Limits, LoadError, PluginConfig};
 
 fn config_with(limits: Limits) -> PluginConfig {
@@ -133,20 +133,21 @@ fn wrong_world_is_refused_naming_the_missing_export() {
     let err = load(plugin("hostile-wrong-world"), &PluginConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("wisp:policy/decisions@0.3.0"), "{msg}");
+    assert!(msg.contains("wisp:policy/decisions@0.4.0"), "{msg}");
     assert!(msg.contains("hostile:other/calculator@1.0.0"), "message lists what it exports: {msg}");
 }
 
 #[test]
 fn component_built_for_old_wit_is_refused_naming_its_version() {
     // Complete, well-behaved plugins, but built against the previous contracts:
+    // wisp:policy@0.3.0 (no assign-address, auth-info without the EAP facts),
     // wisp:policy@0.2.0 (auth-info without issuer, SANs, serial, expiry) and
     // wisp:policy@0.1.0.
-    for (file, built) in [("hostile-old-wit-v2", "0.2.0"), ("hostile-old-wit", "0.1.0")] {
+    for (file, built) in [("hostile-old-wit-v3", "0.3.0"), ("hostile-old-wit-v2", "0.2.0"), ("hostile-old-wit", "0.1.0")] {
         let err = load(plugin(file), &PluginConfig::default()).unwrap_err();
         assert!(matches!(err, LoadError::MissingExport { .. }), "{file}: {err:?}");
         let msg = err.to_string();
-        assert!(msg.contains(&format!("built for wisp:policy@{built}, this host needs 0.3.0")), "{file}: {msg}");
+        assert!(msg.contains(&format!("built for wisp:policy@{built}, this host needs 0.4.0")), "{file}: {msg}");
         let report = wisp_policy::check(plugin(file)).unwrap_err().to_string();
         assert!(report.contains(&format!("built for wisp:policy@{built}")), "{file}: plugin check says it too: {report}");
     }
@@ -157,10 +158,10 @@ fn missing_decision_functions_are_named() {
     let err = load(plugin("hostile-missing-export"), &PluginConfig::default()).unwrap_err();
     assert!(matches!(err, LoadError::MissingExport { .. }), "{err:?}");
     let msg = err.to_string();
-    for f in ["select-proposal", "order-proposals", "authorize", "narrow-selectors"] {
+    for f in ["select-proposal", "order-proposals", "authorize", "narrow-selectors", "assign-address"] {
         assert!(msg.contains(f), "{f} not named in: {msg}");
     }
-    assert!(!msg.contains("`wisp:policy/decisions@0.3.0#info`"), "info is present: {msg}");
+    assert!(!msg.contains("`wisp:policy/decisions@0.4.0#info`"), "info is present: {msg}");
 }
 
 #[test]
@@ -236,6 +237,43 @@ fn selector_wider_than_offered_is_a_refusal_and_logged() {
     assert!(log.contains("WARN") && log.contains("hostile-wide-selector 1.0.0"), "log: {log}");
     // The other decisions of that plugin are fine.
     assert_eq!(p.try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, 0);
+}
+
+/// `assign-address` answers outside the request's pools are refused by the
+/// host's validation (typed, naming what was answered; a flood of picks is
+/// cut short), and the plugin goes on answering.
+#[test]
+fn address_outside_the_pools_is_a_refusal() {
+    // 100,000 picks take longer than the default deadline to lift in a debug build.
+    let p = load(plugin("hostile-bad-address"), &config_with(Limits { deadline: Duration::from_secs(2), ..Limits::default() })).unwrap();
+    for (who, want) in [
+        ("outside", "assigned 10.9.9.9, outside pools rw (10.3.0.0/24)"),
+        ("unknown-pool", "picked pool nope, not one of the connection's pools (rw (10.3.0.0/24), rw6 (fd00:3::/120))"),
+        ("wrong-family", "picked pool rw6 (IPv6), but the peer asked for no IPv6 address"),
+        ("twice", "picked two IPv4 addresses (address 10.3.0.1, address 10.3.0.1)"),
+        ("many", "picked two IPv4 addresses (pool rw, pool rw)"),
+    ] {
+        let err = p.try_assign_address(&ctx(), &address_request(who)).unwrap_err();
+        match &err {
+            DecisionError::InvalidAnswer { plugin, decision, detail } => {
+                assert_eq!((plugin.name.as_str(), *decision), ("hostile-bad-address", DecisionKind::AssignAddress));
+                assert_eq!(detail, want, "{who}");
+            }
+            other => panic!("{who}: expected an invalid answer, got {other:?}"),
+        }
+        // Through the engine-facing trait: a refusal naming the plugin, which the
+        // engine answers with INTERNAL_ADDRESS_FAILURE.
+        match p.assign_address(&ctx(), &address_request(who)) {
+            Err(PolicyError::Refused { decider, reason }) => {
+                assert!(decider.starts_with("hostile-bad-address 1.0.0"), "{decider}");
+                assert_eq!(reason, format!("invalid plugin answer: {want}"));
+            }
+            other => panic!("{who}: expected a refusal, got {other:?}"),
+        }
+    }
+    // No opinion is an answer like any other.
+    assert_eq!(p.try_assign_address(&ctx(), &address_request("alice")).unwrap(), AddressChoice::default());
+    p.try_authorize(&ctx(), &auth("alice.example.com")).unwrap();
 }
 
 #[test]

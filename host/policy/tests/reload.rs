@@ -86,7 +86,7 @@ fn broken_new_version_leaves_the_old_one_in_charge() {
     assert_eq!((st.version.as_str(), st.number), ("1.0.0", 1), "v1 stays in charge");
     let failure = st.last_error.unwrap();
     assert!(matches!(failure.error, LoadError::MissingExport { .. }), "{:?}", failure.error);
-    assert!(failure.error.to_string().contains("wisp:policy/decisions@0.3.0"));
+    assert!(failure.error.to_string().contains("wisp:policy/decisions@0.4.0"));
     assert_eq!(slot.current().try_select_proposal(&ctx(), SaKind::Child, &proposals(), &proposals()).unwrap().index, V1_ANSWER);
 
     // Garbage is refused the same way, with its own reason.

@@ -20,6 +20,10 @@
 //!
 //! Traffic selectors: each side narrowed to the intersection of what was
 //! proposed and the connection's configured ranges (TS_UNACCEPTABLE if empty).
+//!
+//! Virtual IPs: no opinion (`assign-address` answers no pick, the SDK's
+//! default): the host leases from the connection's pools in their order, an
+//! identity's own lease first, exactly as without a plugin.
 
 use wisp_plugin_sdk::*;
 

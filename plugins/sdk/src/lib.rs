@@ -12,6 +12,8 @@
 //! - [`Cidr`]: CIDR parsing and address matching;
 //! - [`ProposalExt`] and [`ids`]: proposal inspection (AEAD?, key length, DH
 //!   group, a printable summary for refusal reasons);
+//! - [`address`]: building `assign-address` answers (a pool, an address, or
+//!   no opinion) and looking at the pools;
 //! - [`host`]: logging, the clock, and the live-SA view.
 //!
 //! ```ignore
@@ -48,14 +50,16 @@ pub mod bindings {
     });
 }
 
+pub mod address;
 mod cidr;
 mod proposal;
 mod settings;
 pub mod ts;
 
 pub use bindings::wisp::policy::types::{
-    AuthInfo, AuthMethod, Datetime, DecisionTrigger, IdType, Identity, IpAddress, LogLevel,
-    PeerContext, PluginInfo, Proposal, ProposalChoice, Protocol, Refusal, LiveSas, SaKind,
+    AddressChoice, AddressFamily, AddressPick, AddressPool, AddressRequest, AddressWanted,
+    AuthInfo, AuthMethod, Datetime, DecisionTrigger, IdType, Identity, IpAddress, LiveSas,
+    LogLevel, PeerContext, PluginInfo, Proposal, ProposalChoice, Protocol, Refusal, SaKind,
     SelectorPair, SelectorRequest, Setting, SettingValue, TrafficSelector, Transform,
     TransformType,
 };
@@ -105,7 +109,8 @@ pub fn refuse(reason: impl Into<String>) -> Refusal {
 /// inside the configured ones, and enforces them), `order_proposals` offers the configured list
 /// unchanged, `authorize` denies everyone (deny by default), `narrow_selectors`
 /// narrows to the intersection of proposed and configured ranges
-/// ([`ts::narrow_to_configured`]).
+/// ([`ts::narrow_to_configured`]), `assign_address` has no opinion (the host
+/// leases from the connection's pools as it would without a plugin).
 pub trait Policy: Sized + 'static {
     /// Plugin name, shown in logs and `wisp status`.
     const NAME: &'static str;
@@ -152,6 +157,14 @@ pub trait Policy: Sized + 'static {
     /// Narrow the proposed traffic selectors.
     fn narrow_selectors(&self, _ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, Refusal> {
         ts::narrow_to_configured(request)
+    }
+
+    /// As responder, a peer asking for virtual IPs: per family a pool
+    /// ([`address::pool`]) or an address ([`address::exact`]) of the
+    /// connection's, or nothing for the host's default. The host enforces
+    /// the answer against the pools and their leases.
+    fn assign_address(&self, _ctx: &PeerContext, _request: &AddressRequest) -> Result<AddressChoice, Refusal> {
+        Ok(address::no_opinion())
     }
 }
 
@@ -250,6 +263,14 @@ macro_rules! export_policy {
             ) -> ::core::result::Result<$crate::SelectorPair, $crate::Refusal> {
                 $crate::__rt::with::<$ty, _>(&__WISP_POLICY_STATE, |p| {
                     <$ty as $crate::Policy>::narrow_selectors(p, &ctx, &request)
+                })?
+            }
+            fn assign_address(
+                ctx: $crate::PeerContext,
+                request: $crate::AddressRequest,
+            ) -> ::core::result::Result<$crate::AddressChoice, $crate::Refusal> {
+                $crate::__rt::with::<$ty, _>(&__WISP_POLICY_STATE, |p| {
+                    <$ty as $crate::Policy>::assign_address(p, &ctx, &request)
                 })?
             }
         }

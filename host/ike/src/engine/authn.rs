@@ -203,6 +203,8 @@ pub(super) fn check_peer(
                 certificate_issuer: Some(cert.issuer),
                 certificate_serial: Some(cert.serial),
                 certificate_not_after: Some(cert.not_after),
+                eap_identity: None,
+                eap_method: None,
             };
             Ok((info, v.scheme))
         }

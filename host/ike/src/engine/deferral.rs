@@ -12,7 +12,9 @@
 //! - an IKE_SA_INIT request: its datagram (no SA exists yet);
 //! - a decrypted request of an IKE SA (IKE_AUTH, CREATE_CHILD_SA): its
 //!   payloads; the SA's expected message ID is left unchanged, so a
-//!   retransmission of the request is parked in its place, not answered;
+//!   retransmission of the request is parked in its place, not answered
+//!   (an IKE_AUTH that waits for `assign-address` or a Child SA decision
+//!   gives back any address it leased, and leases it again on the re-run);
 //! - a decrypted response (IKE_AUTH as initiator): its payloads, with our
 //!   request left outstanding (and retransmitted as usual);
 //! - a request of ours (a task such as a rekey, or an initiation) that needs
@@ -29,7 +31,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wisp_policy_api::{AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair, SelectorRequest};
+use wisp_policy_api::{
+    AddressChoice, AddressRequest, AuthInfo, PeerContext, Policy, PolicyError, Proposal, ProposalChoice, SaKind, SelectorPair,
+    SelectorRequest,
+};
 
 use crate::codec::{Header, Payload};
 use crate::event::{DownReason, Exchange, FailureReason, IkeSaId, Side};
@@ -91,6 +96,9 @@ impl Asker {
     }
     pub(super) fn narrow_selectors(&self, ctx: &PeerContext, request: &SelectorRequest) -> Result<SelectorPair, PolicyError> {
         self.note(self.inner.narrow_selectors(ctx, request))
+    }
+    pub(super) fn assign_address(&self, ctx: &PeerContext, request: &AddressRequest) -> Result<AddressChoice, PolicyError> {
+        self.note(self.inner.assign_address(ctx, request))
     }
 }
 

@@ -278,9 +278,13 @@ impl Engine {
     }
 }
 
-/// What the policy's `authorize` sees of an EAP peer.
-fn eap_auth_info(peer: Identity, _method: Method, _identity: &str, cert: Option<&crate::pki::cert::CertInfo>) -> AuthInfo {
+/// The policy sees the IKE identity as `peer_identity`, the EAP user and
+/// method beside it, and for EAP-TLS the client certificate's facts.
+fn eap_auth_info(peer: Identity, method: Method, identity: &str, cert: Option<&crate::pki::cert::CertInfo>) -> AuthInfo {
     let mut info = AuthInfo::psk(peer);
+    info.method = wisp_policy_api::AuthMethod::Eap;
+    info.eap_identity = Some(identity.to_string());
+    info.eap_method = Some(method.name().to_string());
     if let Some(c) = cert {
         info.certificate_subject = Some(c.subject.clone());
         info.certificate_issuer = Some(c.issuer.clone());

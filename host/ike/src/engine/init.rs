@@ -699,8 +699,13 @@ impl Engine {
             return;
         }
         // Virtual IPs first: the Child SA's selectors narrow to them.
-        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, first) {
+        let (cp_reply, vip_failure) = match self.assign_vips(&mut sa, first, &info) {
             Ok(cp) => (cp, None),
+            Err(_) if self.policy.take_deferred() => {
+                // `assign-address` is asked again when the answer is in (nothing was leased).
+                park(self, sa, done, payloads);
+                return;
+            }
             Err(reason) => (None, Some(reason)),
         };
         // The Child SA's decisions come before anything changes, so that a

@@ -3,7 +3,11 @@
 //! Responder: a connection with `pools` answers a CFG_REQUEST in IKE_AUTH
 //! with a CFG_REPLY: an address per family asked for, leased from the
 //! daemon-wide [`crate::pool::Pools`] to the peer's authenticated identity,
-//! the pool's DNS servers and subnets. The peer's side of every Child SA
+//! the pool's DNS servers and subnets. The policy's `assign-address` may
+//! pick a family's pool or exact address first; the host holds the answer
+//! to the connection's pools (a named pool must be one of them and of the
+//! family, an address inside them and free or already this identity's,
+//! one pick per family asked for) and refuses the address otherwise. The peer's side of every Child SA
 //! of that IKE SA is narrowed to its addresses. No address to give: the
 //! IKE SA is made without a Child SA, INTERNAL_ADDRESS_FAILURE says why
 //! (RFC 7296 3.10.1), and the IKE SA is deleted. Leases go back to the
@@ -20,11 +24,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use wisp_policy_api::TrafficSelector;
+use wisp_policy_api::{AddressFamily, AddressPick, AddressRequest, AddressWanted, AuthInfo, PolicyError, TrafficSelector};
 
 use crate::codec::{CfgType, ConfigAttrType, ConfigAttribute, CpPayload, Payload};
 use crate::event::FailureReason;
-use crate::pool::Lease;
+use crate::pool::{Lease, PoolError};
 
 use super::sa::IkeSa;
 use super::Engine;
@@ -145,10 +149,40 @@ impl Engine {
         out
     }
 
-    /// Responder, IKE_AUTH: lease what a CFG_REQUEST asks for. `Ok(None)`:
-    /// nothing to answer (no request, or a connection without pools).
-    /// `Err`: an address was asked for and none could be leased.
-    pub(super) fn assign_vips(&mut self, sa: &mut IkeSa, payloads: &[Payload]) -> Result<Option<Payload>, FailureReason> {
+    /// The policy's picks for the families `asked`, held to the
+    /// connection's pools. `Err` when the policy refused, failed, deferred
+    /// (the caller sees [`super::deferral::Asker::take_deferred`]) or answered
+    /// outside the pools.
+    fn address_picks(
+        &self,
+        sa: &IkeSa,
+        auth: &AuthInfo,
+        asked: &[(bool, Option<IpAddr>)],
+    ) -> Result<Vec<(AddressFamily, AddressPick)>, FailureReason> {
+        let conn = &self.config.connections[sa.conn];
+        let family = |v6: bool| if v6 { AddressFamily::Ipv6 } else { AddressFamily::Ipv4 };
+        let request = AddressRequest {
+            auth: auth.clone(),
+            requested: asked.iter().map(|&(v6, address)| AddressWanted { family: family(v6), address }).collect(),
+            pools: conn.pools.iter().filter_map(|n| self.pools.config(n)).map(|p| p.for_policy()).collect(),
+        };
+        let ctx = self.ctx(sa, sa.conn, false);
+        let choice = self.policy.assign_address(&ctx, &request).map_err(|e| match e {
+            PolicyError::Refused { decider, reason } => {
+                FailureReason::AddressRefused { policy: decider, why: format!("refused an address: {reason}") }
+            }
+            PolicyError::Failed { decider, detail } => FailureReason::AddressRefused { policy: decider, why: format!("failed: {detail}") },
+            PolicyError::Deferred { decider } => FailureReason::AddressRefused { policy: decider, why: "has not decided yet".into() },
+        })?;
+        request.check(&choice).map_err(|e| FailureReason::AddressRefused { policy: self.policy.describe(), why: e.to_string() })
+    }
+
+    /// Responder, IKE_AUTH: lease what a CFG_REQUEST asks for, to the peer
+    /// `auth` describes. `Ok(None)`: nothing to answer (no request, or a
+    /// connection without pools). `Err`: an address was asked for and none
+    /// could be leased, or the policy's answer was refused (nothing is
+    /// leased then); when the policy deferred, nothing was leased either.
+    pub(super) fn assign_vips(&mut self, sa: &mut IkeSa, payloads: &[Payload], auth: &AuthInfo) -> Result<Option<Payload>, FailureReason> {
         let Some(req) = cp_of(payloads, CfgType::REQUEST) else { return Ok(None) };
         let conn = &self.config.connections[sa.conn];
         if conn.pools.is_empty() {
@@ -170,15 +204,38 @@ impl Engine {
         let Some(owner) = owner else {
             return Err(FailureReason::NoAddress { why: "no authenticated peer identity to lease to".into() });
         };
+        let picks = self.address_picks(sa, auth, &asked)?;
+        let conn = &self.config.connections[sa.conn];
         let mut vips = Vips::default();
         let mut errors = Vec::new();
-        for (fam, want) in asked {
-            match self.pools.acquire(&conn.pools, &owner, fam, want) {
+        for (v6, want) in asked {
+            let lease = match picks.iter().find(|(f, _)| f.is_ipv6() == v6).map(|(_, p)| p) {
+                None => self.pools.acquire(&conn.pools, &owner, v6, want).map_err(|e| e.to_string()),
+                Some(AddressPick::Pool(name)) => self
+                    .pools
+                    .acquire(std::slice::from_ref(name), &owner, v6, want)
+                    .map_err(|e| format!("{e} (pool picked by policy {})", self.policy.describe())),
+                Some(AddressPick::Address(a)) => match self.pools.acquire_exact(&conn.pools, &owner, *a) {
+                    Ok(l) => Ok(l),
+                    Err(e) => {
+                        // The policy's own choice cannot be honoured: fail closed.
+                        for l in &vips.leases {
+                            self.pools.release(l);
+                        }
+                        let why = match e {
+                            PoolError::Unavailable { addr, why } => format!("assigned {addr}, {why}"),
+                            other => format!("assigned {a}: {other}"),
+                        };
+                        return Err(FailureReason::AddressRefused { policy: self.policy.describe(), why });
+                    }
+                },
+            };
+            match lease {
                 Ok(l) => {
                     vips.addrs.push(l.addr);
                     vips.leases.push(l);
                 }
-                Err(e) => errors.push(e.to_string()),
+                Err(why) => errors.push(why),
             }
         }
         if vips.leases.is_empty() {

@@ -58,6 +58,16 @@ pub fn selector_request() -> SelectorRequest {
     }
 }
 
+/// A peer `who` asking for an IPv4 address on a connection with the pools
+/// rw (10.3.0.0/24) and rw6 (fd00:3::/120).
+pub fn address_request(who: &str) -> AddressRequest {
+    AddressRequest {
+        auth: AuthInfo::psk(Identity { kind: IdType::Fqdn, value: who.into() }),
+        requested: vec![AddressWanted { family: AddressFamily::Ipv4, address: None }],
+        pools: vec![AddressPool::parse("rw", "10.3.0.0/24").unwrap(), AddressPool::parse("rw6", "fd00:3::/120").unwrap()],
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), for "random bytes" inputs.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;

@@ -1,4 +1,4 @@
-//! Exports `wisp:policy/decisions@0.3.0` without the decision functions.
+//! Exports `wisp:policy/decisions@0.4.0` without the decision functions.
 
 wit_bindgen::generate!({
     path: "wit",

@@ -16,6 +16,11 @@
 //! | `huge-answer`    | `order-proposals` answers 1,000,000 indices,            |
 //! |                  | `narrow-selectors` 100,000 selectors, `select-proposal` |
 //! |                  | refuses with a 4 MiB reason                              |
+//! | `bad-address`    | `assign-address` answers outside the pools, by the      |
+//! |                  | peer's identity: `outside` 10.9.9.9, `unknown-pool` a   |
+//! |                  | pool `nope`, `wrong-family` the first pool of a family  |
+//! |                  | not asked for, `twice` two picks for the first family,  |
+//! |                  | `many` 100,000 picks; others: no opinion                 |
 //!
 //! Only the decision named misbehaves; the others answer normally, so a test can
 //! check that the host still works after the misbehaviour.
@@ -27,8 +32,8 @@ wit_bindgen::generate!({
 
 use exports::wisp::policy::decisions::Guest;
 use wisp::policy::types::{
-    AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal, ProposalChoice, Refusal, SaKind, SelectorPair,
-    SelectorRequest, Setting,
+    AddressChoice, AddressPick, AddressRequest, AuthInfo, IpAddress, PeerContext, PluginInfo, Proposal,
+    ProposalChoice, Refusal, SaKind, SelectorPair, SelectorRequest, Setting,
 };
 
 struct Hostile;
@@ -63,6 +68,8 @@ const NAME: &str = if cfg!(feature = "trap") {
     "hostile-log-flood"
 } else if cfg!(feature = "huge-answer") {
     "hostile-huge-answer"
+} else if cfg!(feature = "bad-address") {
+    "hostile-bad-address"
 } else {
     "hostile-reload"
 };
@@ -173,6 +180,35 @@ impl Guest for Hostile {
             }
         }
         Ok(SelectorPair { remote, local: request.local_proposed })
+    }
+
+    fn assign_address(_ctx: PeerContext, request: AddressRequest) -> Result<AddressChoice, Refusal> {
+        let none = AddressChoice { picks: Vec::new() };
+        if !cfg!(feature = "bad-address") {
+            return Ok(none);
+        }
+        let Some(first) = request.requested.first() else { return Ok(none) };
+        let picks = match request.auth.peer_identity.value.as_str() {
+            "outside" => vec![AddressPick::Address(IpAddress::Ipv4((10, 9, 9, 9)))],
+            "unknown-pool" => vec![AddressPick::Pool("nope".to_string())],
+            "wrong-family" => {
+                let other = request.pools.iter().find(|p| !request.requested.iter().any(|w| w.family == p.family));
+                other.map(|p| AddressPick::Pool(p.name.clone())).into_iter().collect()
+            }
+            "twice" => {
+                let same: Vec<AddressPick> = request
+                    .pools
+                    .iter()
+                    .filter(|p| p.family == first.family)
+                    .map(|p| AddressPick::Address(p.first))
+                    .collect();
+                let one = same.first().cloned().into_iter();
+                one.clone().chain(one).collect()
+            }
+            "many" => request.pools.iter().take(1).map(|p| AddressPick::Pool(p.name.clone())).cycle().take(100_000).collect(),
+            _ => Vec::new(),
+        };
+        Ok(AddressChoice { picks })
     }
 }
 

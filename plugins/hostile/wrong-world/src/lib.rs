@@ -1,5 +1,5 @@
 //! A component of the wrong world (a calculator). wisp must refuse to load it,
-//! naming the missing `wisp:policy/decisions@0.3.0` export.
+//! naming the missing `wisp:policy/decisions@0.4.0` export.
 
 wit_bindgen::generate!({
     path: "wit",

@@ -1,5 +1,5 @@
 //! Example: allow-list by identity, certificate issuer or subjectAltName, with
-//! source CIDRs.
+//! source CIDRs; and virtual IPs by the same rules.
 //!
 //! Settings: `peers` (text list), one rule per entry, each optionally followed
 //! by ` from CIDR, CIDR, ...`:
@@ -30,6 +30,28 @@
 //!
 //! `authorize` allows a peer that some rule matches and whose address lies in
 //! one of that rule's CIDRs (a rule without `from` allows any address).
+//!
+//! `leases` (text list) says where a peer's virtual IP comes from
+//! (`assign-address`), one entry per line, a rule (the forms above) and then
+//! what it gets:
+//!
+//! ```toml
+//! leases = ["alice@example.com 10.3.0.7",          # exactly this address
+//!           "alice@example.com fd00:3::7",          # ... and this one for IPv6
+//!           "issuer CN=Staff CA, O=Corp pool staff", # any address of pool `staff`
+//!           "san dns:*.guest.example none"]          # no address at all (refused)
+//! ```
+//!
+//! The last words decide: `pool NAME`, `none`, or else an address. For each
+//! family the peer asks for, the first entry whose rule matches the peer and
+//! that gives that family decides: an address of the family, a pool of the
+//! family (a pool the connection does not have gives nothing, so one list
+//! serves connections with different pools), or `none`, which refuses the
+//! peer an address (INTERNAL_ADDRESS_FAILURE). A family no entry decides is
+//! left to the host (its pools in order, the peer's own lease first). An
+//! address is answered as written: the host refuses one outside the
+//! connection's pools, or leased to another identity.
+//!
 //! Everything else is the SDK's plain behaviour: take the peer's first
 //! proposal, offer the configured proposals in order, narrow selectors to
 //! proposed ∩ configured.
@@ -37,6 +59,8 @@
 //! The Python (`examples/plugins/python`) and JavaScript (`examples/plugins/js`)
 //! allow-lists implement exactly this, reasons included; the shared fixtures in
 //! `examples/fixtures/allowlist-*.json` check that.
+
+use std::net::IpAddr;
 
 use wisp_plugin_sdk::*;
 
@@ -55,8 +79,23 @@ struct Entry {
     sources: Vec<(String, Cidr)>,
 }
 
+/// What a `leases` entry gives.
+enum Gives {
+    Address(IpAddr),
+    Pool(String),
+    Nothing,
+}
+
+struct Lease {
+    /// The entry as written (for reasons).
+    raw: String,
+    rule: Rule,
+    gives: Gives,
+}
+
 struct Allowlist {
     entries: Vec<Entry>,
+    leases: Vec<Lease>,
 }
 
 const SAN_TYPES: [&str; 5] = ["dns", "email", "ip", "uri", "dn"];
@@ -83,30 +122,31 @@ fn norm_dn(dn: &str) -> String {
     parts.iter().map(|p| p.trim_matches(' ').to_ascii_lowercase()).collect::<Vec<_>>().join(",")
 }
 
-fn parse_rule(raw: &str, text: &str) -> Result<Rule, String> {
+/// One rule (identity, `issuer DN`, `san TYPE:VALUE`) of a `key` entry.
+fn parse_rule(key: &str, raw: &str, text: &str) -> Result<Rule, String> {
     if let Some(dn) = text.strip_prefix("issuer ") {
         let dn = dn.trim();
         if dn.is_empty() {
-            return Err(format!("peers entry '{raw}': empty issuer"));
+            return Err(format!("{key} entry '{raw}': empty issuer"));
         }
         return Ok(Rule::Issuer(norm_dn(dn)));
     }
     if let Some(pat) = text.strip_prefix("san ") {
         let pat = pat.trim();
         let Some((kind, value)) = pat.split_once(':') else {
-            return Err(format!("peers entry '{raw}': subjectAltName '{pat}' is not TYPE:VALUE"));
+            return Err(format!("{key} entry '{raw}': subjectAltName '{pat}' is not TYPE:VALUE"));
         };
         let kind = kind.to_ascii_lowercase();
         if !SAN_TYPES.contains(&kind.as_str()) {
-            return Err(format!("peers entry '{raw}': unknown subjectAltName type '{kind}' (known: {})", SAN_TYPES.join(", ")));
+            return Err(format!("{key} entry '{raw}': unknown subjectAltName type '{kind}' (known: {})", SAN_TYPES.join(", ")));
         }
         if value.is_empty() {
-            return Err(format!("peers entry '{raw}': empty subjectAltName"));
+            return Err(format!("{key} entry '{raw}': empty subjectAltName"));
         }
         let wild_ok = (kind == "dns" && value.starts_with("*.")) || (kind == "email" && value.starts_with("*@"));
         if value[usize::from(wild_ok)..].contains('*') {
             return Err(format!(
-                "peers entry '{raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)"
+                "{key} entry '{raw}': '*' only as a leading DNS label (dns:*.example) or e-mail local part (email:*@example)"
             ));
         }
         let value = if kind == "dn" { norm_dn(value) } else { value.to_string() };
@@ -124,7 +164,7 @@ fn parse_entry(raw: &str) -> Result<Entry, String> {
     if id.is_empty() {
         return Err(format!("peers entry '{raw}': empty identity"));
     }
-    let rule = parse_rule(raw, id)?;
+    let rule = parse_rule("peers", raw, id)?;
     let mut sources = Vec::new();
     if let Some(list) = cidrs {
         for c in list.split(',') {
@@ -140,6 +180,33 @@ fn parse_entry(raw: &str) -> Result<Entry, String> {
         }
     }
     Ok(Entry { rule, sources })
+}
+
+/// `RULE ADDRESS`, `RULE pool NAME` or `RULE none`.
+fn parse_lease(raw: &str) -> Result<Lease, String> {
+    let usage = "expected RULE ADDRESS, RULE pool NAME or RULE none";
+    let text = raw.trim();
+    let Some((head, last)) = text.rsplit_once(' ') else {
+        return Err(format!("leases entry '{raw}': {usage}"));
+    };
+    let (rule_text, gives) = if last == "none" {
+        (head, Gives::Nothing)
+    } else if let Some(rule_text) = head.strip_suffix(" pool") {
+        (rule_text, Gives::Pool(last.to_string()))
+    } else if head == "pool" {
+        return Err(format!("leases entry '{raw}': no rule before 'pool'"));
+    } else {
+        match last.parse::<IpAddr>() {
+            Ok(a) => (head, Gives::Address(a)),
+            Err(_) => return Err(format!("leases entry '{raw}': '{last}' is not an address ({usage})")),
+        }
+    };
+    let rule_text = rule_text.trim();
+    if rule_text.is_empty() {
+        return Err(format!("leases entry '{raw}': {usage}"));
+    }
+    let rule = parse_rule("leases", raw, rule_text)?;
+    Ok(Lease { raw: raw.to_string(), rule, gives })
 }
 
 fn id_matches(entry: &str, id: &Identity) -> bool {
@@ -187,12 +254,13 @@ fn rule_matches(rule: &Rule, auth: &AuthInfo) -> bool {
 
 impl Policy for Allowlist {
     const NAME: &'static str = "allowlist";
-    const VERSION: &'static str = "1.1.0";
+    const VERSION: &'static str = "1.2.0";
 
     fn configure(s: &Settings) -> Result<Self, String> {
-        s.reject_unknown(&["peers"])?;
+        s.reject_unknown(&["peers", "leases"])?;
         let entries = s.text_list("peers")?.unwrap_or_default().iter().map(|e| parse_entry(e)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Allowlist { entries })
+        let leases = s.text_list("leases")?.unwrap_or_default().iter().map(|e| parse_lease(e)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Allowlist { entries, leases })
     }
 
     fn authorize(&self, ctx: &PeerContext, auth: &AuthInfo) -> Result<(), Refusal> {
@@ -220,6 +288,29 @@ impl Policy for Allowlist {
             ip_from_wit(&ctx.remote_address),
             allowed.join(", ")
         )))
+    }
+
+    fn assign_address(&self, _ctx: &PeerContext, req: &AddressRequest) -> Result<AddressChoice, Refusal> {
+        let mut picks = Vec::new();
+        for wanted in &req.requested {
+            let decides = |l: &&Lease| match &l.gives {
+                Gives::Address(a) => address::family_of(*a) == wanted.family,
+                Gives::Pool(p) => address::find_pool(req, p).is_some_and(|p| p.family == wanted.family),
+                Gives::Nothing => true,
+            };
+            let Some(lease) = self.leases.iter().filter(|l| rule_matches(&l.rule, &req.auth)).find(decides) else { continue };
+            match &lease.gives {
+                Gives::Address(a) => picks.push(address::exact(*a)),
+                Gives::Pool(p) => picks.push(address::pool(p)),
+                Gives::Nothing => {
+                    return Err(refuse(format!(
+                        "identity '{}' gets no address (leases entry '{}')",
+                        req.auth.peer_identity.value, lease.raw
+                    )))
+                }
+            }
+        }
+        Ok(address::choose(picks))
     }
 
     fn narrow_selectors(&self, _ctx: &PeerContext, req: &SelectorRequest) -> Result<SelectorPair, Refusal> {
