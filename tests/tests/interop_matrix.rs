@@ -1799,9 +1799,21 @@ fn rw_exhausted_case() -> R<Outcome> {
 }
 
 /// wisp as a client (`vips = ["0.0.0.0"]`) of a charon gateway with a pool:
-/// the address goes on wisp's TUN device and carries its traffic.
+/// the address goes on wisp's TUN device and carries its traffic; the
+/// `dns_hook` hears `up` with the address and the DNS server, and `down`.
 fn wisp_client_case() -> R<Outcome> {
+    use std::os::unix::fs::PermissionsExt as _;
     let mut s = setup("aes128gcm16-prfsha256-x25519", "aes128gcm16");
+    let hook_dir = TestDir::new("mx-dns-hook").map_err(e)?;
+    let said = hook_dir.path().join("said");
+    let hook = hook_dir.path().join("hook");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1 $WISP_CONNECTION $WISP_TUN vips=$WISP_VIPS dns=$WISP_DNS\" >> {}\n", said.display()),
+    )
+    .map_err(e)?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).map_err(e)?;
+    s.wisp.tail = vec!["[daemon]".into(), format!("dns_hook = {:?}", hook.display().to_string())];
     s.wisp.tun_addrs.clear();
     let w = &mut s.wisp.conns[0];
     w.extra.push("vips = [\"0.0.0.0\"]".into());
@@ -1838,15 +1850,31 @@ fn wisp_client_case() -> R<Outcome> {
     if p.received < 8 {
         return env.fail(format!("pings to wisp's virtual IP: {p:?}"));
     }
+    let heard = |want: &str| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if std::fs::read_to_string(&said).unwrap_or_default().contains(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    if !heard("up gw wisp0 vips=10.4.0.1 dns=10.2.0.53") {
+        return env.fail(format!("dns_hook was not called up: {:?}", std::fs::read_to_string(&said).unwrap_or_default()));
+    }
     env.wisp().cli_ok(&["down", "gw"]).map_err(e)?;
     std::thread::sleep(Duration::from_millis(500));
     let after = env.pair.left.output("ip", &["-o", "addr", "show", "dev", "wisp0"]).map_err(e)?;
     if String::from_utf8_lossy(&after.stdout).contains("10.4.0.1") {
         return env.fail("the virtual IP stayed on the TUN device after the IKE SA went");
     }
+    if !heard("down gw wisp0 vips=10.4.0.1 dns=10.2.0.53") {
+        return env.fail(format!("dns_hook was not called down: {:?}", std::fs::read_to_string(&said).unwrap_or_default()));
+    }
     Ok(Outcome {
         algorithms: algos(&sas[0]),
-        note: format!("wisp got 10.4.0.1 + DNS 10.2.0.53 on wisp0; pings {}/10; removed on down", p.received),
+        note: format!("wisp got 10.4.0.1 + DNS 10.2.0.53 on wisp0; pings {}/10; removed on down; dns_hook up and down", p.received),
     })
 }
 

@@ -10,6 +10,7 @@
 //! [daemon]
 //! user = "wisp"         # optional: after opening the TUN device and sockets, run as this
 //!                       # user keeping only CAP_NET_ADMIN (see host/gateway/README.md)
+//! dns_hook = "/etc/wisp/dns-hook"   # optional: `up`/`down` with WISP_DNS etc. (see dns_hook.rs)
 //!
 //! [tun]
 //! name = "wisp0"
@@ -770,6 +771,10 @@ pub struct DaemonConfig {
     /// Run as this user (and its primary group) once the TUN device and the
     /// sockets are open, keeping only `CAP_NET_ADMIN`. Unset: stay root.
     pub user: Option<String>,
+    /// A program told of the DNS servers that come with our virtual IPs
+    /// (`HOOK up|down`, see [`crate::dns_hook`]); relative to this file.
+    /// Executable, writable by its owner only, owned by root or wisp's user.
+    pub dns_hook: Option<PathBuf>,
 }
 
 /// `[plugin]`: the policy component and its settings.
@@ -1180,6 +1185,12 @@ impl Config {
             if p.is_relative() {
                 cfg.control_socket = Some(base.join(p));
             }
+        }
+        if let Some(p) = &cfg.daemon.dns_hook {
+            let p = if p.is_relative() { base.join(p) } else { p.clone() };
+            let p = std::path::absolute(&p).unwrap_or(p);
+            crate::dns_hook::check_hook(&p).map_err(|m| err("daemon.dns_hook".into(), m))?;
+            cfg.daemon.dns_hook = Some(p);
         }
         cfg.ike.validate().map_err(|(field, message)| err(field, message))?;
         for (k, v) in &cfg.plugin.settings {
@@ -1637,6 +1648,28 @@ remote_ts = ["0.0.0.0/0"]
         bad("vips = [\"0.0.0.0\", \"::\"]", "vips = [\"any\"]", "connections.client.vips", "not an IP address");
         bad("dns = [\"10.1.0.53\", \"fd00:1::53\"]", "dns = [\"ns1\"]", "pools.rw.dns", "not an IP address");
         bad("remote_addrs = [\"10.99.0.9\"]", "remote_addrs = \"%any\"", "connections.client.vips", "we initiate");
+    }
+
+    #[test]
+    fn dns_hook_must_be_a_safe_executable() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = tempfile::tempdir().unwrap();
+        let hook = d.path().join("hook");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        let cfg = |h: &str| format!("{GOOD}\n[daemon]\ndns_hook = {h:?}\n");
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let c = Config::parse(&cfg(&hook.display().to_string()), Path::new("a.toml")).unwrap();
+        assert_eq!(c.daemon.dns_hook.as_deref(), Some(hook.as_path()));
+        // Relative to the config file.
+        let c = Config::parse(&cfg("hook"), &d.path().join("w.toml")).unwrap();
+        assert_eq!(c.daemon.dns_hook.as_deref(), Some(hook.as_path()));
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = Config::parse(&cfg(&hook.display().to_string()), Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "daemon.dns_hook", "{e}");
+        assert!(e.line > 20, "{e}");
+        assert!(e.message.contains("mode 0775"), "{e}");
+        let e = Config::parse(&cfg("/nonexistent/hook"), Path::new("a.toml")).unwrap_err();
+        assert_eq!(e.field, "daemon.dns_hook", "{e}");
     }
 
     #[test]

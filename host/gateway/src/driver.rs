@@ -135,6 +135,8 @@ pub struct Env {
     pub pools: Arc<wisp_ike::pool::Pools>,
     /// EAP user secrets (`[secrets] eap_file`), replaced in place on reload.
     pub eap_users: Arc<wisp_ike::eap::EapUsers>,
+    /// `[daemon] dns_hook`, told of the DNS servers that come with our virtual IPs.
+    pub dns_hook: Arc<crate::dns_hook::DnsHook>,
     /// Virtual IPs assigned to us on the TUN device, with the number of
     /// IKE SAs holding each (a reauthentication's new SA holds it beside the old).
     pub tun_vips: Arc<Mutex<HashMap<IpAddr, usize>>>,
@@ -519,7 +521,8 @@ struct Driver {
     /// Set by the pool when answers the engine waits for are in.
     ready: Arc<AtomicBool>,
     /// Our virtual IPs by IKE SA (on the TUN device while an SA holds them).
-    sa_vips: HashMap<IkeSaId, Vec<IpAddr>>,
+    /// Our virtual IPs per IKE SA, with the DNS servers that came with them.
+    sa_vips: HashMap<IkeSaId, (Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
 /// Trap ids, unique across the daemon's drivers.
@@ -956,9 +959,9 @@ impl Driver {
                 }
             }
             Event::IkeSaUp(info) => {
-                self.vips_up(&info.vips.local);
+                self.vips_up(&info.vips.local, &info.vips.dns);
                 if !info.vips.local.is_empty() {
-                    self.sa_vips.insert(info.ike, info.vips.local.clone());
+                    self.sa_vips.insert(info.ike, (info.vips.local.clone(), info.vips.dns.clone()));
                 }
                 if !info.vips.local.is_empty() || !info.vips.remote.is_empty() {
                     let list = |v: &[IpAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
@@ -995,8 +998,8 @@ impl Driver {
             }
             Event::IkeSaDown { ike, reason, .. } => {
                 tracing::info!(conn = %self.name, ike = %ike, "IKE SA down: {reason}");
-                if let Some(v) = self.sa_vips.remove(&ike) {
-                    self.vips_down(&v);
+                if let Some((v, dns)) = self.sa_vips.remove(&ike) {
+                    self.vips_down(&v, &dns);
                 }
                 if reason != DownReason::Rekeyed {
                     if let Some(i) = self.up_waiters.iter().position(|(id, _)| *id == ike) {
@@ -1089,15 +1092,19 @@ impl Driver {
         }
     }
 
-    /// Our virtual IPs of a new IKE SA go on the TUN device (once per address).
-    fn vips_up(&mut self, vips: &[IpAddr]) {
+    /// Our virtual IPs of a new IKE SA go on the TUN device (once per
+    /// address); the first time, `[daemon] dns_hook` hears of them and the
+    /// DNS servers.
+    fn vips_up(&mut self, vips: &[IpAddr], dns: &[IpAddr]) {
         if vips.is_empty() {
             return;
         }
+        let mut added = false;
         let mut held = self.env.tun_vips.lock().unwrap_or_else(|p| p.into_inner());
         for a in vips {
             let n = held.entry(*a).or_insert(0);
             if *n == 0 {
+                added = true;
                 match self.env.dataplane.add_address(*a) {
                     Ok(()) => tracing::info!(conn = %self.name, "virtual IP {a} on the TUN device"),
                     Err(e) => tracing::warn!(conn = %self.name, "adding virtual IP {a} to the TUN device: {e:#}"),
@@ -1105,20 +1112,31 @@ impl Driver {
             }
             *n += 1;
         }
+        drop(held);
+        if added {
+            self.env.dns_hook.call("up", &self.name, vips, dns);
+        }
     }
 
-    /// The last IKE SA holding an address is gone: it comes off the TUN device.
-    fn vips_down(&mut self, vips: &[IpAddr]) {
+    /// The last IKE SA holding an address is gone: it comes off the TUN
+    /// device, and `dns_hook` is told.
+    fn vips_down(&mut self, vips: &[IpAddr], dns: &[IpAddr]) {
+        let mut removed = false;
         let mut held = self.env.tun_vips.lock().unwrap_or_else(|p| p.into_inner());
         for a in vips {
             let Some(n) = held.get_mut(a) else { continue };
             *n -= 1;
             if *n == 0 {
+                removed = true;
                 held.remove(a);
                 if let Err(e) = self.env.dataplane.remove_address(*a) {
                     tracing::warn!(conn = %self.name, "removing virtual IP {a} from the TUN device: {e:#}");
                 }
             }
+        }
+        drop(held);
+        if removed {
+            self.env.dns_hook.call("down", &self.name, vips, dns);
         }
     }
 
@@ -1251,9 +1269,9 @@ impl Driver {
             let _ = self.env.dataplane.remove_child(spi_in, inst.spi_out);
         }
         self.disarm_traps();
-        let vips: Vec<Vec<IpAddr>> = self.sa_vips.drain().map(|(_, v)| v).collect();
-        for v in vips {
-            self.vips_down(&v);
+        let vips: Vec<(Vec<IpAddr>, Vec<IpAddr>)> = self.sa_vips.drain().map(|(_, v)| v).collect();
+        for (v, dns) in vips {
+            self.vips_down(&v, &dns);
         }
         for (_, r) in self.up_waiters.drain(..) {
             let _ = r.send(Err("daemon shutting down".into()));

@@ -213,6 +213,7 @@ impl Gateway {
             notices: notice_routes,
             pools: Arc::new(wisp_ike::pool::Pools::new(cfg.pool_configs.clone())),
             eap_users: cfg.eap_users.clone(),
+            dns_hook: crate::dns_hook::DnsHook::new(&cfg.tun.name, cfg.daemon.dns_hook.clone()),
             tun_vips: Default::default(),
             queues: dispatch.queues.clone(),
             decisions: Some(Arc::new(
@@ -461,6 +462,7 @@ impl Gateway {
         // Pools whose range is unchanged keep their leases.
         self.inner.env.pools.reconfigure(cfg.pool_configs.clone());
         self.inner.env.eap_users.replace(&cfg.eap_users);
+        self.inner.env.dns_hook.set_path(cfg.daemon.dns_hook.clone());
         let conns = self.apply_connections(&cfg, false)?;
         if let Some(g) = &self.inner.dispatch.gate {
             g.set_config(cfg.ike.admission());

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod dataplane_glue;
 pub mod demo;
+pub mod dns_hook;
 pub mod dp;
 pub mod driver;
 pub mod gateway;

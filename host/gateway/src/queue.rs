@@ -430,6 +430,7 @@ remote_ts = ["10.97.2.0/24"]
             notices: Default::default(),
             pools: Arc::new(wisp_ike::pool::Pools::default()),
             eap_users: Default::default(),
+            dns_hook: crate::dns_hook::DnsHook::new("wisp0", None),
             tun_vips: Default::default(),
         };
         let gate = Arc::new(Gate::default());
