@@ -19,6 +19,9 @@
 #   CHURN=0 scripts/bench-scale.sh                       (establishment only)
 #   DUR=25                                               (seconds of iperf3 per phase)
 #   WRAP="heaptrack -o /tmp/g" scripts/bench-scale.sh    (the gateway under a profiler)
+#   VIPS=1 CHURN=0 scripts/bench-scale.sh                (road warriors: every SA its own identity
+#                                                         asking for a virtual IP from a /16 pool)
+#   scripts/bench-vips.sh                                (both, the same run, side by side)
 set -euo pipefail
 TOTAL=${1:-10000}
 SOURCES=${2:-100}
@@ -35,6 +38,7 @@ PLUGIN=$ROOT/build/plugins/default.wasm
 [ -f "$PLUGIN" ] || { echo "$PLUGIN missing: run scripts/build-plugins.sh"; exit 1; }
 
 CHURN=${CHURN:-1}
+VIPS=${VIPS:-0}
 DUR=${DUR:-25}
 command -v iperf3 >/dev/null || [ "$CHURN" = 0 ] || { echo "iperf3 missing (scripts/setup.sh installs it)"; exit 1; }
 TAG=wsc$(( $$ % 100000 ))
@@ -60,6 +64,19 @@ ip -n "$G" addr add 10.75.0.1/24 dev "${TAG}ga"; ip -n "$A" addr add 10.75.0.2/2
 ip -n "$G" link set "${TAG}ga" up; ip -n "$A" link set "${TAG}ag" up
 
 IDS=$(for i in $(seq 1 "$SOURCES"); do printf '"c%d.load.test",' "$i"; done)'"a.load.test"'
+if [ "$VIPS" = 1 ]; then
+  # Every SA its own identity (u0 ... uN): the default policy takes any peer
+  # that proves the PSK; each asks for an address, its selector is that address.
+  AUTHZ='allow_any = true'
+  POOLS='pools = ["load"]'
+  LOAD_REMOTE_TS=''
+  POOL_TABLE=$'[pools.load]\naddrs = "10.200.0.0/16"'
+else
+  AUTHZ="allowed_ids = [$IDS]"
+  POOLS=''
+  LOAD_REMOTE_TS='remote_ts = ["10.200.0.0/16"]'
+  POOL_TABLE=''
+fi
 PSK=load-psk-0123456789abcdef
 # The churn: every SA of `load` gets DPD and rekeys both its SAs in the
 # ~45 s after establishment (spread by rand_time).
@@ -77,7 +94,7 @@ addrs = ["10.199.0.1/16"]
 [plugin]
 path = "$PLUGIN"
 [plugin.settings]
-allowed_ids = [$IDS]
+$AUTHZ
 # The client is one legitimate source of load: admission limits out of its way.
 [ike]
 cookie_rate_threshold = 1000000
@@ -92,10 +109,11 @@ remote.id = "*.load.test"
 auth.psk = "$PSK"
 max_ike_sas = $((TOTAL + 100))
 max_child_sas = $((TOTAL + 100))
+$POOLS
 $IKE_CHURN
 [connections.load.children.n]
 local_ts = ["10.199.0.0/16"]
-remote_ts = ["10.200.0.0/16"]
+$LOAD_REMOTE_TS
 esp_proposals = ["aes128gcm16"]
 $CHILD_CHURN
 [connections.a]
@@ -108,6 +126,7 @@ auth.psk = "tunnel-psk-0123456789"
 local_ts = ["10.199.0.0/16"]
 remote_ts = ["10.198.0.0/24"]
 esp_proposals = ["aes128gcm16"]
+$POOL_TABLE
 EOF
 chmod 600 "$DIR/g.toml"
 cat >"$DIR/a.toml" <<EOF
@@ -163,7 +182,7 @@ if [ -n "${PERF:-}" ]; then perf record -q -e cpu-clock -F 499 -p "$GPID" -o "$P
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GPID/status"; }
 RSS0=$(rss)
 mkfifo "$DIR/hold"
-ip netns exec "$L" "$LOAD" 10.76.0.1 10.76.1. 1 "$SOURCES" "$TOTAL" "$WINDOW" "$PSK" <"$DIR/hold" >"$DIR/load.out" 2>"$DIR/load.err" &
+ip netns exec "$L" env WISP_LOAD_VIPS="$VIPS" "$LOAD" 10.76.0.1 10.76.1. 1 "$SOURCES" "$TOTAL" "$WINDOW" "$PSK" <"$DIR/hold" >"$DIR/load.out" 2>"$DIR/load.err" &
 PIDS+=("$!")
 exec 3>"$DIR/hold"
 for _ in $(seq 1 6000); do grep -q '^started=' "$DIR/load.out" 2>/dev/null && break; sleep 0.1; done
@@ -179,6 +198,12 @@ EST=$(echo "$RESULT" | sed 's/.*established=\([0-9]*\).*/\1/')
 echo "client: $RESULT"
 echo "gateway: ike_sas=$SAS child_sas=$KIDS rss_before_kb=$RSS0 rss_after_kb=$RSS1 rss_per_sa_kib=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$EST" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')"
 echo "status --json: $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }') s for $SAS IKE SAs ($(wc -c <"$DIR/status.json") bytes)"
+if [ "$VIPS" = 1 ]; then
+  # Leases as the gateway shows them: per SA, and in the pool.
+  RV=$(grep -o '"remote_vips":\["[0-9.]*"' "$DIR/status.json" | sort -u | wc -l)
+  ONLINE=$(grep -o '"name":"load"[^}]*"online":[0-9]*' "$DIR/status.json" | grep -o '"online":[0-9]*' | grep -o '[0-9]*$' || echo 0)
+  echo "virtual IPs: gateway shows $RV distinct remote_vips, pool load online=$ONLINE"
+fi
 if [ "$CHURN" != 0 ]; then
   # Children rekey 20-30 s after they came up, IKE SAs 30-40 s, DPD runs
   # throughout: measure from ~15 s after the last came up, then let the rest finish.

@@ -15,6 +15,11 @@
 //! with them all up), prints a second line counting what happened to them
 //! meanwhile (`held: rekeyed_ike=… rekeyed_child=… ike_down=N (by reason) …`),
 //! and deletes nothing.
+//!
+//! With `WISP_LOAD_VIPS=1` every IKE SA is a road warrior of its own:
+//! connection `v{n}` with identity `u{n}.load.test` (so that each gets an
+//! address of its own), `vips = 0.0.0.0` and a dynamic local selector; the
+//! result line adds `vips=` (SAs that got one) and `distinct_vips=`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -39,27 +44,35 @@ fn main() {
     let total: usize = a[5].parse().expect("total");
     let window: usize = a[6].parse().expect("window");
     let psk = a[7].as_bytes();
+    let vips = std::env::var_os("WISP_LOAD_VIPS").is_some_and(|v| v == "1");
     let mut conns = Vec::new();
     let mut socks: HashMap<SocketAddr, UdpSocket> = HashMap::new();
-    for i in first..=last {
-        let src: IpAddr = format!("{}{i}", a[2]).parse().expect("source address");
-        let mut c = ConnectionConfig::new(
-            &format!("c{i}"),
-            identity(&format!("c{i}.load.test")),
-            Some(identity("gw.load.test")),
-            psk,
-            &["aes128gcm16-prfsha256-x25519"],
-        )
-        .expect("connection");
+    let conn = |name: &str, id: &str, src: IpAddr, local_ts: Vec<wisp_policy_api::TrafficSelector>| {
+        let mut c = ConnectionConfig::new(name, identity(id), Some(identity("gw.load.test")), psk, &["aes128gcm16-prfsha256-x25519"])
+            .expect("connection");
         c.local_addrs = vec![src];
         c.remote_addrs = vec![target.into()];
         c.initial_contact = false;
         c.caps.max_ike_sas = total + 1;
         c.caps.max_child_sas = total + 1;
         c.retransmit = Retransmit { timeout: Duration::from_secs(2), backoff: 1.5, tries: 4 };
-        let local_ts = selector(&format!("10.200.{}.0/24", i % 256)).expect("selector");
-        c.children.push(ChildConfig::new("n", vec![local_ts], vec![selector("10.199.0.0/16").unwrap()], &["aes128gcm16"]).unwrap());
-        conns.push(c);
+        c.children.push(ChildConfig::new("n", local_ts, vec![selector("10.199.0.0/16").unwrap()], &["aes128gcm16"]).unwrap());
+        c
+    };
+    let sources: Vec<IpAddr> = (first..=last).map(|i| format!("{}{i}", a[2]).parse().expect("source address")).collect();
+    if vips {
+        for n in 0..total {
+            let mut c = conn(&format!("v{n}"), &format!("u{n}.load.test"), sources[n % sources.len()], Vec::new());
+            c.vips = vec![IpAddr::from([0, 0, 0, 0])];
+            conns.push(c);
+        }
+    }
+    for (k, &src) in sources.iter().enumerate() {
+        let i = first as usize + k;
+        if !vips {
+            let local_ts = selector(&format!("10.200.{}.0/24", i % 256)).expect("selector");
+            conns.push(conn(&format!("c{i}"), &format!("c{i}.load.test"), src, vec![local_ts]));
+        }
         for port in [500, 4500] {
             let at = SocketAddr::new(src, port);
             let s = UdpSocket::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}"));
@@ -110,10 +123,11 @@ fn main() {
     let pct = |q: f64| {
         latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
+    let vip_line = if vips { format!(" vips={} distinct_vips={}", k.vips, k.distinct_vips.len()) } else { String::new() };
     println!(
-        "started={started} established={up} failed={failed} seconds={el:.2} rate={:.0}/s sources={} latency_ms_p50={:.1} latency_ms_p99={:.1}",
+        "started={started} established={up} failed={failed} seconds={el:.2} rate={:.0}/s sources={} latency_ms_p50={:.1} latency_ms_p99={:.1}{vip_line}",
         up as f64 / el,
-        names.len(),
+        sources.len(),
         pct(0.5),
         pct(0.99)
     );
@@ -160,6 +174,9 @@ struct Tally {
     child_down: BTreeMap<String, usize>,
     /// Failures of SAs no longer being established (rekeys, DPD answers).
     later_failures: usize,
+    /// IKE SAs that came up with a virtual IP, and the addresses seen.
+    vips: usize,
+    distinct_vips: std::collections::HashSet<IpAddr>,
 }
 
 /// A reason's variant name, without its text.
@@ -223,6 +240,10 @@ fn flush(e: &mut Engine, socks: &HashMap<SocketAddr, UdpSocket>, k: &mut Tally, 
             Event::Failure(f) if f.ike.is_some_and(|ike| k.pending.remove(&ike).is_some()) => {
                 k.failed += 1;
                 eprintln!("failed: {f}");
+            }
+            Event::IkeSaUp(info) if !info.vips.local.is_empty() => {
+                k.vips += 1;
+                k.distinct_vips.extend(info.vips.local.iter().copied());
             }
             Event::IkeSaRekeyed { .. } => k.rekeyed_ike += 1,
             Event::ChildSaRekeyed { .. } => k.rekeyed_child += 1,
