@@ -20,7 +20,8 @@
 #   DUR=25                                               (seconds of iperf3 per phase)
 #   WRAP="heaptrack -o /tmp/g" scripts/bench-scale.sh    (the gateway under a profiler)
 #   VIPS=1 CHURN=0 scripts/bench-scale.sh                (road warriors: every SA its own identity
-#                                                         asking for a virtual IP from a /16 pool)
+#                                                         asking for a virtual IP from a /16 pool;
+#                                                         VIPS=ids: the identities, no virtual IPs)
 #   scripts/bench-vips.sh                                (both, the same run, side by side)
 set -euo pipefail
 TOTAL=${1:-10000}
@@ -64,7 +65,13 @@ ip -n "$G" addr add 10.75.0.1/24 dev "${TAG}ga"; ip -n "$A" addr add 10.75.0.2/2
 ip -n "$G" link set "${TAG}ga" up; ip -n "$A" link set "${TAG}ag" up
 
 IDS=$(for i in $(seq 1 "$SOURCES"); do printf '"c%d.load.test",' "$i"; done)'"a.load.test"'
-if [ "$VIPS" = 1 ]; then
+if [ "$VIPS" = ids ]; then
+  # Every SA its own identity, no virtual IPs (bench-vips.sh's control).
+  AUTHZ='allow_any = true'
+  POOLS=''
+  LOAD_REMOTE_TS='remote_ts = ["10.200.0.0/16"]'
+  POOL_TABLE=''
+elif [ "$VIPS" = 1 ]; then
   # Every SA its own identity (u0 ... uN): the default policy takes any peer
   # that proves the PSK; each asks for an address, its selector is that address.
   AUTHZ='allow_any = true'
@@ -198,10 +205,14 @@ EST=$(echo "$RESULT" | sed 's/.*established=\([0-9]*\).*/\1/')
 echo "client: $RESULT"
 echo "gateway: ike_sas=$SAS child_sas=$KIDS rss_before_kb=$RSS0 rss_after_kb=$RSS1 rss_per_sa_kib=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$EST" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "n/a" }')"
 echo "status --json: $(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }') s for $SAS IKE SAs ($(wc -c <"$DIR/status.json") bytes)"
+tr -d ' \n' <"$DIR/status.json" >"$DIR/status.min"
+# The policy's work: decisions the plugin made, and those answered from memory.
+num() { { grep -o "\"$1\":[0-9]*" "$DIR/status.min" || true; } | head -1 | grep -o '[0-9]*$' || true; }
+echo "decisions: asked=$(num asked) remembered=$(num remembered) refused=$(num refused)"
 if [ "$VIPS" = 1 ]; then
   # Leases as the gateway shows them: per SA, and in the pool.
-  RV=$(grep -o '"remote_vips":\["[0-9.]*"' "$DIR/status.json" | sort -u | wc -l)
-  ONLINE=$(grep -o '"name":"load"[^}]*"online":[0-9]*' "$DIR/status.json" | grep -o '"online":[0-9]*' | grep -o '[0-9]*$' || echo 0)
+  RV=$( { grep -o '"remote_vips":\["[0-9.]*"' "$DIR/status.min" || true; } | sort -u | wc -l)
+  ONLINE=$( { grep -o '"name":"load","range":"[^"]*","size":"[0-9]*","online":[0-9]*' "$DIR/status.min" || true; } | grep -o '[0-9]*$' || true)
   echo "virtual IPs: gateway shows $RV distinct remote_vips, pool load online=$ONLINE"
 fi
 if [ "$CHURN" != 0 ]; then

@@ -19,7 +19,9 @@
 //! With `WISP_LOAD_VIPS=1` every IKE SA is a road warrior of its own:
 //! connection `v{n}` with identity `u{n}.load.test` (so that each gets an
 //! address of its own), `vips = 0.0.0.0` and a dynamic local selector; the
-//! result line adds `vips=` (SAs that got one) and `distinct_vips=`.
+//! result line adds `vips=` (SAs that got one) and `distinct_vips=`. With
+//! `WISP_LOAD_VIPS=ids`, the same identities without virtual IPs (the
+//! control that tells leasing's cost from that of 10,000 identities).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -44,7 +46,11 @@ fn main() {
     let total: usize = a[5].parse().expect("total");
     let window: usize = a[6].parse().expect("window");
     let psk = a[7].as_bytes();
-    let vips = std::env::var_os("WISP_LOAD_VIPS").is_some_and(|v| v == "1");
+    // `1`: an identity and a virtual IP per SA; `ids`: an identity per SA,
+    // fixed selectors (the control for `1`).
+    let mode = std::env::var("WISP_LOAD_VIPS").unwrap_or_default();
+    let vips = mode == "1";
+    let per_sa = vips || mode == "ids";
     let mut conns = Vec::new();
     let mut socks: HashMap<SocketAddr, UdpSocket> = HashMap::new();
     let conn = |name: &str, id: &str, src: IpAddr, local_ts: Vec<wisp_policy_api::TrafficSelector>| {
@@ -60,16 +66,19 @@ fn main() {
         c
     };
     let sources: Vec<IpAddr> = (first..=last).map(|i| format!("{}{i}", a[2]).parse().expect("source address")).collect();
-    if vips {
+    if per_sa {
         for n in 0..total {
-            let mut c = conn(&format!("v{n}"), &format!("u{n}.load.test"), sources[n % sources.len()], Vec::new());
-            c.vips = vec![IpAddr::from([0, 0, 0, 0])];
+            let ts = if vips { Vec::new() } else { vec![selector(&format!("10.200.{}.0/24", n % 256)).expect("selector")] };
+            let mut c = conn(&format!("v{n}"), &format!("u{n}.load.test"), sources[n % sources.len()], ts);
+            if vips {
+                c.vips = vec![IpAddr::from([0, 0, 0, 0])];
+            }
             conns.push(c);
         }
     }
     for (k, &src) in sources.iter().enumerate() {
         let i = first as usize + k;
-        if !vips {
+        if !per_sa {
             let local_ts = selector(&format!("10.200.{}.0/24", i % 256)).expect("selector");
             conns.push(conn(&format!("c{i}"), &format!("c{i}.load.test"), src, vec![local_ts]));
         }
